@@ -1,0 +1,48 @@
+package p11
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+func TestPINErrorFromFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		flags uint
+		tries int
+		lock  bool
+	}{
+		{0, -1, false},
+		{pkcs11.CKF_USER_PIN_COUNT_LOW, 2, false},
+		{pkcs11.CKF_USER_PIN_FINAL_TRY, 1, false},
+		{pkcs11.CKF_USER_PIN_COUNT_LOW | pkcs11.CKF_USER_PIN_FINAL_TRY, 1, false},
+		{pkcs11.CKF_USER_PIN_LOCKED, 0, true},
+	}
+	for _, tt := range tests {
+		err := pinErrorFromFlags(tt.flags)
+		if tt.lock {
+			if !errors.Is(err, ErrPINLocked) {
+				t.Errorf("flags %#x: got %v, want locked", tt.flags, err)
+			}
+			continue
+		}
+		var pe *PINError
+		if !errors.As(err, &pe) || pe.TriesLeft != tt.tries {
+			t.Errorf("flags %#x: got %v, want %d tries", tt.flags, err, tt.tries)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	for _, rv := range []uint{pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_SESSION_HANDLE_INVALID} {
+		if err := classify("sign", pkcs11.Error(rv)); !errors.Is(err, ErrTokenRemoved) {
+			t.Errorf("%#x: got %v", rv, err)
+		}
+	}
+	if err := classify("login", pkcs11.Error(pkcs11.CKR_PIN_LOCKED)); !errors.Is(err, ErrPINLocked) {
+		t.Errorf("locked: got %v", err)
+	}
+}

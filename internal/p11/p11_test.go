@@ -1,0 +1,224 @@
+package p11_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"vouch/internal/p11"
+	"vouch/internal/testenv"
+	"vouch/internal/testpki"
+)
+
+func TestParseURI(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want p11.URI
+		err  bool
+	}{
+		{"pkcs11:token=vouch-gp;object=sign;id=%02;type=private?pin-value=1234&module-path=/usr/lib/x.so",
+			p11.URI{Token: "vouch-gp", Object: "sign", ID: []byte{2}, Type: "private", PINValue: "1234", ModulePath: "/usr/lib/x.so"}, false},
+		{"pkcs11:serial=abc123;id=%01%FF", p11.URI{Serial: "abc123", ID: []byte{1, 0xff}}, false},
+		{"pkcs11:token=My%20Card;manufacturer=SoftHSM", p11.URI{Token: "My Card"}, false},
+		{"pkcs11:object=sign", p11.URI{}, true},        // no token
+		{"pkcs11:token=a;tokn=b", p11.URI{}, true},      // typo refused
+		{"pkcs11:token=a;type=secret", p11.URI{}, true}, // unsupported type
+		{"pkcs11:token=%zz", p11.URI{}, true},
+		{"http://x", p11.URI{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := p11.ParseURI(tt.in)
+			if (err != nil) != tt.err {
+				t.Fatalf("err = %v, want error %v", err, tt.err)
+			}
+			if tt.err {
+				return
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+			again, err := p11.ParseURI(got.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.PINValue, got.PINSource = "", ""
+			if d := cmp.Diff(got, again); d != "" {
+				t.Errorf("String round trip (-want +got):\n%s", d)
+			}
+		})
+	}
+	u, _ := p11.ParseURI("pkcs11:token=t?pin-value=secret")
+	if s := u.String(); s != "pkcs11:token=t" {
+		t.Errorf("String() = %q leaks or mangles", s)
+	}
+}
+
+func openModule(t *testing.T) (*p11.Module, *testpki.Manifest) {
+	t.Helper()
+	man := testenv.Cards(t)
+	m, err := p11.Open(man.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, man
+}
+
+func card(t *testing.T, man *testpki.Manifest, name string) testpki.ManifestCard {
+	t.Helper()
+	for _, c := range man.Cards {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no card %s", name)
+	return testpki.ManifestCard{}
+}
+
+func TestCardSigning(t *testing.T) {
+	m, man := openModule(t)
+	gp := card(t, man, "gp")
+	digest := sha256.Sum256([]byte("statement"))
+	for _, uri := range []string{gp.AuthURI, gp.SignURI} {
+		u, err := p11.ParseURI(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.Signer(u, testpki.CardPIN)
+		if err != nil {
+			t.Fatalf("%s: %v", uri, err)
+		}
+		if s.Certificate() == nil || s.Certificate().Subject.SerialNumber != gp.UZI {
+			t.Fatalf("%s: certificate missing or not the card's", uri)
+		}
+		sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil {
+			t.Fatalf("%s: sign: %v", uri, err)
+		}
+		if err := rsa.VerifyPKCS1v15(s.Public().(*rsa.PublicKey), crypto.SHA256, digest[:], sig); err != nil {
+			t.Errorf("%s: signature does not verify: %v", uri, err)
+		}
+		if _, err := s.Sign(rand.Reader, digest[:20], crypto.SHA1); err == nil {
+			t.Error("SHA-1 signed")
+		}
+		s.Close()
+	}
+}
+
+func TestBackendECDSA(t *testing.T) {
+	m, man := openModule(t)
+	for _, uri := range []string{man.Backend.ExportURI, man.Backend.AttestationURI} {
+		u, err := p11.ParseURI(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.Signer(u, man.Backend.PIN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digest := sha256.Sum256([]byte("export"))
+		sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
+			t.Errorf("%s: ECDSA signature does not verify", uri)
+		}
+		s.Close()
+	}
+}
+
+func TestLoginErrors(t *testing.T) {
+	m, man := openModule(t)
+	gp := card(t, man, "gp")
+	u, _ := p11.ParseURI(gp.SignURI)
+
+	_, err := m.Signer(u, "000000")
+	var pe *p11.PINError
+	if !errors.As(err, &pe) {
+		t.Fatalf("wrong PIN: got %v, want PINError", err)
+	}
+	if pe.Error() == "" || pe.TriesLeft == 0 {
+		t.Errorf("PIN error says nothing useful: %+v", pe)
+	}
+	if _, err := m.Signer(u, ""); err == nil {
+		t.Error("empty PIN accepted on a token without a PIN pad")
+	}
+	if _, err := m.Signer(p11.URI{Token: "vouch-no-such-card"}, testpki.CardPIN); !errors.Is(err, p11.ErrTokenNotFound) {
+		t.Errorf("absent card: got %v, want ErrTokenNotFound", err)
+	}
+	if _, err := m.Signer(p11.URI{Token: gp.Token, Object: "nope"}, testpki.CardPIN); !errors.Is(err, p11.ErrKeyNotFound) {
+		t.Errorf("absent key: got %v, want ErrKeyNotFound", err)
+	}
+	// The correct PIN still works after a wrong one.
+	s, err := m.Signer(u, testpki.CardPIN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+func TestPINErrorMessages(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		tries int
+		want  string
+	}{
+		{1, "one try left"}, {2, "few tries left"}, {-1, "does not say"},
+	} {
+		if got := (&p11.PINError{TriesLeft: tt.tries}).Error(); !strings.Contains(got, tt.want) {
+			t.Errorf("TriesLeft %d: %q lacks %q", tt.tries, got, tt.want)
+		}
+	}
+}
+
+// TestRemovedToken pulls a card while a session is open: signing must fail
+// with ErrTokenRemoved, promptly, and keep failing.
+func TestRemovedToken(t *testing.T) {
+	m, man := openModule(t)
+	label := fmt.Sprintf("vouch-pulled-%d", os.Getpid())
+	if err := m.InitToken(label, testpki.CardSOPIN, testpki.CardPIN); err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Login(p11.URI{Token: label}, testpki.CardPIN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GenerateKey(p11.KeySpec{Label: "k", ID: []byte{9}}); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.Signer(p11.URI{ID: []byte{9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	if _, err := sig.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("softhsm2-util", "--delete-token", "--token", label)
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+man.SoftHSMConf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("delete token: %v: %s", err, out)
+	}
+	_, err = sig.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if !errors.Is(err, p11.ErrTokenRemoved) {
+		t.Fatalf("sign after removal: got %v, want ErrTokenRemoved", err)
+	}
+	if _, err := m.Signer(p11.URI{Token: label}, testpki.CardPIN); !errors.Is(err, p11.ErrTokenNotFound) {
+		t.Errorf("new signer after removal: got %v, want ErrTokenNotFound", err)
+	}
+	s.Close()
+}

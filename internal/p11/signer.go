@@ -1,0 +1,206 @@
+package p11
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Signer is a private key on a token, as a crypto.Signer.
+type Signer struct {
+	s         *Session
+	key       pkcs11.ObjectHandle
+	pub       crypto.PublicKey
+	cert      *x509.Certificate // nil when the token holds none for this key
+	alwaysPIN bool              // CKA_ALWAYS_AUTHENTICATE: the PIN again for every signature
+	ownsSess  bool
+}
+
+var _ crypto.Signer = (*Signer)(nil)
+
+// Signer logs in to the token u names and returns the private key it names
+// (by id or label) as a crypto.Signer, with its certificate when the token
+// holds one under the same id. Close the signer to log out.
+func (m *Module) Signer(u URI, pin string) (*Signer, error) {
+	s, err := m.Login(u, pin)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := s.Signer(u)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	sig.ownsSess = true
+	return sig, nil
+}
+
+// Signer finds a private key in an open session.
+func (s *Session) Signer(u URI) (*Signer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, err := s.findOne(pkcs11.CKO_PRIVATE_KEY, u)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.attrs(key, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_ID, pkcs11.CKA_ALWAYS_AUTHENTICATE)
+	if err != nil {
+		return nil, err
+	}
+	sig := &Signer{s: s, key: key, alwaysPIN: len(a[pkcs11.CKA_ALWAYS_AUTHENTICATE]) == 1 && a[pkcs11.CKA_ALWAYS_AUTHENTICATE][0] == 1}
+	id := a[pkcs11.CKA_ID]
+	// The certificate, when present, is the authority on the public key.
+	if certs, err := s.find(objectTemplate(pkcs11.CKO_CERTIFICATE, URI{ID: id}), 1); err == nil && len(certs) == 1 {
+		ca, err := s.attrs(certs[0], pkcs11.CKA_VALUE)
+		if err != nil {
+			return nil, err
+		}
+		if sig.cert, err = x509.ParseCertificate(ca[pkcs11.CKA_VALUE]); err != nil {
+			return nil, fmt.Errorf("p11: certificate on card: %w", err)
+		}
+		sig.pub = sig.cert.PublicKey
+		return sig, nil
+	}
+	pubObj, err := s.findOne(pkcs11.CKO_PUBLIC_KEY, URI{ID: id})
+	if err != nil {
+		return nil, fmt.Errorf("p11: no certificate or public key for %s: %w", u, err)
+	}
+	switch keyType(a[pkcs11.CKA_KEY_TYPE]) {
+	case pkcs11.CKK_RSA:
+		pa, err := s.attrs(pubObj, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT)
+		if err != nil {
+			return nil, err
+		}
+		sig.pub = &rsa.PublicKey{N: new(big.Int).SetBytes(pa[pkcs11.CKA_MODULUS]), E: int(new(big.Int).SetBytes(pa[pkcs11.CKA_PUBLIC_EXPONENT]).Int64())}
+	case pkcs11.CKK_EC:
+		pa, err := s.attrs(pubObj, pkcs11.CKA_EC_POINT)
+		if err != nil {
+			return nil, err
+		}
+		if sig.pub, err = parseECPoint(pa[pkcs11.CKA_EC_POINT]); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("p11: key type %x not supported", a[pkcs11.CKA_KEY_TYPE])
+	}
+	return sig, nil
+}
+
+func keyType(b []byte) uint {
+	var v uint
+	for i := len(b) - 1; i >= 0; i-- { // CK_ULONG in host (little-endian) order
+		v = v<<8 | uint(b[i])
+	}
+	return v
+}
+
+// parseECPoint reads CKA_EC_POINT: a DER OCTET STRING around an uncompressed
+// P-256 point (some modules omit the wrapper).
+func parseECPoint(b []byte) (*ecdsa.PublicKey, error) {
+	var point []byte
+	if rest, err := asn1.Unmarshal(b, &point); err != nil || len(rest) != 0 {
+		point = b
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
+		return nil, fmt.Errorf("p11: EC point: %w", err)
+	}
+	return pub, nil
+}
+
+// Public returns the public key.
+func (g *Signer) Public() crypto.PublicKey { return g.pub }
+
+// Certificate is the key's certificate from the token, or nil.
+func (g *Signer) Certificate() *x509.Certificate { return g.cert }
+
+// Close logs out when the signer opened its own session.
+func (g *Signer) Close() {
+	if g.ownsSess {
+		g.s.Close()
+	}
+}
+
+// digestInfoSHA256 is the DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256.
+var digestInfoSHA256 = []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
+
+// Sign signs a SHA-256 digest: RSA PKCS#1 v1.5 for RSA keys, ECDSA (ASN.1
+// DER, as crypto.Signer promises) for P-256 keys. Other hashes and PSS are
+// refused rather than silently signed differently.
+func (g *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts.HashFunc() != crypto.SHA256 || len(digest) != 32 {
+		return nil, errors.New("p11: only SHA-256 digests are signed")
+	}
+	if _, pss := opts.(*rsa.PSSOptions); pss {
+		return nil, errors.New("p11: RSA-PSS is not supported")
+	}
+	var mech *pkcs11.Mechanism
+	var data []byte
+	switch g.pub.(type) {
+	case *rsa.PublicKey:
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
+		data = append(append([]byte{}, digestInfoSHA256...), digest...)
+	case *ecdsa.PublicKey:
+		mech = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+		data = digest
+	default:
+		return nil, errors.New("p11: unsupported key")
+	}
+	s := g.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var sig []byte
+	err := s.call(func() error {
+		ctx := s.m.lib.ctx
+		if err := ctx.SignInit(s.h, []*pkcs11.Mechanism{mech}, g.key); err != nil {
+			return err
+		}
+		if g.alwaysPIN {
+			if err := ctx.Login(s.h, pkcs11.CKU_CONTEXT_SPECIFIC, string(s.pin)); err != nil {
+				return err
+			}
+		}
+		var err error
+		sig, err = ctx.Sign(s.h, data)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) || errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)) {
+			return nil, s.loginError(err)
+		}
+		if errors.Is(err, ErrTimeout) {
+			return nil, err
+		}
+		err = classify("sign", err)
+		// Modules differ in what they return once a card is gone (SoftHSM
+		// says the key handle is invalid); asking whether the token is still
+		// there gives one answer for all of them.
+		if !errors.Is(err, ErrTokenRemoved) && !s.present() {
+			s.dead = ErrTokenRemoved
+			return nil, fmt.Errorf("sign: %w (%v)", ErrTokenRemoved, err)
+		}
+		return nil, err
+	}
+	if _, ok := g.pub.(*ecdsa.PublicKey); ok {
+		return rawToASN1(sig)
+	}
+	return sig, nil
+}
+
+// rawToASN1 converts PKCS#11's r||s into the ASN.1 form Go verifies.
+func rawToASN1(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || len(raw)%2 != 0 {
+		return nil, fmt.Errorf("p11: ECDSA signature of %d bytes", len(raw))
+	}
+	n := len(raw) / 2
+	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:n]), new(big.Int).SetBytes(raw[n:])})
+}

@@ -1,0 +1,59 @@
+package testenv
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"vouch/internal/testpki"
+)
+
+// cardsVersion changes whenever the way cards are made changes, so a stale
+// cache is never used.
+const cardsVersion = "3"
+
+var cards struct {
+	once sync.Once
+	man  *testpki.Manifest
+	err  error
+}
+
+// Cards returns the standard test cards on SoftHSM2 tokens. They are made
+// once per machine in a shared cache directory (under a file lock, because
+// test packages run as parallel processes) and reused: making 30 RSA keys on
+// a token takes seconds. SOFTHSM2_CONF is set for this process; the module
+// must not have been loaded with another configuration before.
+func Cards(t testing.TB) *testpki.Manifest {
+	t.Helper()
+	if _, err := os.Stat(testpki.DefaultModule); err != nil {
+		missing(t, "SoftHSM2 ("+testpki.DefaultModule+")", err)
+	}
+	cards.once.Do(func() {
+		spec, _ := json.Marshal(testpki.Cards())
+		sum := sha256.Sum256(append([]byte(cardsVersion), spec...))
+		dir := filepath.Join(os.TempDir(), "vouch-testcards-"+hex.EncodeToString(sum[:6]))
+		if cards.err = os.MkdirAll(dir, 0o700); cards.err != nil {
+			return
+		}
+		lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			cards.err = err
+			return
+		}
+		defer lock.Close()
+		if cards.err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); cards.err != nil {
+			return
+		}
+		defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		cards.man, cards.err = testpki.Provision(dir, testpki.DefaultModule, testpki.Cards())
+	})
+	if cards.err != nil {
+		t.Fatalf("testenv: making test cards: %v", cards.err)
+	}
+	return cards.man
+}

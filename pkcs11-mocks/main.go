@@ -1,0 +1,75 @@
+// Command pkcs11-mocks makes Vouch's UZI-like test PKI and one SoftHSM2 token
+// per test card, plus the back end's token with its export and attestation
+// keys. Running it again changes nothing that exists.
+//
+//	go run ./pkcs11-mocks -dir .vouch/cards
+//	SOFTHSM2_CONF=.vouch/cards/softhsm2.conf pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so -L
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"text/tabwriter"
+
+	"vouch/internal/testpki"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := realMain(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "pkcs11-mocks:", err)
+		os.Exit(1)
+	}
+}
+
+func realMain(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("pkcs11-mocks", flag.ContinueOnError)
+	dir := fs.String("dir", defaultDir(), "directory for the PKI, the tokens and cards.json")
+	module := fs.String("module", testpki.DefaultModule, "PKCS#11 module (SoftHSM2)")
+	quiet := fs.Bool("q", false, "print nothing but errors")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*module); err != nil {
+		return fmt.Errorf("no PKCS#11 module at %s: run make deps (Debian package softhsm2)", *module)
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	conf := testpki.ConfPath(abs)
+	if env := os.Getenv("SOFTHSM2_CONF"); env != "" && env != conf {
+		return errors.New("SOFTHSM2_CONF points elsewhere; unset it or pass -dir matching it")
+	}
+	man, err := testpki.Provision(abs, *module, testpki.Cards())
+	if err != nil {
+		return err
+	}
+	if *quiet {
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CARD\tTOKEN\tUZI NAME\tLICENSE\tWHAT IT IS FOR")
+	for _, c := range man.Cards {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Token, c.UZIName, c.License, c.Description)
+	}
+	fmt.Fprintf(tw, "backend\t%s\t\t\texport and attestation keys (ECDSA P-256)\n", man.Backend.Token)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Printf("\nPIN of every card: %s. Tokens: SOFTHSM2_CONF=%s\nManifest: %s\n", testpki.CardPIN, conf, filepath.Join(abs, "cards.json"))
+	return nil
+}
+
+func defaultDir() string {
+	if d := os.Getenv("VOUCH_STATE_DIR"); d != "" {
+		return filepath.Join(d, "cards")
+	}
+	return filepath.Join(".vouch", "cards")
+}
