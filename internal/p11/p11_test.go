@@ -31,7 +31,7 @@ func TestParseURI(t *testing.T) {
 			p11.URI{Token: "vouch-gp", Object: "sign", ID: []byte{2}, Type: "private", PINValue: "1234", ModulePath: "/usr/lib/x.so"}, false},
 		{"pkcs11:serial=abc123;id=%01%FF", p11.URI{Serial: "abc123", ID: []byte{1, 0xff}}, false},
 		{"pkcs11:token=My%20Card;manufacturer=SoftHSM", p11.URI{Token: "My Card"}, false},
-		{"pkcs11:object=sign", p11.URI{}, true},        // no token
+		{"pkcs11:object=sign", p11.URI{}, true},         // no token
 		{"pkcs11:token=a;tokn=b", p11.URI{}, true},      // typo refused
 		{"pkcs11:token=a;type=secret", p11.URI{}, true}, // unsupported type
 		{"pkcs11:token=%zz", p11.URI{}, true},

@@ -1,0 +1,159 @@
+package bus_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sethvargo/go-envconfig"
+
+	"vouch/internal/bus"
+)
+
+func start(t *testing.T, cfg bus.Config) *bus.Bus {
+	t.Helper()
+	b, err := bus.Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	var cfg bus.Config
+	err := envconfig.ProcessWith(t.Context(), &envconfig.Config{
+		Target: &cfg, Lookuper: envconfig.MapLookuper(map[string]string{"VOUCH_BUS_DIR": "/x"}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bus.Config{StoreDir: "/x", Host: "127.0.0.1", Port: -1, Name: "vouch", StartTimeout: 10 * time.Second}
+	if cfg != want {
+		t.Fatalf("cfg = %+v, want %+v", cfg, want)
+	}
+}
+
+func TestEmbedded(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  bus.Config
+	}{
+		{"listening", bus.Config{}},
+		{"in process only", bus.Config{DontListen: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.cfg.StoreDir = t.TempDir()
+			b := start(t, tt.cfg)
+			if !b.Embedded() {
+				t.Fatal("not embedded")
+			}
+			if err := b.Healthy(); err != nil {
+				t.Fatalf("Healthy: %v", err)
+			}
+			exercise(t, b.JetStream())
+		})
+	}
+}
+
+// exercise checks the JetStream features Vouch relies on: acknowledged
+// publishing with dedupe by message id, and a KV bucket with a TTL.
+func exercise(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "KEYS", Subjects: []string{"keys.>"}, Duplicates: time.Minute,
+	}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	ack, err := js.Publish(ctx, "keys.upload", []byte("k1"), jetstream.WithMsgID("auth-1"))
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	if ack.Duplicate || ack.Sequence != 1 {
+		t.Fatalf("first ack = %+v", ack)
+	}
+	ack, err = js.Publish(ctx, "keys.upload", []byte("k1"), jetstream.WithMsgID("auth-1"))
+	if err != nil {
+		t.Fatalf("republish: %v", err)
+	}
+	if !ack.Duplicate {
+		t.Fatalf("republish with same id not flagged duplicate: %+v", ack)
+	}
+
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bundles", TTL: 24 * time.Hour})
+	if err != nil {
+		t.Fatalf("create kv: %v", err)
+	}
+	if _, err := kv.Put(ctx, "CODE1", []byte("bundle")); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	e, err := kv.Get(ctx, "CODE1")
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	if string(e.Value()) != "bundle" {
+		t.Fatalf("get = %q", e.Value())
+	}
+}
+
+func TestExternalByURL(t *testing.T) {
+	t.Parallel()
+	server := start(t, bus.Config{StoreDir: t.TempDir()})
+	client := start(t, bus.Config{URL: server.ClientURL()})
+	if client.Embedded() {
+		t.Fatal("client started its own server")
+	}
+	if client.ClientURL() != server.ClientURL() {
+		t.Fatalf("ClientURL = %s, want %s", client.ClientURL(), server.ClientURL())
+	}
+	if err := client.Healthy(); err != nil {
+		t.Fatal(err)
+	}
+	exercise(t, client.JetStream())
+
+	// The server sees what the client wrote: one stream, shared.
+	info, err := server.JetStream().AccountInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Streams != 2 { // KEYS and the KV bucket's stream
+		t.Fatalf("streams = %d, want 2", info.Streams)
+	}
+}
+
+func TestUnhealthyAfterServerStops(t *testing.T) {
+	t.Parallel()
+	server, err := bus.Start(t.Context(), bus.Config{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := start(t, bus.Config{URL: server.ClientURL()})
+	server.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for client.Healthy() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("client still healthy after its server stopped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if client.Conn().Status() == nats.CLOSED {
+		t.Fatal("client gave up instead of reconnecting")
+	}
+}
+
+func TestStartFailsOnUnreachableURL(t *testing.T) {
+	t.Parallel()
+	if b, err := bus.Start(t.Context(), bus.Config{URL: "nats://127.0.0.1:1"}); err == nil {
+		b.Close()
+		t.Fatal("Start succeeded")
+	}
+}

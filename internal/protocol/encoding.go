@@ -1,0 +1,186 @@
+// Package protocol defines the signed messages between the card, the back
+// office and the phone — the login signature, the authorization statement,
+// the license attestation and the bundle the phone picks up — with their
+// canonical encoding, and the one function that verifies a bundle and says
+// why it refuses one. docs/protocol.md is its specification and
+// testdata/bundle holds vectors that a second implementation can check.
+//
+// The encoding is deliberately small: a message is its label (which names
+// type and version and separates domains), then its fields in a fixed order,
+// each either a fixed-size big-endian integer or a uint32 length-prefixed
+// byte string. There are no optional fields, no maps and no alternatives, so
+// every message has exactly one encoding and the decoder is strict.
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+)
+
+// Decoding failures, mapped to reasons by the verifier.
+var (
+	errTruncated      = errors.New("protocol: input ends inside a field")
+	errMalformed      = errors.New("protocol: not a Vouch message")
+	errTrailing       = errors.New("protocol: bytes after the last field")
+	errFieldTooLarge  = errors.New("protocol: field larger than allowed")
+	errUnknownVersion = errors.New("protocol: unknown message version")
+	errWrongType      = errors.New("protocol: message of another type")
+)
+
+// labelPrefix starts every label; a message that does not start with it is
+// not ours at all.
+const labelPrefix = "vouch/"
+
+// maxLabel bounds a label's length.
+const maxLabel = 64
+
+type encoder struct{ b []byte }
+
+func newEncoder(label string) *encoder {
+	e := &encoder{b: make([]byte, 0, 256)}
+	e.bytes([]byte(label))
+	return e
+}
+
+func (e *encoder) bytes(v []byte) {
+	e.b = binary.BigEndian.AppendUint32(e.b, uint32(len(v)))
+	e.b = append(e.b, v...)
+}
+
+func (e *encoder) str(v string) { e.bytes([]byte(v)) }
+func (e *encoder) i64(v int64)  { e.b = binary.BigEndian.AppendUint64(e.b, uint64(v)) }
+func (e *encoder) u8(v uint8)   { e.b = append(e.b, v) }
+func (e *encoder) list(v [][]byte) {
+	e.u8(uint8(len(v)))
+	for _, x := range v {
+		e.bytes(x)
+	}
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+// newDecoder checks the label: its kind ("statement") must match, and its
+// version must be one this package reads.
+func newDecoder(b []byte, label string) *decoder {
+	d := &decoder{b: b}
+	if len(b) < 4 {
+		d.err = errMalformed
+		if len(b) > 0 {
+			d.err = errTruncated
+		}
+		return d
+	}
+	n := binary.BigEndian.Uint32(b)
+	if n < uint32(len(labelPrefix)) || n > maxLabel {
+		d.err = errMalformed
+		return d
+	}
+	if uint32(len(b)-4) < n {
+		// A prefix of our label is still a truncated message of ours.
+		if strings.HasPrefix(labelPrefix, string(b[4:min(len(b), 4+len(labelPrefix))])) || strings.HasPrefix(string(b[4:]), labelPrefix) {
+			d.err = errTruncated
+		} else {
+			d.err = errMalformed
+		}
+		return d
+	}
+	got := string(b[4 : 4+n])
+	d.b = b[4+n:]
+	if got == label {
+		return d
+	}
+	if !strings.HasPrefix(got, labelPrefix) {
+		d.err = errMalformed
+		return d
+	}
+	kind := got[:strings.LastIndexByte(got, '/')+1]
+	if strings.HasPrefix(label, kind) {
+		d.err = errUnknownVersion
+	} else {
+		d.err = errWrongType
+	}
+	return d
+}
+
+func (d *decoder) bytes(max int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if len(d.b) < 4 {
+		d.err = errTruncated
+		return nil
+	}
+	n := binary.BigEndian.Uint32(d.b)
+	if n > uint32(max) {
+		d.err = errFieldTooLarge
+		return nil
+	}
+	if uint32(len(d.b)-4) < n {
+		d.err = errTruncated
+		return nil
+	}
+	v := d.b[4 : 4+n]
+	d.b = d.b[4+n:]
+	return v
+}
+
+// fixed reads a byte string that must have exactly n bytes.
+func (d *decoder) fixed(n int) []byte {
+	v := d.bytes(n)
+	if d.err == nil && len(v) != n {
+		d.err = errMalformed
+	}
+	return v
+}
+
+func (d *decoder) str(max int) string { return string(d.bytes(max)) }
+
+func (d *decoder) i64() int64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 8 {
+		d.err = errTruncated
+		return 0
+	}
+	v := int64(binary.BigEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) u8() uint8 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.err = errTruncated
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) list(maxItems, maxItem int) [][]byte {
+	n := int(d.u8())
+	if d.err == nil && (n == 0 || n > maxItems) {
+		d.err = errMalformed
+	}
+	out := make([][]byte, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		out = append(out, d.bytes(maxItem))
+	}
+	return out
+}
+
+// finish reports the first error, or trailing bytes.
+func (d *decoder) finish() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errTrailing
+	}
+	return d.err
+}

@@ -1,0 +1,120 @@
+package protocol_test
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"testing"
+	"time"
+
+	"vouch/internal/protocol"
+	"vouch/internal/testpki"
+	"vouch/internal/uzi"
+)
+
+func TestVerifyLogin(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC()
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := protocol.NewVerifier(protocol.Trust{Roots: []*x509.Certificate{pki.Root.Cert}, Jurisdiction: "NL", Profile: uzi.Test()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := mustRSA(t)
+	const origin = "https://backoffice.vouch.test"
+	challenge := []byte("0123456789abcdef0123456789abcdef")
+	sign := func(origin string, challenge []byte) []byte {
+		d := sha256.Sum256(protocol.LoginMessage(origin, challenge))
+		s, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, d[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	chain := func(card string, usage testpki.Usage) [][]byte {
+		c, _ := testpki.CardByName(card)
+		cert, err := pki.Issue(c, usage, key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [][]byte{cert.Raw, pki.CAs[c.CA].Cert.Raw}
+	}
+	tests := []struct {
+		name   string
+		chain  [][]byte
+		origin string
+		want   protocol.Reason
+	}{
+		{"gp signs in", chain("gp", testpki.UsageAuth), origin, protocol.ReasonOK},
+		{"staff signs in", chain("staff", testpki.UsageAuth), origin, protocol.ReasonOK},
+		{"pharmacist signs in", chain("pharmacist", testpki.UsageAuth), origin, protocol.ReasonOK},
+		{"nameless refused", chain("nameless", testpki.UsageAuth), origin, protocol.ReasonCardNameless},
+		{"server refused", chain("server", testpki.UsageAuth), origin, protocol.ReasonCardServer},
+		{"signature cert is not for login", chain("gp", testpki.UsageSign), origin, protocol.ReasonCertUsage},
+		{"unknown CA", chain("unknownca", testpki.UsageAuth), origin, protocol.ReasonUnknownCA},
+		{"expired card", chain("expired", testpki.UsageAuth), origin, protocol.ReasonCertExpired},
+		{"signature for another origin", chain("gp", testpki.UsageAuth), "https://evil.test", protocol.ReasonSignature},
+		{"no chain", nil, origin, protocol.ReasonMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sig := sign(tt.origin, challenge)
+			_, err := v.VerifyLogin(tt.chain, origin, challenge, sig, now)
+			if got := protocol.Verdict(err); got != tt.want {
+				t.Errorf("verdict %q, want %q (%v)", got, tt.want, err)
+			}
+		})
+	}
+}
+
+func TestReasonTexts(t *testing.T) {
+	t.Parallel()
+	for _, r := range protocol.Reasons() {
+		en, nl := r.Text("en"), r.Text("nl")
+		if en == string(r) || nl == string(r) || en == nl {
+			t.Errorf("reason %q lacks a text in English or Dutch", r)
+		}
+	}
+}
+
+func FuzzParseBundle(f *testing.F) {
+	for _, name := range []string{"valid-gp", "truncated-half", "garbage", "unknown-version", "statement-as-bundle"} {
+		f.Add(readFile(f, "cases/"+name+".bin"))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b, err := protocol.ParseBundle(raw)
+		if err != nil {
+			return
+		}
+		if string(b.Marshal()) != string(raw) {
+			t.Fatal("a bundle decoded but does not re-encode to the same bytes")
+		}
+		if st, err := protocol.ParseStatement(b.Statement); err == nil && string(st.Marshal()) != string(b.Statement) {
+			t.Fatal("statement not canonical")
+		}
+		if at, err := protocol.ParseAttestation(b.Attestation); err == nil && string(at.Marshal()) != string(b.Attestation) {
+			t.Fatal("attestation not canonical")
+		}
+	})
+}
+
+func FuzzVerify(f *testing.F) {
+	vec, v := loadVectors(f)
+	now, _ := time.Parse(time.RFC3339, vec.Now)
+	valid := readFile(f, "cases/valid-gp.bin")
+	f.Add(valid)
+	f.Add(readFile(f, "cases/attestation-forged.bin"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		_, err := v.Verify(raw, nil, now)
+		if err == nil && string(raw) != string(valid) {
+			// Only byte-identical copies of a valid bundle can pass; any
+			// other accepted input would be a forgery.
+			t.Fatalf("accepted a bundle that is not the valid one: %x", raw)
+		}
+	})
+}

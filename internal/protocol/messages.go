@@ -1,0 +1,199 @@
+package protocol
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"vouch/internal/phonecode"
+)
+
+// Labels: type and version of each message, and its signing domain.
+const (
+	LabelLogin       = "vouch/login/v1"
+	LabelStatement   = "vouch/statement/v1"
+	LabelAttestation = "vouch/attestation/v1"
+	LabelBundle      = "vouch/bundle/v1"
+)
+
+// Limits. A bundle is a few kilobytes; anything larger is refused unread.
+const (
+	MaxBundleSize      = 16 << 10
+	MaxCertSize        = 4 << 10
+	MaxChainLength     = 4
+	MaxSignatureSize   = 1024
+	MaxValidity        = 24 * time.Hour
+	AuthorizationIDLen = 16
+)
+
+// Statement is what the clinician's card signs: "I vouch that the phone with
+// this code may publish, with the patient's consent."
+type Statement struct {
+	Jurisdiction    string // e.g. "NL"; a bundle is valid in one jurisdiction only
+	AuthorizationID [AuthorizationIDLen]byte
+	PhoneCode       phonecode.Code
+	IssuedAt        time.Time // whole seconds, UTC
+	ExpiresAt       time.Time
+	Consent         bool     // the patient consented; must be true
+	SymptomOnset    string   // "YYYY-MM-DD" or ""
+	SignerCertHash  [32]byte // SHA-256 of the signing certificate's DER
+}
+
+// Marshal returns the canonical encoding.
+func (s *Statement) Marshal() []byte {
+	e := newEncoder(LabelStatement)
+	e.str(s.Jurisdiction)
+	e.bytes(s.AuthorizationID[:])
+	e.bytes(s.PhoneCode[:])
+	e.i64(s.IssuedAt.Unix())
+	e.i64(s.ExpiresAt.Unix())
+	if s.Consent {
+		e.u8(1)
+	} else {
+		e.u8(0)
+	}
+	e.str(s.SymptomOnset)
+	e.bytes(s.SignerCertHash[:])
+	return e.b
+}
+
+// ParseStatement decodes a statement strictly.
+func ParseStatement(b []byte) (*Statement, error) {
+	d := newDecoder(b, LabelStatement)
+	s := &Statement{}
+	s.Jurisdiction = d.str(8)
+	copy(s.AuthorizationID[:], d.fixed(AuthorizationIDLen))
+	copy(s.PhoneCode[:], d.fixed(phonecode.Size))
+	s.IssuedAt = time.Unix(d.i64(), 0).UTC()
+	s.ExpiresAt = time.Unix(d.i64(), 0).UTC()
+	switch d.u8() {
+	case 0:
+	case 1:
+		s.Consent = true
+	default:
+		if d.err == nil {
+			d.err = errMalformed
+		}
+	}
+	s.SymptomOnset = d.str(10)
+	copy(s.SignerCertHash[:], d.fixed(32))
+	if err := d.finish(); err != nil {
+		return nil, err
+	}
+	if s.SymptomOnset != "" {
+		if _, err := time.Parse(time.DateOnly, s.SymptomOnset); err != nil {
+			return nil, errMalformed
+		}
+	}
+	if len(s.Jurisdiction) < 2 {
+		return nil, errMalformed
+	}
+	return s, nil
+}
+
+// Digest is the SHA-256 the card signs.
+func (s *Statement) Digest() [32]byte { return sha256.Sum256(s.Marshal()) }
+
+// LicenseActive is the only license status an attestation may vouch with.
+const LicenseActive = "active"
+
+// Attestation is the back end's countersignature: "at CheckedAt the register
+// said this card's holder had an active license for this role."
+type Attestation struct {
+	StatementHash [32]byte // SHA-256 of the encoded statement
+	UZI           string
+	Role          string
+	License       string
+	CheckedAt     time.Time
+	ExpiresAt     time.Time // equals the statement's
+	KeyID         [32]byte  // SHA-256 of the attestation key's SubjectPublicKeyInfo
+}
+
+// Marshal returns the canonical encoding.
+func (a *Attestation) Marshal() []byte {
+	e := newEncoder(LabelAttestation)
+	e.bytes(a.StatementHash[:])
+	e.str(a.UZI)
+	e.str(a.Role)
+	e.str(a.License)
+	e.i64(a.CheckedAt.Unix())
+	e.i64(a.ExpiresAt.Unix())
+	e.bytes(a.KeyID[:])
+	return e.b
+}
+
+// ParseAttestation decodes an attestation strictly.
+func ParseAttestation(b []byte) (*Attestation, error) {
+	d := newDecoder(b, LabelAttestation)
+	a := &Attestation{}
+	copy(a.StatementHash[:], d.fixed(32))
+	a.UZI = d.str(16)
+	a.Role = d.str(16)
+	a.License = d.str(16)
+	a.CheckedAt = time.Unix(d.i64(), 0).UTC()
+	a.ExpiresAt = time.Unix(d.i64(), 0).UTC()
+	copy(a.KeyID[:], d.fixed(32))
+	return a, d.finish()
+}
+
+// Bundle is what the phone picks up and later uploads with its keys.
+type Bundle struct {
+	Statement            []byte   // encoded Statement
+	StatementSignature   []byte   // RSA PKCS#1 v1.5 SHA-256 by the card's signature key
+	Chain                [][]byte // DER: the signing certificate first, then intermediates
+	Attestation          []byte   // encoded Attestation
+	AttestationSignature []byte   // ECDSA P-256 SHA-256, ASN.1 DER
+}
+
+// Marshal returns the canonical encoding.
+func (b *Bundle) Marshal() []byte {
+	e := newEncoder(LabelBundle)
+	e.bytes(b.Statement)
+	e.bytes(b.StatementSignature)
+	e.list(b.Chain)
+	e.bytes(b.Attestation)
+	e.bytes(b.AttestationSignature)
+	return e.b
+}
+
+// ParseBundle decodes a bundle strictly; it does not verify anything.
+func ParseBundle(raw []byte) (*Bundle, error) {
+	if len(raw) > MaxBundleSize {
+		return nil, errFieldTooLarge
+	}
+	d := newDecoder(raw, LabelBundle)
+	b := &Bundle{}
+	b.Statement = d.bytes(1024)
+	b.StatementSignature = d.bytes(MaxSignatureSize)
+	b.Chain = d.list(MaxChainLength, MaxCertSize)
+	b.Attestation = d.bytes(1024)
+	b.AttestationSignature = d.bytes(MaxSignatureSize)
+	return b, d.finish()
+}
+
+// LoginMessage is what the card's authentication key signs at login, in the
+// manner of Web eID: the origin and the challenge, each hashed, behind the
+// login label.
+func LoginMessage(origin string, challenge []byte) []byte {
+	ho := sha256.Sum256([]byte(origin))
+	hc := sha256.Sum256(challenge)
+	e := newEncoder(LabelLogin)
+	e.b = append(e.b, ho[:]...)
+	e.b = append(e.b, hc[:]...)
+	return e.b
+}
+
+// NewStatement fills in the times for a statement issued now.
+func NewStatement(jurisdiction string, id [AuthorizationIDLen]byte, code phonecode.Code, now time.Time, onset string, signerDER []byte) (*Statement, error) {
+	if onset != "" {
+		if _, err := time.Parse(time.DateOnly, onset); err != nil {
+			return nil, fmt.Errorf("protocol: symptom onset %q is not a date", onset)
+		}
+	}
+	now = now.UTC().Truncate(time.Second)
+	return &Statement{
+		Jurisdiction: jurisdiction, AuthorizationID: id, PhoneCode: code,
+		IssuedAt: now, ExpiresAt: now.Add(MaxValidity), Consent: true, SymptomOnset: onset,
+		SignerCertHash: sha256.Sum256(signerDER),
+	}, nil
+}

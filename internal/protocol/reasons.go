@@ -1,0 +1,147 @@
+package protocol
+
+import (
+	"fmt"
+
+	"vouch/internal/uzi"
+)
+
+// Reason is the stable code of a verdict. Codes are part of the protocol:
+// support staff, logs and phones key on them, so they never change meaning.
+type Reason string
+
+// Verdicts of Verify. ReasonOK is the only one that accepts.
+const (
+	ReasonOK Reason = "ok"
+
+	ReasonMalformed      Reason = "malformed"
+	ReasonTruncated      Reason = "truncated"
+	ReasonTooLarge       Reason = "too-large"
+	ReasonUnknownVersion Reason = "unknown-version"
+	ReasonWrongType      Reason = "wrong-type"
+
+	ReasonUnknownCA       Reason = "chain-unknown-ca"
+	ReasonCertExpired     Reason = "cert-expired"
+	ReasonCertNotYetValid Reason = "cert-not-yet-valid"
+	ReasonCertUsage       Reason = "cert-usage"
+	ReasonCertRevoked     Reason = "cert-revoked"
+
+	ReasonSignature      Reason = "signature-invalid"
+	ReasonSignerMismatch Reason = "signer-mismatch"
+
+	ReasonWrongJurisdiction Reason = "wrong-jurisdiction"
+	ReasonCodeMismatch      Reason = "code-mismatch"
+	ReasonExpired           Reason = "authorization-expired"
+	ReasonNotYetValid       Reason = "authorization-not-yet-valid"
+	ReasonValidityTooLong   Reason = "authorization-validity-too-long"
+	ReasonNoConsent         Reason = "no-consent"
+
+	ReasonAttestationUnknownKey Reason = "attestation-unknown-key"
+	ReasonAttestationSignature  Reason = "attestation-signature-invalid"
+	ReasonAttestationMismatch   Reason = "attestation-mismatch"
+	ReasonLicenseNotActive      Reason = "license-not-active"
+)
+
+// Card refusals share their codes with internal/uzi.
+const (
+	ReasonCardNameMissing   = Reason(uzi.CodeNameMissing)
+	ReasonCardNameMalformed = Reason(uzi.CodeNameMalformed)
+	ReasonCardWrongProfile  = Reason(uzi.CodeWrongProfile)
+	ReasonCardStaff         = Reason(uzi.CodeStaffCard)
+	ReasonCardNameless      = Reason(uzi.CodeNamelessCard)
+	ReasonCardServer        = Reason(uzi.CodeServerCard)
+	ReasonCardRole          = Reason(uzi.CodeRoleNotAllowed)
+	ReasonCardType          = Reason(uzi.CodeUnknownCardType)
+)
+
+// texts holds, per reason, what it means for a person: English and Dutch.
+var texts = map[Reason][2]string{
+	ReasonOK:             {"The authorization is valid.", "De autorisatie is geldig."},
+	ReasonMalformed:      {"This is not a readable Vouch authorization.", "Dit is geen leesbare Vouch-autorisatie."},
+	ReasonTruncated:      {"The authorization is incomplete: it was cut off in transfer.", "De autorisatie is onvolledig: ze is bij het versturen afgebroken."},
+	ReasonTooLarge:       {"The authorization is larger than any valid one.", "De autorisatie is groter dan een geldige kan zijn."},
+	ReasonUnknownVersion: {"The authorization has a version this system does not know; update the app.", "De autorisatie heeft een versie die dit systeem niet kent; werk de app bij."},
+	ReasonWrongType:      {"This is another kind of Vouch message, not an authorization.", "Dit is een ander soort Vouch-bericht, geen autorisatie."},
+
+	ReasonUnknownCA:       {"The card was not issued by a trusted UZI authority.", "De pas is niet uitgegeven door een vertrouwde UZI-uitgever."},
+	ReasonCertExpired:     {"The clinician's card had expired.", "De pas van de zorgverlener was verlopen."},
+	ReasonCertNotYetValid: {"The clinician's card was not valid yet.", "De pas van de zorgverlener was nog niet geldig."},
+	ReasonCertUsage:       {"The card's certificate is not a signing certificate.", "Het certificaat van de pas is geen ondertekeningscertificaat."},
+	ReasonCertRevoked:     {"The clinician's card has been revoked.", "De pas van de zorgverlener is ingetrokken."},
+
+	ReasonSignature:      {"The card's signature does not match the authorization: it was altered or forged.", "De handtekening van de pas klopt niet bij de autorisatie: die is gewijzigd of vervalst."},
+	ReasonSignerMismatch: {"The authorization names another card than the one that signed it.", "De autorisatie noemt een andere pas dan de pas die ondertekende."},
+
+	ReasonWrongJurisdiction: {"The authorization was issued for another country or region.", "De autorisatie is voor een ander land of gebied uitgegeven."},
+	ReasonCodeMismatch:      {"The authorization belongs to another phone.", "De autorisatie hoort bij een andere telefoon."},
+	ReasonExpired:           {"The authorization has expired (it is valid for 24 hours); ask for a new one.", "De autorisatie is verlopen (ze is 24 uur geldig); vraag een nieuwe aan."},
+	ReasonNotYetValid:       {"The authorization is dated in the future; check the clock.", "De autorisatie is in de toekomst gedateerd; controleer de klok."},
+	ReasonValidityTooLong:   {"The authorization claims a validity longer than 24 hours.", "De autorisatie claimt een geldigheid langer dan 24 uur."},
+	ReasonNoConsent:         {"The patient's consent was not recorded.", "De toestemming van de patiënt is niet vastgelegd."},
+
+	ReasonAttestationUnknownKey: {"The license attestation was not made by this service.", "De registratieverklaring is niet door deze dienst gemaakt."},
+	ReasonAttestationSignature:  {"The license attestation's signature is invalid.", "De handtekening onder de registratieverklaring is ongeldig."},
+	ReasonAttestationMismatch:   {"The license attestation belongs to another authorization or card.", "De registratieverklaring hoort bij een andere autorisatie of pas."},
+	ReasonLicenseNotActive:      {"The clinician's license was not active.", "De registratie van de zorgverlener was niet actief."},
+
+	ReasonCardNameMissing:   {"The card carries no UZI identity.", "De pas bevat geen UZI-identiteit."},
+	ReasonCardNameMalformed: {"The card's UZI identity is malformed.", "De UZI-identiteit op de pas is onjuist opgebouwd."},
+	ReasonCardWrongProfile:  {"The card belongs to another environment (test or production).", "De pas hoort bij een andere omgeving (test of productie)."},
+	ReasonCardStaff:         {"An employee card may not vouch; a licensed care provider must.", "Een medewerkerspas mag niet autoriseren; dat moet een geregistreerde zorgverlener doen."},
+	ReasonCardNameless:      {"A nameless card may not be used: it is not personal.", "Een naamloze pas mag niet worden gebruikt: die is niet persoonlijk."},
+	ReasonCardServer:        {"A server certificate may not be used: it is not a person.", "Een servercertificaat mag niet worden gebruikt: dat is geen persoon."},
+	ReasonCardRole:          {"This profession may not vouch.", "Deze beroepsgroep mag niet autoriseren."},
+	ReasonCardType:          {"The card type is unknown.", "Het type pas is onbekend."},
+}
+
+// Reasons lists every reason, for documentation and tests.
+func Reasons() []Reason {
+	out := make([]Reason, 0, len(texts))
+	for r := range texts {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Text says what r means to a person, in "en" or "nl" (English otherwise).
+func (r Reason) Text(lang string) string {
+	t, ok := texts[r]
+	if !ok {
+		return string(r)
+	}
+	if lang == "nl" {
+		return t[1]
+	}
+	return t[0]
+}
+
+// Refusal is the error Verify returns: a reason, and the underlying cause for
+// logs (never shown to a phone or a patient).
+type Refusal struct {
+	Reason Reason
+	Cause  error
+}
+
+func (r *Refusal) Error() string {
+	if r.Cause != nil {
+		return fmt.Sprintf("protocol: refused (%s): %v", r.Reason, r.Cause)
+	}
+	return fmt.Sprintf("protocol: refused (%s)", r.Reason)
+}
+
+func (r *Refusal) Unwrap() error { return r.Cause }
+
+func refuse(reason Reason, cause error) *Refusal { return &Refusal{Reason: reason, Cause: cause} }
+
+// decodeReason maps a decoding error to its reason.
+func decodeReason(err error) Reason {
+	switch err {
+	case errTruncated:
+		return ReasonTruncated
+	case errUnknownVersion:
+		return ReasonUnknownVersion
+	case errWrongType:
+		return ReasonWrongType
+	}
+	return ReasonMalformed
+}
