@@ -21,8 +21,8 @@ import (
 
 	"vouch/internal/phonecode"
 	"vouch/internal/protocol"
-	"vouch/internal/revocation"
 	"vouch/internal/testpki"
+	"vouch/internal/trust"
 	"vouch/internal/uzi"
 )
 
@@ -30,46 +30,16 @@ var update = flag.Bool("update", false, "regenerate testdata/bundle (new keys, n
 
 const vectorDir = "../../testdata/bundle"
 
-// Vectors is testdata/bundle/vectors.json: everything a second implementation
-// needs to check its verifier against ours.
-type Vectors struct {
-	Description     string   `json:"description"`
-	Now             string   `json:"now"`
-	Jurisdiction    string   `json:"jurisdiction"`
-	Profile         string   `json:"profile"`
-	Roots           []string `json:"roots"`
-	AttestationKeys []string `json:"attestation_keys"`
-	CRLs            []CRL    `json:"crls"`
-	Cases           []Case   `json:"cases"`
-}
-
-// CRL pairs a CRL file with its issuer's certificate file.
-type CRL struct {
-	File   string `json:"file"`
-	Issuer string `json:"issuer"`
-}
-
-// Case is one bundle and the verdict it must get.
-type Case struct {
-	Name        string `json:"name"`
-	Bundle      string `json:"bundle"`
-	PhoneKeyHex string `json:"phone_public_key"`
-	Want        string `json:"want"`
-}
-
 func TestVectors(t *testing.T) {
 	if *update {
 		writeVectors(t)
 	}
 	vec, v := loadVectors(t)
-	now, err := time.Parse(time.RFC3339, vec.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now := vec.Now
 	seen := map[protocol.Reason]bool{}
 	for _, c := range vec.Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(vectorDir, c.Bundle))
+			raw, err := os.ReadFile(c.Bundle)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,49 +78,18 @@ func TestVectors(t *testing.T) {
 	}
 }
 
-// loadVectors reads the trust configuration of the vectors into a verifier.
-func loadVectors(t testing.TB) (*Vectors, *protocol.Verifier) {
+// loadVectors reads testdata/bundle/vectors.json into a verifier.
+func loadVectors(t testing.TB) (*trust.Vectors, *protocol.Verifier) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(vectorDir, "vectors.json"))
+	vec, tr, err := trust.LoadVectors(filepath.Join(vectorDir, "vectors.json"))
 	if err != nil {
 		t.Fatalf("%v (regenerate with go test ./internal/protocol -run TestVectors -update)", err)
 	}
-	var vec Vectors
-	if err := json.Unmarshal(b, &vec); err != nil {
-		t.Fatal(err)
-	}
-	now, err := time.Parse(time.RFC3339, vec.Now)
+	v, err := protocol.NewVerifier(tr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	profile, err := uzi.ProfileByName(vec.Profile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trust := protocol.Trust{Jurisdiction: vec.Jurisdiction, Profile: profile}
-	for _, r := range vec.Roots {
-		trust.Roots = append(trust.Roots, readCert(t, r))
-	}
-	for _, k := range vec.AttestationKeys {
-		blk, _ := pem.Decode(readFile(t, k))
-		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		trust.AttestationKeys = append(trust.AttestationKeys, pub.(*ecdsa.PublicKey))
-	}
-	set := revocation.NewSet()
-	for _, c := range vec.CRLs {
-		if err := set.AddCRL(readFile(t, c.File), readCert(t, c.Issuer), now); err != nil {
-			t.Fatal(err)
-		}
-	}
-	trust.Revocation = set
-	v, err := protocol.NewVerifier(trust)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &vec, v
+	return vec, v
 }
 
 func readFile(t testing.TB, name string) []byte {
@@ -162,15 +101,6 @@ func readFile(t testing.TB, name string) []byte {
 	return b
 }
 
-func readCert(t testing.TB, name string) *x509.Certificate {
-	t.Helper()
-	c, err := testpki.ParseCertPEM(readFile(t, name))
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return c
-}
-
 // ---- generation (-update) ----
 
 type gen struct {
@@ -179,7 +109,7 @@ type gen struct {
 	now     time.Time
 	att     *ecdsa.PrivateKey
 	phone   ed25519.PublicKey
-	vec     Vectors
+	vec     trust.Vectors
 	keys    map[string]*rsa.PrivateKey
 	certs   map[string]*x509.Certificate
 	authKey map[string]*rsa.PrivateKey
@@ -229,7 +159,8 @@ func (g *gen) chain(cert *x509.Certificate) [][]byte {
 func (g *gen) statement(name string, edit func(*protocol.Statement)) (*protocol.Statement, []byte, []byte) {
 	key, cert := g.card(name)
 	var id [16]byte
-	copy(id[:], sha256.New().Sum([]byte(name))[:16])
+	h := sha256.Sum256([]byte(name))
+	copy(id[:], h[:16])
 	st, err := protocol.NewStatement("NL", id, phonecode.FromPublicKey(g.phone), g.now.Add(-time.Hour), "2026-11-18", cert.Raw)
 	if err != nil {
 		g.t.Fatal(err)
@@ -269,7 +200,7 @@ func (g *gen) add(name string, raw []byte, phone ed25519.PublicKey, want protoco
 	if err := os.WriteFile(filepath.Join(vectorDir, file), raw, 0o644); err != nil {
 		g.t.Fatal(err)
 	}
-	g.vec.Cases = append(g.vec.Cases, Case{Name: name, Bundle: file, PhoneKeyHex: hex.EncodeToString(phone), Want: string(want)})
+	g.vec.Cases = append(g.vec.Cases, trust.Case{Name: name, Bundle: file, PhoneKeyHex: hex.EncodeToString(phone), Want: string(want)})
 }
 
 func writeVectors(t *testing.T) {
@@ -295,12 +226,13 @@ func writeVectors(t *testing.T) {
 	write("care-provider-ca.pem", testpki.CertPEM(pki.CAs[testpki.CACareProvider].Cert))
 	pubDER, _ := x509.MarshalPKIXPublicKey(att.Public())
 	write("attestation.pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
-	g.vec = Vectors{
+	g.vec = trust.Vectors{
 		Description: "Vouch bundle test vectors (docs/protocol.md). Verify each case's bundle at 'now' with the phone key given, " +
-			"trusting the roots, attestation keys and CRLs listed, under the named card profile and jurisdiction; the verdict must equal 'want'.",
-		Now: g.now.Format(time.RFC3339), Jurisdiction: "NL", Profile: "test",
-		Roots: []string{"root.pem"}, AttestationKeys: []string{"attestation.pub.pem"},
-		CRLs: []CRL{{File: "care-provider.crl", Issuer: "care-provider-ca.pem"}},
+			"trusting the roots, attestation keys and CRLs (issued by the CAs) listed, under the named card profile and jurisdiction; " +
+			"the verdict must equal 'want'.",
+		Now: g.now,
+		Trust: trust.Config{Roots: []string{"root.pem"}, CAs: []string{"care-provider-ca.pem"}, CRLs: []string{"care-provider.crl"},
+			AttestationKeys: []string{"attestation.pub.pem"}, Jurisdiction: "NL", Profile: "test"},
 	}
 	phone, otherPhone := g.phone, phoneKey("another phone")
 

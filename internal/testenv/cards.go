@@ -15,7 +15,7 @@ import (
 
 // cardsVersion changes whenever the way cards are made changes, so a stale
 // cache is never used.
-const cardsVersion = "3"
+const cardsVersion = "4"
 
 var cards struct {
 	once sync.Once

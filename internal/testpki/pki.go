@@ -137,7 +137,7 @@ func (p *PKI) makeCA(name string, parent *CA, cn string) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Vouch test PKI"}, Country: []string{"NL"}},
-		NotBefore:             p.Made.Add(-7 * 24 * time.Hour),
+		NotBefore:             p.Made.Add(-10 * 365 * 24 * time.Hour), // older than any card it issued
 		NotAfter:              p.Made.Add(20 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"vouch/internal/bus"
+	"vouch/internal/database"
+	"vouch/internal/protocol"
+	"vouch/internal/server"
+	"vouch/internal/trust"
+)
+
+// allConfig is the configuration of `vouch all`: every role's, together.
+type allConfig struct {
+	Database database.Config
+	Bus      bus.Config
+	HTTP     server.Config
+	Trust    trust.Config
+}
+
+// runAll starts everything in one process: migrations, the embedded bus, the
+// trust configuration and the HTTP edge. Roles join it as they are built.
+func runAll(ctx context.Context, log *slog.Logger, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("all takes no arguments, got %q", args)
+	}
+	var cfg allConfig
+	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	// Trust first: a misconfigured verifier must stop the start, not
+	// surface at the first clinician.
+	tr, err := cfg.Trust.Load(time.Now())
+	if err != nil {
+		return err
+	}
+	if _, err := protocol.NewVerifier(tr); err != nil {
+		return err
+	}
+	log.Info("trust loaded", "profile", tr.Profile.Name, "jurisdiction", tr.Jurisdiction,
+		"roots", len(tr.Roots), "attestation_keys", len(tr.AttestationKeys), "crls", tr.Revocation != nil)
+
+	if err := migrate(ctx, cfg.Database); err != nil {
+		return err
+	}
+	db, err := database.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	b, err := bus.Start(ctx, cfg.Bus)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	log.Info("bus started", "embedded", b.Embedded())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := server.New(cfg.HTTP, log, reg, map[string]server.Checker{
+		"database": server.CheckFunc(db.Ping),
+		"bus":      server.CheckFunc(func(context.Context) error { return b.Healthy() }),
+	})
+	err = srv.Run(ctx)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("stopped")
+	return err
+}

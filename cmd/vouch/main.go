@@ -1,0 +1,89 @@
+// Command vouch runs Vouch's server roles as subcommands of one binary, and
+// the tools operators and support staff need:
+//
+//	vouch all                  every role in one process, with an embedded bus
+//	vouch migrate              apply the database migrations
+//	vouch bundle verify FILE   say why a bundle is accepted or refused
+//	vouch version
+//
+// Configuration comes from the environment (see README.md); every variable
+// may instead be read from a file named by the same name plus _FILE.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var exit exitError
+	switch {
+	case errors.As(err, &exit):
+		os.Exit(int(exit))
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "vouch:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the program with a status and no further message; the
+// command has already said what there was to say.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+const usage = `usage: vouch <command> [arguments]
+
+commands:
+  all                  run every role in one process (embedded bus)
+  migrate              apply database migrations and exit
+  bundle verify FILE   verify an authorization bundle and explain the verdict
+  version              print the version
+`
+
+func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError(2)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	switch args[0] {
+	case "all":
+		return runAll(ctx, log, args[1:])
+	case "migrate":
+		return runMigrate(ctx, log)
+	case "bundle":
+		return runBundle(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "vouch", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "vouch: unknown command %q\n\n%s", args[0], usage)
+	return exitError(2)
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("VOUCH_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

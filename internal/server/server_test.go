@@ -1,0 +1,135 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func newTest(t *testing.T, checks map[string]Checker) (*Server, *strings.Builder) {
+	t.Helper()
+	var logs strings.Builder
+	s := New(Config{Addr: "127.0.0.1:0"}, slog.New(slog.NewJSONHandler(&logs, nil)), prometheus.NewRegistry(), checks)
+	return s, &logs
+}
+
+func do(t *testing.T, s *Server, method, path string, hdr map[string]string) (int, map[string]any) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	s.Echo().ServeHTTP(rec, req)
+	var body map[string]any
+	_ = json.Unmarshal(rec.Body.Bytes(), &body)
+	return rec.Code, body
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	failing := true
+	s, logs := newTest(t, map[string]Checker{
+		"database": CheckFunc(func(context.Context) error { return nil }),
+		"bus": CheckFunc(func(context.Context) error {
+			if failing {
+				return errors.New("dial tcp 10.0.0.1:4222: secret internal detail")
+			}
+			return nil
+		}),
+	})
+	if code, _ := do(t, s, "GET", "/healthz", nil); code != 200 {
+		t.Errorf("healthz = %d", code)
+	}
+	code, body := do(t, s, "GET", "/readyz", nil)
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("readyz with failing bus = %d", code)
+	}
+	want := map[string]any{"ready": false, "checks": map[string]any{"database": "ok", "bus": "fail"}}
+	if d := cmp.Diff(want, body); d != "" {
+		t.Errorf("readyz body (-want +got):\n%s", d)
+	}
+	if !strings.Contains(logs.String(), "secret internal detail") {
+		t.Error("the cause was not logged for the operator")
+	}
+	failing = false
+	if code, _ := do(t, s, "GET", "/readyz", nil); code != 200 {
+		t.Errorf("readyz when healthy = %d", code)
+	}
+}
+
+func TestErrorsAreSafe(t *testing.T) {
+	t.Parallel()
+	s, logs := newTest(t, nil)
+	s.Echo().GET("/boom", func(echo.Context) error { return errors.New("pq: password=hunter2 leaked") })
+	s.Echo().GET("/panic", func(echo.Context) error { panic("nil map") })
+	s.Echo().GET("/refuse", func(echo.Context) error {
+		return &Error{Status: 409, Code: "already-used", Text: map[string]string{"en": "Already used.", "nl": "Al gebruikt."}, Cause: errors.New("row 7")}
+	})
+	for _, path := range []string{"/boom", "/panic"} {
+		code, body := do(t, s, "GET", path, nil)
+		if code != 500 || body["error"] != "internal" || strings.Contains(body["message"].(string), "hunter2") {
+			t.Errorf("%s: %d %v", path, code, body)
+		}
+		if body["request_id"] == "" {
+			t.Errorf("%s: no request id to quote to support", path)
+		}
+	}
+	if !strings.Contains(logs.String(), "hunter2") {
+		t.Error("internal cause not logged")
+	}
+	code, body := do(t, s, "GET", "/refuse", map[string]string{"Accept-Language": "nl-NL,nl;q=0.9,en;q=0.8"})
+	if code != 409 || body["message"] != "Al gebruikt." {
+		t.Errorf("refusal: %d %v", code, body)
+	}
+	if code, body := do(t, s, "GET", "/nope", nil); code != 404 || body["error"] != "not-found" {
+		t.Errorf("404: %d %v", code, body)
+	}
+}
+
+func TestMetricsAndHeaders(t *testing.T) {
+	t.Parallel()
+	s, _ := newTest(t, nil)
+	do(t, s, "GET", "/healthz", nil)
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	rec := httptest.NewRecorder()
+	s.Echo().ServeHTTP(rec, req)
+	b, _ := io.ReadAll(rec.Body)
+	if !strings.Contains(string(b), `vouch_http_requests_total{route="/healthz",status="200"} 1`) {
+		t.Errorf("metrics lack the request:\n%s", b)
+	}
+	if rec.Header().Get("X-Frame-Options") != "DENY" || rec.Header().Get("X-Request-Id") == "" {
+		t.Errorf("headers: %v", rec.Header())
+	}
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	s, _ := newTest(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	addr := <-s.Addr()
+	res, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Errorf("status %d", res.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

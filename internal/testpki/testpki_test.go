@@ -1,0 +1,122 @@
+package testpki_test
+
+import (
+	"bytes"
+	"crypto/x509"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"vouch/internal/revocation"
+	"vouch/internal/testenv"
+	"vouch/internal/testpki"
+	"vouch/internal/uzi"
+)
+
+func TestProvisionedCards(t *testing.T) {
+	man := testenv.Cards(t)
+	dir := filepath.Dir(man.SoftHSMConf)
+	root := readCert(t, man.RootCA)
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	crls := revocation.NewSet()
+	for ca, file := range man.CRLs {
+		der, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := crls.AddCRL(der, readCert(t, man.CAs[ca]), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(man.Cards) != len(testpki.Cards()) {
+		t.Fatalf("%d cards provisioned, want %d", len(man.Cards), len(testpki.Cards()))
+	}
+	for _, c := range man.Cards {
+		for _, file := range []string{c.AuthCert, c.SignCert} {
+			cert := readCert(t, file)
+			id, err := uzi.FromCertificate(cert)
+			if err != nil || id.String() != c.UZIName {
+				t.Errorf("%s: UZI name %v, %v", file, id, err)
+			}
+			inter := x509.NewCertPool()
+			inter.AddCert(readCert(t, man.CAs[c.CA]))
+			_, err = cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+				CurrentTime: cert.NotBefore.Add(time.Minute)})
+			if (err == nil) != (c.CA != testpki.CAUnknown) {
+				t.Errorf("%s: chain to the test root: %v", file, err)
+			}
+			if crls.Revoked(cert) != c.Revoked {
+				t.Errorf("%s: revoked = %v, want %v", file, !c.Revoked, c.Revoked)
+			}
+			now := time.Now()
+			valid := now.After(cert.NotBefore) && now.Before(cert.NotAfter)
+			if valid != (c.Validity == testpki.Valid) {
+				t.Errorf("%s: valid now = %v for %s", file, valid, c.Validity)
+			}
+		}
+	}
+
+	// Running again changes nothing.
+	before := snapshot(t, man)
+	again, err := testpki.Provision(dir, man.Module, testpki.Cards())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, again); before != after {
+		t.Error("re-running Provision changed the cards")
+	}
+
+	// pkcs11-tool sees every token.
+	cmd := exec.Command("pkcs11-tool", "--module", man.Module, "-L")
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+man.SoftHSMConf)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pkcs11-tool (make deps installs opensc): %v\n%s", err, out)
+	}
+	for _, c := range man.Cards {
+		if !strings.Contains(string(out), c.Token) {
+			t.Errorf("pkcs11-tool -L lacks %s", c.Token)
+		}
+	}
+	if !strings.Contains(string(out), testpki.BackendToken) {
+		t.Errorf("pkcs11-tool -L lacks %s", testpki.BackendToken)
+	}
+}
+
+func snapshot(t *testing.T, man *testpki.Manifest) string {
+	var b bytes.Buffer
+	for _, c := range man.Cards {
+		for _, f := range []string{c.AuthCert, c.SignCert} {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(data)
+		}
+	}
+	for _, f := range []string{man.Backend.ExportPub, man.Backend.AttestationPub, man.RootCA} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
+
+func readCert(t *testing.T, file string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := testpki.ParseCertPEM(b)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return c
+}
