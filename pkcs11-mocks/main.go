@@ -11,9 +11,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"vouch/internal/testpki"
@@ -33,6 +36,7 @@ func realMain(_ context.Context, args []string) error {
 	dir := fs.String("dir", defaultDir(), "directory for the PKI, the tokens and cards.json")
 	module := fs.String("module", testpki.DefaultModule, "PKCS#11 module (SoftHSM2)")
 	quiet := fs.Bool("q", false, "print nothing but errors")
+	env := fs.Bool("env", false, "print shell exports that point Vouch at these cards (for make demo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,6 +55,9 @@ func realMain(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *env {
+		return printEnv(os.Stdout, man)
+	}
 	if *quiet {
 		return nil
 	}
@@ -65,6 +72,45 @@ func realMain(_ context.Context, args []string) error {
 	}
 	fmt.Printf("\nPIN of every card: %s. Tokens: SOFTHSM2_CONF=%s\nManifest: %s\n", testpki.CardPIN, conf, filepath.Join(abs, "cards.json"))
 	return nil
+}
+
+// printEnv writes the configuration of a test deployment trusting these
+// cards, as shell exports with single-quoted values.
+func printEnv(w io.Writer, man *testpki.Manifest) error {
+	var cas, crls []string
+	for _, name := range sortedKeys(man.CAs) {
+		cas = append(cas, man.CAs[name])
+	}
+	for _, name := range sortedKeys(man.CRLs) {
+		crls = append(crls, man.CRLs[name])
+	}
+	vars := [][2]string{
+		{"SOFTHSM2_CONF", man.SoftHSMConf},
+		{"VOUCH_CARD_PROFILE", "test"},
+		{"VOUCH_UZI_ROOTS", man.RootCA},
+		{"VOUCH_UZI_CAS", strings.Join(cas, ",")},
+		{"VOUCH_UZI_CRLS", strings.Join(crls, ",")},
+		{"VOUCH_ATTESTATION_KEYS", man.Backend.AttestationPub},
+		{"VOUCH_ATTESTATION_URI", man.Backend.AttestationURI},
+	}
+	for _, c := range man.Cards {
+		vars = append(vars, [2]string{"VOUCH_TEST_CARD_" + strings.ToUpper(strings.ReplaceAll(c.Name, "-", "_")), c.SignURI})
+	}
+	for _, v := range vars {
+		if _, err := fmt.Fprintf(w, "export %s='%s'\n", v[0], strings.ReplaceAll(v[1], "'", `'\''`)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func defaultDir() string {

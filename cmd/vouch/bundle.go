@@ -24,8 +24,11 @@ type bundleConfig struct {
 // why a bundle is accepted or refused. Exit status 0 means accepted, 1
 // refused, 2 that the command itself could not run.
 func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "issue" {
+		return runBundleIssue(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(stderr, "usage: vouch bundle verify [flags] FILE")
+		fmt.Fprintln(stderr, "usage: vouch bundle verify [flags] FILE | vouch bundle issue [flags]")
 		return exitError(2)
 	}
 	fs := flag.NewFlagSet("bundle verify", flag.ContinueOnError)

@@ -4,6 +4,7 @@
 //	vouch all                  every role in one process, with an embedded bus
 //	vouch migrate              apply the database migrations
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
+//	vouch bundle issue         sign a bundle with a test card (test profiles only)
 //	vouch version
 //
 // Configuration comes from the environment (see README.md); every variable
@@ -53,6 +54,7 @@ commands:
   all                  run every role in one process (embedded bus)
   migrate              apply database migrations and exit
   bundle verify FILE   verify an authorization bundle and explain the verdict
+  bundle issue         sign a bundle with a test card (test profiles only)
   version              print the version
 `
 

@@ -48,7 +48,7 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 	}
 	t.Profile, t.Jurisdiction = profile, c.Jurisdiction
 	for _, f := range c.Roots {
-		certs, err := readCerts(f)
+		certs, err := ReadCertificates(f)
 		if err != nil {
 			return t, err
 		}
@@ -56,7 +56,7 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 	}
 	var cas []*x509.Certificate
 	for _, f := range c.CAs {
-		certs, err := readCerts(f)
+		certs, err := ReadCertificates(f)
 		if err != nil {
 			return t, err
 		}
@@ -101,7 +101,8 @@ func addCRL(set *revocation.Set, file string, issuers []*x509.Certificate, now t
 	return fmt.Errorf("trust: CRL %s: its issuer is not among the configured CAs (VOUCH_UZI_CAS)", file)
 }
 
-func readCerts(file string) ([]*x509.Certificate, error) {
+// ReadCertificates reads every PEM certificate in file.
+func ReadCertificates(file string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("trust: %w", err)

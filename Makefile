@@ -1,0 +1,49 @@
+# Vouch. The two commands: `make demo` and `make test`. Both install what is
+# missing (Debian packages, as root) through `make deps` first.
+
+GO       ?= go
+STATE    ?= $(CURDIR)/.vouch
+BIN      := $(CURDIR)/bin
+export VOUCH_STATE_DIR := $(STATE)
+
+.PHONY: demo test deps build cards bench fuzz vet clean
+
+## demo: set everything up and run the whole system (vouch all), shown working
+demo: deps build cards
+	.ci/demo
+
+## test: the whole suite with the race detector, real dependencies included
+test: deps vet
+	$(GO) test -race -count=1 ./...
+
+## deps: install missing Debian packages and make sure PostgreSQL answers
+deps:
+	.ci/deps
+
+## build: bin/vouch, bin/cardagent, bin/phone, bin/pkcs11-mocks
+build:
+	$(GO) build -o $(BIN)/ ./cmd/... ./pkcs11-mocks
+
+## cards: the UZI-like test PKI and one SoftHSM token per test card
+cards: build
+	$(BIN)/pkcs11-mocks -dir $(STATE)/cards
+
+## vet: go vet, and a production build (no test card profile in it) must compile
+vet:
+	$(GO) vet ./...
+	$(GO) build -tags production -o /dev/null ./cmd/vouch ./cmd/cardagent ./cmd/phone
+
+## bench: speed targets as ratios against bare references; writes bench/results.json
+bench: deps
+	$(GO) run ./bench -out bench/results.json
+
+## fuzz: run every fuzz target for a short while
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseName -fuzztime 20s ./internal/uzi
+	$(GO) test -run '^$$' -fuzz FuzzOtherNames -fuzztime 20s ./internal/uzi
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./internal/phonecode
+	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s ./internal/protocol
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./internal/protocol
+
+clean:
+	rm -rf $(BIN) $(STATE)

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"vouch/internal/p11"
+	"vouch/internal/phonecode"
+	"vouch/internal/protocol"
+	"vouch/internal/trust"
+	"vouch/internal/uzi"
+)
+
+type issueConfig struct {
+	Trust   trust.Config
+	CardPIN string `env:"VOUCH_CARD_PIN"`
+	HSMPIN  string `env:"VOUCH_HSM_PIN"`
+}
+
+// runBundleIssue is `vouch bundle issue`: it has a card on a token sign a
+// statement and the back end's attestation key countersign it, without the
+// back office. It exists for test environments — demos, support rehearsals,
+// load tests — and refuses to run under the production card profile, because
+// it attests a license without asking the register.
+func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bundle issue", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cardURI := fs.String("card", "", "pkcs11: URI of the card's signature key")
+	attURI := fs.String("attestation", "", "pkcs11: URI of the back end's attestation key")
+	code := fs.String("code", "", "the phone's code")
+	onset := fs.String("onset", "", "symptom onset date, YYYY-MM-DD (optional)")
+	out := fs.String("out", "", "write the bundle to this file")
+	if err := fs.Parse(args); err != nil || *cardURI == "" || *attURI == "" || *code == "" || *out == "" {
+		fmt.Fprintln(stderr, "usage: vouch bundle issue -card URI -attestation URI -code CODE -out FILE  (PINs from VOUCH_CARD_PIN, VOUCH_HSM_PIN)")
+		return exitError(2)
+	}
+	var cfg issueConfig
+	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	if cfg.Trust.Profile == uzi.Production().Name {
+		return errors.New("bundle issue attests a license without the register: it runs only under a test card profile")
+	}
+	pc, err := phonecode.Parse(*code)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tr, err := cfg.Trust.Load(now)
+	if err != nil {
+		return err
+	}
+	cu, err := p11.ParseURI(*cardURI)
+	if err != nil {
+		return err
+	}
+	au, err := p11.ParseURI(*attURI)
+	if err != nil {
+		return err
+	}
+	m, err := p11.Open(moduleOf(cu))
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	card, err := m.Signer(cu, cfg.CardPIN)
+	if err != nil {
+		return fmt.Errorf("card: %w", err)
+	}
+	defer card.Close()
+	att, err := m.Signer(au, cfg.HSMPIN)
+	if err != nil {
+		return fmt.Errorf("attestation key: %w", err)
+	}
+	defer att.Close()
+	cert := card.Certificate()
+	if cert == nil {
+		return errors.New("card: no certificate beside the signature key")
+	}
+	chain, err := chainOf(cert, cfg.Trust)
+	if err != nil {
+		return err
+	}
+	id, err := uzi.FromCertificate(cert)
+	if err != nil {
+		return err
+	}
+	var aid [protocol.AuthorizationIDLen]byte
+	if _, err := rand.Read(aid[:]); err != nil {
+		return err
+	}
+	st, err := protocol.NewStatement(tr.Jurisdiction, aid, pc, now, *onset, cert.Raw)
+	if err != nil {
+		return err
+	}
+	enc, sig, err := protocol.SignStatement(card, st)
+	if err != nil {
+		return err
+	}
+	aenc, asig, err := protocol.Attest(att, enc, id, protocol.LicenseActive, st.ExpiresAt, now)
+	if err != nil {
+		return err
+	}
+	b := &protocol.Bundle{Statement: enc, StatementSignature: sig, Chain: chain, Attestation: aenc, AttestationSignature: asig}
+	if err := os.WriteFile(*out, b.Marshal(), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "bundle %x for %s signed by %s, written to %s\n", aid, pc, cert.Subject.CommonName, *out)
+	return nil
+}
+
+func moduleOf(u p11.URI) string {
+	if u.ModulePath != "" {
+		return u.ModulePath
+	}
+	return "/usr/lib/softhsm/libsofthsm2.so"
+}
+
+// chainOf returns the card certificate and the configured CA that issued it.
+func chainOf(cert *x509.Certificate, cfg trust.Config) ([][]byte, error) {
+	for _, f := range cfg.CAs {
+		ca, err := trust.ReadCertificates(f)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range ca {
+			if string(c.RawSubject) == string(cert.RawIssuer) {
+				return [][]byte{cert.Raw, c.Raw}, nil
+			}
+		}
+	}
+	return nil, errors.New("the card's issuing CA is not among VOUCH_UZI_CAS")
+}

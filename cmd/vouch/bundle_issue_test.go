@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vouch/internal/phonecode"
+	"vouch/internal/testenv"
+	"vouch/internal/testpki"
+)
+
+// TestIssueWithSoftHSMCards signs bundles with the real test cards on
+// SoftHSM and the back end's attestation key, then verifies them as support
+// staff would.
+func TestIssueWithSoftHSMCards(t *testing.T) {
+	man := testenv.Cards(t)
+	var cas, crls []string
+	for _, f := range man.CAs {
+		cas = append(cas, f)
+	}
+	for _, f := range man.CRLs {
+		crls = append(crls, f)
+	}
+	t.Setenv("VOUCH_CARD_PROFILE", "test")
+	t.Setenv("VOUCH_UZI_ROOTS", man.RootCA)
+	t.Setenv("VOUCH_UZI_CAS", strings.Join(cas, ","))
+	t.Setenv("VOUCH_UZI_CRLS", strings.Join(crls, ","))
+	t.Setenv("VOUCH_ATTESTATION_KEYS", man.Backend.AttestationPub)
+	t.Setenv("VOUCH_CARD_PIN", testpki.CardPIN)
+	t.Setenv("VOUCH_HSM_PIN", man.Backend.PIN)
+
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	code := phonecode.FromPublicKey(pub).String()
+	cardURI := func(name string) string {
+		for _, c := range man.Cards {
+			if c.Name == name {
+				return c.SignURI
+			}
+		}
+		t.Fatalf("no card %s", name)
+		return ""
+	}
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := realMain(context.Background(), args, &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	tests := []struct {
+		card string
+		want string // verdict line
+	}{
+		{"gp", "OK"},
+		{"nurse", "OK"},
+		{"staff", "REFUSED  card-staff"},
+		{"nameless", "REFUSED  card-nameless"},
+		{"pharmacist", "REFUSED  card-role-not-allowed"},
+		{"revoked", "REFUSED  cert-revoked"},
+		{"expired", "REFUSED  cert-expired"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.card, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "bundle")
+			if out, err := run("bundle", "issue", "-card", cardURI(tt.card), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", file); err != nil {
+				t.Fatalf("issue: %v\n%s", err, out)
+			}
+			out, _ := run("bundle", "verify", "-phone-key", hex.EncodeToString(pub), file)
+			if !strings.HasPrefix(out, tt.want) {
+				t.Errorf("verdict:\n%s\nwant %s", out, tt.want)
+			}
+		})
+	}
+
+	t.Run("wrong PIN", func(t *testing.T) {
+		t.Setenv("VOUCH_CARD_PIN", "999999")
+		_, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", filepath.Join(t.TempDir(), "b"))
+		if err == nil || !strings.Contains(err.Error(), "wrong PIN") {
+			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("mistyped code", func(t *testing.T) {
+		bad := "0" + code[1:]
+		if bad == code {
+			bad = "1" + code[1:]
+		}
+		_, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", bad, "-out", filepath.Join(t.TempDir(), "b"))
+		if !errors.Is(err, phonecode.ErrCheck) {
+			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("production profile refuses", func(t *testing.T) {
+		t.Setenv("VOUCH_CARD_PROFILE", "production")
+		_, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", filepath.Join(t.TempDir(), "b"))
+		if err == nil || !strings.Contains(err.Error(), "test card profile") {
+			t.Errorf("got %v", err)
+		}
+	})
+}
