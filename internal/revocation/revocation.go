@@ -7,6 +7,7 @@ package revocation
 import (
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"sync"
 	"time"
 )
@@ -15,14 +16,18 @@ import (
 type Set struct {
 	mu      sync.RWMutex
 	revoked map[string]map[string]struct{} // issuer DER subject -> serial (text)
+	numbers map[string]*big.Int            // issuer DER subject -> CRL number in force
 }
 
 // NewSet returns an empty set.
-func NewSet() *Set { return &Set{revoked: map[string]map[string]struct{}{}} }
+func NewSet() *Set {
+	return &Set{revoked: map[string]map[string]struct{}{}, numbers: map[string]*big.Int{}}
+}
 
 // AddCRL verifies a DER CRL against its issuer and replaces that issuer's
 // entries with it. A CRL that is not signed by issuer, or that is past its
-// NextUpdate at now, is refused and changes nothing.
+// NextUpdate at now, or older (by CRL number) than the one in force — a
+// replayed old CRL would lift revocations — is refused and changes nothing.
 func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error {
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
@@ -38,9 +43,16 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	for _, e := range crl.RevokedCertificateEntries {
 		serials[e.SerialNumber.Text(16)] = struct{}{}
 	}
+	key := string(issuer.RawSubject)
 	s.mu.Lock()
-	s.revoked[string(issuer.RawSubject)] = serials
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if cur, ok := s.numbers[key]; ok && crl.Number != nil && crl.Number.Cmp(cur) < 0 {
+		return fmt.Errorf("revocation: CRL of %s has number %s, older than %s in force", issuer.Subject, crl.Number, cur)
+	}
+	s.revoked[key] = serials
+	if crl.Number != nil {
+		s.numbers[key] = crl.Number
+	}
 	return nil
 }
 

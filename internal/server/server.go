@@ -19,6 +19,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"vouch/web"
 )
 
 // Config of one HTTP listener.
@@ -71,6 +73,14 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry, checks map[stri
 	e.GET("/healthz", h.live)
 	e.GET("/readyz", h.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	e.GET("/static/*", echo.WrapHandler(http.FileServerFS(web.Static)))
+	e.GET("/", func(c echo.Context) error {
+		page, err := web.Static.ReadFile("static/index.html")
+		if err != nil {
+			return err
+		}
+		return c.HTMLBlob(http.StatusOK, page)
+	})
 	return s
 }
 

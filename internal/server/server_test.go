@@ -133,3 +133,16 @@ func TestRun(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+func TestLandingPage(t *testing.T) {
+	t.Parallel()
+	s, _ := newTest(t, nil)
+	for path, want := range map[string]string{"/": "UZI-pas", "/static/vouch.css": "font-family"} {
+		req := httptest.NewRequest("GET", path, nil)
+		rec := httptest.NewRecorder()
+		s.Echo().ServeHTTP(rec, req)
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s: %d %q", path, rec.Code, rec.Body.String())
+		}
+	}
+}
