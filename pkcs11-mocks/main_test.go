@@ -20,8 +20,8 @@ func TestMissingModule(t *testing.T) {
 func TestPrintEnv(t *testing.T) {
 	t.Parallel()
 	man := &testpki.Manifest{SoftHSMConf: "/s/softhsm2.conf", RootCA: "/s/root.crt",
-		CAs:  map[string]string{"b": "/s/b.crt", "a": "/s/a.crt"},
-		CRLs: map[string]string{"a": "/s/a.crl"},
+		CAs:     map[string]string{"b": "/s/b.crt", "a": "/s/a.crt"},
+		CRLs:    map[string]string{"a": "/s/a.crl"},
 		Backend: testpki.Backend{AttestationPub: "/s/att.pem", AttestationURI: "pkcs11:token=vouch-backend;object=attestation"},
 		Cards:   []testpki.ManifestCard{{Card: testpki.Card{Name: "gp-prodlike"}, SignURI: "pkcs11:token=it's"}},
 	}
