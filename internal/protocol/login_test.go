@@ -6,11 +6,15 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"vouch/internal/protocol"
+	"vouch/internal/revocation"
 	"vouch/internal/testpki"
+	"vouch/internal/trust"
 	"vouch/internal/uzi"
 )
 
@@ -117,4 +121,37 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted a bundle that is not the valid one: %x", raw)
 		}
 	})
+}
+
+// stubRevocation answers every check with err.
+type stubRevocation struct{ err error }
+
+func (s stubRevocation) Check(*x509.Certificate, time.Time) error { return s.err }
+
+func TestRevocationFailsClosed(t *testing.T) {
+	t.Parallel()
+	vec, _ := loadVectors(t)
+	_, tr, err := trust.LoadVectors(filepath.Join(vectorDir, "vectors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := readFile(t, "cases/valid-gp.bin")
+	for _, tt := range []struct {
+		err  error
+		want protocol.Reason
+	}{
+		{nil, protocol.ReasonOK},
+		{revocation.ErrUnknown, protocol.ReasonRevocationUnknown},
+		{fmt.Errorf("wrapped: %w", revocation.ErrRevoked), protocol.ReasonCertRevoked},
+	} {
+		tr.Revocation = stubRevocation{tt.err}
+		v, err := protocol.NewVerifier(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Verify(raw, nil, vec.Now)
+		if got := protocol.Verdict(err); got != tt.want {
+			t.Errorf("revocation %v: verdict %q, want %q", tt.err, got, tt.want)
+		}
+	}
 }

@@ -20,11 +20,12 @@ const (
 	ReasonUnknownVersion Reason = "unknown-version"
 	ReasonWrongType      Reason = "wrong-type"
 
-	ReasonUnknownCA       Reason = "chain-unknown-ca"
-	ReasonCertExpired     Reason = "cert-expired"
-	ReasonCertNotYetValid Reason = "cert-not-yet-valid"
-	ReasonCertUsage       Reason = "cert-usage"
-	ReasonCertRevoked     Reason = "cert-revoked"
+	ReasonUnknownCA         Reason = "chain-unknown-ca"
+	ReasonCertExpired       Reason = "cert-expired"
+	ReasonCertNotYetValid   Reason = "cert-not-yet-valid"
+	ReasonCertUsage         Reason = "cert-usage"
+	ReasonCertRevoked       Reason = "cert-revoked"
+	ReasonRevocationUnknown Reason = "cert-revocation-unknown"
 
 	ReasonSignature      Reason = "signature-invalid"
 	ReasonSignerMismatch Reason = "signer-mismatch"
@@ -63,11 +64,12 @@ var texts = map[Reason][2]string{
 	ReasonUnknownVersion: {"The authorization has a version this system does not know; update the app.", "De autorisatie heeft een versie die dit systeem niet kent; werk de app bij."},
 	ReasonWrongType:      {"This is another kind of Vouch message, not an authorization.", "Dit is een ander soort Vouch-bericht, geen autorisatie."},
 
-	ReasonUnknownCA:       {"The card was not issued by a trusted UZI authority.", "De pas is niet uitgegeven door een vertrouwde UZI-uitgever."},
-	ReasonCertExpired:     {"The clinician's card had expired.", "De pas van de zorgverlener was verlopen."},
-	ReasonCertNotYetValid: {"The clinician's card was not valid yet.", "De pas van de zorgverlener was nog niet geldig."},
-	ReasonCertUsage:       {"The card's certificate is not a signing certificate.", "Het certificaat van de pas is geen ondertekeningscertificaat."},
-	ReasonCertRevoked:     {"The clinician's card has been revoked.", "De pas van de zorgverlener is ingetrokken."},
+	ReasonUnknownCA:         {"The card was not issued by a trusted UZI authority.", "De pas is niet uitgegeven door een vertrouwde UZI-uitgever."},
+	ReasonCertExpired:       {"The clinician's card had expired.", "De pas van de zorgverlener was verlopen."},
+	ReasonCertNotYetValid:   {"The clinician's card was not valid yet.", "De pas van de zorgverlener was nog niet geldig."},
+	ReasonCertUsage:         {"The card's certificate is not a signing certificate.", "Het certificaat van de pas is geen ondertekeningscertificaat."},
+	ReasonCertRevoked:       {"The clinician's card has been revoked.", "De pas van de zorgverlener is ingetrokken."},
+	ReasonRevocationUnknown: {"Whether the card has been revoked cannot be checked right now; try again later.", "Of de pas is ingetrokken kan nu niet worden nagegaan; probeer het later opnieuw."},
 
 	ReasonSignature:      {"The card's signature does not match the authorization: it was altered or forged.", "De handtekening van de pas klopt niet bij de autorisatie: die is gewijzigd of vervalst."},
 	ReasonSignerMismatch: {"The authorization names another card than the one that signed it.", "De autorisatie noemt een andere pas dan de pas die ondertekende."},

@@ -255,6 +255,18 @@ func writeVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	write("care-provider.crl", crl)
+	// The other issuing CAs revoke nothing, but their CRLs must be current:
+	// without one a card's status is unknown, and that refuses.
+	for _, ca := range []string{testpki.CANamedEmployee, testpki.CAServices, testpki.CAServer} {
+		empty, err := pki.CRL(ca, nil, g.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(ca+".crl", empty)
+		write(ca+"-ca.pem", testpki.CertPEM(pki.CAs[ca].Cert))
+		g.vec.Trust.CRLs = append(g.vec.Trust.CRLs, ca+".crl")
+		g.vec.Trust.CAs = append(g.vec.Trust.CAs, ca+"-ca.pem")
+	}
 
 	// A signature by a key that is not the card's.
 	forged := *gp

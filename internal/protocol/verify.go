@@ -15,14 +15,21 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"vouch/internal/revocation"
 	"vouch/internal/uzi"
 )
 
-// RevocationChecker says whether a certificate has been revoked. The server
+// RevocationChecker says whether a certificate may still be used at now: nil,
+// an error matching ErrRevoked when its CA revoked it, or another error when
+// its status cannot be known (no current CRL), which refuses too. The server
 // gives one built from the CAs' CRLs; a phone verifying offline has none.
 type RevocationChecker interface {
-	Revoked(cert *x509.Certificate) bool
+	Check(cert *x509.Certificate, now time.Time) error
 }
+
+// ErrRevoked is what a RevocationChecker's error matches when the
+// certificate is revoked (revocation.ErrRevoked is it).
+var ErrRevoked = revocation.ErrRevoked
 
 // Trust is what a verifier trusts. It is configuration, not input.
 type Trust struct {
@@ -125,8 +132,12 @@ func (v *Verifier) chain(der [][]byte, usage x509.KeyUsage, now time.Time) (*ver
 	case vc.leaf.KeyUsage&usage == 0:
 		return nil, refuse(ReasonCertUsage, fmt.Errorf("key usage %b lacks %b", vc.leaf.KeyUsage, usage))
 	}
-	if v.trust.Revocation != nil && v.trust.Revocation.Revoked(vc.leaf) {
-		return nil, refuse(ReasonCertRevoked, fmt.Errorf("serial %x", vc.leaf.SerialNumber))
+	if v.trust.Revocation != nil {
+		if err := v.trust.Revocation.Check(vc.leaf, now); errors.Is(err, ErrRevoked) {
+			return nil, refuse(ReasonCertRevoked, err)
+		} else if err != nil {
+			return nil, refuse(ReasonRevocationUnknown, err)
+		}
 	}
 	return vc, nil
 }

@@ -1,31 +1,45 @@
 // Package revocation keeps the serial numbers that the UZI CAs have revoked,
 // loaded from their CRLs after checking each CRL's signature against its
 // issuer. Fetching CRLs on a schedule is the registry sync's job; this
-// package only answers "is this certificate revoked?".
+// package answers "may this certificate still be used?" — and answers no
+// when it cannot know, because the issuer's CRL is missing or out of date.
 package revocation
 
 import (
+	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
+
+// Why a certificate may not be used.
+var (
+	ErrRevoked = errors.New("revocation: certificate revoked")
+	ErrUnknown = errors.New("revocation: no current CRL for the issuer")
+)
+
+type issuerState struct {
+	serials    map[string]struct{}
+	number     *big.Int
+	nextUpdate time.Time
+}
 
 // Set is a concurrency-safe set of revoked certificates, per issuer.
 type Set struct {
 	mu      sync.RWMutex
-	revoked map[string]map[string]struct{} // issuer DER subject -> serial (text)
-	numbers map[string]*big.Int            // issuer DER subject -> CRL number in force
+	issuers map[string]*issuerState // issuer DER subject -> state
 }
 
-// NewSet returns an empty set.
-func NewSet() *Set {
-	return &Set{revoked: map[string]map[string]struct{}{}, numbers: map[string]*big.Int{}}
-}
+// NewSet returns an empty set: every certificate's status is unknown.
+func NewSet() *Set { return &Set{issuers: map[string]*issuerState{}} }
 
 // AddCRL verifies a DER CRL against its issuer and replaces that issuer's
-// entries with it. A CRL that is not signed by issuer, or that is past its
+// entries with it. A CRL that is not signed by issuer, that is past its
 // NextUpdate at now, or older (by CRL number) than the one in force — a
 // replayed old CRL would lift revocations — is refused and changes nothing.
 func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error {
@@ -39,27 +53,62 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
 		return fmt.Errorf("revocation: CRL of %s is stale (next update was %s)", issuer.Subject, crl.NextUpdate)
 	}
-	serials := make(map[string]struct{}, len(crl.RevokedCertificateEntries))
+	st := &issuerState{serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries)), number: crl.Number, nextUpdate: crl.NextUpdate}
 	for _, e := range crl.RevokedCertificateEntries {
-		serials[e.SerialNumber.Text(16)] = struct{}{}
+		st.serials[e.SerialNumber.Text(16)] = struct{}{}
 	}
 	key := string(issuer.RawSubject)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.numbers[key]; ok && crl.Number != nil && crl.Number.Cmp(cur) < 0 {
-		return fmt.Errorf("revocation: CRL of %s has number %s, older than %s in force", issuer.Subject, crl.Number, cur)
+	if cur, ok := s.issuers[key]; ok && cur.number != nil && crl.Number != nil && crl.Number.Cmp(cur.number) < 0 {
+		return fmt.Errorf("revocation: CRL of %s has number %s, older than %s in force", issuer.Subject, crl.Number, cur.number)
 	}
-	s.revoked[key] = serials
-	if crl.Number != nil {
-		s.numbers[key] = crl.Number
+	s.issuers[key] = st
+	return nil
+}
+
+// Check returns nil when cert's issuer has a current CRL that does not list
+// it, ErrRevoked when it is listed, and ErrUnknown when there is no CRL of
+// its issuer current at now.
+func (s *Set) Check(cert *x509.Certificate, now time.Time) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st, ok := s.issuers[string(cert.RawIssuer)]
+	if !ok || (!st.nextUpdate.IsZero() && now.After(st.nextUpdate)) {
+		return ErrUnknown
+	}
+	if _, revoked := st.serials[cert.SerialNumber.Text(16)]; revoked {
+		return fmt.Errorf("%w: serial %x", ErrRevoked, cert.SerialNumber)
 	}
 	return nil
 }
 
-// Revoked reports whether cert's issuer has revoked it.
-func (s *Set) Revoked(cert *x509.Certificate) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	_, ok := s.revoked[string(cert.RawIssuer)][cert.SerialNumber.Text(16)]
-	return ok
+// Load adds every CRL stored in uzi_crls whose issuer is among issuers. CRLs
+// that fail their checks are reported, not loaded; the others still are.
+func (s *Set) Load(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, issuers []*x509.Certificate, now time.Time) error {
+	rows, err := q.Query(ctx, `select issuer, der from uzi_crls`)
+	if err != nil {
+		return fmt.Errorf("revocation: read CRLs: %w", err)
+	}
+	defer rows.Close()
+	var errs []error
+	for rows.Next() {
+		var issuer, der []byte
+		if err := rows.Scan(&issuer, &der); err != nil {
+			return fmt.Errorf("revocation: read CRLs: %w", err)
+		}
+		for _, ca := range issuers {
+			if string(ca.RawSubject) == string(issuer) {
+				if err := s.AddCRL(der, ca, now); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("revocation: read CRLs: %w", err)
+	}
+	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package revocation_test
 
 import (
+	"errors"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -36,8 +37,9 @@ func TestSet(t *testing.T) {
 	}
 	care := pki.CAs[testpki.CACareProvider].Cert
 	s := revocation.NewSet()
-	if s.Revoked(revoked) {
-		t.Fatal("revoked before any CRL")
+	revokedNow := func(c *x509.Certificate) bool { return errors.Is(s.Check(c, now), revocation.ErrRevoked) }
+	if err := s.Check(kept, now); !errors.Is(err, revocation.ErrUnknown) {
+		t.Fatalf("status before any CRL: %v, want unknown", err)
 	}
 	// Refusals change nothing.
 	for name, add := range map[string]func() error{
@@ -48,25 +50,32 @@ func TestSet(t *testing.T) {
 		if err := add(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
-		if s.Revoked(revoked) {
+		if revokedNow(revoked) {
 			t.Errorf("%s: a refused CRL took effect", name)
 		}
 	}
 	if err := s.AddCRL(crl, care, now); err != nil {
 		t.Fatal(err)
 	}
-	if !s.Revoked(revoked) || s.Revoked(kept) {
-		t.Errorf("revoked=%v kept=%v", s.Revoked(revoked), s.Revoked(kept))
+	if !revokedNow(revoked) || revokedNow(kept) {
+		t.Errorf("revoked=%v kept=%v", revokedNow(revoked), revokedNow(kept))
 	}
 	// Same serial from another issuer is another certificate.
 	other := *revoked
 	other.RawIssuer = []byte(strings.Repeat("x", 8))
-	if s.Revoked(&other) {
-		t.Error("serial matched across issuers")
+	if err := s.Check(&other, now); !errors.Is(err, revocation.ErrUnknown) {
+		t.Errorf("another issuer's certificate: %v, want unknown", err)
+	}
+	if err := s.Check(kept, now); err != nil {
+		t.Errorf("good certificate: %v", err)
+	}
+	// Past the CRL's next update nobody can know: fail closed.
+	if err := s.Check(kept, now.Add(8*24*time.Hour)); !errors.Is(err, revocation.ErrUnknown) {
+		t.Errorf("stale CRL: %v, want unknown", err)
 	}
 	// An older CRL replayed is refused: it would lift the revocation.
 	old, _ := pki.CRL(testpki.CACareProvider, nil, now.Add(-time.Hour))
-	if err := s.AddCRL(old, care, now); err == nil || !s.Revoked(revoked) {
+	if err := s.AddCRL(old, care, now); err == nil || !revokedNow(revoked) {
 		t.Errorf("an older CRL was accepted: %v", err)
 	}
 	// A newer CRL replaces the old one: unrevocation (a lifted hold) takes effect.
@@ -74,7 +83,7 @@ func TestSet(t *testing.T) {
 	if err := s.AddCRL(empty, care, now); err != nil {
 		t.Fatal(err)
 	}
-	if s.Revoked(revoked) {
+	if revokedNow(revoked) {
 		t.Error("old CRL entry survived a newer CRL")
 	}
 }
