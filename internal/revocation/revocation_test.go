@@ -1,10 +1,10 @@
 package revocation_test
 
 import (
-	"errors"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
