@@ -1,0 +1,157 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// ErrRefreshRequired means the register cannot say what changed since the
+// cookie (too old, or unknown): the mirror needs a full sync.
+var ErrRefreshRequired = errors.New("directory: the register asks for a full refresh")
+
+// Changes is what changed in the register since a cookie (RFC 4533,
+// refreshOnly).
+type Changes struct {
+	Upserts []Entry  // added or modified card holders
+	Deleted []string // entryUUIDs of removed entries
+	// PresentPhase is set when the register answered by listing every entry
+	// still there (Present) instead of naming deletions: then every mirror row
+	// not in Present or Upserts is gone.
+	PresentPhase bool
+	Present      []string
+	Cookie       []byte // where the next call starts
+}
+
+// Cookie returns a cookie for the register's current state, cheaply: a
+// refresh of a search that matches nothing. Taken before a full scan, it
+// lets the next Changes replay whatever changed during the scan.
+func (c *Client) Cookie(ctx context.Context) ([]byte, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(&(objectClass=*)(!(objectClass=*)))", []string{"1.1"}, nil)
+	res := conn.Syncrepl(ctx, req, 16, ldap.SyncRequestModeRefreshOnly, nil, false)
+	var cookie []byte
+	for res.Next() {
+		cookie = pickCookie(res.Controls(), cookie)
+	}
+	if err := res.Err(); err != nil {
+		return nil, fmt.Errorf("%w: sync cookie: %v", ErrUnavailable, err)
+	}
+	if len(cookie) == 0 {
+		return nil, errors.New("directory: the register offers no sync cookie (no syncprov?)")
+	}
+	return cookie, nil
+}
+
+// Changes returns what changed since cookie. skip is told about changed
+// entries that are malformed.
+func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string, err error)) (*Changes, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		c.cfg.Filter, c.cfg.Attributes.list(), nil)
+	res := conn.Syncrepl(ctx, req, 256, ldap.SyncRequestModeRefreshOnly, cookie, false)
+	ch := &Changes{Cookie: cookie}
+	doneSeen := false
+	for res.Next() {
+		if le := res.Entry(); le != nil {
+			state := findSyncState(res.Controls())
+			if state == nil {
+				return nil, errors.New("directory: sync entry without sync state")
+			}
+			switch state.State {
+			case ldap.SyncStateAdd, ldap.SyncStateModify:
+				e, err := c.cfg.Attributes.Parse(le)
+				if err != nil {
+					skip(le.DN, err)
+					// Still present: a malformed change must not read as a deletion.
+					ch.Present = append(ch.Present, state.EntryUUID.String())
+					continue
+				}
+				e.EntryUUID = state.EntryUUID.String()
+				ch.Upserts = append(ch.Upserts, e)
+			case ldap.SyncStateDelete:
+				ch.Deleted = append(ch.Deleted, state.EntryUUID.String())
+			case ldap.SyncStatePresent:
+				ch.Present = append(ch.Present, state.EntryUUID.String())
+			}
+			ch.Cookie = pickCookie(res.Controls(), ch.Cookie)
+			continue
+		}
+		for _, ctl := range res.Controls() {
+			switch v := ctl.(type) {
+			case *ldap.ControlSyncInfo:
+				if v.SyncIdSet != nil {
+					for _, u := range v.SyncIdSet.SyncUUIDs {
+						if v.SyncIdSet.RefreshDeletes {
+							ch.Deleted = append(ch.Deleted, u.String())
+						} else {
+							ch.Present = append(ch.Present, u.String())
+						}
+					}
+				}
+			case *ldap.ControlSyncDone:
+				doneSeen = true
+				ch.PresentPhase = !v.RefreshDeletes
+			}
+		}
+		ch.Cookie = pickCookie(res.Controls(), ch.Cookie)
+	}
+	if err := res.Err(); err != nil {
+		if ldap.IsErrorWithCode(err, 4096) { // e-syncRefreshRequired
+			return nil, ErrRefreshRequired
+		}
+		return nil, fmt.Errorf("%w: sync: %v", ErrUnavailable, err)
+	}
+	if !doneSeen {
+		return nil, fmt.Errorf("%w: sync ended without its done control", ErrUnavailable)
+	}
+	return ch, nil
+}
+
+func findSyncState(ctls []ldap.Control) *ldap.ControlSyncState {
+	for _, c := range ctls {
+		if s, ok := c.(*ldap.ControlSyncState); ok {
+			return s
+		}
+	}
+	return nil
+}
+
+// pickCookie returns the newest cookie among the controls, or old.
+func pickCookie(ctls []ldap.Control, old []byte) []byte {
+	for _, c := range ctls {
+		var ck []byte
+		switch v := c.(type) {
+		case *ldap.ControlSyncState:
+			ck = v.Cookie
+		case *ldap.ControlSyncDone:
+			ck = v.Cookie
+		case *ldap.ControlSyncInfo:
+			switch {
+			case v.NewCookie != nil:
+				ck = v.NewCookie.Cookie
+			case v.RefreshDelete != nil:
+				ck = v.RefreshDelete.Cookie
+			case v.RefreshPresent != nil:
+				ck = v.RefreshPresent.Cookie
+			case v.SyncIdSet != nil:
+				ck = v.SyncIdSet.Cookie
+			}
+		}
+		if len(ck) > 0 {
+			old = ck
+		}
+	}
+	return old
+}

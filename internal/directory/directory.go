@@ -1,0 +1,228 @@
+// Package directory reads the national register of care providers over
+// LDAP: one card holder by UZI number (a live license check), every holder
+// page by page (RFC 2696, for a full mirror), and what changed since a
+// cookie (RFC 4533 syncrepl, refreshOnly). The register's schema is not
+// ours, so every attribute name is configuration; entries that lack what
+// Vouch needs, or carry malformed values, are reported and skipped, never
+// guessed at.
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Config says where the register is and how to read it.
+type Config struct {
+	URL          string        `env:"VOUCH_REGISTRY_URL"`
+	BindDN       string        `env:"VOUCH_REGISTRY_BIND_DN"`
+	BindPassword string        `env:"VOUCH_REGISTRY_BIND_PASSWORD"`
+	BaseDN       string        `env:"VOUCH_REGISTRY_BASE_DN, default=ou=people,dc=registry,dc=test"`
+	Filter       string        `env:"VOUCH_REGISTRY_FILTER, default=(objectClass=vouchCareProvider)"`
+	Timeout      time.Duration `env:"VOUCH_REGISTRY_TIMEOUT, default=2s"`
+	PageSize     int           `env:"VOUCH_REGISTRY_PAGE_SIZE, default=1000"`
+	Attributes   Attributes
+}
+
+// Attributes names the register's attributes Vouch reads.
+type Attributes struct {
+	UZI        string `env:"VOUCH_REGISTRY_ATTR_UZI, default=vouchUziNumber"`
+	BIG        string `env:"VOUCH_REGISTRY_ATTR_BIG, default=vouchBigNumber"`
+	CardType   string `env:"VOUCH_REGISTRY_ATTR_CARD_TYPE, default=vouchCardType"`
+	Role       string `env:"VOUCH_REGISTRY_ATTR_ROLE, default=vouchRoleCode"`
+	AGB        string `env:"VOUCH_REGISTRY_ATTR_AGB, default=vouchAgbCode"`
+	License    string `env:"VOUCH_REGISTRY_ATTR_LICENSE, default=vouchLicenseStatus"`
+	ValidFrom  string `env:"VOUCH_REGISTRY_ATTR_VALID_FROM, default=vouchLicenseValidFrom"`
+	ValidUntil string `env:"VOUCH_REGISTRY_ATTR_VALID_UNTIL, default=vouchLicenseValidUntil"`
+	CertSerial string `env:"VOUCH_REGISTRY_ATTR_CERT_SERIAL, default=vouchCertSerial"`
+}
+
+// DefaultAttributes are the names of Vouch's own test register schema.
+func DefaultAttributes() Attributes {
+	return Attributes{UZI: "vouchUziNumber", BIG: "vouchBigNumber", CardType: "vouchCardType", Role: "vouchRoleCode",
+		AGB: "vouchAgbCode", License: "vouchLicenseStatus", ValidFrom: "vouchLicenseValidFrom",
+		ValidUntil: "vouchLicenseValidUntil", CertSerial: "vouchCertSerial"}
+}
+
+func (a Attributes) list() []string {
+	return []string{a.UZI, a.BIG, a.CardType, a.Role, a.AGB, a.License, a.ValidFrom, a.ValidUntil, a.CertSerial, "entryUUID"}
+}
+
+// Validate checks the configuration before anything dials.
+func (c Config) Validate() error {
+	switch {
+	case c.URL == "":
+		return errors.New("directory: VOUCH_REGISTRY_URL is not set")
+	case !strings.HasPrefix(c.URL, "ldap://") && !strings.HasPrefix(c.URL, "ldaps://"):
+		return fmt.Errorf("directory: VOUCH_REGISTRY_URL %q is not an ldap:// or ldaps:// URL", c.URL)
+	case c.BaseDN == "":
+		return errors.New("directory: no base DN")
+	case c.PageSize < 1 || c.PageSize > 10000:
+		return fmt.Errorf("directory: page size %d outside 1..10000", c.PageSize)
+	case c.Timeout <= 0:
+		return errors.New("directory: timeout must be positive")
+	}
+	if _, err := ldap.CompileFilter(c.Filter); err != nil {
+		return fmt.Errorf("directory: filter %q: %w", c.Filter, err)
+	}
+	for _, n := range []string{c.Attributes.UZI, c.Attributes.CardType, c.Attributes.License} {
+		if n == "" {
+			return errors.New("directory: the UZI number, card type and license attributes must be named")
+		}
+	}
+	return nil
+}
+
+// ErrNotFound means the register has no card holder with that UZI number.
+var ErrNotFound = errors.New("directory: not in the register")
+
+// ErrUnavailable wraps every failure to reach or read the register, so
+// callers can fall back to the mirror.
+var ErrUnavailable = errors.New("directory: register unavailable")
+
+// Client reads the register. It dials per operation: lookups are rare and
+// short, and a fresh connection never carries a half-broken state across an
+// outage.
+type Client struct {
+	cfg Config
+}
+
+// New returns a client for a validated configuration.
+func New(cfg Config) (*Client, error) {
+	if cfg.Attributes == (Attributes{}) {
+		cfg.Attributes = DefaultAttributes()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg}, nil
+}
+
+// Config returns the client's configuration.
+func (c *Client) Config() Config { return c.cfg }
+
+// dial connects and binds within the configured timeout.
+func (c *Client) dial(ctx context.Context) (*ldap.Conn, error) {
+	d := &net.Dialer{Timeout: c.cfg.Timeout}
+	if dl, ok := ctx.Deadline(); ok {
+		d.Deadline = dl
+	}
+	conn, err := ldap.DialURL(c.cfg.URL, ldap.DialWithDialer(d))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	conn.SetTimeout(c.cfg.Timeout)
+	if c.cfg.BindDN != "" {
+		if err := conn.Bind(c.cfg.BindDN, c.cfg.BindPassword); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%w: bind: %v", ErrUnavailable, err)
+		}
+	}
+	return conn, nil
+}
+
+// UZIFilter is the filter that finds one card holder: the configured filter
+// and the UZI attribute equal to uzi, escaped, so no value can widen it.
+func (c *Client) UZIFilter(uzi string) string {
+	return fmt.Sprintf("(&%s(%s=%s))", c.cfg.Filter, c.cfg.Attributes.UZI, ldap.EscapeFilter(uzi))
+}
+
+// Lookup returns the card holder with UZI number uzi, asking the register
+// now, within the configured timeout.
+func (c *Client) Lookup(ctx context.Context, uzi string) (Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return Entry{}, err
+	}
+	defer conn.Close()
+	req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2,
+		int(c.cfg.Timeout.Seconds()+1), false, c.UZIFilter(uzi), c.cfg.Attributes.list(), nil)
+	res, err := searchCtx(ctx, conn, req)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	switch len(res.Entries) {
+	case 0:
+		return Entry{}, ErrNotFound
+	case 1:
+	default:
+		return Entry{}, fmt.Errorf("directory: %d entries for one UZI number", len(res.Entries))
+	}
+	e, err := c.cfg.Attributes.Parse(res.Entries[0])
+	if err != nil {
+		return Entry{}, err
+	}
+	if e.UZI != uzi {
+		return Entry{}, ErrNotFound // a register that matched loosely; trust only exact
+	}
+	return e, nil
+}
+
+// searchCtx runs a search that gives up when ctx ends.
+func searchCtx(ctx context.Context, conn *ldap.Conn, req *ldap.SearchRequest) (*ldap.SearchResult, error) {
+	type result struct {
+		res *ldap.SearchResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := conn.Search(req)
+		done <- result{r, err}
+	}()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-ctx.Done():
+		conn.Close() // unblocks the search
+		return nil, ctx.Err()
+	}
+}
+
+// Scan reads every card holder, page by page, calling page with each page's
+// well-formed entries and skip with each malformed one. Memory stays at one
+// page whatever the register's size.
+func (c *Client) Scan(ctx context.Context, page func([]Entry) error, skip func(dn string, err error)) error {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetTimeout(5 * time.Minute) // one page of a large register, not a lookup
+	paging := ldap.NewControlPaging(uint32(c.cfg.PageSize))
+	for {
+		req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+			c.cfg.Filter, c.cfg.Attributes.list(), []ldap.Control{paging})
+		res, err := searchCtx(ctx, conn, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: paged search: %v", ErrUnavailable, err)
+		}
+		entries := make([]Entry, 0, len(res.Entries))
+		for _, le := range res.Entries {
+			e, err := c.cfg.Attributes.Parse(le)
+			if err != nil {
+				skip(le.DN, err)
+				continue
+			}
+			entries = append(entries, e)
+		}
+		if err := page(entries); err != nil {
+			return err
+		}
+		ctrl, ok := ldap.FindControl(res.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
+		if !ok || len(ctrl.Cookie) == 0 {
+			return nil
+		}
+		paging.SetCookie(ctrl.Cookie)
+	}
+}

@@ -1,0 +1,140 @@
+package directory
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// License states a register may hold. Only Active may vouch.
+const (
+	LicenseActive    = "active"
+	LicenseSuspended = "suspended"
+	LicenseRevoked   = "revoked"
+	LicenseDeceased  = "deceased"
+)
+
+// Entry is one card holder as the register lists them.
+type Entry struct {
+	DN         string
+	EntryUUID  string // RFC 4530; ties syncrepl deletions to a mirror row
+	UZI        string
+	BIG        string
+	CardType   string
+	Role       string
+	AGB        string
+	License    string
+	ValidFrom  time.Time // zero: not given
+	ValidUntil time.Time // zero: not given
+	CertSerial string
+}
+
+// EntryError says why an entry was skipped.
+type EntryError struct {
+	Attribute string
+	Problem   string
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("directory: attribute %s %s", e.Attribute, e.Problem)
+}
+
+// Parse reads and checks an LDAP entry under these attribute names.
+func (a Attributes) Parse(le *ldap.Entry) (Entry, error) {
+	get := func(name string) (string, error) {
+		if name == "" {
+			return "", nil
+		}
+		v := le.GetEqualFoldAttributeValues(name)
+		switch len(v) {
+		case 0:
+			return "", nil
+		case 1:
+			return strings.TrimSpace(v[0]), nil
+		}
+		return "", &EntryError{Attribute: name, Problem: "has several values"}
+	}
+	e := Entry{DN: le.DN}
+	var err error
+	fields := []struct {
+		dst  *string
+		name string
+	}{{&e.UZI, a.UZI}, {&e.BIG, a.BIG}, {&e.CardType, a.CardType}, {&e.Role, a.Role}, {&e.AGB, a.AGB},
+		{&e.License, a.License}, {&e.CertSerial, a.CertSerial}, {&e.EntryUUID, "entryUUID"}}
+	for _, f := range fields {
+		if *f.dst, err = get(f.name); err != nil {
+			return Entry{}, err
+		}
+	}
+	e.License = strings.ToLower(e.License)
+	switch {
+	case !digits(e.UZI, 9):
+		return Entry{}, &EntryError{Attribute: a.UZI, Problem: "is not a 9-digit UZI number"}
+	case len(e.CardType) != 1 || !strings.Contains("ZNMS", e.CardType):
+		return Entry{}, &EntryError{Attribute: a.CardType, Problem: "is not Z, N, M or S"}
+	case e.CardType == "Z" && !isRole(e.Role):
+		return Entry{}, &EntryError{Attribute: a.Role, Problem: "is missing or not NN.NNN on a care provider"}
+	case e.Role != "" && !isRole(e.Role):
+		return Entry{}, &EntryError{Attribute: a.Role, Problem: "is not NN.NNN"}
+	case e.AGB != "" && !digits(e.AGB, 8):
+		return Entry{}, &EntryError{Attribute: a.AGB, Problem: "is not 8 digits"}
+	}
+	switch e.License {
+	case LicenseActive, LicenseSuspended, LicenseRevoked, LicenseDeceased:
+	default:
+		return Entry{}, &EntryError{Attribute: a.License, Problem: "is not active, suspended, revoked or deceased"}
+	}
+	for _, t := range []struct {
+		dst  *time.Time
+		name string
+	}{{&e.ValidFrom, a.ValidFrom}, {&e.ValidUntil, a.ValidUntil}} {
+		s, err := get(t.name)
+		if err != nil {
+			return Entry{}, err
+		}
+		if s == "" {
+			continue
+		}
+		if *t.dst, err = parseGeneralizedTime(s); err != nil {
+			return Entry{}, &EntryError{Attribute: t.name, Problem: "is not a GeneralizedTime"}
+		}
+	}
+	return e, nil
+}
+
+// ActiveAt reports whether the license lets its holder work at t: status
+// active and t inside the validity window, where one is given.
+func (e Entry) ActiveAt(t time.Time) bool {
+	return e.License == LicenseActive &&
+		(e.ValidFrom.IsZero() || !t.Before(e.ValidFrom)) &&
+		(e.ValidUntil.IsZero() || t.Before(e.ValidUntil))
+}
+
+func digits(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func isRole(s string) bool {
+	return len(s) == 6 && s[2] == '.' && digits(s[:2], 2) && digits(s[3:], 3)
+}
+
+// parseGeneralizedTime reads the LDAP GeneralizedTime forms registers use
+// (RFC 4517 3.3.13): seconds optional, fraction optional, Z or an offset.
+func parseGeneralizedTime(s string) (time.Time, error) {
+	for _, layout := range []string{"20060102150405Z0700", "20060102150405.999999999Z0700", "200601021504Z0700", "2006010215Z0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("directory: %q is not a GeneralizedTime", s)
+}

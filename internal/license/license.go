@@ -1,0 +1,184 @@
+// Package license answers one question for login, vouching and attestation:
+// may the holder of this card work as a care provider now? It asks the
+// register live, with a short timeout, and falls back to the mirror the
+// registry sync keeps; a mirror older than its bound is not trusted, and
+// then the answer is no, with a reason a clinician can read.
+package license
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"vouch/internal/database"
+	"vouch/internal/directory"
+	"vouch/internal/uzi"
+)
+
+// Config of license decisions.
+type Config struct {
+	// MaxMirrorAge is how old the mirror may be when the register cannot be
+	// asked. Older, and decisions fail closed.
+	MaxMirrorAge time.Duration `env:"VOUCH_LICENSE_MAX_MIRROR_AGE, default=24h"`
+}
+
+// Reason is a stable code for a decision.
+type Reason string
+
+// Reasons of a decision. Only ReasonActive allows.
+const (
+	ReasonActive        Reason = "license-active"
+	ReasonSuspended     Reason = "license-suspended"
+	ReasonRevoked       Reason = "license-revoked"
+	ReasonDeceased      Reason = "license-deceased"
+	ReasonNotYetValid   Reason = "license-not-yet-valid"
+	ReasonExpired       Reason = "license-expired"
+	ReasonNotRegistered Reason = "not-in-register"
+	ReasonCardMismatch  Reason = "register-card-mismatch"
+	ReasonUnavailable   Reason = "register-unavailable"
+)
+
+var texts = map[Reason][2]string{
+	ReasonActive:        {"The license is active.", "De registratie is actief."},
+	ReasonSuspended:     {"Your registration is suspended, so you cannot vouch now.", "Uw registratie is geschorst; u kunt nu niet autoriseren."},
+	ReasonRevoked:       {"Your registration has been revoked, so you cannot vouch.", "Uw registratie is doorgehaald; u kunt niet autoriseren."},
+	ReasonDeceased:      {"The register lists this card holder as deceased.", "Het register vermeldt deze pashouder als overleden."},
+	ReasonNotYetValid:   {"Your registration is not valid yet.", "Uw registratie is nog niet geldig."},
+	ReasonExpired:       {"Your registration has expired.", "Uw registratie is verlopen."},
+	ReasonNotRegistered: {"Your card is not in the register of care providers.", "Uw pas staat niet in het register van zorgverleners."},
+	ReasonCardMismatch:  {"The register describes your card differently (type or role); contact the register.", "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
+	ReasonUnavailable:   {"The register cannot be checked right now, so vouching is paused. Please try again later.", "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
+}
+
+// Text says what r means for a clinician, in "en" or "nl".
+func (r Reason) Text(lang string) string {
+	t, ok := texts[r]
+	if !ok {
+		return string(r)
+	}
+	if lang == "nl" {
+		return t[1]
+	}
+	return t[0]
+}
+
+// Decision is the answer, with what it rests on.
+type Decision struct {
+	Allowed bool
+	Reason  Reason
+	Status  string // the register's license status, when known
+	Source  string // "register" or "mirror"
+	AsOf    time.Time
+	Entry   directory.Entry
+}
+
+// Decider makes decisions. dir may be nil: then only the mirror is used.
+type Decider struct {
+	cfg Config
+	dir *directory.Client
+	db  *database.DB
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New returns a Decider.
+func New(cfg Config, dir *directory.Client, db *database.DB, log *slog.Logger) *Decider {
+	return &Decider{cfg: cfg, dir: dir, db: db, log: log, now: time.Now}
+}
+
+// Decide says whether the card holder id may work as a care provider now.
+// An error means neither the register nor a fresh enough mirror could be
+// read; the decision then refuses with ReasonUnavailable.
+func (d *Decider) Decide(ctx context.Context, id uzi.Identity) (Decision, error) {
+	now := d.now()
+	if d.dir != nil {
+		e, err := d.dir.Lookup(ctx, id.UZI)
+		switch {
+		case err == nil:
+			return judge(e, id, now, "register", now), nil
+		case errors.Is(err, directory.ErrNotFound):
+			return Decision{Reason: ReasonNotRegistered, Source: "register", AsOf: now}, nil
+		}
+		d.log.Warn("register lookup failed; using the mirror", "err", err)
+	}
+	e, asOf, err := d.fromMirror(ctx, id.UZI)
+	if err != nil {
+		return Decision{Reason: ReasonUnavailable, AsOf: now}, err
+	}
+	if age := now.Sub(asOf); asOf.IsZero() || age > d.cfg.MaxMirrorAge {
+		return Decision{Reason: ReasonUnavailable, Source: "mirror", AsOf: asOf},
+			fmt.Errorf("license: the mirror is %s old, over the bound of %s", age.Round(time.Second), d.cfg.MaxMirrorAge)
+	}
+	if e == nil {
+		return Decision{Reason: ReasonNotRegistered, Source: "mirror", AsOf: asOf}, nil
+	}
+	return judge(*e, id, now, "mirror", asOf), nil
+}
+
+func judge(e directory.Entry, id uzi.Identity, now time.Time, source string, asOf time.Time) Decision {
+	d := Decision{Status: e.License, Source: source, AsOf: asOf, Entry: e}
+	switch {
+	case e.CardType != string(id.CardType) || (e.Role != "" && e.Role != id.Role):
+		d.Reason = ReasonCardMismatch
+	case e.License == directory.LicenseSuspended:
+		d.Reason = ReasonSuspended
+	case e.License == directory.LicenseRevoked:
+		d.Reason = ReasonRevoked
+	case e.License == directory.LicenseDeceased:
+		d.Reason = ReasonDeceased
+	case !e.ValidFrom.IsZero() && now.Before(e.ValidFrom):
+		d.Reason = ReasonNotYetValid
+	case !e.ValidUntil.IsZero() && !now.Before(e.ValidUntil):
+		d.Reason = ReasonExpired
+	case e.License == directory.LicenseActive:
+		d.Reason, d.Allowed = ReasonActive, true
+	default:
+		d.Reason = ReasonUnavailable
+	}
+	return d
+}
+
+// fromMirror reads one card holder and the mirror's age. A nil entry with a
+// nil error means the mirror does not list them.
+func (d *Decider) fromMirror(ctx context.Context, uziNumber string) (*directory.Entry, time.Time, error) {
+	var asOf *time.Time
+	err := d.db.Pool().QueryRow(ctx, `select synced_at from registry_sync_state where id`).Scan(&asOf)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && asOf == nil) {
+		return nil, time.Time{}, errors.New("license: the mirror has never been synced")
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("license: mirror state: %w", err)
+	}
+	var e directory.Entry
+	var big, role, agb, serial, dn *string
+	var from, until *time.Time
+	err = d.db.Pool().QueryRow(ctx, `select uzi_number, big_number, card_type, role_code, agb_code, license_status,
+			valid_from, valid_until, cert_serial, dn
+		from registry_entries where uzi_number = $1`, uziNumber).
+		Scan(&e.UZI, &big, &e.CardType, &role, &agb, &e.License, &from, &until, &serial, &dn)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, *asOf, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("license: mirror: %w", err)
+	}
+	e.BIG, e.Role, e.AGB, e.CertSerial, e.DN = val(big), val(role), val(agb), val(serial), val(dn)
+	if from != nil {
+		e.ValidFrom = *from
+	}
+	if until != nil {
+		e.ValidUntil = *until
+	}
+	return &e, *asOf, nil
+}
+
+func val(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,309 @@
+package registrysync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"vouch/internal/directory"
+)
+
+// mirrorColumns are the columns of registry_entries the sync writes, in
+// COPY order.
+var mirrorColumns = []string{"uzi_number", "big_number", "card_type", "role_code", "agb_code", "license_status",
+	"valid_from", "valid_until", "cert_serial", "dn", "synced_at", "entry_uuid"}
+
+func nullStr(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+func row(e directory.Entry, now time.Time) []any {
+	return []any{e.UZI, nullStr(e.BIG), e.CardType, nullStr(e.Role), nullStr(e.AGB), e.License,
+		nullTime(e.ValidFrom), nullTime(e.ValidUntil), nullStr(e.CertSerial), e.DN, now, nullStr(e.EntryUUID)}
+}
+
+// licenseState is what decides whether a card holder may vouch.
+type licenseState struct {
+	UZI        string
+	Status     string
+	ValidFrom  *time.Time
+	ValidUntil *time.Time
+}
+
+func (s licenseState) mayVouch(now time.Time) bool {
+	return s.Status == directory.LicenseActive &&
+		(s.ValidFrom == nil || !now.Before(*s.ValidFrom)) &&
+		(s.ValidUntil == nil || now.Before(*s.ValidUntil))
+}
+
+// transition is a license state that changed: old or new may be absent.
+type transition struct {
+	UZI      string
+	Old, New *licenseState
+}
+
+// fullSwap builds registry_entries_next from pages: COPY without indexes
+// (faster), then card holders listed more than once are dropped — the
+// register contradicts itself about them, so neither entry is trusted — and
+// the mirror's indexes are built. Until the caller commits, readers see the
+// previous mirror, whole.
+func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, now time.Time, skip func(dn string, err error)) (n int64, err error) {
+	if _, err := tx.Exec(ctx, `create table registry_entries_next (like registry_entries including all excluding indexes)`); err != nil {
+		return 0, fmt.Errorf("create next mirror: %w", err)
+	}
+	src := &pageSource{pages: pages, now: now}
+	if n, err = tx.CopyFrom(ctx, pgx.Identifier{"registry_entries_next"}, mirrorColumns, src); err != nil {
+		return 0, fmt.Errorf("copy mirror: %w", err)
+	}
+	rows, err := tx.Query(ctx, `delete from registry_entries_next where uzi_number in
+		(select uzi_number from registry_entries_next group by uzi_number having count(*) > 1) returning dn`)
+	if err != nil {
+		return 0, fmt.Errorf("drop duplicates: %w", err)
+	}
+	for rows.Next() {
+		var dn string
+		if err := rows.Scan(&dn); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		n--
+		skip(dn, errors.New("UZI number listed more than once in the register"))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `alter table registry_entries_next add constraint registry_entries_next_pkey primary key (uzi_number)`); err != nil {
+		return 0, fmt.Errorf("index next mirror: %w", err)
+	}
+	// Every other index of the mirror, as the migrations defined it.
+	defs, err := tx.Query(ctx, `select indexname, indexdef from pg_indexes
+		where schemaname = current_schema() and tablename = 'registry_entries' and indexname <> 'registry_entries_pkey'`)
+	if err != nil {
+		return 0, fmt.Errorf("read mirror indexes: %w", err)
+	}
+	var stmts []string
+	for defs.Next() {
+		var name, def string
+		if err := defs.Scan(&name, &def); err != nil {
+			defs.Close()
+			return 0, err
+		}
+		def = strings.Replace(def, " INDEX "+name+" ON ", " INDEX "+strings.Replace(name, "registry_entries", "registry_entries_next", 1)+" ON ", 1)
+		def = strings.Replace(def, ".registry_entries USING ", ".registry_entries_next USING ", 1)
+		stmts = append(stmts, def)
+	}
+	defs.Close()
+	if err := defs.Err(); err != nil {
+		return 0, err
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return 0, fmt.Errorf("index next mirror: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// swapTables puts registry_entries_next in the mirror's place and gives its
+// indexes the mirror's names back, so every full sync leaves the same schema.
+func swapTables(ctx context.Context, tx pgx.Tx) error {
+	for _, q := range []string{
+		`alter table registry_entries rename to registry_entries_prev`,
+		`alter table registry_entries_next rename to registry_entries`,
+		`drop table registry_entries_prev`,
+		`do $$
+		declare r record;
+		begin
+			for r in select indexname from pg_indexes
+				where schemaname = current_schema() and tablename = 'registry_entries' and indexname like 'registry_entries_next%'
+			loop
+				execute format('alter index %I rename to %I', r.indexname, replace(r.indexname, 'registry_entries_next', 'registry_entries'));
+			end loop;
+		end $$`,
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("swap mirror: %w", err)
+		}
+	}
+	return nil
+}
+
+// fullTransitions lists the card holders whose license state differs between
+// the current mirror and registry_entries_next.
+func fullTransitions(ctx context.Context, tx pgx.Tx) ([]transition, error) {
+	rows, err := tx.Query(ctx, `
+		select coalesce(n.uzi_number, o.uzi_number),
+		       o.uzi_number is not null, o.license_status, o.valid_from, o.valid_until,
+		       n.uzi_number is not null, n.license_status, n.valid_from, n.valid_until
+		from registry_entries_next n
+		full join registry_entries o on o.uzi_number = n.uzi_number
+		where n.uzi_number is null or o.uzi_number is null
+		   or n.license_status is distinct from o.license_status
+		   or n.valid_from is distinct from o.valid_from
+		   or n.valid_until is distinct from o.valid_until`)
+	if err != nil {
+		return nil, fmt.Errorf("compare mirrors: %w", err)
+	}
+	defer rows.Close()
+	var out []transition
+	for rows.Next() {
+		var t transition
+		var hasOld, hasNew bool
+		var o, n licenseState
+		var oStatus, nStatus *string
+		if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &hasNew, &nStatus, &n.ValidFrom, &n.ValidUntil); err != nil {
+			return nil, err
+		}
+		if hasOld {
+			o.UZI, o.Status = t.UZI, deref(oStatus)
+			t.Old = &o
+		}
+		if hasNew {
+			n.UZI, n.Status = t.UZI, deref(nStatus)
+			t.New = &n
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// states reads the mirror's license state of the given card holders.
+func states(ctx context.Context, tx pgx.Tx, where string, arg any) (map[string]licenseState, error) {
+	rows, err := tx.Query(ctx, `select uzi_number, license_status, valid_from, valid_until, entry_uuid::text
+		from registry_entries where `+where, arg)
+	if err != nil {
+		return nil, fmt.Errorf("read mirror: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]licenseState{}
+	for rows.Next() {
+		var s licenseState
+		var uuid *string
+		if err := rows.Scan(&s.UZI, &s.Status, &s.ValidFrom, &s.ValidUntil, &uuid); err != nil {
+			return nil, err
+		}
+		out[s.UZI] = s
+	}
+	return out, rows.Err()
+}
+
+// upsert writes changed entries into the mirror.
+func upsert(ctx context.Context, tx pgx.Tx, entries []directory.Entry, now time.Time) error {
+	b := &pgx.Batch{}
+	for _, e := range entries {
+		// A card holder re-added under a new entryUUID replaces the old row.
+		b.Queue(`delete from registry_entries where entry_uuid = $1 and uzi_number <> $2`, nullStr(e.EntryUUID), e.UZI)
+		b.Queue(`insert into registry_entries (uzi_number, big_number, card_type, role_code, agb_code, license_status,
+				valid_from, valid_until, cert_serial, dn, synced_at, entry_uuid)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			on conflict (uzi_number) do update set big_number = excluded.big_number, card_type = excluded.card_type,
+				role_code = excluded.role_code, agb_code = excluded.agb_code, license_status = excluded.license_status,
+				valid_from = excluded.valid_from, valid_until = excluded.valid_until, cert_serial = excluded.cert_serial,
+				dn = excluded.dn, synced_at = excluded.synced_at, entry_uuid = excluded.entry_uuid`, row(e, now)...)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("upsert mirror: %w", err)
+	}
+	return nil
+}
+
+// saveState records where the next incremental sync starts and that the
+// mirror equals the register as of now.
+func saveState(ctx context.Context, tx pgx.Tx, cookie []byte, now time.Time) error {
+	_, err := tx.Exec(ctx, `insert into registry_sync_state (id, cookie, synced_at) values (true, $1, $2)
+		on conflict (id) do update set cookie = excluded.cookie, synced_at = excluded.synced_at`, cookie, now)
+	if err != nil {
+		return fmt.Errorf("save sync state: %w", err)
+	}
+	return nil
+}
+
+// loadState returns the stored cookie and time of the last good sync.
+func loadState(ctx context.Context, pool *pgxpool.Pool) (cookie []byte, syncedAt time.Time, err error) {
+	var at *time.Time
+	err = pool.QueryRow(ctx, `select cookie, synced_at from registry_sync_state where id`).Scan(&cookie, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("load sync state: %w", err)
+	}
+	if at != nil {
+		syncedAt = *at
+	}
+	return cookie, syncedAt, nil
+}
+
+// startRun and finishRun keep the record of every run, outside the sync's
+// transaction so a failed run is recorded too.
+func startRun(ctx context.Context, pool *pgxpool.Pool, kind string, at time.Time) (int64, error) {
+	var id int64
+	err := pool.QueryRow(ctx, `insert into registry_sync_runs (kind, started_at) values ($1, $2) returning id`, kind, at).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("record run: %w", err)
+	}
+	return id, nil
+}
+
+func finishRun(ctx context.Context, pool *pgxpool.Pool, id int64, r Result, runErr error, at time.Time) error {
+	var msg *string
+	if runErr != nil {
+		s := runErr.Error()
+		msg = &s
+	}
+	_, err := pool.Exec(ctx, `update registry_sync_runs set finished_at = $2, entries = $3, changes = $4, skipped = $5, error = $6
+		where id = $1`, id, at, r.Entries, r.Changes, r.Skipped, msg)
+	if err != nil {
+		return fmt.Errorf("record run end: %w", err)
+	}
+	return nil
+}
+
+// pageSource feeds COPY from the pages the directory scan produces.
+type pageSource struct {
+	pages <-chan []directory.Entry
+	now   time.Time
+	cur   []directory.Entry
+	i     int
+}
+
+func (s *pageSource) Next() bool {
+	for s.i+1 >= len(s.cur) {
+		p, ok := <-s.pages
+		if !ok {
+			return false
+		}
+		s.cur, s.i = p, -1
+		if len(p) > 0 {
+			break
+		}
+	}
+	s.i++
+	return true
+}
+
+func (s *pageSource) Values() ([]any, error) { return row(s.cur[s.i], s.now), nil }
+func (s *pageSource) Err() error             { return nil }
