@@ -1,6 +1,7 @@
-// Package registry holds the OpenLDAP configuration, schema and base entries
-// of the development and test stand-in for the national UZI registry, and
-// renders a slapd.conf that starts it.
+// Package registry holds the OpenLDAP configuration, schema, base entries and
+// test-card fixtures of the development and test stand-in for the national
+// UZI registry; it renders a slapd.conf, runs slapd (Server), and generates
+// synthetic registers of any size (Generate).
 package registry
 
 import (
@@ -28,7 +29,7 @@ const (
 	ModuleDir = "/usr/lib/ldap"
 )
 
-//go:embed slapd.conf.tmpl vouch.schema base.ldif
+//go:embed slapd.conf.tmpl vouch.schema base.ldif fixtures.ldif
 var files embed.FS
 
 // BaseLDIF returns the suffix entry and ou=people, for slapadd or ldapadd.

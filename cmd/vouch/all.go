@@ -9,20 +9,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"vouch/internal/bus"
 	"vouch/internal/database"
+	"vouch/internal/directory"
 	"vouch/internal/protocol"
+	"vouch/internal/registrysync"
 	"vouch/internal/server"
 	"vouch/internal/trust"
 )
 
 // allConfig is the configuration of `vouch all`: every role's, together.
 type allConfig struct {
-	Database database.Config
-	Bus      bus.Config
-	HTTP     server.Config
-	Trust    trust.Config
+	Database  database.Config
+	Bus       bus.Config
+	HTTP      server.Config
+	Trust     trust.Config
+	Directory directory.Config
+	Sync      registrysync.Config
 }
 
 // runAll starts everything in one process: migrations, the embedded bus, the
@@ -69,7 +74,18 @@ func runAll(ctx context.Context, log *slog.Logger, args []string) error {
 		"database": server.CheckFunc(db.Ping),
 		"bus":      server.CheckFunc(func(context.Context) error { return b.Healthy() }),
 	})
-	err = srv.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.Directory.URL != "" {
+		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, db, b, log, reg)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return s.Run(gctx) })
+	} else {
+		log.Warn("no register configured (VOUCH_REGISTRY_URL): licenses cannot be checked")
+	}
+	g.Go(func() error { return srv.Run(gctx) })
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

@@ -3,6 +3,7 @@
 //
 //	vouch all                  every role in one process, with an embedded bus
 //	vouch migrate              apply the database migrations
+//	vouch registry-sync        mirror the register into PostgreSQL
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
 //	vouch bundle issue         sign a bundle with a test card (test profiles only)
 //	vouch version
@@ -53,6 +54,7 @@ const usage = `usage: vouch <command> [arguments]
 commands:
   all                  run every role in one process (embedded bus)
   migrate              apply database migrations and exit
+  registry-sync        mirror the register into PostgreSQL (-once, or a loop)
   bundle verify FILE   verify an authorization bundle and explain the verdict
   bundle issue         sign a bundle with a test card (test profiles only)
   version              print the version
@@ -69,6 +71,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAll(ctx, log, args[1:])
 	case "migrate":
 		return runMigrate(ctx, log)
+	case "registry-sync":
+		return runRegistrySync(ctx, log, args[1:], stderr)
 	case "bundle":
 		return runBundle(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/jackc/pgx/v5"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"vouch/internal/testenv"
+	"vouch/internal/testpki"
+	"vouch/registry"
 )
 
 const vectors = "../../testdata/bundle/vectors.json"
@@ -90,6 +93,12 @@ func TestAll(t *testing.T) {
 	t.Setenv("VOUCH_UZI_ROOTS", "../../testdata/bundle/root.pem")
 	t.Setenv("VOUCH_ATTESTATION_KEYS", "../../testdata/bundle/attestation.pub.pem")
 	t.Setenv("VOUCH_CARD_PROFILE", "test")
+	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true})
+	t.Setenv("VOUCH_REGISTRY_URL", l.URL)
+	t.Setenv("VOUCH_REGISTRY_BIND_DN", l.BindDN)
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte(l.BindPassword), 0o600)
+	t.Setenv("VOUCH_REGISTRY_BIND_PASSWORD_FILE", pw)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -119,6 +128,52 @@ func TestAll(t *testing.T) {
 	}
 	if body["ready"] != true {
 		t.Errorf("readyz = %v", body)
+	}
+	// The register is mirrored in the background.
+	db, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	for {
+		var n int
+		if err := db.QueryRow(context.Background(), `select count(*) from registry_entries`).Scan(&n); err == nil && n == len(testpki.Cards()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("vouch all did not mirror the register")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestRegistrySyncOnce(t *testing.T) {
+	url := testenv.DatabaseURL(t)
+	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true})
+	t.Setenv("DATABASE_URL", url)
+	t.Setenv("VOUCH_BUS_DIR", t.TempDir())
+	t.Setenv("VOUCH_REGISTRY_URL", l.URL)
+	t.Setenv("VOUCH_REGISTRY_BIND_DN", l.BindDN)
+	t.Setenv("VOUCH_REGISTRY_BIND_PASSWORD", l.BindPassword)
+	var logs bytes.Buffer
+	if err := realMain(context.Background(), []string{"registry-sync", "-once"}, &bytes.Buffer{}, &logs); err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	if strings.Contains(logs.String(), l.BindPassword) {
+		t.Error("the bind password reached the log")
+	}
+	db, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	var n int
+	if err := db.QueryRow(context.Background(), `select count(*) from registry_entries`).Scan(&n); err != nil || n != len(testpki.Cards()) {
+		t.Errorf("mirror has %d rows (%v)", n, err)
+	}
+	t.Setenv("VOUCH_REGISTRY_URL", "")
+	if err := realMain(context.Background(), []string{"registry-sync", "-once"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "VOUCH_REGISTRY_URL") {
+		t.Errorf("without a register: %v", err)
 	}
 }
 

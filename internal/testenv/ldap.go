@@ -1,17 +1,12 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,142 +21,72 @@ type LDAPServer struct {
 	BaseDN       string // registry.Suffix
 	BindDN       string // the rootdn, which may write
 	BindPassword string
+
+	srv *registry.Server
 }
 
 // LDAP starts a private slapd on a free loopback port, seeded with the
 // registry's base entries, and stops it when the test ends.
 func LDAP(t testing.TB) *LDAPServer {
 	t.Helper()
-	slapd := lookTool(t, "slapd")
-	slapadd := lookTool(t, "slapadd")
-	lookTool(t, "ldapmodify") // needed by LDIF; fail early, not mid-test
-
-	dir := t.TempDir()
-	pw := randomHex(t, 12)
-	conf, err := registry.WriteConfig(dir, pw)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	// Seed offline: quicker than a network add and checks the files together.
-	base := filepath.Join(dir, "base.ldif")
-	if err := os.WriteFile(base, registry.BaseLDIF(), 0o600); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	if out, err := exec.Command(slapadd, "-f", conf, "-l", base).CombinedOutput(); err != nil {
-		t.Fatalf("testenv: slapadd: %v\n%s", err, out)
-	}
-
-	s := &LDAPServer{
-		BaseDN:       registry.Suffix,
-		BindDN:       registry.RootDN,
-		BindPassword: pw,
-	}
-	// The free port may be taken between probing and slapd binding it;
-	// try a few times rather than fail a test on that race.
-	var lastErr error
-	for range 5 {
-		url, err := startSlapd(t, slapd, conf)
-		if err == nil {
-			s.URL = url
-			return s
-		}
-		lastErr = err
-	}
-	t.Fatalf("testenv: slapd: %v", lastErr)
-	return nil
+	return LDAPWith(t, registry.ServerOptions{})
 }
 
-// lockedBuffer collects a child's output while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func startSlapd(t testing.TB, slapd, conf string) (string, error) {
+// LDAPWith is LDAP with options: fixtures, seed LDIF (a generated register),
+// a port or password of the test's choosing.
+func LDAPWith(t testing.TB, opts registry.ServerOptions) *LDAPServer {
 	t.Helper()
-	port, err := freePort()
+	lookTool(t, "ldapmodify") // needed by LDIF; fail early, not mid-test
+	srv, err := registry.NewServer(t.TempDir(), opts)
+	if errors.Is(err, registry.ErrToolMissing) {
+		missing(t, "slapd", err)
+	}
 	if err != nil {
-		return "", err
+		t.Fatalf("testenv: %v", err)
 	}
-	url := fmt.Sprintf("ldap://127.0.0.1:%d/", port)
-	var out lockedBuffer
-	// -d 0 keeps slapd in the foreground, so its pid is ours to stop.
-	cmd := exec.Command(slapd, "-f", conf, "-h", url, "-d", "0")
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start: %w", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
+	s := &LDAPServer{BaseDN: srv.BaseDN, BindDN: srv.BindDN, BindPassword: srv.BindPassword, srv: srv}
+	// Registered after TempDir, so it runs first: slapd stops before its
+	// directory goes.
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
 		}
-	}
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		conn, err := ldap.DialURL(url, ldap.DialWithDialer(&net.Dialer{Timeout: time.Second}))
-		if err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case werr := <-exited:
-			return "", fmt.Errorf("slapd exited: %v\n%s", werr, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", fmt.Errorf("slapd did not answer on %s: %v\n%s", url, err, out.String())
-		}
-	}
-	t.Cleanup(stop)
-	return url, nil
+	})
+	s.Start(t)
+	// The first start may have moved to another free port; later ones keep
+	// it, so URL is settled from here on and safe to read anywhere.
+	s.URL = srv.URL
+	return s
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
+// Stop takes the register down, for outage tests. Start brings it back on
+// the same URL with the same data.
+func (s *LDAPServer) Stop(t testing.TB) {
+	t.Helper()
+	if err := s.srv.Stop(); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start brings a stopped register back and returns once it answers.
+func (s *LDAPServer) Start(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.srv.Start(ctx); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 }
 
 // lookTool finds a program of the dependencies, also in the sbin
 // directories a non-root PATH often lacks.
 func lookTool(t testing.TB, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
+	p, err := registry.LookTool(name)
+	if err != nil {
+		missing(t, name, err)
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	missing(t, name, errors.New("not found in PATH or /usr/sbin"))
-	return ""
+	return p
 }
 
 // Dial returns a connection bound as the root DN, closed when the test ends.

@@ -3,6 +3,7 @@ package testenv_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"vouch/internal/testenv"
+	"vouch/registry"
 )
 
 func TestDatabaseIsFreshAndMigrated(t *testing.T) {
@@ -148,6 +150,42 @@ func TestLDAPServersAreSeparate(t *testing.T) {
 		ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", nil, nil))
 	if !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 		t.Fatalf("b search: err = %v, want no such object", err)
+	}
+}
+
+func TestLDAPWithFixturesAndOutage(t *testing.T) {
+	t.Parallel()
+	s := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true})
+	find := func(conn *ldap.Conn) (string, error) {
+		res, err := conn.Search(ldap.NewSearchRequest(registry.PeopleDN, ldap.ScopeSingleLevel,
+			ldap.NeverDerefAliases, 0, 0, false, "(vouchUziNumber=900000024)", []string{"vouchLicenseStatus"}, nil))
+		if err != nil {
+			return "", err
+		}
+		if len(res.Entries) != 1 {
+			return "", fmt.Errorf("%d entries", len(res.Entries))
+		}
+		return res.Entries[0].GetAttributeValue("vouchLicenseStatus"), nil
+	}
+	conn := s.Dial(t)
+	if got, err := find(conn); err != nil || got != "suspended" {
+		t.Fatalf("suspended clinician: %q, %v", got, err)
+	}
+
+	url := s.URL
+	s.Stop(t)
+	if _, err := find(conn); err == nil {
+		t.Fatal("search answered while the register was down")
+	}
+	if _, err := ldap.DialURL(url); err == nil {
+		t.Fatal("dial succeeded while the register was down")
+	}
+	s.Start(t)
+	if s.URL != url {
+		t.Fatalf("URL %s after restart, was %s", s.URL, url)
+	}
+	if got, err := find(s.Dial(t)); err != nil || got != "suspended" {
+		t.Fatalf("after restart: %q, %v", got, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package testpki_test
 
 import (
+	"errors"
 	"bytes"
 	"crypto/x509"
 	"os"
@@ -49,8 +50,10 @@ func TestProvisionedCards(t *testing.T) {
 			if (err == nil) != (c.CA != testpki.CAUnknown) {
 				t.Errorf("%s: chain to the test root: %v", file, err)
 			}
-			if crls.Revoked(cert) != c.Revoked {
-				t.Errorf("%s: revoked = %v, want %v", file, !c.Revoked, c.Revoked)
+			if c.CA != testpki.CAUnknown {
+				if revoked := errors.Is(crls.Check(cert, time.Now()), revocation.ErrRevoked); revoked != c.Revoked {
+					t.Errorf("%s: revoked = %v, want %v", file, revoked, c.Revoked)
+				}
 			}
 			now := time.Now()
 			valid := now.After(cert.NotBefore) && now.Before(cert.NotAfter)
