@@ -37,6 +37,7 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 	fs := flag.NewFlagSet("registry-sync", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	once := fs.Bool("once", false, "sync once (full or incremental, as due) and exit")
+	full := fs.Bool("full", false, "with -once: a full sync even when an incremental one would do")
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -64,7 +65,11 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 		return err
 	}
 	if *once {
-		res, err := s.Once(ctx)
+		sync := s.Once
+		if *full {
+			sync = s.Full
+		}
+		res, err := sync(ctx)
 		if err != nil {
 			return err
 		}

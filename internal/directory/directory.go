@@ -186,43 +186,9 @@ func searchCtx(ctx context.Context, conn *ldap.Conn, req *ldap.SearchRequest) (*
 	}
 }
 
-// Scan reads every card holder, page by page, calling page with each page's
-// well-formed entries and skip with each malformed one. Memory stays at one
-// page whatever the register's size.
+// Scan reads every card holder, page by page (RFC 2696), calling page with
+// each page's well-formed entries and skip with each malformed one. Memory
+// stays at one page whatever the register's size.
 func (c *Client) Scan(ctx context.Context, page func([]Entry) error, skip func(dn string, err error)) error {
-	conn, err := c.dial(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetTimeout(5 * time.Minute) // one page of a large register, not a lookup
-	paging := ldap.NewControlPaging(uint32(c.cfg.PageSize))
-	for {
-		req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
-			c.cfg.Filter, c.cfg.Attributes.list(), []ldap.Control{paging})
-		res, err := searchCtx(ctx, conn, req)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%w: paged search: %v", ErrUnavailable, err)
-		}
-		entries := make([]Entry, 0, len(res.Entries))
-		for _, le := range res.Entries {
-			e, err := c.cfg.Attributes.Parse(le)
-			if err != nil {
-				skip(le.DN, err)
-				continue
-			}
-			entries = append(entries, e)
-		}
-		if err := page(entries); err != nil {
-			return err
-		}
-		ctrl, ok := ldap.FindControl(res.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
-		if !ok || len(ctrl.Cookie) == 0 {
-			return nil
-		}
-		paging.SetCookie(ctrl.Cookie)
-	}
+	return c.scanPages(ctx, page, skip)
 }

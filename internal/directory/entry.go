@@ -42,7 +42,14 @@ func (e *EntryError) Error() string {
 }
 
 // Parse reads and checks an LDAP entry under these attribute names.
-func (a Attributes) Parse(le *ldap.Entry) (Entry, error) {
+func (a Attributes) Parse(le *ldap.Entry) (Entry, error) { return a.parse(le, le.DN) }
+
+// attributeSource is an entry as go-ldap or the fast scan read it.
+type attributeSource interface {
+	GetEqualFoldAttributeValues(name string) []string
+}
+
+func (a Attributes) parse(le attributeSource, dn string) (Entry, error) {
 	get := func(name string) (string, error) {
 		if name == "" {
 			return "", nil
@@ -56,7 +63,7 @@ func (a Attributes) Parse(le *ldap.Entry) (Entry, error) {
 		}
 		return "", &EntryError{Attribute: name, Problem: "has several values"}
 	}
-	e := Entry{DN: le.DN}
+	e := Entry{DN: dn}
 	var err error
 	fields := []struct {
 		dst  *string
@@ -80,6 +87,8 @@ func (a Attributes) Parse(le *ldap.Entry) (Entry, error) {
 		return Entry{}, &EntryError{Attribute: a.Role, Problem: "is not NN.NNN"}
 	case e.AGB != "" && !digits(e.AGB, 8):
 		return Entry{}, &EntryError{Attribute: a.AGB, Problem: "is not 8 digits"}
+	case e.EntryUUID != "" && !isUUID(e.EntryUUID):
+		return Entry{}, &EntryError{Attribute: "entryUUID", Problem: "is not a UUID"}
 	}
 	switch e.License {
 	case LicenseActive, LicenseSuspended, LicenseRevoked, LicenseDeceased:
@@ -137,4 +146,25 @@ func parseGeneralizedTime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("directory: %q is not a GeneralizedTime", s)
+}
+
+// isUUID accepts the RFC 4122 text form, as entryUUID (RFC 4530) is.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }

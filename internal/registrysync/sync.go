@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -163,12 +164,16 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 			err = ferr
 		}
 	}()
+	// A full sync allocates a little per entry and keeps nothing: collecting
+	// less often saves a fifth of its CPU for a few MB more at peak.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	// The cookie is taken before the scan: whatever changes during the scan
 	// is replayed by the next incremental sync, and replays are idempotent.
 	cookie, err := s.dir.Cookie(ctx)
 	if err != nil {
 		return res, err
 	}
+	s.log.Debug("full sync: cookie taken", "seconds", s.now().Sub(start).Seconds())
 	var skipped atomic.Int64 // the scan goroutine and the COPY both skip
 	skip := func(dn string, err error) {
 		skipped.Add(1)
@@ -196,7 +201,10 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 				return nil
 			}, skip)
 		}()
-		n, err := fullSwap(ctx, tx, pages, start, skip)
+		n, err := fullSwap(ctx, tx, pages, start, skip, func(what string) {
+			s.log.Debug("full sync: "+what, "seconds", s.now().Sub(start).Seconds())
+		})
+		s.log.Debug("full sync: mirror built", "seconds", s.now().Sub(start).Seconds())
 		cancel()
 		if serr := <-scanErr; serr != nil && !errors.Is(serr, context.Canceled) {
 			return serr // the register failed mid-scan: roll back, keep the old mirror
@@ -209,12 +217,15 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 		if err != nil {
 			return err
 		}
+		s.log.Debug("full sync: compared", "seconds", s.now().Sub(start).Seconds(), "transitions", len(trans))
 		if res.Changes, err = s.publish(ctx, trans, start); err != nil {
 			return err
 		}
+		s.log.Debug("full sync: published", "seconds", s.now().Sub(start).Seconds())
 		if err := swapTables(ctx, tx); err != nil {
 			return err
 		}
+		s.log.Debug("full sync: swapped", "seconds", s.now().Sub(start).Seconds())
 		return saveState(ctx, tx, cookie, start)
 	})
 	return res, err

@@ -1,9 +1,9 @@
 package testpki_test
 
 import (
-	"errors"
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
