@@ -20,9 +20,9 @@ test: deps vet
 deps:
 	.ci/deps
 
-## build: bin/vouch, bin/cardagent, bin/phone, bin/pkcs11-mocks
+## build: bin/vouch, bin/cardagent, bin/phone, bin/pkcs11-mocks, bin/testregistry
 build:
-	$(GO) build -o $(BIN)/ ./cmd/... ./pkcs11-mocks
+	$(GO) build -o $(BIN)/ ./cmd/... ./pkcs11-mocks ./registry/cmd/testregistry
 
 ## cards: the UZI-like test PKI and one SoftHSM token per test card
 cards: build
@@ -34,8 +34,8 @@ vet:
 	$(GO) build -tags production -o /dev/null ./cmd/vouch ./cmd/cardagent ./cmd/phone
 
 ## bench: speed targets as ratios against bare references; writes bench/results.json
-bench: deps
-	$(GO) run ./bench -out bench/results.json
+bench: deps build
+	$(GO) run ./bench -vouch $(BIN)/vouch -out bench/results.json
 
 ## fuzz: run every fuzz target for a short while
 fuzz:
@@ -44,6 +44,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./internal/phonecode
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./internal/protocol
+	$(GO) test -run '^$$' -fuzz FuzzReadEntry -fuzztime 20s ./internal/directory
+	$(GO) test -run '^$$' -fuzz FuzzPagingCookie -fuzztime 20s ./internal/directory
 
 clean:
 	rm -rf $(BIN) $(STATE)

@@ -4,6 +4,7 @@
 //	vouch all                  every role in one process, with an embedded bus
 //	vouch migrate              apply the database migrations
 //	vouch registry-sync        mirror the register into PostgreSQL
+//	vouch license check UZI    may this card holder vouch now, and why (not)
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
 //	vouch bundle issue         sign a bundle with a test card (test profiles only)
 //	vouch version
@@ -55,6 +56,7 @@ commands:
   all                  run every role in one process (embedded bus)
   migrate              apply database migrations and exit
   registry-sync        mirror the register into PostgreSQL (-once, or a loop)
+  license check UZI    may this card holder vouch now, and why (not)
   bundle verify FILE   verify an authorization bundle and explain the verdict
   bundle issue         sign a bundle with a test card (test profiles only)
   version              print the version
@@ -73,6 +75,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runMigrate(ctx, log)
 	case "registry-sync":
 		return runRegistrySync(ctx, log, args[1:], stderr)
+	case "license":
+		return runLicense(ctx, log, args[1:], stdout, stderr)
 	case "bundle":
 		return runBundle(ctx, args[1:], stdout, stderr)
 	case "version":

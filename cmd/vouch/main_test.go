@@ -171,6 +171,30 @@ func TestRegistrySyncOnce(t *testing.T) {
 	if err := db.QueryRow(context.Background(), `select count(*) from registry_entries`).Scan(&n); err != nil || n != len(testpki.Cards()) {
 		t.Errorf("mirror has %d rows (%v)", n, err)
 	}
+	// Support staff ask why a clinician may (not) vouch.
+	for _, tt := range []struct {
+		args   []string
+		status int
+		out    string
+	}{
+		{[]string{"900000001"}, 0, "ALLOWED  license-active"},
+		{[]string{"-lang", "nl", "900000024"}, 1, "geschorst"},
+		{[]string{"900000010"}, 1, "register-card-mismatch"},
+		{[]string{"123123123"}, 1, "not-in-register"},
+	} {
+		var out bytes.Buffer
+		err := realMain(context.Background(), append([]string{"license", "check"}, tt.args...), &out, &bytes.Buffer{})
+		status := 0
+		var exit exitError
+		if errors.As(err, &exit) {
+			status = int(exit)
+		} else if err != nil {
+			status = -1
+		}
+		if status != tt.status || !strings.Contains(out.String(), tt.out) {
+			t.Errorf("license check %v: status %d (%v)\n%s", tt.args, status, err, out.String())
+		}
+	}
 	t.Setenv("VOUCH_REGISTRY_URL", "")
 	if err := realMain(context.Background(), []string{"registry-sync", "-once"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "VOUCH_REGISTRY_URL") {
 		t.Errorf("without a register: %v", err)

@@ -180,9 +180,10 @@ func swapTables(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// fullTransitions lists the card holders whose license state differs between
-// the current mirror and registry_entries_next.
-func fullTransitions(ctx context.Context, tx pgx.Tx) ([]transition, error) {
+// fullTransitions calls fn with every card holder whose license state
+// differs between the current mirror and registry_entries_next, as the rows
+// stream in: at a million card holders a first sync changes them all.
+func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(transition) error) (int, error) {
 	rows, err := tx.Query(ctx, `
 		select coalesce(n.uzi_number, o.uzi_number),
 		       o.uzi_number is not null, o.license_status, o.valid_from, o.valid_until,
@@ -194,29 +195,32 @@ func fullTransitions(ctx context.Context, tx pgx.Tx) ([]transition, error) {
 		   or n.valid_from is distinct from o.valid_from
 		   or n.valid_until is distinct from o.valid_until`)
 	if err != nil {
-		return nil, fmt.Errorf("compare mirrors: %w", err)
+		return 0, fmt.Errorf("compare mirrors: %w", err)
 	}
 	defer rows.Close()
-	var out []transition
+	n := 0
 	for rows.Next() {
 		var t transition
 		var hasOld, hasNew bool
-		var o, n licenseState
+		var o, nw licenseState
 		var oStatus, nStatus *string
-		if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &hasNew, &nStatus, &n.ValidFrom, &n.ValidUntil); err != nil {
-			return nil, err
+		if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &hasNew, &nStatus, &nw.ValidFrom, &nw.ValidUntil); err != nil {
+			return n, err
 		}
 		if hasOld {
 			o.UZI, o.Status = t.UZI, deref(oStatus)
 			t.Old = &o
 		}
 		if hasNew {
-			n.UZI, n.Status = t.UZI, deref(nStatus)
-			t.New = &n
+			nw.UZI, nw.Status = t.UZI, deref(nStatus)
+			t.New = &nw
 		}
-		out = append(out, t)
+		if err := fn(t); err != nil {
+			return n, err
+		}
+		n++
 	}
-	return out, rows.Err()
+	return n, rows.Err()
 }
 
 func deref(s *string) string {
