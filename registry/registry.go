@@ -54,6 +54,12 @@ func Schema() []byte {
 // the database, and returns the path of slapd.conf. Pid and args files go to
 // dir too. rootPW is stored salted and hashed ({SSHA}).
 func WriteConfig(dir, rootPW string) (confPath string, err error) {
+	return writeConfig(dir, rootPW, false)
+}
+
+// writeConfig is WriteConfig; noSyncprov leaves out the syncprov overlay,
+// to stand in for registers that do not offer syncrepl.
+func writeConfig(dir, rootPW string, noSyncprov bool) (confPath string, err error) {
 	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("registry: %w", err)
@@ -76,14 +82,16 @@ func WriteConfig(dir, rootPW string) (confPath string, err error) {
 	var buf bytes.Buffer
 	err = tmpl.Execute(&buf, struct {
 		SchemaDir, ModuleDir, RunDir, DataDir, Suffix, RootDN, RootPW string
+		NoSyncprov                                                    bool
 	}{
-		SchemaDir: SchemaDir,
-		ModuleDir: ModuleDir,
-		RunDir:    dir,
-		DataDir:   dataDir,
-		Suffix:    Suffix,
-		RootDN:    RootDN,
-		RootPW:    hashed,
+		NoSyncprov: noSyncprov,
+		SchemaDir:  SchemaDir,
+		ModuleDir:  ModuleDir,
+		RunDir:     dir,
+		DataDir:    dataDir,
+		Suffix:     Suffix,
+		RootDN:     RootDN,
+		RootPW:     hashed,
 	})
 	if err != nil {
 		return "", fmt.Errorf("registry: render config: %w", err)

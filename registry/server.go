@@ -32,6 +32,9 @@ type ServerOptions struct {
 	Seed []io.Reader
 	// SeedFiles are LDIF files, loaded after Seed.
 	SeedFiles []string
+	// NoSyncprov leaves out the syncprov overlay: a register that offers no
+	// syncrepl, as some do.
+	NoSyncprov bool
 	// Log, if set, receives the output of slapadd and slapd.
 	Log io.Writer
 }
@@ -88,7 +91,7 @@ func NewServer(dir string, opts ServerOptions) (*Server, error) {
 		}
 		pw = hex.EncodeToString(b)
 	}
-	conf, err := WriteConfig(dir, pw)
+	conf, err := writeConfig(dir, pw, opts.NoSyncprov)
 	if err != nil {
 		return nil, err
 	}

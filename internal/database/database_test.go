@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -229,12 +230,27 @@ func migrationsCount() (int, error) {
 func TestMigrateFSReportsBadSQL(t *testing.T) {
 	t.Parallel()
 	u := testenv.DatabaseURL(t)
-	bad := fstest.MapFS{
-		"001_init.sql": &fstest.MapFile{Data: []byte("create table x (id int);\n")},
-		"002_bad.sql":  &fstest.MapFile{Data: []byte("create tabel y;\n")},
+	// The real migrations, then one more with a typo: the database has the
+	// real ones already, so only the last runs, and fails.
+	bad := fstest.MapFS{}
+	entries, err := migrations.FS.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The database is at version 1 already, so only 002 runs, and fails.
-	err := database.MigrateFS(t.Context(), u, bad)
+	n := 0
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".sql") {
+			continue
+		}
+		b, err := migrations.FS.ReadFile(e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad[e.Name()] = &fstest.MapFile{Data: b}
+		n++
+	}
+	bad[fmt.Sprintf("%03d_bad.sql", n+1)] = &fstest.MapFile{Data: []byte("create tabel y;\n")}
+	err = database.MigrateFS(t.Context(), u, bad)
 	var pgErr migrate.MigrationPgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "42601" {
 		t.Fatalf("err = %v, want a syntax error from 002", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -25,6 +27,10 @@ type Changes struct {
 	Cookie       []byte // where the next call starts
 }
 
+// ErrNoSyncrepl means the register does not offer RFC 4533 sync: changes
+// are then found by modifyTimestamp (see ChangesSince).
+var ErrNoSyncrepl = errors.New("directory: the register offers no syncrepl")
+
 // Cookie returns a cookie for the register's current state, cheaply: a
 // refresh of a search that matches nothing. Taken before a full scan, it
 // lets the next Changes replay whatever changed during the scan.
@@ -42,10 +48,13 @@ func (c *Client) Cookie(ctx context.Context) ([]byte, error) {
 		cookie = pickCookie(res.Controls(), cookie)
 	}
 	if err := res.Err(); err != nil {
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultUnavailableCriticalExtension) {
+			return nil, ErrNoSyncrepl
+		}
 		return nil, fmt.Errorf("%w: sync cookie: %v", ErrUnavailable, err)
 	}
 	if len(cookie) == 0 {
-		return nil, errors.New("directory: the register offers no sync cookie (no syncprov?)")
+		return nil, ErrNoSyncrepl
 	}
 	return cookie, nil
 }
@@ -154,4 +163,45 @@ func pickCookie(ctls []ldap.Control, old []byte) []byte {
 		}
 	}
 	return old
+}
+
+// timestampPrefix marks a cookie of the modifyTimestamp fallback.
+const timestampPrefix = "modifyTimestamp>="
+
+// TimestampCookie is the cookie of the fallback: changes at or after t.
+func TimestampCookie(t time.Time) []byte {
+	return []byte(timestampPrefix + t.UTC().Format("20060102150405Z"))
+}
+
+// IsTimestampCookie reports whether cookie is a fallback cookie.
+func IsTimestampCookie(cookie []byte) bool { return strings.HasPrefix(string(cookie), timestampPrefix) }
+
+// ChangesSince is the fallback for registers without syncrepl: entries whose
+// modifyTimestamp is at or after the cookie's time, and — since a deletion
+// leaves no timestamp — the entryUUID of every entry still present (a
+// present phase). It costs a light scan of the register per call.
+func (c *Client) ChangesSince(ctx context.Context, cookie []byte, skip func(dn string, err error)) (*Changes, error) {
+	since := strings.TrimPrefix(string(cookie), timestampPrefix)
+	if !IsTimestampCookie(cookie) || len(since) != 15 {
+		return nil, fmt.Errorf("directory: %q is not a timestamp cookie", cookie)
+	}
+	ch := &Changes{PresentPhase: true}
+	filter := fmt.Sprintf("(&%s(modifyTimestamp>=%s))", c.cfg.Filter, ldap.EscapeFilter(since))
+	err := c.scanRaw(ctx, filter, c.cfg.Attributes.list(), c.cfg.PageSize, nil, func(p []Entry) error {
+		ch.Upserts = append(ch.Upserts, p...)
+		return nil
+	}, skip)
+	if err != nil {
+		return nil, err
+	}
+	err = c.scanRaw(ctx, c.cfg.Filter, []string{"entryUUID"}, c.cfg.PageSize, func(dn string, raw *rawEntry) error {
+		if v := raw.GetEqualFoldAttributeValues("entryUUID"); len(v) == 1 && isUUID(v[0]) {
+			ch.Present = append(ch.Present, v[0])
+		}
+		return nil
+	}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return ch, nil
 }

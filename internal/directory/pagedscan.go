@@ -248,8 +248,17 @@ func resultError(res []byte) error {
 	return nil
 }
 
-// scanPages runs the paged search and hands every page to page.
+// scanPages runs the paged search with the configured filter and hands
+// every page of parsed entries to page.
 func (c *Client) scanPages(ctx context.Context, page func([]Entry) error, skip func(dn string, err error)) error {
+	return c.scanRaw(ctx, c.cfg.Filter, c.cfg.Attributes.list(), c.cfg.PageSize, nil, page, skip)
+}
+
+// scanRaw runs a paged search for filter, reading attrs. With page set,
+// entries are parsed and handed over a page at a time; with entry set, each
+// raw entry is handed over as read (raw is reused: copy what you keep).
+func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string, pageSize int,
+	entry func(dn string, raw *rawEntry) error, page func([]Entry) error, skip func(dn string, err error)) error {
 	lc, err := c.dialRaw(ctx)
 	if err != nil {
 		return err
@@ -257,12 +266,11 @@ func (c *Client) scanPages(ctx context.Context, page func([]Entry) error, skip f
 	defer lc.c.Close()
 	stop := context.AfterFunc(ctx, func() { lc.c.Close() }) // unblocks a read when ctx ends
 	defer stop()
-	filter, err := ldap.CompileFilter(c.cfg.Filter)
+	filter, err := ldap.CompileFilter(filterText)
 	if err != nil {
 		return err
 	}
-	attrs := c.cfg.Attributes.list()
-	paging := ldap.NewControlPaging(uint32(c.cfg.PageSize))
+	paging := ldap.NewControlPaging(uint32(pageSize))
 	raw := &rawEntry{}
 	for {
 		op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
@@ -281,7 +289,10 @@ func (c *Client) scanPages(ctx context.Context, page func([]Entry) error, skip f
 		if err := lc.send(op, paging.Encode()); err != nil {
 			return fmt.Errorf("%w: paged search: %v", ErrUnavailable, err)
 		}
-		entries := make([]Entry, 0, c.cfg.PageSize)
+		var entries []Entry
+		if page != nil {
+			entries = make([]Entry, 0, pageSize)
+		}
 		var cookie []byte
 		for done := false; !done; {
 			lc.c.SetReadDeadline(time.Now().Add(5 * time.Minute))
@@ -303,8 +314,13 @@ func (c *Client) scanPages(ctx context.Context, page func([]Entry) error, skip f
 				if err != nil {
 					return err
 				}
-				le := raw
-				e, err := c.cfg.Attributes.parse(le, dn)
+				if page == nil {
+					if err := entry(dn, raw); err != nil {
+						return err
+					}
+					continue
+				}
+				e, err := c.cfg.Attributes.parse(raw, dn)
 				if err != nil {
 					skip(dn, err)
 					continue
@@ -324,8 +340,10 @@ func (c *Client) scanPages(ctx context.Context, page func([]Entry) error, skip f
 				return fmt.Errorf("%w: unexpected response tag %#x", errBER, tag)
 			}
 		}
-		if err := page(entries); err != nil {
-			return err
+		if page != nil {
+			if err := page(entries); err != nil {
+				return err
+			}
 		}
 		if len(cookie) == 0 {
 			return nil

@@ -250,6 +250,30 @@ func states(ctx context.Context, tx pgx.Tx, where string, arg any) (map[string]l
 	return out, rows.Err()
 }
 
+// notPresent returns the mirror rows whose entryUUID is not among present:
+// the entries a present phase says are gone. The UUIDs go through a
+// temporary table, as there may be a million of them.
+func notPresent(ctx context.Context, tx pgx.Tx, present []string) (map[string]licenseState, error) {
+	if _, err := tx.Exec(ctx, `create temporary table present_uuids (u uuid primary key) on commit drop`); err != nil {
+		return nil, fmt.Errorf("present set: %w", err)
+	}
+	seen := make(map[string]struct{}, len(present))
+	rows := make([][]any, 0, len(present))
+	for _, p := range present {
+		if _, dup := seen[p]; dup {
+			continue
+		}
+		seen[p] = struct{}{}
+		if u, ok := uuidBytes(p); ok {
+			rows = append(rows, []any{u})
+		}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"present_uuids"}, []string{"u"}, pgx.CopyFromRows(rows)); err != nil {
+		return nil, fmt.Errorf("present set: %w", err)
+	}
+	return states(ctx, tx, `entry_uuid is not null and not exists (select 1 from present_uuids p where p.u = registry_entries.entry_uuid) and $1`, true)
+}
+
 // upsert writes changed entries into the mirror.
 func upsert(ctx context.Context, tx pgx.Tx, entries []directory.Entry, now time.Time) error {
 	b := &pgx.Batch{}

@@ -31,6 +31,10 @@ type Config struct {
 	RetryMin     time.Duration `env:"VOUCH_REGISTRY_RETRY_MIN, default=1s"`
 	RetryMax     time.Duration `env:"VOUCH_REGISTRY_RETRY_MAX, default=1m"`
 	Bucket       string        `env:"VOUCH_LICENSE_BUCKET, default=vouch-licenses"`
+	// ClockSkew is how far the register's clock may be from ours; a
+	// register without syncrepl is asked for changes since that long
+	// before the last run began.
+	ClockSkew time.Duration `env:"VOUCH_REGISTRY_CLOCK_SKEW, default=5m"`
 	// CRLSources are files or http(s) URLs of the issuing CAs' CRLs.
 	CRLSources []string `env:"VOUCH_UZI_CRL_SOURCES"`
 }
@@ -170,6 +174,10 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 	// The cookie is taken before the scan: whatever changes during the scan
 	// is replayed by the next incremental sync, and replays are idempotent.
 	cookie, err := s.dir.Cookie(ctx)
+	if errors.Is(err, directory.ErrNoSyncrepl) {
+		s.log.Info("the register offers no syncrepl; incremental syncs use modifyTimestamp")
+		cookie, err = directory.TimestampCookie(start.Add(-s.cfg.ClockSkew)), nil
+	}
 	if err != nil {
 		return res, err
 	}
@@ -235,10 +243,18 @@ func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (res Result, er
 	res.Kind = "incremental"
 	start := s.now()
 	defer func() { s.record(ctx, start, &res, err) }()
-	ch, err := s.dir.Changes(ctx, cookie, func(dn string, err error) {
+	skip := func(dn string, err error) {
 		res.Skipped++
 		s.log.Warn("register entry skipped", "dn", dn, "err", err)
-	})
+	}
+	var ch *directory.Changes
+	if directory.IsTimestampCookie(cookie) {
+		if ch, err = s.dir.ChangesSince(ctx, cookie, skip); err == nil {
+			ch.Cookie = directory.TimestampCookie(start.Add(-s.cfg.ClockSkew))
+		}
+	} else {
+		ch, err = s.dir.Changes(ctx, cookie, skip)
+	}
 	if errors.Is(err, directory.ErrRefreshRequired) {
 		return res, err
 	}
@@ -278,8 +294,7 @@ func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (res Result, er
 		var gone map[string]licenseState
 		switch {
 		case ch.PresentPhase:
-			keep := append(append([]string{}, ch.Present...), uuidsOf(ch.Upserts)...)
-			gone, err = states(ctx, tx, `entry_uuid is not null and not (entry_uuid::text = any($1))`, keep)
+			gone, err = notPresent(ctx, tx, append(append([]string{}, ch.Present...), uuidsOf(ch.Upserts)...))
 		case len(ch.Deleted) > 0:
 			gone, err = states(ctx, tx, `entry_uuid::text = any($1)`, ch.Deleted)
 		}

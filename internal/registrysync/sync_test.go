@@ -387,3 +387,51 @@ func TestCRLs(t *testing.T) {
 		t.Errorf("after the replay the revocation must stand: %v", err)
 	}
 }
+
+// TestWithoutSyncrepl syncs a register that offers no syncrepl: changes by
+// modifyTimestamp, deletions by a present scan.
+func TestWithoutSyncrepl(t *testing.T) {
+	t.Parallel()
+	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true, NoSyncprov: true})
+	db := testenv.Database(t)
+	b := testenv.Bus(t)
+	dir, err := directory.New(directory.Config{URL: l.URL, BindDN: l.BindDN, BindPassword: l.BindPassword,
+		BaseDN: "ou=people," + l.BaseDN, Filter: "(objectClass=vouchCareProvider)", Timeout: 2 * time.Second, PageSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(context.Background(), Config{Bucket: "licenses", FullInterval: time.Hour, ClockSkew: time.Minute}, dir, db, b.JetStream(), nil,
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := b.JetStream().KeyValue(context.Background(), "licenses")
+	f := &fixture{ldap: l, db: db, s: s, kv: kv}
+	ctx := context.Background()
+	if res, err := s.Once(ctx); err != nil || res.Kind != "full" {
+		t.Fatalf("full sync: %+v %v", res, err)
+	}
+	cookie, _, _ := loadState(ctx, db.Pool())
+	if !directory.IsTimestampCookie(cookie) {
+		t.Fatalf("cookie %q is not a timestamp cookie", cookie)
+	}
+	l.LDIF(t, modify("900000001", "vouchLicenseStatus", "suspended"),
+		"dn: vouchUziNumber=900000002,ou=people,dc=registry,dc=test\nchangetype: delete", entry("100000001"))
+	res, err := s.Once(ctx)
+	if err != nil || res.Kind != "incremental" {
+		t.Fatalf("incremental sync: %+v %v", res, err)
+	}
+	m := f.mirror(t)
+	if m["900000001"] != "suspended" || m["100000001"] != "active" || len(m) != len(testpki.Cards()) {
+		t.Errorf("mirror after timestamp sync: %v", m)
+	}
+	if _, ok := m["900000002"]; ok {
+		t.Error("deletion not seen without syncrepl")
+	}
+	if r := f.license(t, "900000001"); r == nil || r.Status != "suspended" {
+		t.Errorf("suspension not published: %+v", r)
+	}
+	if r := f.license(t, "900000002"); r == nil || r.Status != StatusRemoved {
+		t.Errorf("removal not published: %+v", r)
+	}
+}
