@@ -231,9 +231,9 @@ func deref(s *string) string {
 }
 
 // states reads the mirror's license state of the given card holders.
-func states(ctx context.Context, tx pgx.Tx, where string, arg any) (map[string]licenseState, error) {
+func states(ctx context.Context, tx pgx.Tx, where string, args ...any) (map[string]licenseState, error) {
 	rows, err := tx.Query(ctx, `select uzi_number, license_status, valid_from, valid_until, entry_uuid::text
-		from registry_entries where `+where, arg)
+		from registry_entries where `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read mirror: %w", err)
 	}
@@ -271,7 +271,7 @@ func notPresent(ctx context.Context, tx pgx.Tx, present []string) (map[string]li
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"present_uuids"}, []string{"u"}, pgx.CopyFromRows(rows)); err != nil {
 		return nil, fmt.Errorf("present set: %w", err)
 	}
-	return states(ctx, tx, `entry_uuid is not null and not exists (select 1 from present_uuids p where p.u = registry_entries.entry_uuid) and $1`, true)
+	return states(ctx, tx, `entry_uuid is not null and not exists (select 1 from present_uuids p where p.u = registry_entries.entry_uuid)`)
 }
 
 // upsert writes changed entries into the mirror.

@@ -158,7 +158,7 @@ var ErrBusy = errors.New("registrysync: another sync is running")
 func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 	res.Kind = "full"
 	start := s.now()
-	defer func() { s.record(ctx, start, &res, err) }()
+	defer func() { s.record(start, &res, err) }()
 	runID, err := startRun(ctx, s.db.Pool(), "full", start)
 	if err != nil {
 		return res, err
@@ -242,7 +242,7 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (res Result, err error) {
 	res.Kind = "incremental"
 	start := s.now()
-	defer func() { s.record(ctx, start, &res, err) }()
+	defer func() { s.record(start, &res, err) }()
 	skip := func(dn string, err error) {
 		res.Skipped++
 		s.log.Warn("register entry skipped", "dn", dn, "err", err)
@@ -429,7 +429,7 @@ func (p *publisher) flush(ctx context.Context) error {
 	return nil
 }
 
-func (s *Syncer) record(ctx context.Context, start time.Time, r *Result, err error) {
+func (s *Syncer) record(start time.Time, r *Result, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
@@ -443,5 +443,4 @@ func (s *Syncer) record(ctx context.Context, start time.Time, r *Result, err err
 		s.log.Info("registry sync", "kind", r.Kind, "entries", r.Entries, "changes", r.Changes, "skipped", r.Skipped,
 			"seconds", s.now().Sub(start).Seconds())
 	}
-	_ = ctx
 }
