@@ -8,9 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
+	"vouch/internal/directory"
+	"vouch/internal/license"
 	"vouch/internal/p11"
 	"vouch/internal/phonecode"
 	"vouch/internal/protocol"
@@ -19,16 +22,19 @@ import (
 )
 
 type issueConfig struct {
-	Trust   trust.Config
-	CardPIN string `env:"VOUCH_CARD_PIN"`
-	HSMPIN  string `env:"VOUCH_HSM_PIN"`
+	Trust     trust.Config
+	Directory directory.Config
+	License   license.Config
+	CardPIN   string `env:"VOUCH_CARD_PIN"`
+	HSMPIN    string `env:"VOUCH_HSM_PIN"`
 }
 
 // runBundleIssue is `vouch bundle issue`: it has a card on a token sign a
 // statement and the back end's attestation key countersign it, without the
 // back office. It exists for test environments — demos, support rehearsals,
 // load tests — and refuses to run under the production card profile, because
-// it attests a license without asking the register.
+// it attests without the back office's checks. When a register is
+// configured (VOUCH_REGISTRY_URL) it asks it, and refuses as vouching would.
 func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bundle issue", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -46,7 +52,7 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if cfg.Trust.Profile == uzi.Production().Name {
-		return errors.New("bundle issue attests a license without the register: it runs only under a test card profile")
+		return errors.New("bundle issue attests without the back office's checks: it runs only under a test card profile")
 	}
 	pc, err := phonecode.Parse(*code)
 	if err != nil {
@@ -91,6 +97,20 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	id, err := uzi.FromCertificate(cert)
 	if err != nil {
 		return err
+	}
+	if cfg.Directory.URL != "" {
+		dir, err := directory.New(cfg.Directory)
+		if err != nil {
+			return err
+		}
+		dec, err := license.New(cfg.License, dir, nil, slog.New(slog.NewTextHandler(stderr, nil))).Decide(ctx, id)
+		if !dec.Allowed {
+			fmt.Fprintf(stdout, "REFUSED  %s\n%s\n", dec.Reason, dec.Reason.Text(defaultLang()))
+			if err != nil {
+				fmt.Fprintf(stdout, "  cause  %v\n", err)
+			}
+			return exitError(1)
+		}
 	}
 	var aid [protocol.AuthorizationIDLen]byte
 	if _, err := rand.Read(aid[:]); err != nil {

@@ -14,6 +14,7 @@ import (
 	"vouch/internal/phonecode"
 	"vouch/internal/testenv"
 	"vouch/internal/testpki"
+	"vouch/registry"
 )
 
 // TestIssueWithSoftHSMCards signs bundles with the real test cards on
@@ -92,6 +93,18 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 		_, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", bad, "-out", filepath.Join(t.TempDir(), "b"))
 		if !errors.Is(err, phonecode.ErrCheck) {
 			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("a register refuses the suspended clinician", func(t *testing.T) {
+		l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true})
+		t.Setenv("VOUCH_REGISTRY_URL", l.URL)
+		t.Setenv("VOUCH_REGISTRY_BIND_DN", l.BindDN)
+		t.Setenv("VOUCH_REGISTRY_BIND_PASSWORD", l.BindPassword)
+		for card, want := range map[string]string{"suspended": "REFUSED  license-suspended", "gp": "bundle "} {
+			out, err := run("bundle", "issue", "-card", cardURI(card), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", filepath.Join(t.TempDir(), "b"))
+			if !strings.HasPrefix(out, want) {
+				t.Errorf("%s: %v\n%s", card, err, out)
+			}
 		}
 	})
 	t.Run("production profile refuses", func(t *testing.T) {

@@ -76,7 +76,8 @@ type Decision struct {
 	Entry   directory.Entry
 }
 
-// Decider makes decisions. dir may be nil: then only the mirror is used.
+// Decider makes decisions. dir may be nil: then only the mirror is used; db
+// may be nil: then only the register is (test tools).
 type Decider struct {
 	cfg Config
 	dir *directory.Client
@@ -145,6 +146,9 @@ func judge(e directory.Entry, id uzi.Identity, now time.Time, source string, asO
 // fromMirror reads one card holder and the mirror's age. A nil entry with a
 // nil error means the mirror does not list them.
 func (d *Decider) fromMirror(ctx context.Context, uziNumber string) (*directory.Entry, time.Time, error) {
+	if d.db == nil {
+		return nil, time.Time{}, errors.New("license: the register cannot be reached and there is no mirror")
+	}
 	var asOf *time.Time
 	err := d.db.Pool().QueryRow(ctx, `select synced_at from registry_sync_state where id`).Scan(&asOf)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && asOf == nil) {
