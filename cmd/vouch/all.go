@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"vouch/internal/bus"
@@ -52,31 +50,15 @@ func runAll(ctx context.Context, log *slog.Logger, args []string) error {
 	log.Info("trust loaded", "profile", tr.Profile.Name, "jurisdiction", tr.Jurisdiction,
 		"roots", len(tr.Roots), "attestation_keys", len(tr.AttestationKeys), "crls", tr.Revocation != nil)
 
-	if err := migrate(ctx, cfg.Database); err != nil {
-		return err
-	}
-	db, err := database.Open(ctx, cfg.Database)
+	in, err := openInfra(ctx, cfg.Database, cfg.Bus, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-
-	b, err := bus.Start(ctx, cfg.Bus)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	log.Info("bus started", "embedded", b.Embedded())
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := server.New(cfg.HTTP, log, reg, map[string]server.Checker{
-		"database": server.CheckFunc(db.Ping),
-		"bus":      server.CheckFunc(func(context.Context) error { return b.Healthy() }),
-	})
+	defer in.Close()
+	srv := server.New(cfg.HTTP, log, in.reg, in.checks())
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.Directory.URL != "" {
-		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, db, b, log, reg)
+		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, in, log)
 		if err != nil {
 			return err
 		}

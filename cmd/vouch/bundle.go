@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
+	"vouch/internal/i18n"
 	"vouch/internal/protocol"
 	"vouch/internal/trust"
 )
@@ -105,14 +105,4 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-func defaultLang() string {
-	for _, k := range []string{"LC_ALL", "LC_MESSAGES", "LANG"} {
-		if v := os.Getenv(k); v != "" {
-			if strings.HasPrefix(v, "nl") {
-				return "nl"
-			}
-			return "en"
-		}
-	}
-	return "en"
-}
+func defaultLang() string { return i18n.FromEnv() }

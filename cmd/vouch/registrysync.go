@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"vouch/internal/bus"
@@ -45,22 +43,12 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 	if err := loadConfig(ctx, &cfg); err != nil {
 		return err
 	}
-	if err := migrate(ctx, cfg.Database); err != nil {
-		return err
-	}
-	db, err := database.Open(ctx, cfg.Database)
+	in, err := openInfra(ctx, cfg.Database, cfg.Bus, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	b, err := bus.Start(ctx, cfg.Bus)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, db, b, log, reg)
+	defer in.Close()
+	s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, in, log)
 	if err != nil {
 		return err
 	}
@@ -76,10 +64,7 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 		log.Info("registry sync done", "kind", res.Kind, "entries", res.Entries, "changes", res.Changes, "skipped", res.Skipped)
 		return nil
 	}
-	srv := server.New(cfg.HTTP, log, reg, map[string]server.Checker{
-		"database": server.CheckFunc(db.Ping),
-		"bus":      server.CheckFunc(func(context.Context) error { return b.Healthy() }),
-	})
+	srv := server.New(cfg.HTTP, log, in.reg, in.checks())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
@@ -91,7 +76,7 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 
 // newSyncer builds the sync job from its configuration.
 func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Config, tcfg trust.Config,
-	db *database.DB, b *bus.Bus, log *slog.Logger, reg prometheus.Registerer) (*registrysync.Syncer, error) {
+	in *infra, log *slog.Logger) (*registrysync.Syncer, error) {
 	dir, err := directory.New(dcfg)
 	if err != nil {
 		return nil, err
@@ -113,5 +98,5 @@ func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Con
 	if scfg.Interval > time.Minute {
 		log.Warn("license changes reach the public tier only every sync interval", "interval", scfg.Interval)
 	}
-	return registrysync.New(ctx, scfg, dir, db, b.JetStream(), crls, log, registrysync.NewMetrics(reg))
+	return registrysync.New(ctx, scfg, dir, in.db, in.bus.JetStream(), crls, log, registrysync.NewMetrics(in.reg))
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"vouch/internal/uzi"
 )
 
 // License states a register may hold. Only Active may vouch.
@@ -77,15 +79,15 @@ func (a Attributes) parse(le attributeSource, dn string) (Entry, error) {
 	}
 	e.License = strings.ToLower(e.License)
 	switch {
-	case !digits(e.UZI, 9):
+	case !uzi.ValidUZINumber(e.UZI):
 		return Entry{}, &EntryError{Attribute: a.UZI, Problem: "is not a 9-digit UZI number"}
 	case len(e.CardType) != 1 || !strings.Contains("ZNMS", e.CardType):
 		return Entry{}, &EntryError{Attribute: a.CardType, Problem: "is not Z, N, M or S"}
-	case e.CardType == "Z" && !isRole(e.Role):
+	case e.CardType == "Z" && !uzi.ValidRole(e.Role):
 		return Entry{}, &EntryError{Attribute: a.Role, Problem: "is missing or not NN.NNN on a care provider"}
-	case e.Role != "" && !isRole(e.Role):
+	case e.Role != "" && !uzi.ValidRole(e.Role):
 		return Entry{}, &EntryError{Attribute: a.Role, Problem: "is not NN.NNN"}
-	case e.AGB != "" && !digits(e.AGB, 8):
+	case e.AGB != "" && !uzi.ValidAGB(e.AGB):
 		return Entry{}, &EntryError{Attribute: a.AGB, Problem: "is not 8 digits"}
 	case e.EntryUUID != "" && !isUUID(e.EntryUUID):
 		return Entry{}, &EntryError{Attribute: "entryUUID", Problem: "is not a UUID"}
@@ -119,22 +121,6 @@ func (e Entry) ActiveAt(t time.Time) bool {
 	return e.License == LicenseActive &&
 		(e.ValidFrom.IsZero() || !t.Before(e.ValidFrom)) &&
 		(e.ValidUntil.IsZero() || t.Before(e.ValidUntil))
-}
-
-func digits(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func isRole(s string) bool {
-	return len(s) == 6 && s[2] == '.' && digits(s[:2], 2) && digits(s[3:], 3)
 }
 
 // parseGeneralizedTime reads the LDAP GeneralizedTime forms registers use

@@ -16,6 +16,7 @@ import (
 
 	"vouch/internal/database"
 	"vouch/internal/directory"
+	"vouch/internal/i18n"
 	"vouch/internal/uzi"
 )
 
@@ -42,16 +43,16 @@ const (
 	ReasonUnavailable   Reason = "register-unavailable"
 )
 
-var texts = map[Reason][2]string{
-	ReasonActive:        {"The license is active.", "De registratie is actief."},
-	ReasonSuspended:     {"Your registration is suspended, so you cannot vouch now.", "Uw registratie is geschorst; u kunt nu niet autoriseren."},
-	ReasonRevoked:       {"Your registration has been revoked, so you cannot vouch.", "Uw registratie is doorgehaald; u kunt niet autoriseren."},
-	ReasonDeceased:      {"The register lists this card holder as deceased.", "Het register vermeldt deze pashouder als overleden."},
-	ReasonNotYetValid:   {"Your registration is not valid yet.", "Uw registratie is nog niet geldig."},
-	ReasonExpired:       {"Your registration has expired.", "Uw registratie is verlopen."},
-	ReasonNotRegistered: {"Your card is not in the register of care providers.", "Uw pas staat niet in het register van zorgverleners."},
-	ReasonCardMismatch:  {"The register describes your card differently (type or role); contact the register.", "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
-	ReasonUnavailable:   {"The register cannot be checked right now, so vouching is paused. Please try again later.", "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
+var texts = map[Reason]i18n.Text{
+	ReasonActive:        {EN: "The license is active.", NL: "De registratie is actief."},
+	ReasonSuspended:     {EN: "Your registration is suspended, so you cannot vouch now.", NL: "Uw registratie is geschorst; u kunt nu niet autoriseren."},
+	ReasonRevoked:       {EN: "Your registration has been revoked, so you cannot vouch.", NL: "Uw registratie is doorgehaald; u kunt niet autoriseren."},
+	ReasonDeceased:      {EN: "The register lists this card holder as deceased.", NL: "Het register vermeldt deze pashouder als overleden."},
+	ReasonNotYetValid:   {EN: "Your registration is not valid yet.", NL: "Uw registratie is nog niet geldig."},
+	ReasonExpired:       {EN: "Your registration has expired.", NL: "Uw registratie is verlopen."},
+	ReasonNotRegistered: {EN: "Your card is not in the register of care providers.", NL: "Uw pas staat niet in het register van zorgverleners."},
+	ReasonCardMismatch:  {EN: "The register describes your card differently (type or role); contact the register.", NL: "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
+	ReasonUnavailable:   {EN: "The register cannot be checked right now, so vouching is paused. Please try again later.", NL: "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
 }
 
 // Text says what r means for a clinician, in "en" or "nl".
@@ -60,10 +61,7 @@ func (r Reason) Text(lang string) string {
 	if !ok {
 		return string(r)
 	}
-	if lang == "nl" {
-		return t[1]
-	}
-	return t[0]
+	return t.In(lang)
 }
 
 // Decision is the answer, with what it rests on.

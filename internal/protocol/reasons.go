@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"vouch/internal/i18n"
 
 	"vouch/internal/uzi"
 )
@@ -56,44 +57,44 @@ const (
 )
 
 // texts holds, per reason, what it means for a person: English and Dutch.
-var texts = map[Reason][2]string{
-	ReasonOK:             {"The authorization is valid.", "De autorisatie is geldig."},
-	ReasonMalformed:      {"This is not a readable Vouch authorization.", "Dit is geen leesbare Vouch-autorisatie."},
-	ReasonTruncated:      {"The authorization is incomplete: it was cut off in transfer.", "De autorisatie is onvolledig: ze is bij het versturen afgebroken."},
-	ReasonTooLarge:       {"The authorization is larger than any valid one.", "De autorisatie is groter dan een geldige kan zijn."},
-	ReasonUnknownVersion: {"The authorization has a version this system does not know; update the app.", "De autorisatie heeft een versie die dit systeem niet kent; werk de app bij."},
-	ReasonWrongType:      {"This is another kind of Vouch message, not an authorization.", "Dit is een ander soort Vouch-bericht, geen autorisatie."},
+var texts = map[Reason]i18n.Text{
+	ReasonOK:             {EN: "The authorization is valid.", NL: "De autorisatie is geldig."},
+	ReasonMalformed:      {EN: "This is not a readable Vouch authorization.", NL: "Dit is geen leesbare Vouch-autorisatie."},
+	ReasonTruncated:      {EN: "The authorization is incomplete: it was cut off in transfer.", NL: "De autorisatie is onvolledig: ze is bij het versturen afgebroken."},
+	ReasonTooLarge:       {EN: "The authorization is larger than any valid one.", NL: "De autorisatie is groter dan een geldige kan zijn."},
+	ReasonUnknownVersion: {EN: "The authorization has a version this system does not know; update the app.", NL: "De autorisatie heeft een versie die dit systeem niet kent; werk de app bij."},
+	ReasonWrongType:      {EN: "This is another kind of Vouch message, not an authorization.", NL: "Dit is een ander soort Vouch-bericht, geen autorisatie."},
 
-	ReasonUnknownCA:         {"The card was not issued by a trusted UZI authority.", "De pas is niet uitgegeven door een vertrouwde UZI-uitgever."},
-	ReasonCertExpired:       {"The clinician's card had expired.", "De pas van de zorgverlener was verlopen."},
-	ReasonCertNotYetValid:   {"The clinician's card was not valid yet.", "De pas van de zorgverlener was nog niet geldig."},
-	ReasonCertUsage:         {"The card's certificate is not a signing certificate.", "Het certificaat van de pas is geen ondertekeningscertificaat."},
-	ReasonCertRevoked:       {"The clinician's card has been revoked.", "De pas van de zorgverlener is ingetrokken."},
-	ReasonRevocationUnknown: {"Whether the card has been revoked cannot be checked right now; try again later.", "Of de pas is ingetrokken kan nu niet worden nagegaan; probeer het later opnieuw."},
+	ReasonUnknownCA:         {EN: "The card was not issued by a trusted UZI authority.", NL: "De pas is niet uitgegeven door een vertrouwde UZI-uitgever."},
+	ReasonCertExpired:       {EN: "The clinician's card had expired.", NL: "De pas van de zorgverlener was verlopen."},
+	ReasonCertNotYetValid:   {EN: "The clinician's card was not valid yet.", NL: "De pas van de zorgverlener was nog niet geldig."},
+	ReasonCertUsage:         {EN: "The card's certificate is not a signing certificate.", NL: "Het certificaat van de pas is geen ondertekeningscertificaat."},
+	ReasonCertRevoked:       {EN: "The clinician's card has been revoked.", NL: "De pas van de zorgverlener is ingetrokken."},
+	ReasonRevocationUnknown: {EN: "Whether the card has been revoked cannot be checked right now; try again later.", NL: "Of de pas is ingetrokken kan nu niet worden nagegaan; probeer het later opnieuw."},
 
-	ReasonSignature:      {"The card's signature does not match the authorization: it was altered or forged.", "De handtekening van de pas klopt niet bij de autorisatie: die is gewijzigd of vervalst."},
-	ReasonSignerMismatch: {"The authorization names another card than the one that signed it.", "De autorisatie noemt een andere pas dan de pas die ondertekende."},
+	ReasonSignature:      {EN: "The card's signature does not match the authorization: it was altered or forged.", NL: "De handtekening van de pas klopt niet bij de autorisatie: die is gewijzigd of vervalst."},
+	ReasonSignerMismatch: {EN: "The authorization names another card than the one that signed it.", NL: "De autorisatie noemt een andere pas dan de pas die ondertekende."},
 
-	ReasonWrongJurisdiction: {"The authorization was issued for another country or region.", "De autorisatie is voor een ander land of gebied uitgegeven."},
-	ReasonCodeMismatch:      {"The authorization belongs to another phone.", "De autorisatie hoort bij een andere telefoon."},
-	ReasonExpired:           {"The authorization has expired (it is valid for 24 hours); ask for a new one.", "De autorisatie is verlopen (ze is 24 uur geldig); vraag een nieuwe aan."},
-	ReasonNotYetValid:       {"The authorization is dated in the future; check the clock.", "De autorisatie is in de toekomst gedateerd; controleer de klok."},
-	ReasonValidityTooLong:   {"The authorization claims a validity longer than 24 hours.", "De autorisatie claimt een geldigheid langer dan 24 uur."},
-	ReasonNoConsent:         {"The patient's consent was not recorded.", "De toestemming van de patiënt is niet vastgelegd."},
+	ReasonWrongJurisdiction: {EN: "The authorization was issued for another country or region.", NL: "De autorisatie is voor een ander land of gebied uitgegeven."},
+	ReasonCodeMismatch:      {EN: "The authorization belongs to another phone.", NL: "De autorisatie hoort bij een andere telefoon."},
+	ReasonExpired:           {EN: "The authorization has expired (it is valid for 24 hours); ask for a new one.", NL: "De autorisatie is verlopen (ze is 24 uur geldig); vraag een nieuwe aan."},
+	ReasonNotYetValid:       {EN: "The authorization is dated in the future; check the clock.", NL: "De autorisatie is in de toekomst gedateerd; controleer de klok."},
+	ReasonValidityTooLong:   {EN: "The authorization claims a validity longer than 24 hours.", NL: "De autorisatie claimt een geldigheid langer dan 24 uur."},
+	ReasonNoConsent:         {EN: "The patient's consent was not recorded.", NL: "De toestemming van de patiënt is niet vastgelegd."},
 
-	ReasonAttestationUnknownKey: {"The license attestation was not made by this service.", "De registratieverklaring is niet door deze dienst gemaakt."},
-	ReasonAttestationSignature:  {"The license attestation's signature is invalid.", "De handtekening onder de registratieverklaring is ongeldig."},
-	ReasonAttestationMismatch:   {"The license attestation belongs to another authorization or card.", "De registratieverklaring hoort bij een andere autorisatie of pas."},
-	ReasonLicenseNotActive:      {"The clinician's license was not active.", "De registratie van de zorgverlener was niet actief."},
+	ReasonAttestationUnknownKey: {EN: "The license attestation was not made by this service.", NL: "De registratieverklaring is niet door deze dienst gemaakt."},
+	ReasonAttestationSignature:  {EN: "The license attestation's signature is invalid.", NL: "De handtekening onder de registratieverklaring is ongeldig."},
+	ReasonAttestationMismatch:   {EN: "The license attestation belongs to another authorization or card.", NL: "De registratieverklaring hoort bij een andere autorisatie of pas."},
+	ReasonLicenseNotActive:      {EN: "The clinician's license was not active.", NL: "De registratie van de zorgverlener was niet actief."},
 
-	ReasonCardNameMissing:   {"The card carries no UZI identity.", "De pas bevat geen UZI-identiteit."},
-	ReasonCardNameMalformed: {"The card's UZI identity is malformed.", "De UZI-identiteit op de pas is onjuist opgebouwd."},
-	ReasonCardWrongProfile:  {"The card belongs to another environment (test or production).", "De pas hoort bij een andere omgeving (test of productie)."},
-	ReasonCardStaff:         {"An employee card may not vouch; a licensed care provider must.", "Een medewerkerspas mag niet autoriseren; dat moet een geregistreerde zorgverlener doen."},
-	ReasonCardNameless:      {"A nameless card may not be used: it is not personal.", "Een naamloze pas mag niet worden gebruikt: die is niet persoonlijk."},
-	ReasonCardServer:        {"A server certificate may not be used: it is not a person.", "Een servercertificaat mag niet worden gebruikt: dat is geen persoon."},
-	ReasonCardRole:          {"This profession may not vouch.", "Deze beroepsgroep mag niet autoriseren."},
-	ReasonCardType:          {"The card type is unknown.", "Het type pas is onbekend."},
+	ReasonCardNameMissing:   {EN: "The card carries no UZI identity.", NL: "De pas bevat geen UZI-identiteit."},
+	ReasonCardNameMalformed: {EN: "The card's UZI identity is malformed.", NL: "De UZI-identiteit op de pas is onjuist opgebouwd."},
+	ReasonCardWrongProfile:  {EN: "The card belongs to another environment (test or production).", NL: "De pas hoort bij een andere omgeving (test of productie)."},
+	ReasonCardStaff:         {EN: "An employee card may not vouch; a licensed care provider must.", NL: "Een medewerkerspas mag niet autoriseren; dat moet een geregistreerde zorgverlener doen."},
+	ReasonCardNameless:      {EN: "A nameless card may not be used: it is not personal.", NL: "Een naamloze pas mag niet worden gebruikt: die is niet persoonlijk."},
+	ReasonCardServer:        {EN: "A server certificate may not be used: it is not a person.", NL: "Een servercertificaat mag niet worden gebruikt: dat is geen persoon."},
+	ReasonCardRole:          {EN: "This profession may not vouch.", NL: "Deze beroepsgroep mag niet autoriseren."},
+	ReasonCardType:          {EN: "The card type is unknown.", NL: "Het type pas is onbekend."},
 }
 
 // Reasons lists every reason, for documentation and tests.
@@ -111,10 +112,7 @@ func (r Reason) Text(lang string) string {
 	if !ok {
 		return string(r)
 	}
-	if lang == "nl" {
-		return t[1]
-	}
-	return t[0]
+	return t.In(lang)
 }
 
 // Refusal is the error Verify returns: a reason, and the underlying cause for

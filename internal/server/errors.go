@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"vouch/internal/i18n"
 )
 
 // Error is an error with what the user may see: a status, a stable code and
@@ -13,7 +15,7 @@ import (
 type Error struct {
 	Status int
 	Code   string
-	Text   map[string]string // language -> message; "en" is required
+	Text   i18n.Text
 	Cause  error
 }
 
@@ -28,18 +30,11 @@ func (e *Error) Unwrap() error { return e.Cause }
 
 // Message picks the text for an Accept-Language header.
 func (e *Error) Message(acceptLanguage string) string {
-	for _, part := range strings.Split(acceptLanguage, ",") {
-		lang, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-		lang, _, _ = strings.Cut(strings.ToLower(lang), "-")
-		if t, ok := e.Text[lang]; ok {
-			return t
-		}
-	}
-	return e.Text["en"]
+	return e.Text.In(i18n.FromAcceptLanguage(acceptLanguage))
 }
 
 var internalError = &Error{Status: http.StatusInternalServerError, Code: "internal",
-	Text: map[string]string{"en": "Something went wrong on our side. Please try again.", "nl": "Er ging bij ons iets mis. Probeer het opnieuw."}}
+	Text: i18n.Text{EN: "Something went wrong on our side. Please try again.", NL: "Er ging bij ons iets mis. Probeer het opnieuw."}}
 
 // handleError is the one place errors become responses.
 func (s *Server) handleError(err error, c echo.Context) {
@@ -53,7 +48,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &ve):
 	case errors.As(err, &he):
 		ve = &Error{Status: he.Code, Code: strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "-")),
-			Text: map[string]string{"en": http.StatusText(he.Code)}}
+			Text: i18n.Text{EN: http.StatusText(he.Code)}}
 	default:
 		ve = internalError
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"vouch/internal/i18n"
 )
 
 func newTest(t *testing.T, checks map[string]Checker) (*Server, *strings.Builder) {
@@ -74,7 +76,7 @@ func TestErrorsAreSafe(t *testing.T) {
 	s.Echo().GET("/boom", func(echo.Context) error { return errors.New("pq: password=hunter2 leaked") })
 	s.Echo().GET("/panic", func(echo.Context) error { panic("nil map") })
 	s.Echo().GET("/refuse", func(echo.Context) error {
-		return &Error{Status: 409, Code: "already-used", Text: map[string]string{"en": "Already used.", "nl": "Al gebruikt."}, Cause: errors.New("row 7")}
+		return &Error{Status: 409, Code: "already-used", Text: i18n.Text{EN: "Already used.", NL: "Al gebruikt."}, Cause: errors.New("row 7")}
 	})
 	for _, path := range []string{"/boom", "/panic"} {
 		code, body := do(t, s, "GET", path, nil)

@@ -168,6 +168,15 @@ func ParseName(s string) (Identity, error) {
 	return id, nil
 }
 
+// ValidUZINumber reports whether s has the form of a UZI number: 9 digits.
+func ValidUZINumber(s string) bool { return isDigits(s, 9) }
+
+// ValidRole reports whether s has the form of a role code: NN.NNN.
+func ValidRole(s string) bool { return isRole(s) }
+
+// ValidAGB reports whether s has the form of an AGB code: 8 digits.
+func ValidAGB(s string) bool { return isDigits(s, 8) }
+
 func validCardType(t CardType) bool {
 	switch t {
 	case CardCareProvider, CardNamedEmployee, CardNameless, CardServer:
