@@ -36,6 +36,7 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 	fs.SetOutput(stderr)
 	once := fs.Bool("once", false, "sync once (full or incremental, as due) and exit")
 	full := fs.Bool("full", false, "with -once: a full sync even when an incremental one would do")
+	acceptShrink := fs.Bool("accept-shrink", false, "with -once -full: accept however much the register shrank")
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -54,7 +55,10 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 	}
 	if *once {
 		sync := s.Once
-		if *full {
+		switch {
+		case *full && *acceptShrink:
+			sync = s.FullAcceptingShrink
+		case *full:
 			sync = s.Full
 		}
 		res, err := sync(ctx)

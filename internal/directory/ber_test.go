@@ -83,6 +83,6 @@ func FuzzReadEntry(f *testing.F) {
 func FuzzPagingCookie(f *testing.F) {
 	f.Add([]byte{0x30, 0x00})
 	f.Fuzz(func(t *testing.T, controls []byte) {
-		_ = pagingCookie(controls)
+		_, _ = pagingCookie(controls)
 	})
 }

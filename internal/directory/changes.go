@@ -19,6 +19,10 @@ var ErrRefreshRequired = errors.New("directory: the register asks for a full ref
 type Changes struct {
 	Upserts []Entry  // added or modified card holders
 	Deleted []string // entryUUIDs of removed entries
+	// Invalid are entryUUIDs of entries that changed into something Vouch
+	// cannot read: what the mirror says of them is no longer true, so a
+	// sync must stop trusting it.
+	Invalid []string
 	// PresentPhase is set when the register answered by listing every entry
 	// still there (Present) instead of naming deletions: then every mirror row
 	// not in Present or Upserts is gone.
@@ -83,7 +87,8 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 				e, err := c.cfg.Attributes.Parse(le)
 				if err != nil {
 					skip(le.DN, err)
-					// Still present: a malformed change must not read as a deletion.
+					ch.Invalid = append(ch.Invalid, state.EntryUUID.String())
+					// Still present: a malformed change is not a deletion.
 					ch.Present = append(ch.Present, state.EntryUUID.String())
 					continue
 				}
@@ -190,7 +195,12 @@ func (c *Client) ChangesSince(ctx context.Context, cookie []byte, skip func(dn s
 	err := c.scanRaw(ctx, filter, c.cfg.Attributes.list(), c.cfg.PageSize, nil, func(p []Entry) error {
 		ch.Upserts = append(ch.Upserts, p...)
 		return nil
-	}, skip)
+	}, func(dn string, err error) {
+		skip(dn, err)
+		if ee, ok := err.(*EntryError); ok && ee.EntryUUID != "" {
+			ch.Invalid = append(ch.Invalid, ee.EntryUUID)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}

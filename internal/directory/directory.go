@@ -146,6 +146,9 @@ func (c *Client) Lookup(ctx context.Context, uzi string) (Entry, error) {
 	req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2,
 		int(c.cfg.Timeout.Seconds()+1), false, c.UZIFilter(uzi), c.cfg.Attributes.list(), nil)
 	res, err := searchCtx(ctx, conn, req)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+		return Entry{}, errors.New("directory: several entries for one UZI number")
+	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -37,6 +38,9 @@ type Entry struct {
 type EntryError struct {
 	Attribute string
 	Problem   string
+	// EntryUUID of the entry, when it had a readable one: a sync must then
+	// stop trusting what it mirrored of that entry.
+	EntryUUID string
 }
 
 func (e *EntryError) Error() string {
@@ -52,6 +56,19 @@ type attributeSource interface {
 }
 
 func (a Attributes) parse(le attributeSource, dn string) (Entry, error) {
+	e, err := a.parseFields(le, dn)
+	if ee, ok := err.(*EntryError); ok {
+		if v := le.GetEqualFoldAttributeValues("entryUUID"); len(v) == 1 && isUUID(v[0]) {
+			ee.EntryUUID = v[0]
+		}
+	}
+	return e, err
+}
+
+func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
+	if !textOK(dn) {
+		return Entry{}, &EntryError{Attribute: "dn", Problem: "is not valid UTF-8 text"}
+	}
 	get := func(name string) (string, error) {
 		if name == "" {
 			return "", nil
@@ -61,6 +78,9 @@ func (a Attributes) parse(le attributeSource, dn string) (Entry, error) {
 		case 0:
 			return "", nil
 		case 1:
+			if !textOK(v[0]) {
+				return "", &EntryError{Attribute: name, Problem: "is not valid UTF-8 text"}
+			}
 			return strings.TrimSpace(v[0]), nil
 		}
 		return "", &EntryError{Attribute: name, Problem: "has several values"}
@@ -133,6 +153,10 @@ func parseGeneralizedTime(s string) (time.Time, error) {
 	}
 	return time.Time{}, fmt.Errorf("directory: %q is not a GeneralizedTime", s)
 }
+
+// textOK refuses what PostgreSQL's text columns cannot hold: invalid UTF-8
+// and NUL. One such value must skip its entry, not stop every sync.
+func textOK(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // isUUID accepts the RFC 4122 text form, as entryUUID (RFC 4530) is.
 func isUUID(s string) bool {

@@ -332,8 +332,15 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 				if err := resultError(body); err != nil {
 					return fmt.Errorf("%w: paged search: %v", ErrUnavailable, err)
 				}
-				if r.b != nil && len(r.b) > 0 {
-					cookie = pagingCookie(r.expect(tagControls))
+				// The last page carries the control with an empty cookie; a
+				// page without a readable control would end the scan early
+				// and pass a truncated register for a complete one.
+				var ok bool
+				if len(r.b) > 0 {
+					cookie, ok = pagingCookie(r.expect(tagControls))
+				}
+				if !ok || r.err != nil {
+					return fmt.Errorf("%w: paged search: the register's answer has no readable paging control", ErrUnavailable)
 				}
 				done = true
 			default:
@@ -378,8 +385,8 @@ func readEntry(body []byte, raw *rawEntry) (string, error) {
 }
 
 // pagingCookie finds the paged-results control among the controls and
-// returns its cookie.
-func pagingCookie(controls []byte) []byte {
+// returns its cookie; ok is false when there is no readable one.
+func pagingCookie(controls []byte) (cookie []byte, ok bool) {
 	r := &berReader{b: controls}
 	for len(r.b) > 0 && r.err == nil {
 		ctl := &berReader{b: r.expect(tagSequence)}
@@ -397,11 +404,11 @@ func pagingCookie(controls []byte) []byte {
 		pv := &berReader{b: value}
 		inner := &berReader{b: pv.expect(tagSequence)}
 		inner.expect(tagInteger)
-		cookie := inner.expect(tagOctetString)
-		if inner.err != nil || pv.err != nil {
-			return nil
+		ck := inner.expect(tagOctetString)
+		if inner.err != nil || pv.err != nil || ctl.err != nil {
+			return nil, false
 		}
-		return append([]byte(nil), cookie...)
+		return append([]byte(nil), ck...), true
 	}
-	return nil
+	return nil, false
 }

@@ -41,18 +41,22 @@ const (
 	ReasonNotRegistered Reason = "not-in-register"
 	ReasonCardMismatch  Reason = "register-card-mismatch"
 	ReasonUnavailable   Reason = "register-unavailable"
+	// ReasonRegisterEntryInvalid: the register's entry cannot be read, or
+	// there is more than one.
+	ReasonRegisterEntryInvalid Reason = "register-entry-invalid"
 )
 
 var texts = map[Reason]i18n.Text{
-	ReasonActive:        {EN: "The license is active.", NL: "De registratie is actief."},
-	ReasonSuspended:     {EN: "Your registration is suspended, so you cannot vouch now.", NL: "Uw registratie is geschorst; u kunt nu niet autoriseren."},
-	ReasonRevoked:       {EN: "Your registration has been revoked, so you cannot vouch.", NL: "Uw registratie is doorgehaald; u kunt niet autoriseren."},
-	ReasonDeceased:      {EN: "The register lists this card holder as deceased.", NL: "Het register vermeldt deze pashouder als overleden."},
-	ReasonNotYetValid:   {EN: "Your registration is not valid yet.", NL: "Uw registratie is nog niet geldig."},
-	ReasonExpired:       {EN: "Your registration has expired.", NL: "Uw registratie is verlopen."},
-	ReasonNotRegistered: {EN: "Your card is not in the register of care providers.", NL: "Uw pas staat niet in het register van zorgverleners."},
-	ReasonCardMismatch:  {EN: "The register describes your card differently (type or role); contact the register.", NL: "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
-	ReasonUnavailable:   {EN: "The register cannot be checked right now, so vouching is paused. Please try again later.", NL: "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
+	ReasonActive:               {EN: "The license is active.", NL: "De registratie is actief."},
+	ReasonSuspended:            {EN: "Your registration is suspended, so you cannot vouch now.", NL: "Uw registratie is geschorst; u kunt nu niet autoriseren."},
+	ReasonRevoked:              {EN: "Your registration has been revoked, so you cannot vouch.", NL: "Uw registratie is doorgehaald; u kunt niet autoriseren."},
+	ReasonDeceased:             {EN: "The register lists this card holder as deceased.", NL: "Het register vermeldt deze pashouder als overleden."},
+	ReasonNotYetValid:          {EN: "Your registration is not valid yet.", NL: "Uw registratie is nog niet geldig."},
+	ReasonExpired:              {EN: "Your registration has expired.", NL: "Uw registratie is verlopen."},
+	ReasonNotRegistered:        {EN: "Your card is not in the register of care providers.", NL: "Uw pas staat niet in het register van zorgverleners."},
+	ReasonCardMismatch:         {EN: "The register describes your card differently (type or role); contact the register.", NL: "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
+	ReasonRegisterEntryInvalid: {EN: "The register's entry for your card cannot be read; please contact the register.", NL: "Uw inschrijving in het register is niet leesbaar; neem contact op met het register."},
+	ReasonUnavailable:          {EN: "The register cannot be checked right now, so vouching is paused. Please try again later.", NL: "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
 }
 
 // Text says what r means for a clinician, in "en" or "nl".
@@ -101,6 +105,10 @@ func (d *Decider) Decide(ctx context.Context, id uzi.Identity) (Decision, error)
 			return judge(e, id, now, "register", now), nil
 		case errors.Is(err, directory.ErrNotFound):
 			return Decision{Reason: ReasonNotRegistered, Source: "register", AsOf: now}, nil
+		case !errors.Is(err, directory.ErrUnavailable):
+			// The register answered, but not with one readable entry: the
+			// mirror may still say "active"; it must not be asked.
+			return Decision{Reason: ReasonRegisterEntryInvalid, Source: "register", AsOf: now}, nil
 		}
 		d.log.Warn("register lookup failed; using the mirror", "err", err)
 	}

@@ -68,8 +68,11 @@ type decoder struct {
 func newDecoder(b []byte, label string) *decoder {
 	d := &decoder{b: b}
 	if len(b) < 4 {
+		// Truncated only if these bytes could begin our label's length.
+		var want [4]byte
+		binary.BigEndian.PutUint32(want[:], uint32(len(label)))
 		d.err = errMalformed
-		if len(b) > 0 {
+		if len(b) > 0 && string(want[:len(b)]) == string(b) {
 			d.err = errTruncated
 		}
 		return d
@@ -93,7 +96,10 @@ func newDecoder(b []byte, label string) *decoder {
 	if got == label {
 		return d
 	}
-	if !strings.HasPrefix(got, labelPrefix) {
+	// A label of ours has the form vouch/<type>/v<version>; anything else
+	// is not a message of ours at all.
+	parts := strings.Split(got, "/")
+	if len(parts) != 3 || parts[0]+"/" != labelPrefix || parts[1] == "" || len(parts[2]) < 2 || parts[2][0] != 'v' {
 		d.err = errMalformed
 		return d
 	}

@@ -155,3 +155,30 @@ func TestRevocationFailsClosed(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeReasons(t *testing.T) {
+	t.Parallel()
+	label := func(l string) []byte { return append([]byte{0, 0, 0, byte(len(l))}, l...) }
+	for name, tt := range map[string]struct {
+		in   []byte
+		want protocol.Reason
+	}{
+		"three bytes of garbage":    {[]byte{0xff, 0xee, 0xdd}, protocol.ReasonMalformed},
+		"three bytes of a length":   {[]byte{0, 0, 0}, protocol.ReasonTruncated},
+		"label without a version":   {label("vouch/bundle"), protocol.ReasonMalformed},
+		"label vouch/ alone":        {label("vouch/"), protocol.ReasonMalformed},
+		"label with an odd version": {label("vouch/bundle/2"), protocol.ReasonMalformed},
+		"a later version":           {label("vouch/bundle/v2"), protocol.ReasonUnknownVersion},
+		"another type":              {label("vouch/export/v1"), protocol.ReasonWrongType},
+		"not ours":                  {label("other/bundle/v1"), protocol.ReasonMalformed},
+	} {
+		v, err := protocol.NewVerifier(protocol.Trust{Roots: []*x509.Certificate{{}}, Jurisdiction: "NL"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Verify(tt.in, nil, time.Now())
+		if got := protocol.Verdict(err); got != tt.want {
+			t.Errorf("%s: %q, want %q", name, got, tt.want)
+		}
+	}
+}

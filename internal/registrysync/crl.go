@@ -64,26 +64,28 @@ func (f *crlFetcher) fetch(ctx context.Context, src string, now time.Time) error
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return fmt.Errorf("CRL signature: %w", err)
 	}
-	if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
+	switch {
+	case crl.NextUpdate.IsZero():
+		return errors.New("CRL without nextUpdate: it could never be known stale")
+	case crl.Number == nil:
+		return errors.New("CRL without a CRL number: a replay could not be told from an update")
+	case now.After(crl.NextUpdate):
 		return fmt.Errorf("CRL is stale (next update was %s)", crl.NextUpdate)
 	}
-	var number any
-	if crl.Number != nil {
-		number = crl.Number.String()
-	}
+	number := crl.Number.String()
 	// Only a CRL at least as new as the stored one replaces it: a replayed
 	// old CRL would lift revocations.
 	tag, err := f.db.Pool().Exec(ctx, `insert into uzi_crls (issuer, issuer_name, number, this_update, next_update, der, fetched_at)
 		values ($1, $2, $3::numeric, $4, $5, $6, $7)
 		on conflict (issuer) do update set issuer_name = excluded.issuer_name, number = excluded.number,
 			this_update = excluded.this_update, next_update = excluded.next_update, der = excluded.der, fetched_at = excluded.fetched_at
-		where uzi_crls.number is null or excluded.number >= uzi_crls.number`,
+		where excluded.number >= coalesce(uzi_crls.number, 0) and excluded.this_update >= uzi_crls.this_update`,
 		issuer.RawSubject, issuer.Subject.String(), number, crl.ThisUpdate, nullTime(crl.NextUpdate), der, now)
 	if err != nil {
 		return fmt.Errorf("store CRL: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("CRL number %s is older than the stored one", crl.Number)
+		return fmt.Errorf("CRL number %s (this update %s) is older than the stored one", crl.Number, crl.ThisUpdate)
 	}
 	f.log.Info("CRL stored", "issuer", issuer.Subject.String(), "entries", len(crl.RevokedCertificateEntries), "next_update", crl.NextUpdate)
 	return nil

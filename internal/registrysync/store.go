@@ -48,6 +48,7 @@ type licenseState struct {
 	Status     string
 	ValidFrom  *time.Time
 	ValidUntil *time.Time
+	EntryUUID  string
 }
 
 func (s licenseState) mayVouch(now time.Time) bool {
@@ -60,6 +61,7 @@ func (s licenseState) mayVouch(now time.Time) bool {
 type transition struct {
 	UZI      string
 	Old, New *licenseState
+	GoneAs   string // with New nil: why they left (StatusRemoved when empty)
 }
 
 // fullSwap builds registry_entries_next from pages: COPY without indexes
@@ -245,6 +247,9 @@ func states(ctx context.Context, tx pgx.Tx, where string, args ...any) (map[stri
 		if err := rows.Scan(&s.UZI, &s.Status, &s.ValidFrom, &s.ValidUntil, &uuid); err != nil {
 			return nil, err
 		}
+		if uuid != nil {
+			s.EntryUUID = *uuid
+		}
 		out[s.UZI] = s
 	}
 	return out, rows.Err()
@@ -278,8 +283,6 @@ func notPresent(ctx context.Context, tx pgx.Tx, present []string) (map[string]li
 func upsert(ctx context.Context, tx pgx.Tx, entries []directory.Entry, now time.Time) error {
 	b := &pgx.Batch{}
 	for _, e := range entries {
-		// A card holder re-added under a new entryUUID replaces the old row.
-		b.Queue(`delete from registry_entries where entry_uuid = $1 and uzi_number <> $2`, nullStr(e.EntryUUID), e.UZI)
 		b.Queue(`insert into registry_entries (uzi_number, big_number, card_type, role_code, agb_code, license_status,
 				valid_from, valid_until, cert_serial, dn, synced_at, entry_uuid)
 			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -292,6 +295,19 @@ func upsert(ctx context.Context, tx pgx.Tx, entries []directory.Entry, now time.
 		return fmt.Errorf("upsert mirror: %w", err)
 	}
 	return nil
+}
+
+// cookieTx reads the stored cookie inside a transaction.
+func cookieTx(ctx context.Context, tx pgx.Tx) ([]byte, error) {
+	var cookie []byte
+	err := tx.QueryRow(ctx, `select cookie from registry_sync_state where id`).Scan(&cookie)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load sync state: %w", err)
+	}
+	return cookie, nil
 }
 
 // saveState records where the next incremental sync starts and that the
@@ -375,7 +391,9 @@ func writeCopyBinary(w io.Writer, pages <-chan []directory.Entry) error {
 			return
 		}
 		b = binary.BigEndian.AppendUint32(b, 8)
-		b = binary.BigEndian.AppendUint64(b, uint64(t.Sub(pgEpoch).Microseconds()))
+		// Not t.Sub(pgEpoch): a Duration saturates at 292 years, and
+		// registers write "no end" as the year 9999.
+		b = binary.BigEndian.AppendUint64(b, uint64((t.Unix()-pgEpoch.Unix())*1e6+int64(t.Nanosecond()/1e3)))
 	}
 	for page := range pages {
 		for _, e := range page {

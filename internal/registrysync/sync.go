@@ -31,6 +31,9 @@ type Config struct {
 	RetryMin     time.Duration `env:"VOUCH_REGISTRY_RETRY_MIN, default=1s"`
 	RetryMax     time.Duration `env:"VOUCH_REGISTRY_RETRY_MAX, default=1m"`
 	Bucket       string        `env:"VOUCH_LICENSE_BUCKET, default=vouch-licenses"`
+	// MaxShrink is the largest fraction of the mirror one sync may remove;
+	// 1 turns the guard off.
+	MaxShrink float64 `env:"VOUCH_REGISTRY_MAX_SHRINK, default=0.1"`
 	// ClockSkew is how far the register's clock may be from ours; a
 	// register without syncrepl is asked for changes since that long
 	// before the last run began.
@@ -59,6 +62,9 @@ type Syncer struct {
 	metrics *Metrics
 	crls    *crlFetcher
 	now     func() time.Time
+
+	// acceptShrink lets one forced full sync past the shrink guard.
+	acceptShrink bool
 
 	// afterPage, when set (tests), runs after each page of a full sync has
 	// been read, so a test can take the register down mid-sync.
@@ -221,7 +227,20 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 			return err
 		}
 		res.Entries = n
-		pub := s.publisher(start)
+		var before int
+		if err := tx.QueryRow(ctx, `select count(*) from registry_entries`).Scan(&before); err != nil {
+			return fmt.Errorf("count mirror: %w", err)
+		}
+		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(before-int(n)) > s.cfg.MaxShrink*float64(before) {
+			return fmt.Errorf("%w: the mirror has %d card holders, the register now %d (run registry-sync -once -full -accept-shrink to accept)", ErrShrink, before, n)
+		}
+		announce := before > 0
+		if !announce {
+			if announce, err = s.bucketHasKeys(ctx); err != nil {
+				return err
+			}
+		}
+		pub := s.publisher(start, announce)
 		if res.Changes, err = fullTransitions(ctx, tx, func(t transition) error { return pub.add(ctx, t) }); err != nil {
 			return err
 		}
@@ -238,110 +257,249 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 	return res, err
 }
 
-// Incremental applies the register's changes since cookie.
+// FullAcceptingShrink is a full sync that accepts however much the register
+// shrank: an operator's answer to ErrShrink.
+func (s *Syncer) FullAcceptingShrink(ctx context.Context) (Result, error) {
+	s.acceptShrink = true
+	defer func() { s.acceptShrink = false }()
+	return s.Full(ctx)
+}
+
+// bucketHasKeys reports whether the license bucket holds any record.
+func (s *Syncer) bucketHasKeys(ctx context.Context) (bool, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return false, fmt.Errorf("registrysync: license bucket: %w", err)
+	}
+	defer lister.Stop()
+	for range lister.Keys() {
+		return true, nil
+	}
+	return false, nil
+}
+
+// Incremental applies the register's changes since cookie. The changes are
+// read under the sync's lock, from the cookie as stored then: another
+// instance may have moved it meanwhile.
 func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (res Result, err error) {
 	res.Kind = "incremental"
 	start := s.now()
 	defer func() { s.record(start, &res, err) }()
-	skip := func(dn string, err error) {
-		res.Skipped++
-		s.log.Warn("register entry skipped", "dn", dn, "err", err)
-	}
-	var ch *directory.Changes
-	if directory.IsTimestampCookie(cookie) {
-		if ch, err = s.dir.ChangesSince(ctx, cookie, skip); err == nil {
-			ch.Cookie = directory.TimestampCookie(start.Add(-s.cfg.ClockSkew))
-		}
-	} else {
-		ch, err = s.dir.Changes(ctx, cookie, skip)
-	}
-	if errors.Is(err, directory.ErrRefreshRequired) {
+	runID, err := startRun(ctx, s.db.Pool(), "incremental", start)
+	if err != nil {
 		return res, err
-	}
-	runID, rerr := startRun(ctx, s.db.Pool(), "incremental", start)
-	if rerr != nil {
-		return res, rerr
 	}
 	defer func() {
 		if ferr := finishRun(context.WithoutCancel(ctx), s.db.Pool(), runID, res, err, s.now()); ferr != nil && err == nil {
 			err = ferr
 		}
 	}()
-	if err != nil {
-		return res, err
-	}
 	err = s.withLock(ctx, func(tx pgx.Tx) error {
-		uzis := make([]string, len(ch.Upserts))
-		for i, e := range ch.Upserts {
-			uzis[i] = e.UZI
+		if cur, err := cookieTx(ctx, tx); err != nil {
+			return err
+		} else if cur != nil {
+			cookie = cur
 		}
-		old, err := states(ctx, tx, `uzi_number = any($1)`, uzis)
+		ch, err := s.changes(ctx, cookie, start, func(dn string, err error) {
+			res.Skipped++
+			s.log.Warn("register entry skipped", "dn", dn, "err", err)
+		})
 		if err != nil {
 			return err
 		}
-		var trans []transition
-		for _, e := range ch.Upserts {
-			n := licenseState{UZI: e.UZI, Status: e.License, ValidFrom: timePtr(e.ValidFrom), ValidUntil: timePtr(e.ValidUntil)}
-			t := transition{UZI: e.UZI, New: &n}
-			if o, ok := old[e.UZI]; ok {
-				if o.Status == n.Status && eqTime(o.ValidFrom, n.ValidFrom) && eqTime(o.ValidUntil, n.ValidUntil) {
-					continue
-				}
-				t.Old = &o
-			}
-			trans = append(trans, t)
-		}
-		var gone map[string]licenseState
-		switch {
-		case ch.PresentPhase:
-			gone, err = notPresent(ctx, tx, append(append([]string{}, ch.Present...), uuidsOf(ch.Upserts)...))
-		case len(ch.Deleted) > 0:
-			gone, err = states(ctx, tx, `entry_uuid::text = any($1)`, ch.Deleted)
-		}
-		if err != nil {
-			return err
-		}
-		for _, o := range gone {
-			o := o
-			trans = append(trans, transition{UZI: o.UZI, Old: &o})
-		}
-		pub := s.publisher(start)
-		for _, t := range trans {
-			if err := pub.add(ctx, t); err != nil {
-				return err
-			}
-		}
-		if err := pub.flush(ctx); err != nil {
-			return err
-		}
-		res.Changes = len(trans)
-		if err := upsert(ctx, tx, ch.Upserts, start); err != nil {
-			return err
-		}
-		if len(gone) > 0 {
-			del := make([]string, 0, len(gone))
-			for u := range gone {
-				del = append(del, u)
-			}
-			if _, err := tx.Exec(ctx, `delete from registry_entries where uzi_number = any($1)`, del); err != nil {
-				return fmt.Errorf("delete from mirror: %w", err)
-			}
-		}
-		res.Entries = int64(len(ch.Upserts) + len(gone))
-		return saveState(ctx, tx, ch.Cookie, start)
+		return s.apply(ctx, tx, ch, start, &res)
 	})
 	return res, err
 }
 
-func uuidsOf(es []directory.Entry) []string {
-	out := make([]string, 0, len(es))
-	for _, e := range es {
+func (s *Syncer) changes(ctx context.Context, cookie []byte, start time.Time, skip func(string, error)) (*directory.Changes, error) {
+	if !directory.IsTimestampCookie(cookie) {
+		return s.dir.Changes(ctx, cookie, skip)
+	}
+	ch, err := s.dir.ChangesSince(ctx, cookie, skip)
+	if err == nil {
+		ch.Cookie = directory.TimestampCookie(start.Add(-s.cfg.ClockSkew))
+	}
+	return ch, err
+}
+
+// Why a card holder leaves the mirror; published as their status.
+const (
+	StatusRemoved   = "removed"   // no longer in the register
+	StatusInvalid   = "invalid"   // their entry changed into something unreadable
+	StatusDuplicate = "duplicate" // the register lists them twice
+)
+
+// apply writes one batch of changes. The rules, all failing closed: a card
+// holder whose entry became unreadable, or who is now listed twice, leaves
+// the mirror (and may not vouch) until the register is clear again; one who
+// was deleted and re-added, or whose UZI number changed, is not lost on the
+// way; more removals than MaxShrink allows refuse the whole batch.
+func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, start time.Time, res *Result) error {
+	upUZI := map[string]bool{}
+	upUUID := map[string]bool{}
+	uzis := make([]string, 0, len(ch.Upserts))
+	for _, e := range ch.Upserts {
+		upUZI[e.UZI] = true
+		uzis = append(uzis, e.UZI)
 		if e.EntryUUID != "" {
-			out = append(out, e.EntryUUID)
+			upUUID[e.EntryUUID] = true
 		}
+	}
+	old, err := states(ctx, tx, `uzi_number = any($1)`, uzis)
+	if err != nil {
+		return err
+	}
+	gone := map[string]goneState{}
+	leave := func(m map[string]licenseState, why string) {
+		for u, st := range m {
+			if _, seen := gone[u]; !seen {
+				gone[u] = goneState{licenseState: st, why: why}
+			}
+		}
+	}
+	var m map[string]licenseState
+	if len(ch.Invalid) > 0 {
+		if m, err = states(ctx, tx, `entry_uuid::text = any($1)`, ch.Invalid); err != nil {
+			return err
+		}
+		leave(m, StatusInvalid)
+	}
+	switch {
+	case ch.PresentPhase:
+		keep := append(append([]string{}, ch.Present...), keys(upUUID)...)
+		m, err = notPresent(ctx, tx, keep)
+	case len(ch.Deleted) > 0:
+		m, err = states(ctx, tx, `entry_uuid::text = any($1)`, ch.Deleted)
+	}
+	if err != nil {
+		return err
+	}
+	leave(m, StatusRemoved)
+	// An entry whose UZI number changed: its old row goes.
+	if m, err = states(ctx, tx, `entry_uuid::text = any($1) and not (uzi_number = any($2))`, keys(upUUID), uzis); err != nil {
+		return err
+	}
+	leave(m, StatusRemoved)
+	goneUUID := map[string]bool{}
+	for u, g := range gone {
+		if upUZI[u] && g.why == StatusRemoved {
+			delete(gone, u) // deleted and re-added, or renamed onto: still there
+			continue
+		}
+		goneUUID[g.EntryUUID] = true
+	}
+	var trans []transition
+	var upserts []directory.Entry
+	for _, e := range ch.Upserts {
+		o, had := old[e.UZI]
+		if had && o.EntryUUID != "" && e.EntryUUID != "" && o.EntryUUID != e.EntryUUID && !goneUUID[o.EntryUUID] {
+			// Another entry claims this UZI number. Registers do not always
+			// report the deletion of an entry re-added under the same name,
+			// so ask: one entry now means a replacement, two a duplicate.
+			dup, err := s.listedTwice(ctx, e)
+			if err != nil {
+				return err
+			}
+			if dup {
+				gone[e.UZI] = goneState{licenseState: o, why: StatusDuplicate}
+				continue
+			}
+		}
+		if _, out := gone[e.UZI]; out {
+			continue // invalid or duplicate wins over an update in the same batch
+		}
+		upserts = append(upserts, e)
+		n := licenseState{UZI: e.UZI, Status: e.License, ValidFrom: timePtr(e.ValidFrom), ValidUntil: timePtr(e.ValidUntil)}
+		t := transition{UZI: e.UZI, New: &n}
+		if had {
+			if o.Status == n.Status && eqTime(o.ValidFrom, n.ValidFrom) && eqTime(o.ValidUntil, n.ValidUntil) {
+				continue
+			}
+			t.Old = &o
+		}
+		trans = append(trans, t)
+	}
+	if err := s.checkShrink(ctx, tx, len(gone)); err != nil {
+		return err
+	}
+	for _, g := range gone {
+		o := g.licenseState
+		trans = append(trans, transition{UZI: o.UZI, Old: &o, GoneAs: g.why})
+	}
+	pub := s.publisher(start, true)
+	for _, t := range trans {
+		if err := pub.add(ctx, t); err != nil {
+			return err
+		}
+	}
+	if err := pub.flush(ctx); err != nil {
+		return err
+	}
+	res.Changes = len(trans)
+	// Rows leave first, so a UUID that moves to another UZI number is free.
+	if len(gone) > 0 {
+		if _, err := tx.Exec(ctx, `delete from registry_entries where uzi_number = any($1)`, keys(gone)); err != nil {
+			return fmt.Errorf("delete from mirror: %w", err)
+		}
+	}
+	if err := upsert(ctx, tx, upserts, start); err != nil {
+		return err
+	}
+	res.Entries = int64(len(upserts) + len(gone))
+	return saveState(ctx, tx, ch.Cookie, start)
+}
+
+// listedTwice asks the register whether e's UZI number has more than one
+// entry.
+func (s *Syncer) listedTwice(ctx context.Context, e directory.Entry) (bool, error) {
+	got, err := s.dir.Lookup(ctx, e.UZI)
+	switch {
+	case err == nil:
+		return got.EntryUUID != e.EntryUUID, nil
+	case errors.Is(err, directory.ErrUnavailable):
+		return false, err
+	case errors.Is(err, directory.ErrNotFound):
+		return false, nil // gone again since: the next batch says so
+	}
+	return true, nil // several entries, or unreadable: not one clear holder
+}
+
+type goneState struct {
+	licenseState
+	why string
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
 	return out
 }
+
+// ErrShrink means a sync would remove more of the mirror than MaxShrink
+// allows: more likely a register answering wrongly than a country's
+// clinicians leaving at once. An operator accepts it with a forced full sync.
+var ErrShrink = errors.New("registrysync: the register shrank beyond the allowed fraction")
+
+func (s *Syncer) checkShrink(ctx context.Context, tx pgx.Tx, removed int) error {
+	if removed == 0 || s.cfg.MaxShrink >= 1 || s.acceptShrink {
+		return nil
+	}
+	var total int
+	if err := tx.QueryRow(ctx, `select count(*) from registry_entries`).Scan(&total); err != nil {
+		return fmt.Errorf("registrysync: count mirror: %w", err)
+	}
+	if total >= minShrinkBase && float64(removed) > s.cfg.MaxShrink*float64(total) {
+		return fmt.Errorf("%w: %d of %d card holders would leave the mirror (run registry-sync -once -full -accept-shrink to accept)", ErrShrink, removed, total)
+	}
+	return nil
+}
+
+// minShrinkBase: below this many card holders (tests, tiny registers) the
+// shrink guard does not apply.
+const minShrinkBase = 100
 
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
@@ -366,31 +524,38 @@ type LicenseRecord struct {
 	ChangedAt  time.Time  `json:"changed_at"`
 }
 
-// StatusRemoved is the status of a card holder no longer in the register.
-const StatusRemoved = "removed"
-
 // publisher puts license states that changed into the bucket, with at most
 // maxPending acknowledgements outstanding, so memory stays flat however many
 // change. The caller commits only after flush returns: a change is never in
 // the mirror without being on its way to the public tier (a republish after
 // a failed commit is harmless). A new card holder who may vouch is not
-// published: an absent key means "as attested".
+// published on a first sync: an absent key means "as attested".
 type publisher struct {
-	s       *Syncer
-	now     time.Time
-	pending []jetstream.PubAckFuture
+	s   *Syncer
+	now time.Time
+	// announceNew publishes card holders who appear able to vouch too: the
+	// bucket may still hold an old refusal for them. Only a first sync into
+	// an empty mirror and an empty bucket may leave them out.
+	announceNew bool
+	pending     []jetstream.PubAckFuture
 }
 
 const maxPending = 1024
 
-func (s *Syncer) publisher(now time.Time) *publisher { return &publisher{s: s, now: now} }
+func (s *Syncer) publisher(now time.Time, announceNew bool) *publisher {
+	return &publisher{s: s, now: now, announceNew: announceNew}
+}
 
 func (p *publisher) add(ctx context.Context, t transition) error {
 	var rec LicenseRecord
 	switch {
 	case t.New == nil:
-		rec = LicenseRecord{Status: StatusRemoved, ChangedAt: p.now}
-	case t.Old == nil && t.New.mayVouch(p.now):
+		status := t.GoneAs
+		if status == "" {
+			status = StatusRemoved
+		}
+		rec = LicenseRecord{Status: status, ChangedAt: p.now}
+	case t.Old == nil && t.New.mayVouch(p.now) && !p.announceNew:
 		return nil
 	default:
 		rec = LicenseRecord{Status: t.New.Status, MayVouch: t.New.mayVouch(p.now), ValidFrom: t.New.ValidFrom, ValidUntil: t.New.ValidUntil, ChangedAt: p.now}

@@ -1,6 +1,7 @@
 package registrysync
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -433,5 +434,114 @@ func TestWithoutSyncrepl(t *testing.T) {
 	}
 	if r := f.license(t, "900000002"); r == nil || r.Status != StatusRemoved {
 		t.Errorf("removal not published: %+v", r)
+	}
+}
+
+// TestFailClosedChanges: an entry that turns unreadable or is listed twice
+// leaves the mirror and is refused; one deleted and re-added in the same
+// batch is not lost; one that comes back is announced again.
+func TestFailClosedChanges(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 10, nil)
+	ctx := context.Background()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.ldap.LDIF(t,
+		modify("900000001", "vouchRoleCode", "1.15"),
+		"dn: vouchUziNumber=900000003,ou=people,dc=registry,dc=test\nchangetype: delete",
+		entry("900000003", "vouchRoleCode: 30.000"),
+		"dn: ou=elsewhere,ou=people,dc=registry,dc=test\nobjectClass: organizationalUnit\nou: elsewhere",
+		strings.Replace(entry("900000004", "vouchRoleCode: 02.000"), "ou=people", "ou=elsewhere,ou=people", 1))
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := f.mirror(t)
+	if _, ok := m["900000001"]; ok {
+		t.Error("an entry that became unreadable is still mirrored")
+	}
+	if r := f.license(t, "900000001"); r == nil || r.Status != StatusInvalid || r.MayVouch {
+		t.Errorf("unreadable entry: bucket %+v", r)
+	}
+	if m["900000003"] != "active" {
+		t.Errorf("deleted and re-added in one batch: mirror %q", m["900000003"])
+	}
+	if r := f.license(t, "900000003"); r != nil && !r.MayVouch {
+		t.Errorf("deleted and re-added: bucket refuses %+v", r)
+	}
+	if _, ok := m["900000004"]; ok {
+		t.Error("a card holder listed twice is still mirrored")
+	}
+	if r := f.license(t, "900000004"); r == nil || r.Status != StatusDuplicate {
+		t.Errorf("duplicate: bucket %+v", r)
+	}
+	// The register is mended: both come back and are announced.
+	f.ldap.LDIF(t, modify("900000001", "vouchRoleCode", "01.015"),
+		"dn: vouchUziNumber=900000004,ou=elsewhere,ou=people,dc=registry,dc=test\nchangetype: delete")
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"900000001"} {
+		if r := f.license(t, u); r == nil || !r.MayVouch {
+			t.Errorf("%s came back but the bucket still refuses: %+v", u, r)
+		}
+	}
+	if m := f.mirror(t); m["900000001"] != "active" {
+		t.Errorf("mended entry not mirrored: %v", m["900000001"])
+	}
+}
+
+// TestShrinkGuard: a register that suddenly lists far fewer card holders is
+// not believed until an operator says so.
+func TestShrinkGuard(t *testing.T) {
+	t.Parallel()
+	var gen bytes.Buffer
+	if err := registry.Generate(&gen, 200, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	var dns []string
+	for _, line := range strings.Split(gen.String(), "\n") {
+		if strings.HasPrefix(line, "dn: ") {
+			dns = append(dns, strings.TrimPrefix(line, "dn: "))
+		}
+	}
+	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true, Seed: []io.Reader{bytes.NewReader(gen.Bytes())}})
+	db := testenv.Database(t)
+	b := testenv.Bus(t)
+	dir, err := directory.New(directory.Config{URL: l.URL, BindDN: l.BindDN, BindPassword: l.BindPassword,
+		BaseDN: "ou=people," + l.BaseDN, Filter: "(objectClass=vouchCareProvider)", Timeout: 2 * time.Second, PageSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(context.Background(), Config{Bucket: "licenses", FullInterval: time.Hour, MaxShrink: 0.1}, dir, db, b.JetStream(), nil,
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{ldap: l, db: db, s: s}
+	ctx := context.Background()
+	if _, err := s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := len(f.mirror(t))
+	var del []string
+	for _, dn := range dns[:60] {
+		del = append(del, "dn: "+dn+"\nchangetype: delete")
+	}
+	l.LDIF(t, del...)
+	if _, err := s.Once(ctx); !errors.Is(err, ErrShrink) {
+		t.Fatalf("incremental sync removing 60 of %d: %v, want ErrShrink", before, err)
+	}
+	if _, err := s.Full(ctx); !errors.Is(err, ErrShrink) {
+		t.Fatalf("full sync removing 60 of %d: %v, want ErrShrink", before, err)
+	}
+	if got := len(f.mirror(t)); got != before {
+		t.Errorf("a refused sync changed the mirror: %d rows, had %d", got, before)
+	}
+	if _, err := s.FullAcceptingShrink(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(f.mirror(t)); got != before-60 {
+		t.Errorf("after accepting: %d rows, want %d", got, before-60)
 	}
 }

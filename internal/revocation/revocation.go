@@ -26,6 +26,7 @@ var (
 type issuerState struct {
 	serials    map[string]struct{}
 	number     *big.Int
+	thisUpdate time.Time
 	nextUpdate time.Time
 }
 
@@ -50,18 +51,24 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return fmt.Errorf("revocation: CRL of %s: %w", issuer.Subject, err)
 	}
-	if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
+	switch {
+	case crl.NextUpdate.IsZero():
+		return fmt.Errorf("revocation: CRL of %s has no nextUpdate, so it could never be known stale", issuer.Subject)
+	case now.After(crl.NextUpdate):
 		return fmt.Errorf("revocation: CRL of %s is stale (next update was %s)", issuer.Subject, crl.NextUpdate)
 	}
-	st := &issuerState{serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries)), number: crl.Number, nextUpdate: crl.NextUpdate}
+	st := &issuerState{serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries)), number: crl.Number,
+		thisUpdate: crl.ThisUpdate, nextUpdate: crl.NextUpdate}
 	for _, e := range crl.RevokedCertificateEntries {
 		st.serials[e.SerialNumber.Text(16)] = struct{}{}
 	}
 	key := string(issuer.RawSubject)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.issuers[key]; ok && cur.number != nil && crl.Number != nil && crl.Number.Cmp(cur.number) < 0 {
-		return fmt.Errorf("revocation: CRL of %s has number %s, older than %s in force", issuer.Subject, crl.Number, cur.number)
+	if cur, ok := s.issuers[key]; ok {
+		if (cur.number != nil && (crl.Number == nil || crl.Number.Cmp(cur.number) < 0)) || crl.ThisUpdate.Before(cur.thisUpdate) {
+			return fmt.Errorf("revocation: CRL of %s (number %v, %s) is older than the one in force", issuer.Subject, crl.Number, crl.ThisUpdate)
+		}
 	}
 	s.issuers[key] = st
 	return nil
