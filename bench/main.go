@@ -58,7 +58,7 @@ func main() {
 	}
 	ctx := context.Background()
 	if *registryN > 0 {
-		r, err := registryBench{vouch: *vouch, dbURL: *dbURL, n: *registryN, rounds: 3, changes: 100}.run(ctx)
+		r, err := registryBench{vouch: *vouch, dbURL: *dbURL, n: *registryN, rounds: 5, changes: 100}.run(ctx)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: registry:", err)
 			os.Exit(1)
