@@ -146,12 +146,37 @@ func (e Entry) ActiveAt(t time.Time) bool {
 // parseGeneralizedTime reads the LDAP GeneralizedTime forms registers use
 // (RFC 4517 3.3.13): seconds optional, fraction optional, Z or an offset.
 func parseGeneralizedTime(s string) (time.Time, error) {
+	// The common form, YYYYMMDDHHMMSSZ, read directly: time.Parse was a
+	// tenth of a full sync's CPU.
+	if len(s) == 15 && s[14] == 'Z' && digitsOnly(s[:14]) {
+		n := func(i, j int) int {
+			v := 0
+			for _, c := range s[i:j] {
+				v = v*10 + int(c-'0')
+			}
+			return v
+		}
+		t := time.Date(n(0, 4), time.Month(n(4, 6)), n(6, 8), n(8, 10), n(10, 12), n(12, 14), 0, time.UTC)
+		if t.Month() == time.Month(n(4, 6)) && t.Day() == n(6, 8) && n(8, 10) < 24 && n(10, 12) < 60 && n(12, 14) < 60 {
+			return t, nil
+		}
+		return time.Time{}, fmt.Errorf("directory: %q is not a GeneralizedTime", s)
+	}
 	for _, layout := range []string{"20060102150405Z0700", "20060102150405.999999999Z0700", "200601021504Z0700", "2006010215Z0700"} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t.UTC(), nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("directory: %q is not a GeneralizedTime", s)
+}
+
+func digitsOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // textOK refuses what PostgreSQL's text columns cannot hold: invalid UTF-8

@@ -145,6 +145,13 @@ type rawAttr struct {
 }
 
 func (e *rawEntry) GetEqualFoldAttributeValues(name string) []string {
+	// Servers answer with the names as asked: an exact match first is
+	// cheaper than folding case for every attribute of every entry.
+	for i := range e.attrs {
+		if e.attrs[i].name == name {
+			return e.attrs[i].values
+		}
+	}
 	for i := range e.attrs {
 		if strings.EqualFold(e.attrs[i].name, name) {
 			return e.attrs[i].values
