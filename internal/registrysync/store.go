@@ -75,11 +75,12 @@ func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, no
 	}
 	// COPY in binary format, written here: pgx's generic CopyFrom boxes every
 	// value and looks up an encode plan for it, which cost more than
-	// reading the register.
+	// reading the register. FREEZE: the table is new in this transaction,
+	// so its rows can be written frozen and never need vacuuming for that.
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeCopyBinary(pw, pages)) }()
 	tag, err := tx.Conn().PgConn().CopyFrom(ctx, pr,
-		`copy registry_entries_next (`+strings.Join(copyColumns, ", ")+`) from stdin (format binary)`)
+		`copy registry_entries_next (`+strings.Join(copyColumns, ", ")+`) from stdin (format binary, freeze)`)
 	pr.CloseWithError(err) // unblocks the writer when COPY failed first
 	if err != nil {
 		return 0, fmt.Errorf("copy mirror: %w", err)
