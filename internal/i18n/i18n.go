@@ -23,6 +23,17 @@ func (t Text) In(lang string) string {
 	return t.EN
 }
 
+// Of returns the text of code in lang from a feature's catalogue, or the
+// code itself when the catalogue has none (better a code support staff can
+// look up than nothing).
+func Of[K ~string](catalogue map[K]Text, code K, lang string) string {
+	t, ok := catalogue[code]
+	if !ok {
+		return string(code)
+	}
+	return t.In(lang)
+}
+
 // FromAcceptLanguage picks "nl" or "en" from an Accept-Language header, in
 // the order of preference the browser gives (q-values are rarely out of
 // order, and a wrong guess between two languages costs little).

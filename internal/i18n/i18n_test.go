@@ -21,3 +21,12 @@ func TestFromAcceptLanguage(t *testing.T) {
 		t.Error("Text.In")
 	}
 }
+
+func TestOf(t *testing.T) {
+	t.Parallel()
+	type code string
+	cat := map[code]Text{"a": {EN: "A", NL: "Aa"}}
+	if Of(cat, "a", "nl") != "Aa" || Of(cat, "a", "en") != "A" || Of(cat, "zz", "nl") != "zz" {
+		t.Error("Of")
+	}
+}

@@ -60,13 +60,7 @@ var texts = map[Reason]i18n.Text{
 }
 
 // Text says what r means for a clinician, in "en" or "nl".
-func (r Reason) Text(lang string) string {
-	t, ok := texts[r]
-	if !ok {
-		return string(r)
-	}
-	return t.In(lang)
-}
+func (r Reason) Text(lang string) string { return i18n.Of(texts, r, lang) }
 
 // Decision is the answer, with what it rests on.
 type Decision struct {

@@ -107,13 +107,7 @@ func Reasons() []Reason {
 }
 
 // Text says what r means to a person, in "en" or "nl" (English otherwise).
-func (r Reason) Text(lang string) string {
-	t, ok := texts[r]
-	if !ok {
-		return string(r)
-	}
-	return t.In(lang)
-}
+func (r Reason) Text(lang string) string { return i18n.Of(texts, r, lang) }
 
 // Refusal is the error Verify returns: a reason, and the underlying cause for
 // logs (never shown to a phone or a patient).
