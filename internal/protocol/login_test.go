@@ -41,11 +41,11 @@ func TestVerifyLogin(t *testing.T) {
 		return s
 	}
 	chain := func(card string, usage testpki.Usage) [][]byte {
-		c, _ := testpki.CardByName(card)
-		cert, err := pki.Issue(c, usage, key.Public())
+		cert, err := pki.IssueNamed(card, usage, key.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
+		c, _ := testpki.CardByName(card)
 		return [][]byte{cert.Raw, pki.CAs[c.CA].Cert.Raw}
 	}
 	tests := []struct {

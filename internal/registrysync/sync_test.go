@@ -336,8 +336,7 @@ func TestCRLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	issue := func(name string) *x509.Certificate {
-		c, _ := testpki.CardByName(name)
-		cert, err := pki.Issue(c, testpki.UsageSign, key.Public())
+		cert, err := pki.IssueNamed(name, testpki.UsageSign, key.Public())
 		if err != nil {
 			t.Fatal(err)
 		}

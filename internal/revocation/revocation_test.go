@@ -23,8 +23,7 @@ func TestSet(t *testing.T) {
 	}
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
 	issue := func(name string) *x509.Certificate {
-		c, _ := testpki.CardByName(name)
-		cert, err := pki.Issue(c, testpki.UsageSign, key.Public())
+		cert, err := pki.IssueNamed(name, testpki.UsageSign, key.Public())
 		if err != nil {
 			t.Fatal(err)
 		}

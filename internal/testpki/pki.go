@@ -212,6 +212,16 @@ func (p *PKI) Issue(c Card, usage Usage, pub crypto.PublicKey) (*x509.Certificat
 	return x509.ParseCertificate(der)
 }
 
+// IssueNamed issues the certificate of usage for the standard card named
+// name, for pub.
+func (p *PKI) IssueNamed(name string, usage Usage, pub crypto.PublicKey) (*x509.Certificate, error) {
+	c, ok := CardByName(name)
+	if !ok {
+		return nil, fmt.Errorf("testpki: no card %q", name)
+	}
+	return p.Issue(c, usage, pub)
+}
+
 // CRL makes the CA's certificate revocation list over the given serials, valid
 // for a week from now.
 func (p *PKI) CRL(caName string, revoked []*big.Int, now time.Time) ([]byte, error) {
