@@ -39,13 +39,14 @@ bench: deps build
 
 ## fuzz: run every fuzz target for a short while
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseName -fuzztime 20s ./internal/uzi
-	$(GO) test -run '^$$' -fuzz FuzzOtherNames -fuzztime 20s ./internal/uzi
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./internal/phonecode
-	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s ./internal/protocol
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./internal/protocol
-	$(GO) test -run '^$$' -fuzz FuzzReadEntry -fuzztime 20s ./internal/directory
-	$(GO) test -run '^$$' -fuzz FuzzPagingCookie -fuzztime 20s ./internal/directory
+	$(GO) test -run '^$$' -fuzz FuzzParseName -fuzztime 20s -fuzzminimizetime 5s ./internal/uzi
+	$(GO) test -run '^$$' -fuzz FuzzOtherNames -fuzztime 20s -fuzzminimizetime 5s ./internal/uzi
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s -fuzzminimizetime 5s ./internal/phonecode
+	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
+	$(GO) test -run '^$$' -fuzz FuzzReadEntry -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz FuzzPagingCookie -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime 20s -fuzzminimizetime 5s ./internal/p11
 
 clean:
 	rm -rf $(BIN) $(STATE)

@@ -79,7 +79,9 @@ func realMain(_ context.Context, args []string) error {
 func printEnv(w io.Writer, man *testpki.Manifest) error {
 	var cas, crls []string
 	for _, name := range sortedKeys(man.CAs) {
-		cas = append(cas, man.CAs[name])
+		if typ, ok := testpki.CATypes[name]; ok {
+			cas = append(cas, string(typ)+":"+man.CAs[name])
+		}
 	}
 	for _, name := range sortedKeys(man.CRLs) {
 		crls = append(crls, man.CRLs[name])

@@ -20,7 +20,7 @@ func TestMissingModule(t *testing.T) {
 func TestPrintEnv(t *testing.T) {
 	t.Parallel()
 	man := &testpki.Manifest{SoftHSMConf: "/s/softhsm2.conf", RootCA: "/s/root.crt",
-		CAs:     map[string]string{"b": "/s/b.crt", "a": "/s/a.crt"},
+		CAs:     map[string]string{"named-employee": "/s/b.crt", "care-provider": "/s/a.crt", "unknown": "/s/u.crt"},
 		CRLs:    map[string]string{"a": "/s/a.crl"},
 		Backend: testpki.Backend{AttestationPub: "/s/att.pem", AttestationURI: "pkcs11:token=vouch-backend;object=attestation"},
 		Cards:   []testpki.ManifestCard{{Card: testpki.Card{Name: "gp-prodlike"}, SignURI: "pkcs11:token=it's"}},
@@ -30,7 +30,7 @@ func TestPrintEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"export VOUCH_UZI_CAS='/s/a.crt,/s/b.crt'\n",
+		"export VOUCH_UZI_CAS='Z:/s/a.crt,N:/s/b.crt'\n",
 		"export VOUCH_CARD_PROFILE='test'\n",
 		`export VOUCH_TEST_CARD_GP_PRODLIKE='pkcs11:token=it'\''s'` + "\n",
 	} {

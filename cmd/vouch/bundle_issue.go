@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,8 +50,13 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := loadConfig(ctx, &cfg); err != nil {
 		return err
 	}
-	if cfg.Trust.Profile == uzi.Production().Name {
+	if cfg.Trust.Profile == uzi.Production().Name() {
 		return errors.New("bundle issue attests without the back office's checks: it runs only under a test card profile")
+	}
+	// It never attests "active" without asking a register: the attestation
+	// says the register was asked.
+	if cfg.Directory.URL == "" {
+		return errors.New("bundle issue asks the register before it attests: set VOUCH_REGISTRY_URL (make demo starts a test register)")
 	}
 	pc, err := phonecode.Parse(*code)
 	if err != nil {
@@ -60,6 +64,13 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	now := time.Now()
 	tr, err := cfg.Trust.Load(now)
+	if err != nil {
+		return err
+	}
+	// The finished bundle is verified below as a phone would; this verifier
+	// also holds the test profile's roots, so a card outside the test PKI
+	// is refused before anything is signed.
+	verifier, err := protocol.NewVerifier(tr)
 	if err != nil {
 		return err
 	}
@@ -81,6 +92,8 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("card: %w", err)
 	}
 	defer card.Close()
+	// The signature key asks for the PIN at every signature; p11 wipes each copy.
+	card.SetPINPrompt(func() ([]byte, error) { return []byte(cfg.CardPIN), nil })
 	att, err := m.Signer(au, cfg.HSMPIN)
 	if err != nil {
 		return fmt.Errorf("attestation key: %w", err)
@@ -90,27 +103,24 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cert == nil {
 		return errors.New("card: no certificate beside the signature key")
 	}
-	chain, err := chainOf(cert, cfg.Trust)
+	// The card is checked as the verifier will check it — issuing CA,
+	// usage, validity, revocation, profile — before it signs anything.
+	id, err := verifier.VerifyCard(cert.Raw, uzi.PurposeVouch, now)
+	if err != nil {
+		fmt.Fprintf(stderr, "vouch: %v\n", err)
+		return refused(stdout, protocol.Verdict(err))
+	}
+	dir, err := directory.New(cfg.Directory)
 	if err != nil {
 		return err
 	}
-	id, err := uzi.FromCertificate(cert)
-	if err != nil {
-		return err
-	}
-	if cfg.Directory.URL != "" {
-		dir, err := directory.New(cfg.Directory)
+	dec, err := license.New(cfg.License, dir, nil, slog.New(slog.NewTextHandler(stderr, nil))).Decide(ctx, id)
+	if !dec.Allowed {
+		fmt.Fprintf(stdout, "REFUSED  %s\n%s\n", dec.Reason, dec.Reason.Text(defaultLang()))
 		if err != nil {
-			return err
+			fmt.Fprintf(stdout, "  cause  %v\n", err)
 		}
-		dec, err := license.New(cfg.License, dir, nil, slog.New(slog.NewTextHandler(stderr, nil))).Decide(ctx, id)
-		if !dec.Allowed {
-			fmt.Fprintf(stdout, "REFUSED  %s\n%s\n", dec.Reason, dec.Reason.Text(defaultLang()))
-			if err != nil {
-				fmt.Fprintf(stdout, "  cause  %v\n", err)
-			}
-			return exitError(1)
-		}
+		return exitError(1)
 	}
 	var aid [protocol.AuthorizationIDLen]byte
 	if _, err := rand.Read(aid[:]); err != nil {
@@ -128,7 +138,11 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	b := &protocol.Bundle{Statement: enc, StatementSignature: sig, Chain: chain, Attestation: aenc, AttestationSignature: asig}
+	b := &protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}
+	if _, err := verifier.Verify(b.Marshal(), nil, now); err != nil {
+		fmt.Fprintf(stderr, "vouch: the bundle just made does not verify: %v\n", err)
+		return refused(stdout, protocol.Verdict(err))
+	}
 	if err := os.WriteFile(*out, b.Marshal(), 0o600); err != nil {
 		return err
 	}
@@ -143,18 +157,8 @@ func moduleOf(u p11.URI) string {
 	return "/usr/lib/softhsm/libsofthsm2.so"
 }
 
-// chainOf returns the card certificate and the configured CA that issued it.
-func chainOf(cert *x509.Certificate, cfg trust.Config) ([][]byte, error) {
-	for _, f := range cfg.CAs {
-		ca, err := trust.ReadCertificates(f)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range ca {
-			if string(c.RawSubject) == string(cert.RawIssuer) {
-				return [][]byte{cert.Raw, c.Raw}, nil
-			}
-		}
-	}
-	return nil, errors.New("the card's issuing CA is not among VOUCH_UZI_CAS")
+// refused reports a refusal the way bundle verify does, exit status 1.
+func refused(stdout io.Writer, reason protocol.Reason) error {
+	fmt.Fprintf(stdout, "REFUSED  %s\n%s\n", reason, reason.Text(defaultLang()))
+	return exitError(1)
 }

@@ -5,53 +5,274 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/jackc/pgx/v5"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"vouch/internal/protocol"
 	"vouch/internal/testenv"
 	"vouch/internal/testpki"
+	"vouch/internal/trust"
 	"vouch/registry"
 )
 
-const vectors = "../../testdata/bundle/vectors.json"
+const (
+	vectors = "../../testdata/bundle/vectors.json"
+	cases   = "../../testdata/bundle/cases/"
+)
+
+// bundleVerify runs `vouch bundle verify args` in process: its exit status
+// (-1 for an error that main would report with status 1 and no verdict) and
+// what it wrote.
+func bundleVerify(args ...string) (status int, stdout, stderr string, err error) {
+	var out, errOut bytes.Buffer
+	err = realMain(context.Background(), append([]string{"bundle", "verify"}, args...), &out, &errOut)
+	var exit exitError
+	switch {
+	case errors.As(err, &exit):
+		status = int(exit)
+	case err != nil:
+		status = -1
+	}
+	return status, out.String(), errOut.String(), err
+}
+
+// checkCannotRun checks the output of a command that could not run: nothing
+// on stdout, one line on stderr that says why, no stack.
+func checkCannotRun(t *testing.T, stdout, stderr, want string) {
+	t.Helper()
+	if stdout != "" {
+		t.Errorf("stdout of a command that could not run:\n%s", stdout)
+	}
+	if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "vouch bundle verify: ") || strings.Contains(stderr, "goroutine") {
+		t.Errorf("stderr is not one line saying why:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+}
+
+// copyVectors copies testdata/bundle to a temporary directory, lets edit
+// change the vectors' JSON there, and returns the copy's vectors.json.
+func copyVectors(t *testing.T, edit func(v map[string]any)) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(filepath.Dir(vectors))); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "vectors.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	edit(v)
+	if b, err = json.Marshal(v); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 func TestBundleVerify(t *testing.T) {
+	dir := t.TempDir()
+	garbled := filepath.Join(dir, "garbled.json")
+	if err := os.WriteFile(garbled, []byte(`{"now": `), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The same trust without CRLs: what a phone has.
+	noCRLs := copyVectors(t, func(v map[string]any) { delete(v["trust"].(map[string]any), "crls") })
+	noCRLsCase := filepath.Join(filepath.Dir(noCRLs), "cases", "valid-gp.bin")
+	const revocationNote = "  note            revocation not checked: no CRLs configured (VOUCH_UZI_CRLS)\n"
 	tests := []struct {
+		name   string
 		args   []string
 		status int
-		out    string
+		out    string // stdout must contain it
+		notOut string // stdout must not contain it
+		errOut string // for status 2: the one line on stderr must contain it
 	}{
-		{[]string{"-vectors", vectors, "../../testdata/bundle/cases/valid-gp.bin"}, 0, "OK"},
-		{[]string{"-vectors", vectors, "-phone-key", strings.Repeat("ab", 32), "../../testdata/bundle/cases/valid-gp.bin"}, 1, "REFUSED  code-mismatch"},
-		{[]string{"-vectors", vectors, "-lang", "nl", "../../testdata/bundle/cases/card-nameless.bin"}, 1, "naamloze pas"},
-		{[]string{"-vectors", vectors, "-at", "2099-01-01T00:00:00Z", "../../testdata/bundle/cases/valid-gp.bin"}, 1, "cert-expired"},
-		{[]string{"-vectors", vectors, "../../testdata/bundle/cases/garbage.bin"}, 1, "REFUSED  malformed"},
-		{[]string{"-vectors", vectors}, 2, ""},
-		{[]string{"-vectors", vectors, "-phone-key", "zz", "../../testdata/bundle/cases/valid-gp.bin"}, -1, ""},
+		{"valid", []string{"-vectors", vectors, "-lang", "en", cases + "valid-gp.bin"}, 0, `phone key       from the vectors' case "valid-gp"`, "note", ""},
+		{"other phone", []string{"-vectors", vectors, "-phone-key", strings.Repeat("ab", 32), cases + "valid-gp.bin"}, 1, "REFUSED  code-mismatch", "", ""},
+		{"nameless in Dutch", []string{"-vectors", vectors, "-lang", "nl", cases + "card-nameless.bin"}, 1, "naamloze pas", "", ""},
+		{"after the card expired", []string{"-vectors", vectors, "-at", "2099-01-01T00:00:00Z", cases + "valid-gp.bin"}, 1, "cert-expired", "", ""},
+		{"garbage", []string{"-vectors", vectors, cases + "garbage.bin"}, 1, "REFUSED  malformed", "", ""},
+		{"oversized vector", []string{"-vectors", vectors, cases + "oversized.bin"}, 1, "REFUSED  too-large", "", ""},
+		// The phone key comes from the case the file is, however spelled.
+		{"vectors' phone key", []string{"-vectors", vectors, cases + "code-mismatch.bin"}, 1, "REFUSED  code-mismatch", "", ""},
+		{"vectors' phone key, path spelled otherwise", []string{"-vectors", vectors, cases + "../cases/./code-mismatch.bin"}, 1, "REFUSED  code-mismatch", "", ""},
+		{"no CRLs", []string{"-vectors", noCRLs, "-lang", "en", noCRLsCase}, 0, revocationNote, "", ""},
+		{"no CRLs in Dutch", []string{"-vectors", noCRLs, "-lang", "nl", noCRLsCase}, 0, "  note            niet nagegaan of de pas is ingetrokken: geen CRL's ingesteld (VOUCH_UZI_CRLS)\n", "", ""},
+
+		{"no FILE", []string{"-vectors", vectors}, 2, "", "", ""},
+		{"missing FILE", []string{"-vectors", vectors, cases + "no-such.bin"}, 2, "", "", "no such file"},
+		{"FILE a directory", []string{"-vectors", vectors, dir}, 2, "", "", "is a directory"},
+		{"missing vectors", []string{"-vectors", filepath.Join(dir, "none.json"), cases + "valid-gp.bin"}, 2, "", "", "-vectors"},
+		{"garbled vectors", []string{"-vectors", garbled, cases + "valid-gp.bin"}, 2, "", "", "-vectors"},
+		{"bad -phone-key", []string{"-vectors", vectors, "-phone-key", "zz", cases + "valid-gp.bin"}, 2, "", "", "-phone-key: want 64 hex digits"},
+		{"short -phone-key", []string{"-vectors", vectors, "-phone-key", "abcd", cases + "valid-gp.bin"}, 2, "", "", "-phone-key"},
+		{"bad -at", []string{"-vectors", vectors, "-at", "yesterday", cases + "valid-gp.bin"}, 2, "", "", "-at"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			err := realMain(context.Background(), append([]string{"bundle", "verify"}, tt.args...), &out, &errOut)
-			status := 0
-			var exit exitError
-			switch {
-			case errors.As(err, &exit):
-				status = int(exit)
-			case err != nil:
-				status = -1
-			}
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			status, out, errOut, err := bundleVerify(tt.args...)
 			if status != tt.status {
-				t.Fatalf("status %d (%v), want %d; stdout:\n%s", status, err, tt.status, out.String())
+				t.Fatalf("status %d (%v), want %d; stdout:\n%s\nstderr:\n%s", status, err, tt.status, out, errOut)
 			}
-			if !strings.Contains(out.String(), tt.out) {
-				t.Errorf("stdout lacks %q:\n%s", tt.out, out.String())
+			if tt.errOut != "" {
+				checkCannotRun(t, out, errOut, tt.errOut)
+			}
+			if !strings.Contains(out, tt.out) {
+				t.Errorf("stdout lacks %q:\n%s", tt.out, out)
+			}
+			if tt.notOut != "" && strings.Contains(out, tt.notOut) {
+				t.Errorf("stdout has %q:\n%s", tt.notOut, out)
+			}
+		})
+	}
+}
+
+// TestBundleVerifyReadsAtMostABundle shows that an input of any size costs
+// one bundle's worth of reading: a 64 MiB file is refused too-large without
+// being read, and standard input is read no further than 16 KiB and a byte.
+// It measures the process's allocations, so it runs alone.
+func TestBundleVerifyReadsAtMostABundle(t *testing.T) {
+	huge := filepath.Join(t.TempDir(), "huge.bin")
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(64 << 20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	status, out, errOut, err := bundleVerify("-vectors", vectors, huge)
+	runtime.ReadMemStats(&after)
+	if status != 1 || !strings.Contains(out, "REFUSED  too-large") {
+		t.Errorf("64 MiB file: status %d (%v)\n%s%s", status, err, out, errOut)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
+		t.Errorf("verifying a 64 MiB file allocated %d MiB", n>>20)
+	}
+
+	endless := &countingReader{}
+	stdin = endless
+	t.Cleanup(func() { stdin = os.Stdin })
+	status, out, errOut, err = bundleVerify("-vectors", vectors, "-")
+	if status != 1 || !strings.Contains(out, "REFUSED  too-large") {
+		t.Errorf("endless stdin: status %d (%v)\n%s%s", status, err, out, errOut)
+	}
+	if endless.n > protocol.MaxBundleSize+1 {
+		t.Errorf("read %d bytes of stdin, want at most %d", endless.n, protocol.MaxBundleSize+1)
+	}
+
+	valid, err := os.ReadFile(cases + "valid-gp.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin = bytes.NewReader(valid)
+	status, out, errOut, err = bundleVerify("-vectors", vectors, "-")
+	if status != 0 || !strings.Contains(out, "OK") {
+		t.Errorf("valid bundle on stdin: status %d (%v)\n%s%s", status, err, out, errOut)
+	}
+}
+
+// countingReader is an endless input that counts what was read of it.
+type countingReader struct{ n int }
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	clear(p)
+	r.n += len(p)
+	return len(p), nil
+}
+
+// TestBundleVerifyConfig verifies with the trust from the environment, as
+// support staff do: a configuration that does not load is a failure to run
+// (2), and an accepted bundle says when revocation was not checked.
+func TestBundleVerifyConfig(t *testing.T) {
+	b, err := os.ReadFile(vectors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vec trust.Vectors
+	if err := json.Unmarshal(b, &vec); err != nil {
+		t.Fatal(err)
+	}
+	abs := func(files ...string) string {
+		out := make([]string, len(files))
+		for i, f := range files {
+			out[i] = filepath.Join(filepath.Dir(vectors), f)
+		}
+		return strings.Join(out, ",")
+	}
+	var cas []string
+	for typ, f := range vec.Trust.CAs {
+		cas = append(cas, typ+":"+abs(f))
+	}
+	good := map[string]string{
+		"VOUCH_UZI_ROOTS":         abs(vec.Trust.Roots...),
+		"VOUCH_UZI_CAS":           strings.Join(cas, ","),
+		"VOUCH_UZI_INTERMEDIATES": abs(vec.Trust.Intermediates...),
+		"VOUCH_UZI_CRLS":          abs(vec.Trust.CRLs...),
+		"VOUCH_ATTESTATION_KEYS":  abs(vec.Trust.AttestationKeys...),
+		"VOUCH_JURISDICTION":      vec.Trust.Jurisdiction,
+		"VOUCH_CARD_PROFILE":      vec.Trust.Profile,
+		"VOUCH_VOUCH_PROFESSIONS": strings.Join(vec.Trust.Professions, ","),
+	}
+	at := vec.Now.Format(time.RFC3339)
+	tests := []struct {
+		name   string
+		env    map[string]string // changes to good
+		status int
+		out    string // stdout (0, 1) or stderr (2) must contain it
+	}{
+		{"with CRLs", nil, 0, "OK"},
+		{"without CRLs", map[string]string{"VOUCH_UZI_CRLS": ""}, 0, "revocation not checked: no CRLs configured (VOUCH_UZI_CRLS)"},
+		{"no roots", map[string]string{"VOUCH_UZI_ROOTS": ""}, 2, "no UZI root CA configured"},
+		{"missing root file", map[string]string{"VOUCH_UZI_ROOTS": "/nonexistent/root.pem"}, 2, "/nonexistent/root.pem"},
+		// A production build knows no test profile; this build knows no "nosuch".
+		{"unknown profile", map[string]string{"VOUCH_CARD_PROFILE": "nosuch"}, 2, `unknown card profile "nosuch"`},
+		{"bad card type", map[string]string{"VOUCH_UZI_CAS": "X:" + abs(vec.Trust.Roots[0])}, 2, `card type "X"`},
+		{"missing CRL", map[string]string{"VOUCH_UZI_CRLS": "/nonexistent/ca.crl"}, 2, "/nonexistent/ca.crl"},
+		{"both a variable and its file", map[string]string{"VOUCH_JURISDICTION_FILE": "/dev/null"}, 2, "VOUCH_JURISDICTION"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { // not parallel: t.Setenv
+			env := maps.Clone(good)
+			maps.Copy(env, tt.env)
+			for k, v := range env {
+				t.Setenv(k, v) // and restored afterwards
+				if v == "" {
+					os.Unsetenv(k) // an empty list variable would name the file ""
+				}
+			}
+			status, out, errOut, err := bundleVerify("-at", at, "-lang", "en", cases+"valid-gp.bin")
+			if status != tt.status {
+				t.Fatalf("status %d (%v), want %d; stdout:\n%s\nstderr:\n%s", status, err, tt.status, out, errOut)
+			}
+			if tt.status == 2 {
+				checkCannotRun(t, out, errOut, tt.out)
+			} else if !strings.Contains(out, tt.out) {
+				t.Errorf("stdout lacks %q:\n%s", tt.out, out)
+			}
+			if tt.status == 0 && (env["VOUCH_UZI_CRLS"] == "") != strings.Contains(out, "revocation not checked") {
+				t.Errorf("the revocation note is wrong:\n%s", out)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,8 +17,10 @@ func TestProductionBuildRefusesTestCards(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-tags", "production", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("production build: %v\n%s", err, out)
 	}
+	// A trust it cannot load is a failure to run (2), not a refusal (1).
 	out, err := exec.Command(bin, "bundle", "verify", "-vectors", vectors, "../../testdata/bundle/cases/valid-gp.bin").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), `unknown card profile "test"`) {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `unknown card profile "test"`) {
 		t.Errorf("production binary with the test profile: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "bundle", "issue", "-card", "pkcs11:token=x", "-attestation", "pkcs11:token=y", "-code", "x", "-out", "/dev/null")

@@ -88,7 +88,7 @@ func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Con
 	var crls *registrysync.CRLConfig
 	if len(scfg.CRLSources) > 0 {
 		crls = &registrysync.CRLConfig{Sources: scfg.CRLSources}
-		for _, f := range append(append([]string{}, tcfg.Roots...), tcfg.CAs...) {
+		for _, f := range tcfg.CAFiles() {
 			certs, err := trust.ReadCertificates(f)
 			if err != nil {
 				return nil, err

@@ -14,6 +14,12 @@ var (
 	ErrKeyNotFound   = errors.New("p11: key not found on the card")
 	ErrPINLocked     = errors.New("p11: the PIN is locked; the card must be unblocked")
 	ErrTimeout       = errors.New("p11: the card did not answer in time")
+	// ErrLoggedOut: the card no longer has this session logged in, usually
+	// because a wrong PIN given for another session on it logged all out.
+	ErrLoggedOut = errors.New("p11: the card was logged out; sign in again with the PIN")
+	// ErrPINNeeded: the key asks for the PIN at every signature and there is
+	// neither a PIN prompt (Signer.SetPINPrompt) nor a PIN pad to ask it.
+	ErrPINNeeded = errors.New("p11: this key needs the PIN for every signature, and nothing can ask for it")
 )
 
 // PINError is a wrong PIN. TriesLeft comes from the token flags, which tell
@@ -59,6 +65,8 @@ func classify(op string, err error) error {
 			return fmt.Errorf("%s: %w (%v)", op, ErrTokenRemoved, err)
 		case pkcs11.CKR_PIN_LOCKED:
 			return fmt.Errorf("%s: %w", op, ErrPINLocked)
+		case pkcs11.CKR_USER_NOT_LOGGED_IN:
+			return fmt.Errorf("%s: %w", op, ErrLoggedOut)
 		}
 	}
 	return fmt.Errorf("p11: %s: %w", op, err)

@@ -3,6 +3,7 @@ package p11
 import (
 	"errors"
 	"testing"
+	"unsafe"
 
 	"github.com/miekg/pkcs11"
 )
@@ -44,5 +45,35 @@ func TestClassify(t *testing.T) {
 	}
 	if err := classify("login", pkcs11.Error(pkcs11.CKR_PIN_LOCKED)); !errors.Is(err, ErrPINLocked) {
 		t.Errorf("locked: got %v", err)
+	}
+}
+
+// TestSignaturePIN covers where the per-signature PIN comes from, the PIN pad
+// included, which SoftHSM has not.
+func TestSignaturePIN(t *testing.T) {
+	t.Parallel()
+	given := func(pin string) PINPrompt { return func() ([]byte, error) { return []byte(pin), nil } }
+	for _, tt := range []struct {
+		name   string
+		prompt PINPrompt
+		pad    bool
+		want   string
+		err    error
+	}{
+		{"pad, no prompt", nil, true, "", nil},
+		{"no pad, no prompt", nil, false, "", ErrPINNeeded},
+		{"prompt first, even with a pad", given("1234"), true, "1234", nil},
+		{"prompt, no pad", given("1234"), false, "1234", nil},
+		{"empty from prompt, pad", given(""), true, "", nil},
+		{"empty from prompt, no pad", given(""), false, "", ErrPINNeeded},
+	} {
+		pin, err := signaturePIN(tt.prompt, tt.pad)
+		if !errors.Is(err, tt.err) || string(pin) != tt.want {
+			t.Errorf("%s: got %q, %v; want %q, %v", tt.name, pin, err, tt.want, tt.err)
+		}
+	}
+	pin := []byte("1234")
+	if s := pinString(pin); s != "1234" || unsafe.StringData(s) != &pin[0] {
+		t.Error("pinString copies the PIN")
 	}
 }

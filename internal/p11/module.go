@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -27,6 +28,60 @@ type library struct {
 	path string
 	ctx  *pkcs11.Ctx
 	refs int
+
+	mu     sync.Mutex // guards logins
+	logins map[tokenKey]*tokenLogin
+}
+
+// tokenKey names one token: a slot keeps its number when another card goes
+// into the reader, so the serial and label count too.
+type tokenKey struct {
+	slot          uint
+	serial, label string
+}
+
+// tokenLogin is the user login on one token. PKCS#11 keeps login state per
+// token per process, not per session: one C_Login logs in every session of
+// the process on the token, one C_Logout logs them all out, and C_Login on a
+// token already logged in answers CKR_USER_ALREADY_LOGGED_IN without looking
+// at the PIN. So every Session on a token shares one counted login:
+//
+//   - Each Login logs the token out and in again with its own PIN, so the
+//     card checks (and counts) every PIN. A right PIN leaves the sessions
+//     already open logged in; a wrong one leaves the token logged out, and
+//     those sessions then fail with ErrLoggedOut until someone signs in
+//     again with a new Session. There is no gentler way: PKCS#11 has no call
+//     that checks a PIN without logging in.
+//   - Modules may drop private-object handles at logout (SoftHSM does), so
+//     each login bumps gen, and a Signer finds its key again when gen moved.
+//   - Only the last Session of a login logs the token out.
+//
+// The PIN itself is never kept, here or in a Session.
+type tokenLogin struct {
+	// mu orders the card's use: operations hold it for reading, logging in
+	// and out for writing, so no operation runs while the login changes.
+	mu    sync.RWMutex
+	in    bool   // the token is logged in
+	users int    // Sessions of the current epoch not yet closed
+	epoch uint64 // bumped whenever the token is logged out under its users
+	gen   atomic.Uint64
+}
+
+// login returns the shared login state of the token; entries live as long as
+// the loaded module (a handful of tokens at most).
+func (l *library) login(t Token) *tokenLogin {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := tokenKey{t.Slot, t.Serial, t.Label}
+	tl := l.logins[k]
+	if tl == nil {
+		if l.logins == nil {
+			l.logins = map[tokenKey]*tokenLogin{}
+		}
+		tl = &tokenLogin{}
+		l.logins[k] = tl
+	}
+	return tl
 }
 
 var libraries = struct {
@@ -130,38 +185,71 @@ func (m *Module) FindToken(u URI) (Token, error) {
 }
 
 // Session is a logged-in read-write session on one token. It serialises its
-// own use: a PKCS#11 session runs one operation at a time.
+// own use: a PKCS#11 session runs one operation at a time. It keeps no PIN.
 type Session struct {
-	m     *Module
-	token Token
-	h     pkcs11.SessionHandle
-	mu    sync.Mutex
-	pin   []byte // kept only for keys that ask for the PIN at every use
-	dead  error  // set once the card was removed or stopped answering
+	m      *Module
+	token  Token
+	h      pkcs11.SessionHandle
+	login  *tokenLogin
+	epoch  uint64 // login.epoch when this session logged in
+	mu     sync.Mutex
+	dead   error // set once the card was removed or stopped answering
+	closed bool
 }
 
 // Login opens a session on the token u names and logs the user in. An empty
 // PIN on a token with a protected authentication path asks the reader's pad.
+// The card checks the PIN even when this process is already logged in to it;
+// a wrong PIN there logs out the other sessions on the token (see
+// tokenLogin). The PIN is not kept once Login returns.
 func (m *Module) Login(u URI, pin string) (*Session, error) {
 	tok, err := m.FindToken(u)
 	if err != nil {
 		return nil, err
 	}
+	if pin == "" && !tok.ProtectedPath {
+		return nil, fmt.Errorf("p11: a PIN is needed for %s", u)
+	}
 	h, err := m.lib.ctx.OpenSession(tok.Slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		return nil, classify("open session", err)
 	}
-	s := &Session{m: m, token: tok, h: h, pin: []byte(pin)}
-	if pin == "" && !tok.ProtectedPath {
-		s.Close()
-		return nil, fmt.Errorf("p11: a PIN is needed for %s", u)
-	}
-	err = s.call(func() error { return m.lib.ctx.Login(h, pkcs11.CKU_USER, pin) })
-	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		s.Close()
-		return nil, s.loginError(err)
+	s := &Session{m: m, token: tok, h: h, login: m.lib.login(tok)}
+	if err := s.logIn(pin); err != nil {
+		if s.dead != ErrTimeout { // else the module still owns the handle
+			_ = m.lib.ctx.CloseSession(h)
+		}
+		return nil, err
 	}
 	return s, nil
+}
+
+// logIn logs the token out and in again with pin, so that the card checks
+// it, and joins the session to the token's login.
+func (s *Session) logIn(pin string) error {
+	l, ctx := s.login, s.m.lib.ctx
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gen.Add(1)
+	// Not logged in is the usual answer; any other failure shows below as
+	// CKR_USER_ALREADY_LOGGED_IN.
+	_ = s.timed(func() error { return ctx.Logout(s.h) })
+	err := s.timed(func() error { return ctx.Login(s.h, pkcs11.CKU_USER, pin) })
+	switch {
+	case err == nil:
+		l.in = true
+		l.users++
+		s.epoch = l.epoch
+		return nil
+	case errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)):
+		// The logout failed, so the card did not look at this PIN; the
+		// sessions already open stay logged in.
+		return errors.New("p11: the card stays logged in and cannot check the PIN; close the other sessions on it")
+	}
+	// The logout above ended the login the open sessions shared.
+	l.in, l.users = false, 0
+	l.epoch++
+	return s.loginError(err)
 }
 
 func (s *Session) loginError(err error) error {
@@ -181,9 +269,48 @@ func (s *Session) loginError(err error) error {
 // Token is the token this session is on.
 func (s *Session) Token() Token { return s.token }
 
-// call runs one module call under the session's timeout. A call that does not
-// return in time leaves the session unusable: the module still owns it.
+// call runs one operation on the card, with s.mu held by the caller: under
+// the token's read lock, so the login cannot change under it, and only while
+// this session's login stands.
 func (s *Session) call(f func() error) error {
+	release, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return s.timed(f)
+}
+
+// begin takes the token's read lock for an operation and checks the session
+// may still use the card; release the lock when the operation is over.
+func (s *Session) begin() (release func(), err error) {
+	if s.dead != nil {
+		return nil, s.dead
+	}
+	l := s.login
+	l.mu.RLock()
+	if !l.in || l.epoch != s.epoch {
+		l.mu.RUnlock()
+		return nil, ErrLoggedOut
+	}
+	return l.mu.RUnlock, nil
+}
+
+// usable reports why the session cannot use the card now, if it cannot.
+func (s *Session) usable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	release, err := s.begin()
+	if err != nil {
+		return err
+	}
+	release()
+	return nil
+}
+
+// timed runs one module call under the session's timeout. A call that does
+// not return in time leaves the session unusable: the module still owns it.
+func (s *Session) timed(f func() error) error {
 	if s.dead != nil {
 		return s.dead
 	}
@@ -203,15 +330,31 @@ func (s *Session) call(f func() error) error {
 	}
 }
 
-// Close logs out and closes the session, and forgets the PIN.
+// Close closes the session. The last session of the token's login logs the
+// token out; logging out earlier would log out every other session too.
 func (s *Session) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	clear(s.pin)
-	if s.dead == ErrTimeout {
-		return // the module still owns the handle
+	if s.closed {
+		return
 	}
-	_ = s.m.lib.ctx.Logout(s.h)
+	s.closed = true
+	l := s.login
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	last := false
+	if l.in && l.epoch == s.epoch {
+		l.users--
+		last = l.users == 0
+	}
+	if s.dead == ErrTimeout {
+		s.dead = errors.New("p11: session closed")
+		return // the module still owns the handle; the next Login logs out
+	}
+	if last {
+		_ = s.m.lib.ctx.Logout(s.h)
+		l.in = false
+	}
 	_ = s.m.lib.ctx.CloseSession(s.h)
 	s.dead = errors.New("p11: session closed")
 }
@@ -220,18 +363,23 @@ func (s *Session) Close() {
 func (s *Session) find(tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {
 	var objs []pkcs11.ObjectHandle
 	err := s.call(func() error {
-		ctx := s.m.lib.ctx
-		if err := ctx.FindObjectsInit(s.h, tmpl); err != nil {
-			return err
-		}
 		var err error
-		objs, _, err = ctx.FindObjects(s.h, max)
-		if ferr := ctx.FindObjectsFinal(s.h); err == nil {
-			err = ferr
-		}
+		objs, err = findObjects(s.m.lib.ctx, s.h, tmpl, max)
 		return err
 	})
 	return objs, classify("find objects", err)
+}
+
+// findObjects is one search, for callers that hold the token's lock.
+func findObjects(ctx *pkcs11.Ctx, h pkcs11.SessionHandle, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {
+	if err := ctx.FindObjectsInit(h, tmpl); err != nil {
+		return nil, err
+	}
+	objs, _, err := ctx.FindObjects(h, max)
+	if ferr := ctx.FindObjectsFinal(h); err == nil {
+		err = ferr
+	}
+	return objs, err
 }
 
 // objectTemplate selects by class and the URI's id and label.

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/miekg/pkcs11"
 )
@@ -23,13 +25,42 @@ type Signer struct {
 	cert      *x509.Certificate // nil when the token holds none for this key
 	alwaysPIN bool              // CKA_ALWAYS_AUTHENTICATE: the PIN again for every signature
 	ownsSess  bool
+	prompt    atomic.Pointer[PINPrompt]
+
+	// The key's handle was found at login generation keyGen; after a later
+	// login it is found again by refind (class, id, label and type).
+	keyGen uint64
+	refind []*pkcs11.Attribute
 }
 
 var _ crypto.Signer = (*Signer)(nil)
 
+// PINPrompt asks the person at the reader for the card's PIN. Sign calls it
+// once for every signature with a key that wants the PIN each time
+// (CKA_ALWAYS_AUTHENTICATE, such as a card's non-repudiation key), before it
+// touches the card and with no lock held, so a person may take their time.
+// Sign zeroes the returned slice once the card has it: return a fresh slice
+// each time and keep no copy. An empty PIN means the reader's PIN pad, where
+// there is one. An error (such as the person cancelling) stops the
+// signature; Sign returns it wrapped.
+type PINPrompt func() ([]byte, error)
+
+// SetPINPrompt sets how the signer asks for the PIN at each signature with a
+// key that wants it every time; nil removes it. Without a prompt such a key
+// signs only on a reader with a PIN pad, which asks itself, and otherwise
+// fails with ErrPINNeeded. Other keys never call the prompt: the PIN given at
+// login covers them.
+func (g *Signer) SetPINPrompt(p PINPrompt) {
+	if p == nil {
+		g.prompt.Store(nil)
+		return
+	}
+	g.prompt.Store(&p)
+}
+
 // Signer logs in to the token u names and returns the private key it names
 // (by id or label) as a crypto.Signer, with its certificate when the token
-// holds one under the same id. Close the signer to log out.
+// holds one under the same id. Close the signer when done with it.
 func (m *Module) Signer(u URI, pin string) (*Signer, error) {
 	s, err := m.Login(u, pin)
 	if err != nil {
@@ -48,16 +79,23 @@ func (m *Module) Signer(u URI, pin string) (*Signer, error) {
 func (s *Session) Signer(u URI) (*Signer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	gen := s.login.gen.Load() // before the search: a login after it finds the key again
 	key, err := s.findOne(pkcs11.CKO_PRIVATE_KEY, u)
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.attrs(key, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_ID, pkcs11.CKA_ALWAYS_AUTHENTICATE)
+	a, err := s.attrs(key, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_ALWAYS_AUTHENTICATE)
 	if err != nil {
 		return nil, err
 	}
-	sig := &Signer{s: s, key: key, alwaysPIN: len(a[pkcs11.CKA_ALWAYS_AUTHENTICATE]) == 1 && a[pkcs11.CKA_ALWAYS_AUTHENTICATE][0] == 1}
+	sig := &Signer{s: s, key: key, keyGen: gen, alwaysPIN: len(a[pkcs11.CKA_ALWAYS_AUTHENTICATE]) == 1 && a[pkcs11.CKA_ALWAYS_AUTHENTICATE][0] == 1}
 	id := a[pkcs11.CKA_ID]
+	sig.refind = []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, a[pkcs11.CKA_LABEL]),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, a[pkcs11.CKA_KEY_TYPE]),
+	}
 	// The certificate, when present, is the authority on the public key.
 	if certs, err := s.find(objectTemplate(pkcs11.CKO_CERTIFICATE, URI{ID: id}), 1); err == nil && len(certs) == 1 {
 		ca, err := s.attrs(certs[0], pkcs11.CKA_VALUE)
@@ -123,7 +161,8 @@ func (g *Signer) Public() crypto.PublicKey { return g.pub }
 // Certificate is the key's certificate from the token, or nil.
 func (g *Signer) Certificate() *x509.Certificate { return g.cert }
 
-// Close logs out when the signer opened its own session.
+// Close closes the signer's session when it opened its own (the last
+// session on the token logs out).
 func (g *Signer) Close() {
 	if g.ownsSess {
 		g.s.Close()
@@ -155,17 +194,54 @@ func (g *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	default:
 		return nil, errors.New("p11: unsupported key")
 	}
+	var pin []byte // nil: the login covers the key, or the reader's pad asks
+	if g.alwaysPIN {
+		if err := g.s.usable(); err != nil {
+			return nil, err // ask no one for a PIN that cannot be used
+		}
+		var p PINPrompt
+		if pp := g.prompt.Load(); pp != nil {
+			p = *pp
+		}
+		var err error
+		if pin, err = signaturePIN(p, g.s.token.ProtectedPath); err != nil {
+			return nil, err
+		}
+	}
 	s := g.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	release, err := s.begin()
+	if err != nil {
+		clear(pin)
+		return nil, err
+	}
+	defer release()
+	// The read lock holds gen still for the whole operation.
+	gen := s.login.gen.Load()
+	key, stale := g.key, g.keyGen != gen
+	refound := false
 	var sig []byte
-	err := s.call(func() error {
+	err = s.timed(func() error {
+		// Wiped here, not by Sign: after a timeout this call still runs.
+		defer clear(pin)
 		ctx := s.m.lib.ctx
-		if err := ctx.SignInit(s.h, []*pkcs11.Mechanism{mech}, g.key); err != nil {
+		if stale {
+			objs, err := findObjects(ctx, s.h, g.refind, 2)
+			if err != nil {
+				return err
+			}
+			if len(objs) != 1 {
+				return fmt.Errorf("%w (%d found after signing in again)", ErrKeyNotFound, len(objs))
+			}
+			key, refound = objs[0], true
+		}
+		if err := ctx.SignInit(s.h, []*pkcs11.Mechanism{mech}, key); err != nil {
 			return err
 		}
 		if g.alwaysPIN {
-			if err := ctx.Login(s.h, pkcs11.CKU_CONTEXT_SPECIFIC, string(s.pin)); err != nil {
+			if err := ctx.Login(s.h, pkcs11.CKU_CONTEXT_SPECIFIC, pinString(pin)); err != nil {
+				endSign(ctx, s.h, data)
 				return err
 			}
 		}
@@ -173,8 +249,12 @@ func (g *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		sig, err = ctx.Sign(s.h, data)
 		return err
 	})
+	if !errors.Is(err, ErrTimeout) && refound { // after a timeout the call still runs
+		g.key, g.keyGen = key, gen
+	}
 	if err != nil {
-		if errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) || errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)) {
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) || errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LEN_RANGE)) ||
+			errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)) {
 			return nil, s.loginError(err)
 		}
 		if errors.Is(err, ErrTimeout) {
@@ -194,6 +274,46 @@ func (g *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		return rawToASN1(sig)
 	}
 	return sig, nil
+}
+
+// signaturePIN gets the PIN for one signature with a key that wants it every
+// time: from the prompt when there is one, else from the reader's pad (nil).
+func signaturePIN(prompt PINPrompt, pad bool) ([]byte, error) {
+	if prompt == nil {
+		if pad {
+			return nil, nil
+		}
+		return nil, ErrPINNeeded
+	}
+	pin, err := prompt()
+	if err != nil {
+		clear(pin)
+		return nil, fmt.Errorf("p11: PIN prompt: %w", err)
+	}
+	if len(pin) == 0 && !pad {
+		return nil, ErrPINNeeded // an empty PIN would cost a try for nothing
+	}
+	return pin, nil
+}
+
+// pinString shows pin to miekg/pkcs11's string API without a copy on the Go
+// heap that could not be wiped: miekg copies it to C memory for the call
+// (and frees that copy unwiped; no Go API avoids it). The string must not
+// outlive the call, as the slice is zeroed after it.
+func pinString(pin []byte) string {
+	if len(pin) == 0 {
+		return "" // the reader's pad; miekg passes NULL
+	}
+	return unsafe.String(&pin[0], len(pin))
+}
+
+// endSign ends a signing operation whose context-specific login failed, so
+// the session can sign again. PKCS#11 says a C_Sign that fails terminates the
+// operation, and without the login it must fail with
+// CKR_USER_NOT_LOGGED_IN; should a module sign anyway, the signature is
+// dropped here, unseen.
+func endSign(ctx *pkcs11.Ctx, h pkcs11.SessionHandle, data []byte) {
+	_, _ = ctx.Sign(h, data)
 }
 
 // rawToASN1 converts PKCS#11's r||s into the ASN.1 form Go verifies.

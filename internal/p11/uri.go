@@ -6,6 +6,7 @@
 package p11
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -30,7 +31,8 @@ func ParseURI(s string) (URI, error) {
 	var u URI
 	rest, ok := strings.CutPrefix(s, "pkcs11:")
 	if !ok {
-		return u, fmt.Errorf("p11: %q is not a pkcs11: URI", s)
+		// Not echoed: what is there instead may be anything, a PIN included.
+		return u, errors.New("p11: not a pkcs11: URI (it must start with pkcs11:)")
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	if path != "" {
@@ -51,7 +53,9 @@ func ParseURI(s string) (URI, error) {
 			case "object":
 				u.Object = val
 			case "id":
-				u.ID = []byte(val)
+				if val != "" { // empty selects nothing, as for the other attributes
+					u.ID = []byte(val)
+				}
 			case "type":
 				switch val {
 				case "private", "public", "cert":
@@ -74,6 +78,9 @@ func ParseURI(s string) (URI, error) {
 			}
 			val, err := url.PathUnescape(v)
 			if err != nil {
+				if strings.HasPrefix(k, "pin-") {
+					return u, fmt.Errorf("p11: URI query %s: bad percent-encoding", k) // the error would quote the PIN
+				}
 				return u, fmt.Errorf("p11: URI query %s: %w", k, err)
 			}
 			switch k {

@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"time"
 )
 
 // Decoding failures, mapped to reasons by the verifier.
@@ -26,6 +27,16 @@ var (
 	errFieldTooLarge  = errors.New("protocol: field larger than allowed")
 	errUnknownVersion = errors.New("protocol: unknown message version")
 	errWrongType      = errors.New("protocol: message of another type")
+	errNotASCII       = errors.New("protocol: string is not printable ASCII")
+	errTimeRange      = errors.New("protocol: time outside the years 2000 to 2099")
+)
+
+// Times are Unix seconds within [minTime, maxTime): every time Vouch signs
+// lies there, and a bound keeps arithmetic on them from overflowing and
+// their printed years from being nonsense.
+const (
+	minTime = 946684800  // 2000-01-01T00:00:00Z
+	maxTime = 4102444800 // 2100-01-01T00:00:00Z
 )
 
 // labelPrefix starts every label; a message that does not start with it is
@@ -51,12 +62,6 @@ func (e *encoder) bytes(v []byte) {
 func (e *encoder) str(v string) { e.bytes([]byte(v)) }
 func (e *encoder) i64(v int64)  { e.b = binary.BigEndian.AppendUint64(e.b, uint64(v)) }
 func (e *encoder) u8(v uint8)   { e.b = append(e.b, v) }
-func (e *encoder) list(v [][]byte) {
-	e.u8(uint8(len(v)))
-	for _, x := range v {
-		e.bytes(x)
-	}
-}
 
 type decoder struct {
 	b   []byte
@@ -143,7 +148,27 @@ func (d *decoder) fixed(n int) []byte {
 	return v
 }
 
-func (d *decoder) str(max int) string { return string(d.bytes(max)) }
+// str reads a v1 string: printable ASCII only (0x20 to 0x7e), so that no
+// control character, no homoglyph and no invalid UTF-8 ever reaches a log, a
+// screen or a comparison.
+func (d *decoder) str(max int) string {
+	b := d.bytes(max)
+	for _, c := range b {
+		if (c < 0x20 || c > 0x7e) && d.err == nil {
+			d.err = errNotASCII
+		}
+	}
+	return string(b)
+}
+
+// time reads an int64 Unix time and checks its range.
+func (d *decoder) time() time.Time {
+	v := d.i64()
+	if d.err == nil && (v < minTime || v >= maxTime) {
+		d.err = errTimeRange
+	}
+	return time.Unix(v, 0).UTC()
+}
 
 func (d *decoder) i64() int64 {
 	if d.err != nil {
@@ -169,18 +194,6 @@ func (d *decoder) u8() uint8 {
 	v := d.b[0]
 	d.b = d.b[1:]
 	return v
-}
-
-func (d *decoder) list(maxItems, maxItem int) [][]byte {
-	n := int(d.u8())
-	if d.err == nil && (n == 0 || n > maxItems) {
-		d.err = errMalformed
-	}
-	out := make([][]byte, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		out = append(out, d.bytes(maxItem))
-	}
-	return out
 }
 
 // finish reports the first error, or trailing bytes.

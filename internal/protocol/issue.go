@@ -45,5 +45,9 @@ func Attest(key crypto.Signer, statement []byte, id uzi.Identity, license string
 	if err != nil {
 		return nil, nil, fmt.Errorf("protocol: attestation signature: %w", err)
 	}
+	// Verifiers accept only the low-S form (one encoding per signature).
+	if sig, err = LowS(key.Public().(*ecdsa.PublicKey).Curve, sig); err != nil {
+		return nil, nil, err
+	}
 	return encoded, sig, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestVerifyLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := protocol.NewVerifier(protocol.Trust{Roots: []*x509.Certificate{pki.Root.Cert}, Jurisdiction: "NL", Profile: uzi.Test()})
+	v, err := protocol.NewVerifier(testTrust(pki))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,17 +41,29 @@ func TestVerifyLogin(t *testing.T) {
 		}
 		return s
 	}
-	chain := func(card string, usage testpki.Usage) [][]byte {
+	chain := func(card string, usage testpki.Usage) []byte {
 		cert, err := pki.IssueNamed(card, usage, key.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, _ := testpki.CardByName(card)
-		return [][]byte{cert.Raw, pki.CAs[c.CA].Cert.Raw}
+		return cert.Raw
+	}
+	crafted := func(edit func(*x509.Certificate)) []byte {
+		c, _ := testpki.CardByName("gp")
+		tmpl, err := pki.Template(c, testpki.UsageAuth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(tmpl)
+		cert, err := pki.IssueFrom(tmpl, c.CA, key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.Raw
 	}
 	tests := []struct {
 		name   string
-		chain  [][]byte
+		chain  []byte
 		origin string
 		want   protocol.Reason
 	}{
@@ -63,7 +76,15 @@ func TestVerifyLogin(t *testing.T) {
 		{"unknown CA", chain("unknownca", testpki.UsageAuth), origin, protocol.ReasonUnknownCA},
 		{"expired card", chain("expired", testpki.UsageAuth), origin, protocol.ReasonCertExpired},
 		{"signature for another origin", chain("gp", testpki.UsageAuth), "https://evil.test", protocol.ReasonSignature},
-		{"no chain", nil, origin, protocol.ReasonMalformed},
+		{"no certificate", nil, origin, protocol.ReasonMalformed},
+		{"certificate over 4 KiB", make([]byte, protocol.MaxCertSize+1), origin, protocol.ReasonMalformed},
+		{"certificate of 4 KiB", make([]byte, protocol.MaxCertSize), origin, protocol.ReasonMalformed},
+		{"no clientAuth", crafted(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection} }), origin, protocol.ReasonCertUsage},
+		{"signature policy at login", crafted(func(c *x509.Certificate) {
+			c.Policies = c.Policies[:0]
+			c.Policies = append(c.Policies, mustOID(t, uzi.TestPolicySign))
+		}), origin, protocol.ReasonCertPolicy},
+		{"CA flag", crafted(func(c *x509.Certificate) { c.IsCA = true }), origin, protocol.ReasonCertNotEndEntity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,6 +95,25 @@ func TestVerifyLogin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testTrust trusts pki's root and its issuing CAs, under the test profile,
+// without revocation.
+func testTrust(pki *testpki.PKI) protocol.Trust {
+	tr := protocol.Trust{Roots: []*x509.Certificate{pki.Root.Cert}, Jurisdiction: "NL", Profile: uzi.Test(),
+		IssuingCAs: map[uzi.CardType][]*x509.Certificate{}}
+	for name, typ := range testpki.CATypes {
+		tr.IssuingCAs[typ] = append(tr.IssuingCAs[typ], pki.CAs[name].Cert)
+	}
+	return tr
+}
+
+func mustOID(t testing.TB, s string) x509.OID {
+	o, err := x509.ParseOID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 func TestReasonTexts(t *testing.T) {
@@ -107,26 +147,73 @@ func FuzzParseBundle(f *testing.F) {
 	})
 }
 
+// validCases returns the bytes of every vector that verifies.
+func validCases(t testing.TB) map[string]bool {
+	vec, _ := loadVectors(t)
+	out := map[string]bool{}
+	for _, c := range vec.Cases {
+		if c.Want == string(protocol.ReasonOK) {
+			b, err := os.ReadFile(c.Bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[string(b)] = true
+		}
+	}
+	return out
+}
+
 func FuzzVerify(f *testing.F) {
 	vec, v := loadVectors(f)
 	now := vec.Now
-	valid := readFile(f, "cases/valid-gp.bin")
-	f.Add(valid)
+	valid := validCases(f)
+	for b := range valid {
+		f.Add([]byte(b))
+	}
 	f.Add(readFile(f, "cases/attestation-forged.bin"))
+	f.Add(readFile(f, "cases/attestation-high-s.bin"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		_, err := v.Verify(raw, nil, now)
-		if err == nil && string(raw) != string(valid) {
-			// Only byte-identical copies of a valid bundle can pass; any
-			// other accepted input would be a forgery.
-			t.Fatalf("accepted a bundle that is not the valid one: %x", raw)
+		if err == nil && !valid[string(raw)] {
+			// A bundle has one encoding: only byte-identical copies of a
+			// valid bundle can pass; any other accepted input would be a
+			// forgery or a malleated copy.
+			t.Fatalf("accepted a bundle that is not one of the valid vectors: %x", raw)
 		}
 	})
+}
+
+// TestBundleIsCanonical changes a valid bundle in every byte — flipped bits,
+// a byte dropped, a byte added — and wants each change refused: nothing in a
+// bundle is unsigned or has a second encoding, so nothing downstream can key
+// on bundle bytes that an attacker could vary.
+func TestBundleIsCanonical(t *testing.T) {
+	t.Parallel()
+	vec, v := loadVectors(t)
+	raw := readFile(t, "cases/valid-gp.bin")
+	if _, err := v.Verify(raw, nil, vec.Now); err != nil {
+		t.Fatal(err)
+	}
+	try := func(what string, b []byte) {
+		if _, err := v.Verify(b, nil, vec.Now); err == nil {
+			t.Errorf("%s: accepted", what)
+		}
+	}
+	for i := range raw {
+		for _, x := range []byte{0x01, 0x80, 0xff} {
+			b := append([]byte{}, raw...)
+			b[i] ^= x
+			try(fmt.Sprintf("byte %d ^ %#x", i, x), b)
+		}
+		try(fmt.Sprintf("byte %d dropped", i), append(append([]byte{}, raw[:i]...), raw[i+1:]...))
+		try(fmt.Sprintf("byte inserted at %d", i), append(append(append([]byte{}, raw[:i]...), raw[i]), raw[i:]...))
+	}
 }
 
 // stubRevocation answers every check with err.
 type stubRevocation struct{ err error }
 
-func (s stubRevocation) Check(*x509.Certificate, time.Time) error { return s.err }
+func (s stubRevocation) Check(_, _ *x509.Certificate, _ time.Time) error { return s.err }
 
 func TestRevocationFailsClosed(t *testing.T) {
 	t.Parallel()

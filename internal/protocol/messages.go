@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,11 +21,18 @@ const (
 const (
 	MaxBundleSize      = 16 << 10
 	MaxCertSize        = 4 << 10
-	MaxChainLength     = 4
 	MaxSignatureSize   = 1024
 	MaxValidity        = 24 * time.Hour
 	AuthorizationIDLen = 16
+	// MaxOnsetAge bounds how long before the statement's date the symptom
+	// onset may lie. Keys older than 14 days are never published, so an
+	// older onset says nothing useful and is more likely a typing error.
+	MaxOnsetAge = 30 * 24 * time.Hour
 )
+
+// errOnset is a symptom onset that is not a date within MaxOnsetAge before
+// the statement's issue date.
+var errOnset = errors.New("protocol: symptom onset is not a date in the 30 days up to the statement's date")
 
 // Statement is what the clinician's card signs: "I vouch that the phone with
 // this code may publish, with the patient's consent."
@@ -64,8 +72,8 @@ func ParseStatement(b []byte) (*Statement, error) {
 	s.Jurisdiction = d.str(8)
 	copy(s.AuthorizationID[:], d.fixed(AuthorizationIDLen))
 	copy(s.PhoneCode[:], d.fixed(phonecode.Size))
-	s.IssuedAt = time.Unix(d.i64(), 0).UTC()
-	s.ExpiresAt = time.Unix(d.i64(), 0).UTC()
+	s.IssuedAt = d.time()
+	s.ExpiresAt = d.time()
 	switch d.u8() {
 	case 0:
 	case 1:
@@ -80,15 +88,30 @@ func ParseStatement(b []byte) (*Statement, error) {
 	if err := d.finish(); err != nil {
 		return nil, err
 	}
-	if s.SymptomOnset != "" {
-		if _, err := time.Parse(time.DateOnly, s.SymptomOnset); err != nil {
-			return nil, errMalformed
-		}
-	}
 	if len(s.Jurisdiction) < 2 {
 		return nil, errMalformed
 	}
+	if err := checkOnset(s.SymptomOnset, s.IssuedAt); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// checkOnset accepts "" or a date from MaxOnsetAge before issued's date up to
+// that date itself (UTC).
+func checkOnset(onset string, issued time.Time) error {
+	if onset == "" {
+		return nil
+	}
+	day, err := time.Parse(time.DateOnly, onset)
+	if err != nil {
+		return errOnset
+	}
+	today := issued.UTC().Truncate(24 * time.Hour)
+	if day.After(today) || day.Before(today.Add(-MaxOnsetAge)) {
+		return errOnset
+	}
+	return nil
 }
 
 // Digest is the SHA-256 the card signs.
@@ -130,19 +153,23 @@ func ParseAttestation(b []byte) (*Attestation, error) {
 	a.UZI = d.str(16)
 	a.Role = d.str(16)
 	a.License = d.str(16)
-	a.CheckedAt = time.Unix(d.i64(), 0).UTC()
-	a.ExpiresAt = time.Unix(d.i64(), 0).UTC()
+	a.CheckedAt = d.time()
+	a.ExpiresAt = d.time()
 	copy(a.KeyID[:], d.fixed(32))
 	return a, d.finish()
 }
 
-// Bundle is what the phone picks up and later uploads with its keys.
+// Bundle is what the phone picks up and later uploads with its keys. It
+// carries the signature certificate alone: verifiers build the path from the
+// issuing CAs they are configured with, never from CAs a bundle brings, so
+// nothing in a bundle is unsigned and its encoding is unique (docs/protocol.md
+// §6).
 type Bundle struct {
-	Statement            []byte   // encoded Statement
-	StatementSignature   []byte   // RSA PKCS#1 v1.5 SHA-256 by the card's signature key
-	Chain                [][]byte // DER: the signing certificate first, then intermediates
-	Attestation          []byte   // encoded Attestation
-	AttestationSignature []byte   // ECDSA P-256 SHA-256, ASN.1 DER
+	Statement            []byte // encoded Statement
+	StatementSignature   []byte // RSA PKCS#1 v1.5 SHA-256 by the card's signature key
+	Cert                 []byte // DER signature certificate; its SHA-256 is in the statement
+	Attestation          []byte // encoded Attestation
+	AttestationSignature []byte // ECDSA P-256 SHA-256, ASN.1 DER, low S
 }
 
 // Marshal returns the canonical encoding.
@@ -150,7 +177,7 @@ func (b *Bundle) Marshal() []byte {
 	e := newEncoder(LabelBundle)
 	e.bytes(b.Statement)
 	e.bytes(b.StatementSignature)
-	e.list(b.Chain)
+	e.bytes(b.Cert)
 	e.bytes(b.Attestation)
 	e.bytes(b.AttestationSignature)
 	return e.b
@@ -165,7 +192,7 @@ func ParseBundle(raw []byte) (*Bundle, error) {
 	b := &Bundle{}
 	b.Statement = d.bytes(1024)
 	b.StatementSignature = d.bytes(MaxSignatureSize)
-	b.Chain = d.list(MaxChainLength, MaxCertSize)
+	b.Cert = d.bytes(MaxCertSize)
 	b.Attestation = d.bytes(1024)
 	b.AttestationSignature = d.bytes(MaxSignatureSize)
 	return b, d.finish()
@@ -185,12 +212,10 @@ func LoginMessage(origin string, challenge []byte) []byte {
 
 // NewStatement fills in the times for a statement issued now.
 func NewStatement(jurisdiction string, id [AuthorizationIDLen]byte, code phonecode.Code, now time.Time, onset string, signerDER []byte) (*Statement, error) {
-	if onset != "" {
-		if _, err := time.Parse(time.DateOnly, onset); err != nil {
-			return nil, fmt.Errorf("protocol: symptom onset %q is not a date", onset)
-		}
-	}
 	now = now.UTC().Truncate(time.Second)
+	if err := checkOnset(onset, now); err != nil {
+		return nil, fmt.Errorf("%w: %q", err, onset)
+	}
 	return &Statement{
 		Jurisdiction: jurisdiction, AuthorizationID: id, PhoneCode: code,
 		IssuedAt: now, ExpiresAt: now.Add(MaxValidity), Consent: true, SymptomOnset: onset,

@@ -22,6 +22,11 @@ const (
 	ReasonWrongType      Reason = "wrong-type"
 
 	ReasonUnknownCA         Reason = "chain-unknown-ca"
+	ReasonCertSignature     Reason = "cert-signature-invalid"
+	ReasonCertNotEndEntity  Reason = "cert-not-end-entity"
+	ReasonCertExtension     Reason = "cert-critical-extension"
+	ReasonCertKey           Reason = "cert-key-unsupported"
+	ReasonCertPolicy        Reason = "cert-policy"
 	ReasonCertExpired       Reason = "cert-expired"
 	ReasonCertNotYetValid   Reason = "cert-not-yet-valid"
 	ReasonCertUsage         Reason = "cert-usage"
@@ -37,6 +42,7 @@ const (
 	ReasonNotYetValid       Reason = "authorization-not-yet-valid"
 	ReasonValidityTooLong   Reason = "authorization-validity-too-long"
 	ReasonNoConsent         Reason = "no-consent"
+	ReasonSymptomOnset      Reason = "symptom-onset-invalid"
 
 	ReasonAttestationUnknownKey Reason = "attestation-unknown-key"
 	ReasonAttestationSignature  Reason = "attestation-signature-invalid"
@@ -49,11 +55,11 @@ const (
 	ReasonCardNameMissing   = Reason(uzi.CodeNameMissing)
 	ReasonCardNameMalformed = Reason(uzi.CodeNameMalformed)
 	ReasonCardWrongProfile  = Reason(uzi.CodeWrongProfile)
+	ReasonCardTypeWrongCA   = Reason(uzi.CodeTypeWrongCA)
 	ReasonCardStaff         = Reason(uzi.CodeStaffCard)
 	ReasonCardNameless      = Reason(uzi.CodeNamelessCard)
 	ReasonCardServer        = Reason(uzi.CodeServerCard)
 	ReasonCardRole          = Reason(uzi.CodeRoleNotAllowed)
-	ReasonCardType          = Reason(uzi.CodeUnknownCardType)
 )
 
 // texts holds, per reason, what it means for a person: English and Dutch.
@@ -66,9 +72,14 @@ var texts = map[Reason]i18n.Text{
 	ReasonWrongType:      {EN: "This is another kind of Vouch message, not an authorization.", NL: "Dit is een ander soort Vouch-bericht, geen autorisatie."},
 
 	ReasonUnknownCA:         {EN: "The card was not issued by a trusted UZI authority.", NL: "De pas is niet uitgegeven door een vertrouwde UZI-uitgever."},
+	ReasonCertSignature:     {EN: "The card's certificate was not signed by the authority it names: it was altered or forged.", NL: "Het certificaat van de pas is niet ondertekend door de uitgever die het noemt: het is gewijzigd of vervalst."},
+	ReasonCertNotEndEntity:  {EN: "The certificate is that of a certificate authority, not of a card.", NL: "Het certificaat is van een certificaatuitgever, niet van een pas."},
+	ReasonCertExtension:     {EN: "The card's certificate has a critical extension that UZI cards do not carry.", NL: "Het certificaat van de pas heeft een kritieke extensie die UZI-passen niet hebben."},
+	ReasonCertKey:           {EN: "The card's key is not an RSA key of 2048 to 4096 bits.", NL: "De sleutel van de pas is geen RSA-sleutel van 2048 tot 4096 bits."},
+	ReasonCertPolicy:        {EN: "The card's certificate lacks the UZI certificate policy for this use.", NL: "Het certificaat van de pas mist het UZI-certificaatbeleid voor dit gebruik."},
 	ReasonCertExpired:       {EN: "The clinician's card had expired.", NL: "De pas van de zorgverlener was verlopen."},
 	ReasonCertNotYetValid:   {EN: "The clinician's card was not valid yet.", NL: "De pas van de zorgverlener was nog niet geldig."},
-	ReasonCertUsage:         {EN: "The card's certificate is not a signing certificate.", NL: "Het certificaat van de pas is geen ondertekeningscertificaat."},
+	ReasonCertUsage:         {EN: "The card's certificate is not meant for this use (key usage or extended key usage).", NL: "Het certificaat van de pas is niet voor dit gebruik bedoeld (sleutelgebruik)."},
 	ReasonCertRevoked:       {EN: "The clinician's card has been revoked.", NL: "De pas van de zorgverlener is ingetrokken."},
 	ReasonRevocationUnknown: {EN: "Whether the card has been revoked cannot be checked right now; try again later.", NL: "Of de pas is ingetrokken kan nu niet worden nagegaan; probeer het later opnieuw."},
 
@@ -81,6 +92,7 @@ var texts = map[Reason]i18n.Text{
 	ReasonNotYetValid:       {EN: "The authorization is dated in the future; check the clock.", NL: "De autorisatie is in de toekomst gedateerd; controleer de klok."},
 	ReasonValidityTooLong:   {EN: "The authorization claims a validity longer than 24 hours.", NL: "De autorisatie claimt een geldigheid langer dan 24 uur."},
 	ReasonNoConsent:         {EN: "The patient's consent was not recorded.", NL: "De toestemming van de patiënt is niet vastgelegd."},
+	ReasonSymptomOnset:      {EN: "The symptom onset date is not a date in the 30 days up to the authorization.", NL: "De datum van de eerste klachten ligt niet in de 30 dagen tot en met de autorisatie."},
 
 	ReasonAttestationUnknownKey: {EN: "The license attestation was not made by this service.", NL: "De registratieverklaring is niet door deze dienst gemaakt."},
 	ReasonAttestationSignature:  {EN: "The license attestation's signature is invalid.", NL: "De handtekening onder de registratieverklaring is ongeldig."},
@@ -90,11 +102,11 @@ var texts = map[Reason]i18n.Text{
 	ReasonCardNameMissing:   {EN: "The card carries no UZI identity.", NL: "De pas bevat geen UZI-identiteit."},
 	ReasonCardNameMalformed: {EN: "The card's UZI identity is malformed.", NL: "De UZI-identiteit op de pas is onjuist opgebouwd."},
 	ReasonCardWrongProfile:  {EN: "The card belongs to another environment (test or production).", NL: "De pas hoort bij een andere omgeving (test of productie)."},
+	ReasonCardTypeWrongCA:   {EN: "The card's type does not match the authority that issued it.", NL: "Het type pas past niet bij de uitgever van de pas."},
 	ReasonCardStaff:         {EN: "An employee card may not vouch; a licensed care provider must.", NL: "Een medewerkerspas mag niet autoriseren; dat moet een geregistreerde zorgverlener doen."},
 	ReasonCardNameless:      {EN: "A nameless card may not be used: it is not personal.", NL: "Een naamloze pas mag niet worden gebruikt: die is niet persoonlijk."},
 	ReasonCardServer:        {EN: "A server certificate may not be used: it is not a person.", NL: "Een servercertificaat mag niet worden gebruikt: dat is geen persoon."},
 	ReasonCardRole:          {EN: "This profession may not vouch.", NL: "Deze beroepsgroep mag niet autoriseren."},
-	ReasonCardType:          {EN: "The card type is unknown.", NL: "Het type pas is onbekend."},
 }
 
 // Reasons lists every reason, for documentation and tests.
@@ -136,6 +148,8 @@ func decodeReason(err error) Reason {
 		return ReasonUnknownVersion
 	case errWrongType:
 		return ReasonWrongType
+	case errOnset:
+		return ReasonSymptomOnset
 	}
 	return ReasonMalformed
 }

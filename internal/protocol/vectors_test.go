@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,10 +10,14 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
+	"math"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -62,16 +67,9 @@ func TestVectors(t *testing.T) {
 			}
 		})
 	}
-	// The attack table of issue 2: every one of these must have a case.
-	for _, r := range []protocol.Reason{
-		protocol.ReasonOK, protocol.ReasonSignature, protocol.ReasonUnknownCA, protocol.ReasonCertExpired,
-		protocol.ReasonCertNotYetValid, protocol.ReasonCardStaff, protocol.ReasonCardNameless, protocol.ReasonCardServer,
-		protocol.ReasonCardRole, protocol.ReasonExpired, protocol.ReasonAttestationUnknownKey, protocol.ReasonAttestationSignature,
-		protocol.ReasonCodeMismatch, protocol.ReasonWrongJurisdiction, protocol.ReasonTruncated, protocol.ReasonTooLarge,
-		protocol.ReasonMalformed, protocol.ReasonCertRevoked, protocol.ReasonCardWrongProfile, protocol.ReasonUnknownVersion,
-		protocol.ReasonWrongType, protocol.ReasonNoConsent, protocol.ReasonLicenseNotActive, protocol.ReasonAttestationMismatch,
-		protocol.ReasonSignerMismatch, protocol.ReasonCertUsage, protocol.ReasonNotYetValid, protocol.ReasonValidityTooLong,
-	} {
+	// Every reason in the catalogue has a vector: a reason no vector
+	// produces is either dead or untested.
+	for _, r := range protocol.Reasons() {
 		if !seen[r] {
 			t.Errorf("no vector yields %q", r)
 		}
@@ -104,15 +102,14 @@ func readFile(t testing.TB, name string) []byte {
 // ---- generation (-update) ----
 
 type gen struct {
-	t       *testing.T
-	pki     *testpki.PKI
-	now     time.Time
-	att     *ecdsa.PrivateKey
-	phone   ed25519.PublicKey
-	vec     trust.Vectors
-	keys    map[string]*rsa.PrivateKey
-	certs   map[string]*x509.Certificate
-	authKey map[string]*rsa.PrivateKey
+	t     *testing.T
+	pki   *testpki.PKI
+	now   time.Time
+	att   *ecdsa.PrivateKey
+	phone ed25519.PublicKey
+	vec   trust.Vectors
+	keys  map[string]*rsa.PrivateKey
+	certs map[string]*x509.Certificate
 }
 
 func phoneKey(seed string) ed25519.PublicKey {
@@ -120,8 +117,10 @@ func phoneKey(seed string) ed25519.PublicKey {
 	return ed25519.NewKeyFromSeed(s[:]).Public().(ed25519.PublicKey)
 }
 
-func mustRSA(t *testing.T) *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
+func mustRSA(t testing.TB) *rsa.PrivateKey { return mustRSABits(t, 2048) }
+
+func mustRSABits(t testing.TB, bits int) *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,20 +145,29 @@ func (g *gen) card(name string) (*rsa.PrivateKey, *x509.Certificate) {
 	return k, cert
 }
 
-func (g *gen) chain(cert *x509.Certificate) [][]byte {
+// crafted issues, from CA caName, a signature certificate for key made from
+// the GP card's template changed by edit: what a compromised or careless CA
+// might sign, or an attacker with a test CA's key.
+func (g *gen) crafted(key crypto.Signer, caName string, edit func(*x509.Certificate)) *x509.Certificate {
 	c, _ := testpki.CardByName("gp")
-	for _, card := range testpki.Cards() {
-		if card.CommonName == cert.Subject.CommonName {
-			c = card
-		}
+	tmpl, err := g.pki.Template(c, testpki.UsageSign)
+	if err != nil {
+		g.t.Fatal(err)
 	}
-	return [][]byte{cert.Raw, g.pki.CAs[c.CA].Cert.Raw}
+	if edit != nil {
+		edit(tmpl)
+	}
+	cert, err := g.pki.IssueFrom(tmpl, caName, key.Public())
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return cert
 }
 
-func (g *gen) statement(name string, edit func(*protocol.Statement)) (*protocol.Statement, []byte, []byte) {
-	key, cert := g.card(name)
+// signed makes a statement for cert, edited, signed by key.
+func (g *gen) signed(key crypto.Signer, cert *x509.Certificate, edit func(*protocol.Statement)) (*protocol.Statement, []byte, []byte) {
 	var id [16]byte
-	h := sha256.Sum256([]byte(name))
+	h := sha256.Sum256(cert.Raw)
 	copy(id[:], h[:16])
 	st, err := protocol.NewStatement("NL", id, phonecode.FromPublicKey(g.phone), g.now.Add(-time.Hour), "2026-11-18", cert.Raw)
 	if err != nil {
@@ -178,7 +186,8 @@ func (g *gen) statement(name string, edit func(*protocol.Statement)) (*protocol.
 func (g *gen) attest(key *ecdsa.PrivateKey, enc []byte, st *protocol.Statement, cert *x509.Certificate, license string) ([]byte, []byte) {
 	id, err := uzi.FromCertificate(cert)
 	if err != nil {
-		g.t.Fatal(err)
+		// Crafted certificates may carry no usable name; attest the GP's.
+		id, _ = uzi.ParseName(testpki.Cards()[0].UZIName())
 	}
 	a, s, err := protocol.Attest(key, enc, id, license, st.ExpiresAt, st.IssuedAt)
 	if err != nil {
@@ -187,12 +196,34 @@ func (g *gen) attest(key *ecdsa.PrivateKey, enc []byte, st *protocol.Statement, 
 	return a, s
 }
 
+// signAttestation signs an attestation built by hand.
+func (g *gen) signAttestation(a *protocol.Attestation) ([]byte, []byte) {
+	kid, _ := protocol.KeyID(g.att.Public())
+	a.KeyID = kid
+	enc := a.Marshal()
+	d := sha256.Sum256(enc)
+	sig, err := ecdsa.SignASN1(rand.Reader, g.att, d[:])
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	sig, err = protocol.LowS(elliptic.P256(), sig)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return enc, sig
+}
+
+// bundleFor makes a complete bundle for cert and key, with optional edits.
+func (g *gen) bundleFor(key crypto.Signer, cert *x509.Certificate, edit func(*protocol.Statement)) *protocol.Bundle {
+	st, enc, sig := g.signed(key, cert, edit)
+	a, as := g.attest(g.att, enc, st, cert, protocol.LicenseActive)
+	return &protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: a, AttestationSignature: as}
+}
+
 // bundle makes a complete bundle for card name, with optional edits.
 func (g *gen) bundle(name string, edit func(*protocol.Statement)) *protocol.Bundle {
-	st, enc, sig := g.statement(name, edit)
-	_, cert := g.card(name)
-	a, as := g.attest(g.att, enc, st, cert, protocol.LicenseActive)
-	return &protocol.Bundle{Statement: enc, StatementSignature: sig, Chain: g.chain(cert), Attestation: a, AttestationSignature: as}
+	key, cert := g.card(name)
+	return g.bundleFor(key, cert, edit)
 }
 
 func (g *gen) add(name string, raw []byte, phone ed25519.PublicKey, want protocol.Reason) {
@@ -201,6 +232,36 @@ func (g *gen) add(name string, raw []byte, phone ed25519.PublicKey, want protoco
 		g.t.Fatal(err)
 	}
 	g.vec.Cases = append(g.vec.Cases, trust.Case{Name: name, Bundle: file, PhoneKeyHex: hex.EncodeToString(phone), Want: string(want)})
+}
+
+// rawStatement encodes a statement with any int64 times and strings, as an
+// attacker's encoder would; Marshal cannot express out-of-range times.
+func rawStatement(jurisdiction string, st *protocol.Statement, issued, expires int64) []byte {
+	var b []byte
+	str := func(s string) { b = binary.BigEndian.AppendUint32(b, uint32(len(s))); b = append(b, s...) }
+	str(protocol.LabelStatement)
+	str(jurisdiction)
+	str(string(st.AuthorizationID[:]))
+	str(string(st.PhoneCode[:]))
+	b = binary.BigEndian.AppendUint64(b, uint64(issued))
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
+	b = append(b, 1)
+	str(st.SymptomOnset)
+	str(string(st.SignerCertHash[:]))
+	return b
+}
+
+var (
+	oidSAN       = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidAnyPolicy = "2.5.29.32.0"
+)
+
+func policy(t *testing.T, s string) []x509.OID {
+	o, err := x509.ParseOID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []x509.OID{o}
 }
 
 func writeVectors(t *testing.T) {
@@ -222,17 +283,29 @@ func writeVectors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Two more care-provider CAs: one the root revokes, one whose CRL is
+	// not configured (so nobody can know its cards' status).
+	revokedCA, err := pki.AddCA("care-provider-revoked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCRLCA, err := pki.AddCA("care-provider-no-crl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	write("root.pem", testpki.CertPEM(pki.Root.Cert))
-	write("care-provider-ca.pem", testpki.CertPEM(pki.CAs[testpki.CACareProvider].Cert))
+	write("care-provider-ca.pem", append(append(testpki.CertPEM(pki.CAs[testpki.CACareProvider].Cert),
+		testpki.CertPEM(revokedCA.Cert)...), testpki.CertPEM(noCRLCA.Cert)...))
 	pubDER, _ := x509.MarshalPKIXPublicKey(att.Public())
 	write("attestation.pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 	g.vec = trust.Vectors{
 		Description: "Vouch bundle test vectors (docs/protocol.md). Verify each case's bundle at 'now' with the phone key given, " +
-			"trusting the roots, attestation keys and CRLs (issued by the CAs) listed, under the named card profile and jurisdiction; " +
+			"trusting the roots, the issuing CAs per card type, the attestation keys and the CRLs listed, under the named card profile and jurisdiction; " +
 			"the verdict must equal 'want'.",
 		Now: g.now,
-		Trust: trust.Config{Roots: []string{"root.pem"}, CAs: []string{"care-provider-ca.pem"}, CRLs: []string{"care-provider.crl"},
-			AttestationKeys: []string{"attestation.pub.pem"}, Jurisdiction: "NL", Profile: "test"},
+		Trust: trust.Config{Roots: []string{"root.pem"}, CAs: map[string]string{"Z": "care-provider-ca.pem"},
+			CRLs: []string{"root.crl", "care-provider.crl", "care-provider-revoked.crl"}, AttestationKeys: []string{"attestation.pub.pem"},
+			Jurisdiction: "NL", Profile: "test"},
 	}
 	phone, otherPhone := g.phone, phoneKey("another phone")
 
@@ -240,6 +313,8 @@ func writeVectors(t *testing.T) {
 	g.add("valid-gp", gp.Marshal(), phone, protocol.ReasonOK)
 	g.add("valid-nurse", g.bundle("nurse", nil).Marshal(), phone, protocol.ReasonOK)
 	g.add("valid-dentist-no-onset", g.bundle("dentist", func(s *protocol.Statement) { s.SymptomOnset = "" }).Marshal(), phone, protocol.ReasonOK)
+	k4096 := mustRSABits(t, 4096)
+	g.add("valid-gp-rsa-4096", g.bundleFor(k4096, g.crafted(k4096, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonOK)
 
 	// Cards that may not vouch, or whose certificates are not good.
 	for name, want := range map[string]protocol.Reason{
@@ -255,6 +330,16 @@ func writeVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	write("care-provider.crl", crl)
+	rootCRL, err := pki.CRL("root", []*big.Int{revokedCA.Cert.SerialNumber}, g.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("root.crl", rootCRL)
+	revokedCACRL, err := pki.CRL("care-provider-revoked", nil, g.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("care-provider-revoked.crl", revokedCACRL)
 	// The other issuing CAs revoke nothing, but their CRLs must be current:
 	// without one a card's status is unknown, and that refuses.
 	for _, ca := range []string{testpki.CANamedEmployee, testpki.CAServices, testpki.CAServer} {
@@ -265,8 +350,106 @@ func writeVectors(t *testing.T) {
 		write(ca+".crl", empty)
 		write(ca+"-ca.pem", testpki.CertPEM(pki.CAs[ca].Cert))
 		g.vec.Trust.CRLs = append(g.vec.Trust.CRLs, ca+".crl")
-		g.vec.Trust.CAs = append(g.vec.Trust.CAs, ca+"-ca.pem")
+		g.vec.Trust.CAs[string(testpki.CATypes[ca])] = ca + "-ca.pem"
 	}
+
+	// Certificates a real UZI relying party refuses, each signed by a
+	// trusted CA (as by a careless CA, or an attacker holding its key).
+	key := mustRSA(t)
+	certCase := func(name, caName string, want protocol.Reason, edit func(*x509.Certificate)) {
+		cert := g.crafted(key, caName, edit)
+		g.add(name, g.bundleFor(key, cert, nil).Marshal(), phone, want)
+	}
+	certCase("card-ca-flag", testpki.CACareProvider, protocol.ReasonCertNotEndEntity, func(c *x509.Certificate) { c.IsCA = true })
+	certCase("card-ca-pathlen-0", testpki.CACareProvider, protocol.ReasonCertNotEndEntity, func(c *x509.Certificate) {
+		c.IsCA, c.MaxPathLen, c.MaxPathLenZero = true, 0, true
+	})
+	certCase("card-keycertsign", testpki.CACareProvider, protocol.ReasonCertNotEndEntity, func(c *x509.Certificate) {
+		c.KeyUsage |= x509.KeyUsageCertSign
+	})
+	certCase("card-z-from-server-ca", testpki.CAServer, protocol.ReasonCardTypeWrongCA, nil)
+	certCase("card-z-from-nameless-ca", testpki.CAServices, protocol.ReasonCardTypeWrongCA, nil)
+	certCase("card-z-from-named-employee-ca", testpki.CANamedEmployee, protocol.ReasonCardTypeWrongCA, nil)
+	certCase("card-z-from-root", "root", protocol.ReasonUnknownCA, nil)
+	certCase("card-ca-revoked", "care-provider-revoked", protocol.ReasonCertRevoked, nil)
+	certCase("card-ca-without-crl", "care-provider-no-crl", protocol.ReasonRevocationUnknown, nil)
+	certCase("card-any-policy", testpki.CACareProvider, protocol.ReasonCertPolicy, func(c *x509.Certificate) { c.Policies = policy(t, oidAnyPolicy) })
+	certCase("card-auth-policy-on-signature-key", testpki.CACareProvider, protocol.ReasonCertPolicy, func(c *x509.Certificate) {
+		c.Policies = policy(t, uzi.TestPolicyAuth)
+	})
+	certCase("card-production-policy", testpki.CACareProvider, protocol.ReasonCertPolicy, func(c *x509.Certificate) {
+		c.Policies = policy(t, uzi.ProductionPolicySign)
+	})
+	certCase("card-eku-server-client", testpki.CACareProvider, protocol.ReasonCertUsage, func(c *x509.Certificate) {
+		c.ExtKeyUsage, c.UnknownExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, nil
+	})
+	certCase("card-eku-any", testpki.CACareProvider, protocol.ReasonCertUsage, func(c *x509.Certificate) {
+		c.ExtKeyUsage, c.UnknownExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, nil
+	})
+	certCase("card-eku-any-and-email", testpki.CACareProvider, protocol.ReasonCertUsage, func(c *x509.Certificate) {
+		c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageAny)
+	})
+	certCase("card-no-eku", testpki.CACareProvider, protocol.ReasonCertUsage, func(c *x509.Certificate) {
+		c.ExtKeyUsage, c.UnknownExtKeyUsage = nil, nil
+	})
+	certCase("card-eku-document-signing-only", testpki.CACareProvider, protocol.ReasonOK, func(c *x509.Certificate) {
+		c.ExtKeyUsage = nil
+	})
+	certCase("card-ku-signature-and-nonrepudiation", testpki.CACareProvider, protocol.ReasonCertUsage, func(c *x509.Certificate) {
+		c.KeyUsage |= x509.KeyUsageDigitalSignature
+	})
+	certCase("card-no-uzi-name", testpki.CACareProvider, protocol.ReasonCardNameMissing, func(c *x509.Certificate) {
+		c.ExtraExtensions = nil
+	})
+	certCase("card-name-six-fields", testpki.CACareProvider, protocol.ReasonCardNameMalformed, func(c *x509.Certificate) {
+		san, _ := uzi.SANExtension(uzi.TestOIDCA + "-1-900000001-Z-90000001-01.015")
+		c.ExtraExtensions = []pkix.Extension{san}
+	})
+	certCase("card-name-constructed-ia5string", testpki.CACareProvider, protocol.ReasonCardNameMalformed, func(c *x509.Certificate) {
+		name := testpki.Cards()[0].UZIName()
+		seg := func(s string) []byte { return append([]byte{0x16, byte(len(s))}, s...) }
+		inner := append(seg(name[:30]), seg(name[30:])...)
+		str := append([]byte{0x36, byte(len(inner))}, inner...)
+		oid := []byte{0x06, 0x03, 0x55, 0x05, 0x05}
+		explicit := append([]byte{0xa0, byte(len(str))}, str...)
+		other := append([]byte{0xa0, byte(len(oid) + len(explicit))}, append(oid, explicit...)...)
+		c.ExtraExtensions = []pkix.Extension{{Id: oidSAN, Value: append([]byte{0x30, byte(len(other))}, other...)}}
+	})
+	certCase("card-critical-san", testpki.CACareProvider, protocol.ReasonCertExtension, func(c *x509.Certificate) {
+		c.ExtraExtensions[0].Critical = true
+	})
+	certCase("card-unknown-critical-extension", testpki.CACareProvider, protocol.ReasonCertExtension, func(c *x509.Certificate) {
+		c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Critical: true, Value: []byte{0x05, 0x00}})
+	})
+	small := mustRSABits(t, 1024)
+	g.add("card-rsa-1024", g.bundleFor(small, g.crafted(small, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonCertKey)
+	large := mustRSABits(t, 4104)
+	g.add("card-rsa-4104", g.bundleFor(large, g.crafted(large, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonCertKey)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecCert := g.crafted(ecKey, testpki.CACareProvider, nil)
+	ecBundle := g.bundle("gp", func(s *protocol.Statement) { s.SignerCertHash = sha256.Sum256(ecCert.Raw) })
+	ecBundle.Cert = ecCert.Raw
+	g.add("card-ecdsa-key", ecBundle.Marshal(), phone, protocol.ReasonCertKey)
+
+	// A certificate changed after its CA signed it, and one that names
+	// the CA but was signed by another key.
+	gpKey, gpCert := g.card("gp")
+	tampered := append([]byte{}, gpCert.Raw...)
+	i := bytes.Index(tampered, []byte(gpCert.Subject.CommonName))
+	tampered[i] ^= 0x20 // "A. Huisarts" -> "a. Huisarts"
+	tb := g.bundle("gp", func(s *protocol.Statement) { s.SignerCertHash = sha256.Sum256(tampered) })
+	tb.Cert = tampered
+	g.add("card-altered-after-signing", tb.Marshal(), phone, protocol.ReasonCertSignature)
+	forgedTmpl, _ := pki.Template(testpki.Cards()[0], testpki.UsageSign)
+	rogueKey := mustRSA(t)
+	impostor := *pki.CAs[testpki.CACareProvider].Cert // the CA's name, another key
+	impostor.PublicKey = rogueKey.Public()
+	forgedDER, err := x509.CreateCertificate(rand.Reader, forgedTmpl, &impostor, key.Public(), rogueKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedCert, _ := x509.ParseCertificate(forgedDER)
+	g.add("card-forged-issuer-signature", g.bundleFor(key, forgedCert, nil).Marshal(), phone, protocol.ReasonCertSignature)
 
 	// A signature by a key that is not the card's.
 	forged := *gp
@@ -300,21 +483,80 @@ func writeVectors(t *testing.T) {
 		g.add("tampered-"+field, tb.Marshal(), key, protocol.ReasonSignature)
 	}
 	// Properly signed statements that are still not acceptable.
-	g.add("authorization-expired", g.bundle("gp", func(s *protocol.Statement) {
-		s.IssuedAt, s.ExpiresAt = g.now.Add(-25*time.Hour), g.now.Add(-time.Hour)
-	}).Marshal(), phone, protocol.ReasonExpired)
-	g.add("authorization-future", g.bundle("gp", func(s *protocol.Statement) {
-		s.IssuedAt, s.ExpiresAt = g.now.Add(time.Hour), g.now.Add(25*time.Hour)
-	}).Marshal(), phone, protocol.ReasonNotYetValid)
+	skew := 5 * time.Minute
+	at := func(issued, expires time.Time) func(*protocol.Statement) {
+		return func(s *protocol.Statement) { s.IssuedAt, s.ExpiresAt = issued, expires }
+	}
+	g.add("authorization-expired", g.bundle("gp", at(g.now.Add(-25*time.Hour), g.now.Add(-time.Hour))).Marshal(), phone, protocol.ReasonExpired)
+	g.add("authorization-expires-now", g.bundle("gp", at(g.now.Add(-24*time.Hour), g.now)).Marshal(), phone, protocol.ReasonExpired)
+	g.add("authorization-expires-in-1s", g.bundle("gp", at(g.now.Add(-24*time.Hour+time.Second), g.now.Add(time.Second))).Marshal(), phone, protocol.ReasonOK)
+	g.add("authorization-future", g.bundle("gp", at(g.now.Add(time.Hour), g.now.Add(25*time.Hour))).Marshal(), phone, protocol.ReasonNotYetValid)
+	g.add("authorization-issued-at-skew", g.bundle("gp", at(g.now.Add(skew), g.now.Add(skew+time.Hour))).Marshal(), phone, protocol.ReasonOK)
+	g.add("authorization-issued-past-skew", g.bundle("gp", at(g.now.Add(skew+time.Second), g.now.Add(skew+time.Hour))).Marshal(), phone, protocol.ReasonNotYetValid)
 	g.add("authorization-validity-too-long", g.bundle("gp", func(s *protocol.Statement) {
-		s.ExpiresAt = s.IssuedAt.Add(48 * time.Hour)
+		s.ExpiresAt = s.IssuedAt.Add(24*time.Hour + time.Second)
 	}).Marshal(), phone, protocol.ReasonValidityTooLong)
+	g.add("authorization-validity-24h", g.bundle("gp", func(s *protocol.Statement) {
+		s.IssuedAt, s.ExpiresAt = g.now.Add(-time.Hour), g.now.Add(23*time.Hour)
+	}).Marshal(), phone, protocol.ReasonOK)
+	g.add("authorization-validity-zero", g.bundle("gp", func(s *protocol.Statement) { s.ExpiresAt = s.IssuedAt }).Marshal(), phone, protocol.ReasonValidityTooLong)
 	g.add("no-consent", g.bundle("gp", func(s *protocol.Statement) { s.Consent = false }).Marshal(), phone, protocol.ReasonNoConsent)
 	g.add("other-jurisdiction", g.bundle("gp", func(s *protocol.Statement) { s.Jurisdiction = "BE" }).Marshal(), phone, protocol.ReasonWrongJurisdiction)
 	g.add("code-mismatch", gp.Marshal(), otherPhone, protocol.ReasonCodeMismatch)
-	gpKey, gpCert := g.card("gp")
-	signerMismatch := g.bundle("gp", func(s *protocol.Statement) { s.SignerCertHash = sha256.Sum256(g.certs["nurse"].Raw) })
-	g.add("signer-mismatch", signerMismatch.Marshal(), phone, protocol.ReasonSignerMismatch)
+	g.add("signer-mismatch", g.bundle("gp", func(s *protocol.Statement) { s.SignerCertHash = sha256.Sum256(g.certs["nurse"].Raw) }).Marshal(),
+		phone, protocol.ReasonSignerMismatch)
+
+	// Statement contents the spec bounds, each properly signed.
+	issuedDay := g.now.Add(-time.Hour).UTC().Truncate(24 * time.Hour)
+	for name, tt := range map[string]struct {
+		onset string
+		want  protocol.Reason
+	}{
+		"onset-2099":           {"2099-01-01", protocol.ReasonSymptomOnset},
+		"onset-year-0":         {"0000-01-01", protocol.ReasonSymptomOnset},
+		"onset-year-9999":      {"9999-12-31", protocol.ReasonSymptomOnset},
+		"onset-day-after":      {issuedDay.Add(24 * time.Hour).Format(time.DateOnly), protocol.ReasonSymptomOnset},
+		"onset-same-day":       {issuedDay.Format(time.DateOnly), protocol.ReasonOK},
+		"onset-30-days-before": {issuedDay.Add(-protocol.MaxOnsetAge).Format(time.DateOnly), protocol.ReasonOK},
+		"onset-31-days-before": {issuedDay.Add(-protocol.MaxOnsetAge - 24*time.Hour).Format(time.DateOnly), protocol.ReasonSymptomOnset},
+		"onset-not-a-date":     {"2026-02-30", protocol.ReasonSymptomOnset},
+		"onset-other-format":   {"18-11-2026", protocol.ReasonSymptomOnset},
+	} {
+		// NewStatement refuses such onsets, so sign a hand-edited one.
+		k, c := g.card("gp")
+		stOK, _, _ := g.signed(k, c, nil)
+		stOK.SymptomOnset = tt.onset
+		enc := stOK.Marshal()
+		d := sha256.Sum256(enc)
+		sig, _ := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, d[:])
+		a, as := g.signAttestation(&protocol.Attestation{StatementHash: sha256.Sum256(enc), UZI: "900000001", Role: "01.015",
+			License: protocol.LicenseActive, CheckedAt: stOK.IssuedAt, ExpiresAt: stOK.ExpiresAt})
+		g.add("statement-"+name, (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: c.Raw, Attestation: a, AttestationSignature: as}).Marshal(),
+			phone, tt.want)
+	}
+	// Encodings only an attacker's encoder makes, each signed by the card.
+	for name, tt := range map[string]struct {
+		jurisdiction    string
+		issued, expires int64
+		want            protocol.Reason
+	}{
+		"jurisdiction-non-ascii":    {"N\xc3\x9c", st.IssuedAt.Unix(), st.ExpiresAt.Unix(), protocol.ReasonMalformed},
+		"jurisdiction-control-char": {"N\x00", st.IssuedAt.Unix(), st.ExpiresAt.Unix(), protocol.ReasonMalformed},
+		"jurisdiction-one-letter":   {"N", st.IssuedAt.Unix(), st.ExpiresAt.Unix(), protocol.ReasonMalformed},
+		"jurisdiction-nine-letters": {"NLNLNLNLN", st.IssuedAt.Unix(), st.ExpiresAt.Unix(), protocol.ReasonMalformed},
+		"time-int64-max":            {"NL", math.MaxInt64 - 10, math.MaxInt64, protocol.ReasonMalformed},
+		"time-int64-min":            {"NL", math.MinInt64, math.MinInt64 + 10, protocol.ReasonMalformed},
+		"time-year-2100":            {"NL", 4102444800, 4102444800 + 3600, protocol.ReasonMalformed},
+		"time-year-1999":            {"NL", 946684799 - 3600, 946684799, protocol.ReasonMalformed},
+	} {
+		k, c := g.card("gp")
+		enc := rawStatement(tt.jurisdiction, st, tt.issued, tt.expires)
+		d := sha256.Sum256(enc)
+		sig, _ := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, d[:])
+		a, as := g.attest(att, gp.Statement, st, c, protocol.LicenseActive)
+		g.add("statement-"+name, (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: c.Raw, Attestation: a, AttestationSignature: as}).Marshal(),
+			phone, tt.want)
+	}
 
 	// The authentication certificate may not sign statements.
 	gpCard, _ := testpki.CardByName("gp")
@@ -323,23 +565,58 @@ func writeVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	usage := g.bundle("gp", func(s *protocol.Statement) { s.SignerCertHash = sha256.Sum256(authCert.Raw) })
-	usage.Chain = g.chain(authCert)
+	usage.Cert = authCert.Raw
 	g.add("auth-cert-signs", usage.Marshal(), phone, protocol.ReasonCertUsage)
 
 	// Attestations that do not hold.
-	stGP, encGP, sigGP := g.statement("gp", nil)
+	stGP, encGP, sigGP := g.signed(gpKey, gpCert, nil)
 	mk := func(a, as []byte) []byte {
-		return (&protocol.Bundle{Statement: encGP, StatementSignature: sigGP, Chain: g.chain(gpCert), Attestation: a, AttestationSignature: as}).Marshal()
+		return (&protocol.Bundle{Statement: encGP, StatementSignature: sigGP, Cert: gpCert.Raw, Attestation: a, AttestationSignature: as}).Marshal()
 	}
 	a, as := g.attest(other, encGP, stGP, gpCert, protocol.LicenseActive)
 	g.add("attestation-other-key", mk(a, as), phone, protocol.ReasonAttestationUnknownKey)
-	a, _ = g.attest(att, encGP, stGP, gpCert, protocol.LicenseActive)
+	a, as = g.attest(att, encGP, stGP, gpCert, protocol.LicenseActive)
 	d := sha256.Sum256(a)
 	forgedAtt, _ := ecdsa.SignASN1(rand.Reader, other, d[:])
 	g.add("attestation-forged", mk(a, forgedAtt), phone, protocol.ReasonAttestationSignature)
-	_, encNurse, _ := g.statement("nurse", nil)
+	// The same valid signature with S replaced by n−S verifies under plain
+	// ECDSA; only the low-S form is accepted, so the bundle stays unique.
+	var rs struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(as, &rs); err != nil {
+		t.Fatal(err)
+	}
+	rs.S = new(big.Int).Sub(elliptic.P256().Params().N, rs.S)
+	highS, _ := asn1.Marshal(rs)
+	g.add("attestation-high-s", mk(a, highS), phone, protocol.ReasonAttestationSignature)
+	g.add("attestation-signature-trailing-byte", mk(a, append(append([]byte{}, as...), 0)), phone, protocol.ReasonAttestationSignature)
+	_, encNurse, _ := g.signed(g.keys["gp"], gpCert, func(s *protocol.Statement) { s.AuthorizationID[1] ^= 1 })
 	a, as = g.attest(att, encNurse, stGP, gpCert, protocol.LicenseActive)
 	g.add("attestation-of-other-statement", mk(a, as), phone, protocol.ReasonAttestationMismatch)
+	base := func() *protocol.Attestation {
+		return &protocol.Attestation{StatementHash: sha256.Sum256(encGP), UZI: "900000001", Role: "01.015", License: protocol.LicenseActive,
+			CheckedAt: stGP.IssuedAt, ExpiresAt: stGP.ExpiresAt}
+	}
+	for name, edit := range map[string]func(*protocol.Attestation){
+		"uzi":                  func(a *protocol.Attestation) { a.UZI = "900000002" },
+		"role":                 func(a *protocol.Attestation) { a.Role = "01.010" },
+		"expiry":               func(a *protocol.Attestation) { a.ExpiresAt = a.ExpiresAt.Add(-time.Second) },
+		"checked-before-issue": func(a *protocol.Attestation) { a.CheckedAt = stGP.IssuedAt.Add(-skew - time.Second) },
+		"checked-after-now":    func(a *protocol.Attestation) { a.CheckedAt = g.now.Add(skew + time.Second) },
+	} {
+		at := base()
+		edit(at)
+		a, as := g.signAttestation(at)
+		g.add("attestation-mismatch-"+name, mk(a, as), phone, protocol.ReasonAttestationMismatch)
+	}
+	for name, edit := range map[string]func(*protocol.Attestation){
+		"checked-at-issue-minus-skew": func(a *protocol.Attestation) { a.CheckedAt = stGP.IssuedAt.Add(-skew) },
+		"checked-at-now-plus-skew":    func(a *protocol.Attestation) { a.CheckedAt = g.now.Add(skew) },
+	} {
+		at := base()
+		edit(at)
+		a, as := g.signAttestation(at)
+		g.add("attestation-"+name, mk(a, as), phone, protocol.ReasonOK)
+	}
 	a, as = g.attest(att, encGP, stGP, gpCert, "suspended")
 	g.add("license-suspended", mk(a, as), phone, protocol.ReasonLicenseNotActive)
 
@@ -357,6 +634,22 @@ func writeVectors(t *testing.T) {
 	v2 := append([]byte{0, 0, 0, 15}, "vouch/bundle/v2"...)
 	g.add("unknown-version", append(v2, raw[4+len(protocol.LabelBundle):]...), phone, protocol.ReasonUnknownVersion)
 	g.add("statement-as-bundle", encGP, phone, protocol.ReasonWrongType)
+	// The list of certificates that bundles once carried: the card's
+	// certificate followed by its CA. Not a bundle any more.
+	var listed []byte
+	field := func(b []byte) {
+		listed = binary.BigEndian.AppendUint32(listed, uint32(len(b)))
+		listed = append(listed, b...)
+	}
+	field([]byte(protocol.LabelBundle))
+	field(gp.Statement)
+	field(gp.StatementSignature)
+	listed = append(listed, 2)
+	field(gp.Cert)
+	field(pki.CAs[testpki.CACareProvider].Cert.Raw)
+	field(gp.Attestation)
+	field(gp.AttestationSignature)
+	g.add("certificate-list-with-ca", listed, phone, protocol.ReasonMalformed)
 
 	b, err := json.MarshalIndent(g.vec, "", "  ")
 	if err != nil {

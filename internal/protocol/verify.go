@@ -5,26 +5,32 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"vouch/internal/revocation"
 	"vouch/internal/uzi"
 )
 
-// RevocationChecker says whether a certificate may still be used at now: nil,
-// an error matching ErrRevoked when its CA revoked it, or another error when
-// its status cannot be known (no current CRL), which refuses too. The server
-// gives one built from the CAs' CRLs; a phone verifying offline has none.
+// RevocationChecker says whether cert, issued by issuer, may still be used at
+// now: nil, an error matching ErrRevoked when issuer revoked it, or another
+// error when its status cannot be known (no current CRL of that issuer key),
+// which refuses too. The server gives one built from the CAs' CRLs; a phone
+// verifying offline has none.
 type RevocationChecker interface {
-	Check(cert *x509.Certificate, now time.Time) error
+	Check(cert, issuer *x509.Certificate, now time.Time) error
 }
 
 // ErrRevoked is what a RevocationChecker's error matches when the
@@ -33,25 +39,51 @@ var ErrRevoked = revocation.ErrRevoked
 
 // Trust is what a verifier trusts. It is configuration, not input.
 type Trust struct {
-	Roots           []*x509.Certificate // UZI root CAs
-	AttestationKeys []*ecdsa.PublicKey  // the back end's attestation keys (several during rotation)
+	Roots []*x509.Certificate // UZI root CAs
+	// IssuingCAs are the CAs that issue cards, per card type: the UZI
+	// register has one per type, and a card must come from its type's.
+	IssuingCAs map[uzi.CardType][]*x509.Certificate
+	// Intermediates are CAs between the issuing CAs and the roots; they
+	// never issue cards themselves.
+	Intermediates   []*x509.Certificate
+	AttestationKeys []*ecdsa.PublicKey // the back end's attestation keys (several during rotation)
 	Jurisdiction    string
 	Profile         uzi.Profile
 	Revocation      RevocationChecker // nil: not checked (offline phones)
 	ClockSkew       time.Duration     // tolerated for times in the future; default 5 minutes
 }
 
-// Verifier checks bundles and login signatures against a Trust. It caches
-// chains it has verified, since one clinician's card signs many bundles; the
-// cache keeps the verdict of path building, never of time or revocation.
-type Verifier struct {
-	trust  Trust
-	roots  *x509.CertPool
-	keys   map[[32]byte]*ecdsa.PublicKey
-	chains *lru.Cache[[32]byte, *verifiedChain]
+// Bounds on card keys: weaker keys are breakable, larger ones only make an
+// attacker's bundle expensive to check.
+const (
+	minRSABits = 2048
+	maxRSABits = 4096
+)
+
+// issuingCA is a configured card-issuing CA with its verified path to a root.
+type issuingCA struct {
+	cert      *x509.Certificate
+	cardType  uzi.CardType
+	path      []*x509.Certificate // cert, its issuers, ..., the root
+	notBefore time.Time           // latest NotBefore along the path
+	notAfter  time.Time           // earliest NotAfter along the path
 }
 
-// NewVerifier prepares a verifier.
+// Verifier checks bundles and login signatures against a Trust. It builds a
+// card's path only from the configured issuing CAs, so a bundle cannot make
+// it search or verify anything the configuration did not name, and caches
+// the cards it has verified, since one clinician's card signs many bundles;
+// the cache keeps the verdict of the CA's signature, never of time, usage or
+// revocation.
+type Verifier struct {
+	trust   Trust
+	issuers map[string][]*issuingCA // by DER subject
+	keys    map[[32]byte]*ecdsa.PublicKey
+	cards   *lru.Cache[[32]byte, *verifiedCard]
+}
+
+// NewVerifier prepares a verifier. Every issuing CA must have a path to a
+// configured root through the configured intermediates.
 func NewVerifier(t Trust) (*Verifier, error) {
 	if len(t.Roots) == 0 {
 		return nil, errors.New("protocol: no trusted root CAs configured")
@@ -62,9 +94,22 @@ func NewVerifier(t Trust) (*Verifier, error) {
 	if t.ClockSkew == 0 {
 		t.ClockSkew = 5 * time.Minute
 	}
-	v := &Verifier{trust: t, roots: x509.NewCertPool(), keys: map[[32]byte]*ecdsa.PublicKey{}}
+	v := &Verifier{trust: t, issuers: map[string][]*issuingCA{}, keys: map[[32]byte]*ecdsa.PublicKey{}}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, r := range t.Roots {
-		v.roots.AddCert(r)
+		roots.AddCert(r)
+	}
+	for _, c := range t.Intermediates {
+		inter.AddCert(c)
+	}
+	for typ, cas := range t.IssuingCAs {
+		for _, ca := range cas {
+			ic, err := caPath(ca, typ, roots, inter)
+			if err != nil {
+				return nil, err
+			}
+			v.issuers[string(ca.RawSubject)] = append(v.issuers[string(ca.RawSubject)], ic)
+		}
 	}
 	for _, k := range t.AttestationKeys {
 		id, err := KeyID(k)
@@ -74,10 +119,34 @@ func NewVerifier(t Trust) (*Verifier, error) {
 		v.keys[id] = k
 	}
 	var err error
-	if v.chains, err = lru.New[[32]byte, *verifiedChain](4096); err != nil {
+	if v.cards, err = lru.New[[32]byte, *verifiedCard](4096); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// caPath checks a configured issuing CA and finds its path to a root.
+func caPath(ca *x509.Certificate, typ uzi.CardType, roots, inter *x509.CertPool) (*issuingCA, error) {
+	if !ca.BasicConstraintsValid || !ca.IsCA || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("protocol: issuing CA %q is not a CA certificate", ca.Subject)
+	}
+	// Build the path at a moment the CA is valid, so that it does not depend
+	// on the clock; validity at the time of use is checked on every call.
+	chains, err := ca.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: ca.NotBefore.Add(time.Second),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return nil, fmt.Errorf("protocol: issuing CA %q has no path to a trusted root: %w", ca.Subject, err)
+	}
+	ic := &issuingCA{cert: ca, cardType: typ, path: chains[0], notBefore: ca.NotBefore, notAfter: ca.NotAfter}
+	for _, c := range ic.path {
+		if c.NotBefore.After(ic.notBefore) {
+			ic.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(ic.notAfter) {
+			ic.notAfter = c.NotAfter
+		}
+	}
+	return ic, nil
 }
 
 // KeyID names an attestation key: SHA-256 of its SubjectPublicKeyInfo.
@@ -89,106 +158,139 @@ func KeyID(pub crypto.PublicKey) ([32]byte, error) {
 	return sha256.Sum256(der), nil
 }
 
-// verifiedChain is a chain whose path to a trusted root was built.
-type verifiedChain struct {
-	leaf      *x509.Certificate
-	pub       *rsa.PublicKey
-	id        uzi.Identity
-	idErr     error
-	notBefore time.Time // latest NotBefore along the chain
-	notAfter  time.Time // earliest NotAfter along the chain
+// verifiedCard is a card certificate whose issuing CA's signature verified.
+type verifiedCard struct {
+	cert  *x509.Certificate
+	ca    *issuingCA
+	pub   *rsa.PublicKey // nil when the key is unsupported
+	id    uzi.Identity
+	idErr error
 }
 
-func chainKey(der [][]byte) [32]byte {
-	h := sha256.New()
-	for _, d := range der {
-		var n [4]byte
-		n[0], n[1], n[2], n[3] = byte(len(d)>>24), byte(len(d)>>16), byte(len(d)>>8), byte(len(d))
-		h.Write(n[:])
-		h.Write(d)
-	}
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
-}
-
-// chain verifies the path from der[0] to a trusted root and checks the
-// certificates' validity at now and the leaf's key usage.
-func (v *Verifier) chain(der [][]byte, usage x509.KeyUsage, now time.Time) (*verifiedChain, *Refusal) {
-	key := chainKey(der)
-	vc, ok := v.chains.Get(key)
+// card checks a card certificate for purpose at now: its issuing CA's
+// signature, that it is a card's certificate for this purpose, its validity
+// and the path's, and revocation. The order is docs/protocol.md §6 step 3–4.
+func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifiedCard, *Refusal) {
+	key := sha256.Sum256(der)
+	vc, ok := v.cards.Get(key)
 	if !ok {
 		var r *Refusal
-		if vc, r = v.buildChain(der); r != nil {
+		if vc, r = v.issued(der); r != nil {
 			return nil, r
 		}
-		v.chains.Add(key, vc)
+		v.cards.Add(key, vc)
 	}
+	c := vc.cert
 	switch {
-	case now.Before(vc.notBefore):
-		return nil, refuse(ReasonCertNotYetValid, fmt.Errorf("valid from %s", vc.notBefore))
-	case now.After(vc.notAfter):
-		return nil, refuse(ReasonCertExpired, fmt.Errorf("valid until %s", vc.notAfter))
-	case vc.leaf.KeyUsage&usage == 0:
-		return nil, refuse(ReasonCertUsage, fmt.Errorf("key usage %b lacks %b", vc.leaf.KeyUsage, usage))
+	case c.BasicConstraintsValid && c.IsCA, c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0:
+		return nil, refuse(ReasonCertNotEndEntity, errors.New("CA flag or certificate-signing key usage"))
+	case len(c.UnhandledCriticalExtensions) > 0:
+		return nil, refuse(ReasonCertExtension, fmt.Errorf("critical extensions %v", c.UnhandledCriticalExtensions))
+	case vc.pub == nil:
+		return nil, refuse(ReasonCertKey, fmt.Errorf("%T key", c.PublicKey))
+	case now.Before(c.NotBefore) || now.Before(vc.ca.notBefore):
+		return nil, refuse(ReasonCertNotYetValid, fmt.Errorf("valid from %s, CA from %s", c.NotBefore, vc.ca.notBefore))
+	case now.After(c.NotAfter) || now.After(vc.ca.notAfter):
+		return nil, refuse(ReasonCertExpired, fmt.Errorf("valid until %s, CA until %s", c.NotAfter, vc.ca.notAfter))
 	}
-	if v.trust.Revocation != nil {
-		if err := v.trust.Revocation.Check(vc.leaf, now); errors.Is(err, ErrRevoked) {
-			return nil, refuse(ReasonCertRevoked, err)
-		} else if err != nil {
-			return nil, refuse(ReasonRevocationUnknown, err)
+	if r := usage(c, purpose); r != nil {
+		return nil, r
+	}
+	if !v.trust.Profile.HasPolicy(c, purpose) {
+		return nil, refuse(ReasonCertPolicy, fmt.Errorf("no policy %s among %v", v.trust.Profile.Policy(purpose), c.Policies))
+	}
+	if rc := v.trust.Revocation; rc != nil {
+		// The card, then every CA on the path but the root, each against
+		// the CRL of the key that issued it.
+		path := append([]*x509.Certificate{c}, vc.ca.path...)
+		for i := 0; i+1 < len(path); i++ {
+			if err := rc.Check(path[i], path[i+1], now); errors.Is(err, ErrRevoked) {
+				return nil, refuse(ReasonCertRevoked, fmt.Errorf("%q: %w", path[i].Subject, err))
+			} else if err != nil {
+				return nil, refuse(ReasonRevocationUnknown, fmt.Errorf("%q: %w", path[i].Subject, err))
+			}
 		}
 	}
 	return vc, nil
 }
 
-func (v *Verifier) buildChain(der [][]byte) (*verifiedChain, *Refusal) {
-	certs := make([]*x509.Certificate, len(der))
-	for i, d := range der {
-		c, err := x509.ParseCertificate(d)
-		if err != nil {
-			return nil, refuse(ReasonMalformed, fmt.Errorf("certificate %d: %w", i, err))
-		}
-		certs[i] = c
-	}
-	leaf := certs[0]
-	pub, ok := leaf.PublicKey.(*rsa.PublicKey)
-	if !ok || pub.N.BitLen() < 2048 {
-		return nil, refuse(ReasonCertUsage, errors.New("card key is not RSA-2048 or larger"))
-	}
-	inter := x509.NewCertPool()
-	at := leaf.NotBefore
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	for _, c := range certs {
-		if c.NotBefore.After(at) {
-			at = c.NotBefore
-		}
-	}
-	// Build the path at a moment all given certificates are valid, so the
-	// result does not depend on the clock and can be cached; validity at the
-	// time of use is checked separately, on every call.
-	chains, err := leaf.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: inter, CurrentTime: at,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+// issued parses a card certificate and verifies its issuing CA's signature;
+// what it returns may be cached.
+func (v *Verifier) issued(der []byte) (*verifiedCard, *Refusal) {
+	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		var cie x509.CertificateInvalidError
-		if errors.As(err, &cie) && cie.Reason == x509.Expired {
-			return nil, refuse(ReasonCertExpired, err)
-		}
-		return nil, refuse(ReasonUnknownCA, err)
+		return nil, refuse(ReasonMalformed, fmt.Errorf("certificate: %w", err))
 	}
-	vc := &verifiedChain{leaf: leaf, pub: pub, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
-	for _, c := range chains[0] {
-		if c.NotBefore.After(vc.notBefore) {
-			vc.notBefore = c.NotBefore
-		}
-		if c.NotAfter.Before(vc.notAfter) {
-			vc.notAfter = c.NotAfter
+	cas := v.issuers[string(c.RawIssuer)]
+	if len(cas) == 0 {
+		return nil, refuse(ReasonUnknownCA, fmt.Errorf("issuer %q is not a configured issuing CA", c.Issuer))
+	}
+	var ca *issuingCA
+	var sigErr error
+	for _, cand := range cas {
+		if sigErr = c.CheckSignatureFrom(cand.cert); sigErr == nil {
+			ca = cand
+			break
 		}
 	}
-	vc.id, vc.idErr = uzi.FromCertificate(leaf)
+	if ca == nil {
+		return nil, refuse(ReasonCertSignature, sigErr)
+	}
+	vc := &verifiedCard{cert: c, ca: ca}
+	if pub, ok := c.PublicKey.(*rsa.PublicKey); ok && pub.N.BitLen() >= minRSABits && pub.N.BitLen() <= maxRSABits {
+		vc.pub = pub
+	}
+	vc.id, vc.idErr = uzi.FromCertificate(c)
 	return vc, nil
+}
+
+// OID of Microsoft's document-signing extended key usage, which UZI
+// signature certificates carry beside emailProtection.
+var oidDocumentSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 3, 12}
+
+// usage checks key usage and extended key usage against the UZI card
+// layout: the authentication certificate has digitalSignature alone and
+// clientAuth; the signature certificate nonRepudiation alone and
+// emailProtection or document signing. anyExtendedKeyUsage is never enough.
+func usage(c *x509.Certificate, purpose uzi.Purpose) *Refusal {
+	var ku x509.KeyUsage
+	var eku func() bool
+	switch purpose {
+	case uzi.PurposeLogin:
+		ku = x509.KeyUsageDigitalSignature
+		eku = func() bool { return hasEKU(c, x509.ExtKeyUsageClientAuth) }
+	case uzi.PurposeVouch:
+		ku = x509.KeyUsageContentCommitment
+		eku = func() bool {
+			if hasEKU(c, x509.ExtKeyUsageEmailProtection) {
+				return true
+			}
+			for _, o := range c.UnknownExtKeyUsage {
+				if o.Equal(oidDocumentSigning) {
+					return true
+				}
+			}
+			return false
+		}
+	default:
+		return refuse(ReasonCertUsage, fmt.Errorf("purpose %q", purpose))
+	}
+	switch {
+	case c.KeyUsage != ku:
+		return refuse(ReasonCertUsage, fmt.Errorf("key usage %b, want exactly %b", c.KeyUsage, ku))
+	case hasEKU(c, x509.ExtKeyUsageAny) || !eku():
+		return refuse(ReasonCertUsage, fmt.Errorf("extended key usage %v %v", c.ExtKeyUsage, c.UnknownExtKeyUsage))
+	}
+	return nil
+}
+
+func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == want {
+			return true
+		}
+	}
+	return false
 }
 
 // Result is what a verified bundle says.
@@ -199,11 +301,11 @@ type Result struct {
 	Signer      *x509.Certificate
 }
 
-// Verify checks a bundle completely: encoding, the card's chain, validity,
-// key usage and revocation, the card's signature, the card profile, the
-// statement (jurisdiction, validity, consent, and — when phone is not nil —
-// that its code is the phone key's), and the back end's attestation. It
-// returns the result, or a *Refusal whose Reason says why.
+// Verify checks a bundle completely: encoding, the card's certificate
+// (issuing CA, usage, validity and revocation), the card's signature, the
+// card profile, the statement (jurisdiction, validity, consent, and — when
+// phone is not nil — that its code is the phone key's), and the back end's
+// attestation. It returns the result, or a *Refusal whose Reason says why.
 func (v *Verifier) Verify(raw []byte, phone ed25519.PublicKey, now time.Time) (*Result, error) {
 	if len(raw) > MaxBundleSize {
 		return nil, refuse(ReasonTooLarge, fmt.Errorf("%d bytes", len(raw)))
@@ -216,7 +318,7 @@ func (v *Verifier) Verify(raw []byte, phone ed25519.PublicKey, now time.Time) (*
 	if err != nil {
 		return nil, refuse(decodeReason(err), fmt.Errorf("statement: %w", err))
 	}
-	vc, r := v.chain(b.Chain, x509.KeyUsageContentCommitment, now)
+	vc, r := v.card(b.Cert, uzi.PurposeVouch, now)
 	if r != nil {
 		return nil, r
 	}
@@ -224,11 +326,11 @@ func (v *Verifier) Verify(raw []byte, phone ed25519.PublicKey, now time.Time) (*
 	if err := rsa.VerifyPKCS1v15(vc.pub, crypto.SHA256, digest[:], b.StatementSignature); err != nil {
 		return nil, refuse(ReasonSignature, err)
 	}
-	leafHash := sha256.Sum256(b.Chain[0])
-	if subtle.ConstantTimeCompare(leafHash[:], st.SignerCertHash[:]) != 1 {
+	certHash := sha256.Sum256(b.Cert)
+	if subtle.ConstantTimeCompare(certHash[:], st.SignerCertHash[:]) != 1 {
 		return nil, refuse(ReasonSignerMismatch, nil)
 	}
-	if r := v.card(vc, uzi.PurposeVouch); r != nil {
+	if r := v.profile(vc, uzi.PurposeVouch); r != nil {
 		return nil, r
 	}
 	if r := v.statement(st, phone, now); r != nil {
@@ -238,15 +340,19 @@ func (v *Verifier) Verify(raw []byte, phone ed25519.PublicKey, now time.Time) (*
 	if r != nil {
 		return nil, r
 	}
-	return &Result{Statement: st, Attestation: at, Identity: vc.id, Signer: vc.leaf}, nil
+	return &Result{Statement: st, Attestation: at, Identity: vc.id, Signer: vc.cert}, nil
 }
 
-func (v *Verifier) card(vc *verifiedChain, purpose uzi.Purpose) *Refusal {
+func (v *Verifier) profile(vc *verifiedCard, purpose uzi.Purpose) *Refusal {
 	if vc.idErr != nil {
 		return refuse(Reason(uzi.CodeOf(vc.idErr)), vc.idErr)
 	}
-	if err := v.trust.Profile.Check(vc.id, purpose); err != nil {
-		return refuse(Reason(uzi.CodeOf(err)), err)
+	if err := v.trust.Profile.Check(vc.id, vc.ca.cardType, purpose); err != nil {
+		code := Reason(uzi.CodeOf(err))
+		if code == "" {
+			code = ReasonMalformed
+		}
+		return refuse(code, err)
 	}
 	return nil
 }
@@ -279,14 +385,19 @@ func (v *Verifier) attestation(b *Bundle, st *Statement, id uzi.Identity, stHash
 		return nil, refuse(ReasonAttestationUnknownKey, fmt.Errorf("key %x", at.KeyID[:8]))
 	}
 	digest := sha256.Sum256(b.Attestation)
+	if !lowS(key.Curve, b.AttestationSignature) {
+		return nil, refuse(ReasonAttestationSignature, errors.New("not a DER signature with low S"))
+	}
 	if !ecdsa.VerifyASN1(key, digest[:], b.AttestationSignature) {
 		return nil, refuse(ReasonAttestationSignature, nil)
 	}
 	switch {
 	case !bytes.Equal(at.StatementHash[:], stHash[:]):
 		return nil, refuse(ReasonAttestationMismatch, errors.New("statement hash"))
-	case at.UZI != id.UZI || at.Role != id.Role:
-		return nil, refuse(ReasonAttestationMismatch, errors.New("card"))
+	case at.UZI != id.UZI:
+		return nil, refuse(ReasonAttestationMismatch, errors.New("UZI number"))
+	case at.Role != id.Role:
+		return nil, refuse(ReasonAttestationMismatch, errors.New("role"))
 	case !at.ExpiresAt.Equal(st.ExpiresAt):
 		return nil, refuse(ReasonAttestationMismatch, errors.New("expiry"))
 	case at.CheckedAt.Before(st.IssuedAt.Add(-v.trust.ClockSkew)) || at.CheckedAt.After(now.Add(v.trust.ClockSkew)):
@@ -297,6 +408,53 @@ func (v *Verifier) attestation(b *Bundle, st *Statement, id uzi.Identity, stHash
 	return at, nil
 }
 
+// lowS reports whether sig is a DER ECDSA signature whose S is at most half
+// the group order. Of the two valid signatures (r, s) and (r, n−s) only the
+// low one is accepted, so a valid bundle has exactly one encoding.
+func lowS(curve elliptic.Curve, sig []byte) bool {
+	var r, s big.Int
+	var inner cryptobyte.String
+	in := cryptobyte.String(sig)
+	if !in.ReadASN1(&inner, cbasn1.SEQUENCE) || !in.Empty() ||
+		!inner.ReadASN1Integer(&r) || !inner.ReadASN1Integer(&s) || !inner.Empty() {
+		return false
+	}
+	half := new(big.Int).Rsh(curve.Params().N, 1)
+	return s.Sign() > 0 && s.Cmp(half) <= 0
+}
+
+// LowS returns sig (DER ECDSA) with S replaced by n−S when S is high, the
+// form verifiers accept. Signers that may produce either call it.
+func LowS(curve elliptic.Curve, sig []byte) ([]byte, error) {
+	var parsed struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(sig, &parsed); err != nil || len(rest) != 0 {
+		return nil, errors.New("protocol: not a DER ECDSA signature")
+	}
+	n := curve.Params().N
+	if parsed.S.Cmp(new(big.Int).Rsh(n, 1)) > 0 {
+		parsed.S = new(big.Int).Sub(n, parsed.S)
+	}
+	return asn1.Marshal(parsed)
+}
+
+// VerifyCard checks a card certificate (DER) for purpose at now, as Verify
+// and VerifyLogin do before any signature: issuing CA, usage, policy,
+// validity, revocation and the card profile. Callers use it to refuse a card
+// before its holder is asked for a PIN.
+func (v *Verifier) VerifyCard(cert []byte, purpose uzi.Purpose, now time.Time) (uzi.Identity, error) {
+	if len(cert) == 0 || len(cert) > MaxCertSize {
+		return uzi.Identity{}, refuse(ReasonMalformed, fmt.Errorf("certificate of %d bytes", len(cert)))
+	}
+	vc, r := v.card(cert, purpose, now)
+	if r != nil {
+		return uzi.Identity{}, r
+	}
+	if r := v.profile(vc, purpose); r != nil {
+		return uzi.Identity{}, r
+	}
+	return vc.id, nil
+}
+
 // LoginResult is who signed in.
 type LoginResult struct {
 	Identity uzi.Identity
@@ -304,13 +462,14 @@ type LoginResult struct {
 }
 
 // VerifyLogin checks a card's login signature over LoginMessage(origin,
-// challenge): the authentication certificate's chain, validity, usage and
-// revocation, the signature, and that the card may sign in at all.
-func (v *Verifier) VerifyLogin(chain [][]byte, origin string, challenge, sig []byte, now time.Time) (*LoginResult, error) {
-	if len(chain) == 0 || len(chain) > MaxChainLength {
-		return nil, refuse(ReasonMalformed, errors.New("chain length"))
+// challenge): the authentication certificate (DER; its issuing CA comes from
+// configuration), its usage, validity and revocation, the signature, and that
+// the card may sign in at all.
+func (v *Verifier) VerifyLogin(cert []byte, origin string, challenge, sig []byte, now time.Time) (*LoginResult, error) {
+	if len(cert) == 0 || len(cert) > MaxCertSize {
+		return nil, refuse(ReasonMalformed, fmt.Errorf("certificate of %d bytes", len(cert)))
 	}
-	vc, r := v.chain(chain, x509.KeyUsageDigitalSignature, now)
+	vc, r := v.card(cert, uzi.PurposeLogin, now)
 	if r != nil {
 		return nil, r
 	}
@@ -318,10 +477,10 @@ func (v *Verifier) VerifyLogin(chain [][]byte, origin string, challenge, sig []b
 	if err := rsa.VerifyPKCS1v15(vc.pub, crypto.SHA256, digest[:], sig); err != nil {
 		return nil, refuse(ReasonSignature, err)
 	}
-	if r := v.card(vc, uzi.PurposeLogin); r != nil {
+	if r := v.profile(vc, uzi.PurposeLogin); r != nil {
 		return nil, r
 	}
-	return &LoginResult{Identity: vc.id, Cert: vc.leaf}, nil
+	return &LoginResult{Identity: vc.id, Cert: vc.cert}, nil
 }
 
 // Verdict returns the reason of an error from Verify or VerifyLogin: ReasonOK

@@ -28,7 +28,7 @@ type crlFetcher struct {
 	log *slog.Logger
 }
 
-// maxCRLSize bounds what a CRL download may cost.
+// maxCRLSize bounds what reading a CRL, from a file or a download, may cost.
 const maxCRLSize = 32 << 20
 
 // fetchAll fetches every source and stores each CRL that checks out. One
@@ -93,7 +93,14 @@ func (f *crlFetcher) fetch(ctx context.Context, src string, now time.Time) error
 
 func read(ctx context.Context, src string) ([]byte, error) {
 	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
-		return os.ReadFile(strings.TrimPrefix(src, "file://"))
+		// A file may be a mount that a CA or a mirror fills: no more
+		// trusted than a download.
+		f, err := os.Open(strings.TrimPrefix(src, "file://"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return readCRL(f)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -109,12 +116,18 @@ func read(ctx context.Context, src string) ([]byte, error) {
 	if res.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("HTTP %s", res.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(res.Body, maxCRLSize+1))
+	return readCRL(res.Body)
+}
+
+// readCRL reads at most maxCRLSize bytes and one more, which tells a larger
+// CRL: that is refused without being read further.
+func readCRL(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxCRLSize+1))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read CRL: %w", err)
 	}
 	if len(b) > maxCRLSize {
-		return nil, errors.New("CRL larger than 32 MiB")
+		return nil, fmt.Errorf("CRL larger than %d MiB", maxCRLSize>>20)
 	}
 	return b, nil
 }

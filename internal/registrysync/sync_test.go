@@ -371,10 +371,10 @@ func TestCRLs(t *testing.T) {
 	if err := set.Load(ctx, f.db.Pool(), []*x509.Certificate{care}, now); err != nil {
 		t.Fatal(err)
 	}
-	if err := set.Check(revoked, now); !errors.Is(err, revocation.ErrRevoked) {
+	if err := set.Check(revoked, care, now); !errors.Is(err, revocation.ErrRevoked) {
 		t.Errorf("revoked card: %v", err)
 	}
-	if err := set.Check(good, now); err != nil {
+	if err := set.Check(good, care, now); err != nil {
 		t.Errorf("good card: %v", err)
 	}
 	// A replayed older CRL is refused and the stored one stays.
@@ -383,7 +383,7 @@ func TestCRLs(t *testing.T) {
 		t.Errorf("older CRL: %v", err)
 	}
 	set = revocation.NewSet()
-	if err := set.Load(ctx, f.db.Pool(), []*x509.Certificate{care}, now); err != nil || !errors.Is(set.Check(revoked, now), revocation.ErrRevoked) {
+	if err := set.Load(ctx, f.db.Pool(), []*x509.Certificate{care}, now); err != nil || !errors.Is(set.Check(revoked, care, now), revocation.ErrRevoked) {
 		t.Errorf("after the replay the revocation must stand: %v", err)
 	}
 }

@@ -7,7 +7,9 @@ package revocation
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
@@ -30,14 +32,31 @@ type issuerState struct {
 	nextUpdate time.Time
 }
 
-// Set is a concurrency-safe set of revoked certificates, per issuer.
+// Set is a concurrency-safe set of revoked certificates, per issuer. An
+// issuer is its name and its key together: a CRL is filed under the CA
+// certificate whose key verified it, and answers only for certificates that
+// the same key issued, so two CAs sharing a name (a key rollover) never
+// answer for each other.
 type Set struct {
 	mu      sync.RWMutex
-	issuers map[string]*issuerState // issuer DER subject -> state
+	issuers map[[32]byte]*issuerState
+}
+
+// issuerKey names an issuer by its DER subject and SubjectPublicKeyInfo.
+func issuerKey(issuer *x509.Certificate) [32]byte {
+	h := sha256.New()
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(issuer.RawSubject)))
+	h.Write(n[:])
+	h.Write(issuer.RawSubject)
+	h.Write(issuer.RawSubjectPublicKeyInfo)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // NewSet returns an empty set: every certificate's status is unknown.
-func NewSet() *Set { return &Set{issuers: map[string]*issuerState{}} }
+func NewSet() *Set { return &Set{issuers: map[[32]byte]*issuerState{}} }
 
 // AddCRL verifies a DER CRL against its issuer and replaces that issuer's
 // entries with it. A CRL that is not signed by issuer, that is past its
@@ -62,7 +81,7 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	for _, e := range crl.RevokedCertificateEntries {
 		st.serials[e.SerialNumber.Text(16)] = struct{}{}
 	}
-	key := string(issuer.RawSubject)
+	key := issuerKey(issuer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.issuers[key]; ok {
@@ -74,14 +93,19 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	return nil
 }
 
-// Check returns nil when cert's issuer has a current CRL that does not list
-// it, ErrRevoked when it is listed, and ErrUnknown when there is no CRL of
-// its issuer current at now.
-func (s *Set) Check(cert *x509.Certificate, now time.Time) error {
+// Check returns nil when issuer — the CA certificate whose key signed cert —
+// has a current CRL that does not list cert, ErrRevoked when it is listed,
+// and ErrUnknown when there is no CRL of that issuer current at now. The
+// caller has verified cert's signature under issuer; a cert that does not
+// even name issuer is unknown.
+func (s *Set) Check(cert, issuer *x509.Certificate, now time.Time) error {
+	if string(cert.RawIssuer) != string(issuer.RawSubject) {
+		return ErrUnknown
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st, ok := s.issuers[string(cert.RawIssuer)]
-	if !ok || (!st.nextUpdate.IsZero() && now.After(st.nextUpdate)) {
+	st, ok := s.issuers[issuerKey(issuer)]
+	if !ok || now.After(st.nextUpdate) {
 		return ErrUnknown
 	}
 	if _, revoked := st.serials[cert.SerialNumber.Text(16)]; revoked {

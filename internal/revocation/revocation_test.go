@@ -36,8 +36,8 @@ func TestSet(t *testing.T) {
 	}
 	care := pki.CAs[testpki.CACareProvider].Cert
 	s := revocation.NewSet()
-	revokedNow := func(c *x509.Certificate) bool { return errors.Is(s.Check(c, now), revocation.ErrRevoked) }
-	if err := s.Check(kept, now); !errors.Is(err, revocation.ErrUnknown) {
+	revokedNow := func(c *x509.Certificate) bool { return errors.Is(s.Check(c, care, now), revocation.ErrRevoked) }
+	if err := s.Check(kept, care, now); !errors.Is(err, revocation.ErrUnknown) {
 		t.Fatalf("status before any CRL: %v, want unknown", err)
 	}
 	// Refusals change nothing.
@@ -62,14 +62,23 @@ func TestSet(t *testing.T) {
 	// Same serial from another issuer is another certificate.
 	other := *revoked
 	other.RawIssuer = []byte(strings.Repeat("x", 8))
-	if err := s.Check(&other, now); !errors.Is(err, revocation.ErrUnknown) {
-		t.Errorf("another issuer's certificate: %v, want unknown", err)
+	if err := s.Check(&other, care, now); !errors.Is(err, revocation.ErrUnknown) {
+		t.Errorf("a certificate that does not name the issuer: %v, want unknown", err)
 	}
-	if err := s.Check(kept, now); err != nil {
+	// A CA with the same name but another key (a rollover, or an
+	// impostor) has no CRL of its own: its certificates are unknown, and
+	// the care-provider CA's CRL does not answer for them.
+	rekeyed := *care
+	rekeyed.RawSubjectPublicKeyInfo = append([]byte{}, care.RawSubjectPublicKeyInfo...)
+	rekeyed.RawSubjectPublicKeyInfo[len(rekeyed.RawSubjectPublicKeyInfo)-1] ^= 1
+	if err := s.Check(kept, &rekeyed, now); !errors.Is(err, revocation.ErrUnknown) {
+		t.Errorf("same issuer name, other key: %v, want unknown", err)
+	}
+	if err := s.Check(kept, care, now); err != nil {
 		t.Errorf("good certificate: %v", err)
 	}
 	// Past the CRL's next update nobody can know: fail closed.
-	if err := s.Check(kept, now.Add(8*24*time.Hour)); !errors.Is(err, revocation.ErrUnknown) {
+	if err := s.Check(kept, care, now.Add(8*24*time.Hour)); !errors.Is(err, revocation.ErrUnknown) {
 		t.Errorf("stale CRL: %v, want unknown", err)
 	}
 	// An older CRL replayed is refused: it would lift the revocation.

@@ -15,7 +15,7 @@ import (
 
 // cardsVersion changes whenever the way cards are made changes, so a stale
 // cache is never used.
-const cardsVersion = "4"
+const cardsVersion = "5"
 
 var cards struct {
 	once sync.Once

@@ -92,11 +92,11 @@ func Cards() []Card {
 		z("dentist", "dentist (02.000), may vouch", "900000004", "02.000", "D. Tandarts"),
 		z("pharmacist", "pharmacist (17.000): signs in, role not allowed to vouch", "900000005", "17.000", "E. Apotheker"),
 		z("midwife", "midwife (03.000), may vouch", "900000006", "03.000", "F. Verloskundige"),
-		{Name: "staff", Description: "named employee (N): signs in as staff, never vouches", OIDCA: uzi.TestOIDCA, UZI: "900000010",
+		{Name: "staff", Description: "named employee (N): signs in as staff, never vouches", OIDCA: uzi.TestOIDCANamed, UZI: "900000010",
 			Type: uzi.CardNamedEmployee, Subscriber: "90000001", Role: "00.000", AGB: "00000000", CA: CANamedEmployee, Validity: Valid, License: "active", CommonName: "G. Medewerker"},
-		{Name: "nameless", Description: "nameless employee card (M): refused", OIDCA: uzi.TestOIDCA, UZI: "900000011",
+		{Name: "nameless", Description: "nameless employee card (M): refused", OIDCA: uzi.TestOIDCANameless, UZI: "900000011",
 			Type: uzi.CardNameless, Subscriber: "90000001", Role: "00.000", AGB: "00000000", CA: CAServices, Validity: Valid, License: "active", CommonName: "Balie 3"},
-		{Name: "server", Description: "server certificate (S): refused", OIDCA: uzi.TestOIDCA, UZI: "900000012",
+		{Name: "server", Description: "server certificate (S): refused", OIDCA: uzi.TestOIDCAServer, UZI: "900000012",
 			Type: uzi.CardServer, Subscriber: "90000001", Role: "00.000", AGB: "00000000", CA: CAServer, Validity: Valid, License: "active", CommonName: "server.praktijk.test"},
 	}
 	expired := gpLike("expired", "GP whose card has expired", "900000020")

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -35,6 +36,13 @@ type PKI struct {
 }
 
 var issuingCAs = []string{CACareProvider, CANamedEmployee, CAServices, CAServer}
+
+// CATypes says which card type each issuing CA issues, as the UZI register
+// has one CA per card type.
+var CATypes = map[string]uzi.CardType{
+	CACareProvider: uzi.CardCareProvider, CANamedEmployee: uzi.CardNamedEmployee,
+	CAServices: uzi.CardNameless, CAServer: uzi.CardServer,
+}
 
 // LoadOrCreate opens the PKI in dir, making what is missing. Existing CA keys
 // and certificates are reused, so re-running changes nothing.
@@ -148,6 +156,10 @@ func (p *PKI) makeCA(name string, parent *CA, cn string) (*CA, error) {
 	if parent != nil {
 		issuer, signer = parent.Cert, parent.Key
 		tmpl.MaxPathLen, tmpl.MaxPathLenZero = 0, true
+	} else if name == "root" {
+		// The mark of the test PKI's root: the test card profile trusts
+		// only roots that carry it, production never one that does.
+		tmpl.Policies = []x509.OID{mustOID(uzi.TestRootPolicy)}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
@@ -179,10 +191,16 @@ const (
 
 // Issue makes the card's certificate of the given usage for pub.
 func (p *PKI) Issue(c Card, usage Usage, pub crypto.PublicKey) (*x509.Certificate, error) {
-	ca, ok := p.CAs[c.CA]
-	if !ok {
-		return nil, fmt.Errorf("testpki: card %s names unknown CA %q", c.Name, c.CA)
+	tmpl, err := p.Template(c, usage)
+	if err != nil {
+		return nil, err
 	}
+	return p.IssueFrom(tmpl, c.CA, pub)
+}
+
+// Template is the certificate a card of c gets for usage, before signing:
+// tests change it to make certificates a real UZI CA would never issue.
+func (p *PKI) Template(c Card, usage Usage) (*x509.Certificate, error) {
 	san, err := uzi.SANExtension(c.UZIName())
 	if err != nil {
 		return nil, err
@@ -192,24 +210,56 @@ func (p *PKI) Issue(c Card, usage Usage, pub crypto.PublicKey) (*x509.Certificat
 		SerialNumber: randomSerial(),
 		Subject: pkix.Name{CommonName: c.CommonName, SerialNumber: c.UZI, Organization: []string{"Praktijk " + c.Subscriber},
 			Country: []string{"NL"}, OrganizationalUnit: []string{string(usage)}},
-		NotBefore:       nb,
-		NotAfter:        na,
-		ExtraExtensions: []pkix.Extension{san},
+		NotBefore:             nb,
+		NotAfter:              na,
+		BasicConstraintsValid: true, // critical CA:FALSE, as on UZI cards
+		ExtraExtensions:       []pkix.Extension{san},
 	}
+	// The UZI layout: the authentication certificate has digitalSignature
+	// and clientAuth, the signature certificate nonRepudiation and
+	// emailProtection plus document signing; each carries its purpose's
+	// certificate policy.
 	switch usage {
 	case UsageAuth:
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection}
+		tmpl.Policies = []x509.OID{mustOID(uzi.TestPolicyAuth)}
 	case UsageSign:
 		tmpl.KeyUsage = x509.KeyUsageContentCommitment
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
+		tmpl.UnknownExtKeyUsage = []asn1.ObjectIdentifier{OIDDocumentSigning}
+		tmpl.Policies = []x509.OID{mustOID(uzi.TestPolicySign)}
 	default:
 		return nil, fmt.Errorf("testpki: unknown usage %q", usage)
 	}
+	return tmpl, nil
+}
+
+// IssueFrom signs tmpl for pub with the CA named caName ("root" for the
+// root itself).
+func (p *PKI) IssueFrom(tmpl *x509.Certificate, caName string, pub crypto.PublicKey) (*x509.Certificate, error) {
+	ca, ok := p.CAs[caName]
+	if caName == "root" {
+		ca, ok = p.Root, true
+	}
+	if !ok {
+		return nil, fmt.Errorf("testpki: unknown CA %q", caName)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: issue %s %s: %w", c.Name, usage, err)
+		return nil, fmt.Errorf("testpki: issue %s: %w", tmpl.Subject.CommonName, err)
 	}
 	return x509.ParseCertificate(der)
+}
+
+// AddCA makes another issuing CA under the root, for tests.
+func (p *PKI) AddCA(name string) (*CA, error) {
+	ca, err := p.makeCA(name, p.Root, "Vouch Test UZI "+name+" CA")
+	if err != nil {
+		return nil, err
+	}
+	p.CAs[name] = ca
+	return ca, nil
 }
 
 // IssueNamed issues the certificate of usage for the standard card named
@@ -222,10 +272,26 @@ func (p *PKI) IssueNamed(name string, usage Usage, pub crypto.PublicKey) (*x509.
 	return p.Issue(c, usage, pub)
 }
 
+// OIDDocumentSigning is Microsoft's document-signing extended key usage,
+// which UZI signature certificates carry.
+var OIDDocumentSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 3, 12}
+
+func mustOID(s string) x509.OID {
+	o, err := x509.ParseOID(s)
+	if err != nil {
+		panic(err) // constants only
+	}
+	return o
+}
+
 // CRL makes the CA's certificate revocation list over the given serials, valid
-// for a week from now.
+// for a week from now. caName "root" is the root's (its CRL lists revoked
+// issuing CAs).
 func (p *PKI) CRL(caName string, revoked []*big.Int, now time.Time) ([]byte, error) {
 	ca, ok := p.CAs[caName]
+	if caName == "root" {
+		ca, ok = p.Root, true
+	}
 	if !ok {
 		return nil, fmt.Errorf("testpki: unknown CA %q", caName)
 	}

@@ -76,6 +76,9 @@ func WriteSoftHSMConf(dir string) (string, error) {
 // be ConfPath(dir) (Provision sets it when unset). Running it again changes
 // nothing that exists.
 func Provision(dir, module string, cards []Card) (*Manifest, error) {
+	if err := dropOldLayout(dir); err != nil {
+		return nil, err
+	}
 	conf, err := WriteSoftHSMConf(dir)
 	if err != nil {
 		return nil, err
@@ -122,7 +125,7 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 	if err := os.MkdirAll(crlDir, 0o700); err != nil {
 		return nil, err
 	}
-	for _, name := range issuingCAs {
+	for _, name := range append([]string{"root"}, issuingCAs...) {
 		der, err := pki.CRL(name, revoked[name], time.Now())
 		if err != nil {
 			return nil, err
@@ -138,6 +141,32 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 		return nil, err
 	}
 	return man, os.WriteFile(filepath.Join(dir, "cards.json"), b, 0o644)
+}
+
+// layoutVersion changes whenever certificates are made differently, so that
+// cards made by an older version (which today's profile would refuse) are
+// made anew instead of reused.
+const layoutVersion = "2"
+
+// dropOldLayout empties dir when it holds cards of another layout version.
+func dropOldLayout(dir string) error {
+	path := filepath.Join(dir, "layout")
+	b, err := os.ReadFile(path)
+	if err == nil && string(b) == layoutVersion {
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, sub := range []string{"pki", "tokens", "cards", "crl", "backend", "cards.json"} {
+		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(layoutVersion), 0o600)
 }
 
 // LoadManifest reads dir/cards.json.

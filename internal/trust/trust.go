@@ -11,7 +11,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"time"
 
 	"vouch/internal/protocol"
@@ -21,17 +23,36 @@ import (
 
 // Config names the trust files. Lists are comma-separated in the environment.
 type Config struct {
-	Roots           []string `env:"VOUCH_UZI_ROOTS" json:"roots"`                   // PEM files of UZI root CAs
-	CAs             []string `env:"VOUCH_UZI_CAS" json:"cas,omitempty"`             // PEM files of issuing CAs (CRL issuers)
-	CRLs            []string `env:"VOUCH_UZI_CRLS" json:"crls,omitempty"`           // DER CRL files of the issuing CAs
-	AttestationKeys []string `env:"VOUCH_ATTESTATION_KEYS" json:"attestation_keys"` // PEM public keys
-	Jurisdiction    string   `env:"VOUCH_JURISDICTION, default=NL" json:"jurisdiction"`
-	Profile         string   `env:"VOUCH_CARD_PROFILE, default=production" json:"profile"`
-	Professions     []string `env:"VOUCH_VOUCH_PROFESSIONS" json:"professions,omitempty"` // default: uzi.DefaultVouchProfessions
+	Roots []string `env:"VOUCH_UZI_ROOTS" json:"roots"` // PEM files of UZI root CAs
+	// CAs are the card-issuing CAs, a PEM file per card type:
+	// "Z:care.pem,N:named.pem,M:nameless.pem,S:server.pem". A file may hold
+	// several certificates (a CA's old and new key during a rollover).
+	CAs             map[string]string `env:"VOUCH_UZI_CAS" json:"cas,omitempty"`
+	Intermediates   []string          `env:"VOUCH_UZI_INTERMEDIATES" json:"intermediates,omitempty"` // PEM files of CAs between issuing CAs and roots
+	CRLs            []string          `env:"VOUCH_UZI_CRLS" json:"crls,omitempty"`                   // DER CRLs of the roots, intermediates and issuing CAs
+	AttestationKeys []string          `env:"VOUCH_ATTESTATION_KEYS" json:"attestation_keys"`         // PEM public keys
+	Jurisdiction    string            `env:"VOUCH_JURISDICTION, default=NL" json:"jurisdiction"`
+	Profile         string            `env:"VOUCH_CARD_PROFILE, default=production" json:"profile"`
+	Professions     []string          `env:"VOUCH_VOUCH_PROFESSIONS" json:"professions,omitempty"` // default: uzi.DefaultVouchProfessions()
 }
 
-// Load reads and checks everything c names. CRLs must be signed by one of the
-// configured CAs and be current at now.
+// CAFiles lists every CA certificate file c names: roots, intermediates and
+// issuing CAs (the issuers of CRLs).
+func (c Config) CAFiles() []string {
+	files := append(append([]string{}, c.Roots...), c.Intermediates...)
+	for _, t := range cardTypes {
+		if f, ok := c.CAs[string(t)]; ok {
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
+var cardTypes = []uzi.CardType{uzi.CardCareProvider, uzi.CardNamedEmployee, uzi.CardNameless, uzi.CardServer}
+
+// Load reads and checks everything c names. Roots must belong to the card
+// profile; CRLs must be signed by one of the configured CAs and be current
+// at now.
 func (c Config) Load(now time.Time) (protocol.Trust, error) {
 	var t protocol.Trust
 	if len(c.Roots) == 0 {
@@ -52,14 +73,32 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 		if err != nil {
 			return t, err
 		}
+		for _, r := range certs {
+			if err := profile.CheckRoot(r); err != nil {
+				return t, fmt.Errorf("trust: %s: %w", f, err)
+			}
+		}
 		t.Roots = append(t.Roots, certs...)
 	}
-	var cas []*x509.Certificate
-	for _, f := range c.CAs {
+	cas := slices.Clone(t.Roots)
+	t.IssuingCAs = map[uzi.CardType][]*x509.Certificate{}
+	for typ, f := range c.CAs {
+		if !slices.Contains(cardTypes, uzi.CardType(typ)) {
+			return t, fmt.Errorf("trust: VOUCH_UZI_CAS names card type %q; want Z, N, M or S", typ)
+		}
 		certs, err := ReadCertificates(f)
 		if err != nil {
 			return t, err
 		}
+		t.IssuingCAs[uzi.CardType(typ)] = certs
+		cas = append(cas, certs...)
+	}
+	for _, f := range c.Intermediates {
+		certs, err := ReadCertificates(f)
+		if err != nil {
+			return t, err
+		}
+		t.Intermediates = append(t.Intermediates, certs...)
 		cas = append(cas, certs...)
 	}
 	for _, f := range c.AttestationKeys {
@@ -72,7 +111,7 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 	if len(c.CRLs) > 0 {
 		set := revocation.NewSet()
 		for _, f := range c.CRLs {
-			if err := addCRL(set, f, append(cas, t.Roots...), now); err != nil {
+			if err := addCRL(set, f, cas, now); err != nil {
 				return t, err
 			}
 		}
@@ -82,7 +121,7 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 }
 
 func addCRL(set *revocation.Set, file string, issuers []*x509.Certificate, now time.Time) error {
-	der, err := os.ReadFile(file)
+	der, err := readFile(file, maxCRLFile)
 	if err != nil {
 		return fmt.Errorf("trust: %w", err)
 	}
@@ -90,20 +129,27 @@ func addCRL(set *revocation.Set, file string, issuers []*x509.Certificate, now t
 	if err != nil {
 		return fmt.Errorf("trust: CRL %s: %w", file, err)
 	}
+	// Several CAs may share the name (a key rollover): the CRL belongs to
+	// the one whose key signed it.
+	var errs []error
 	for _, ca := range issuers {
 		if string(ca.RawSubject) == string(crl.RawIssuer) {
-			if err := set.AddCRL(der, ca, now); err != nil {
-				return fmt.Errorf("trust: CRL %s: %w", file, err)
+			err := set.AddCRL(der, ca, now)
+			if err == nil {
+				return nil
 			}
-			return nil
+			errs = append(errs, err)
 		}
 	}
-	return fmt.Errorf("trust: CRL %s: its issuer is not among the configured CAs (VOUCH_UZI_CAS)", file)
+	if len(errs) > 0 {
+		return fmt.Errorf("trust: CRL %s: %w", file, errors.Join(errs...))
+	}
+	return fmt.Errorf("trust: CRL %s: its issuer is not among the configured CAs (VOUCH_UZI_ROOTS, _CAS, _INTERMEDIATES)", file)
 }
 
 // ReadCertificates reads every PEM certificate in file.
 func ReadCertificates(file string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(file)
+	b, err := readFile(file, maxPEMFile)
 	if err != nil {
 		return nil, fmt.Errorf("trust: %w", err)
 	}
@@ -131,7 +177,7 @@ func ReadCertificates(file string) ([]*x509.Certificate, error) {
 
 // ReadECPublicKey reads a PEM "PUBLIC KEY" that must be ECDSA P-256.
 func ReadECPublicKey(file string) (*ecdsa.PublicKey, error) {
-	b, err := os.ReadFile(file)
+	b, err := readFile(file, maxPEMFile)
 	if err != nil {
 		return nil, fmt.Errorf("trust: %w", err)
 	}
@@ -148,4 +194,29 @@ func ReadECPublicKey(file string) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("trust: %s is not an ECDSA P-256 key", file)
 	}
 	return k, nil
+}
+
+// Bounds on what a trust file may hold. A national CA's CRL is a few MB; a
+// PEM file holds a handful of certificates. Anything larger is a wrong file,
+// and is refused without reading it all.
+const (
+	maxPEMFile = 1 << 20
+	maxCRLFile = 64 << 20
+)
+
+// readFile reads at most max bytes of file, and fails when it holds more.
+func readFile(file string, max int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("trust: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("trust: %s: %w", file, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("trust: %s is larger than %d bytes", file, max)
+	}
+	return b, nil
 }

@@ -3,7 +3,6 @@ package trust
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -32,9 +31,9 @@ type Case struct {
 // LoadVectors reads a vectors file and loads its trust at its "now". Case
 // file names come back made absolute.
 func LoadVectors(path string) (*Vectors, protocol.Trust, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path, maxPEMFile)
 	if err != nil {
-		return nil, protocol.Trust{}, fmt.Errorf("trust: %w", err)
+		return nil, protocol.Trust{}, err
 	}
 	var v Vectors
 	if err := json.Unmarshal(b, &v); err != nil {
@@ -49,7 +48,12 @@ func LoadVectors(path string) (*Vectors, protocol.Trust, error) {
 		return out
 	}
 	c := v.Trust
-	c.Roots, c.CAs, c.CRLs, c.AttestationKeys = abs(c.Roots), abs(c.CAs), abs(c.CRLs), abs(c.AttestationKeys)
+	c.Roots, c.Intermediates, c.CRLs, c.AttestationKeys = abs(c.Roots), abs(c.Intermediates), abs(c.CRLs), abs(c.AttestationKeys)
+	cas := make(map[string]string, len(c.CAs))
+	for typ, f := range c.CAs {
+		cas[typ] = filepath.Join(dir, f)
+	}
+	c.CAs = cas
 	for i := range v.Cases {
 		v.Cases[i].Bundle = filepath.Join(dir, v.Cases[i].Bundle)
 	}

@@ -129,10 +129,13 @@ func otherNames(der []byte) ([]string, error) {
 			explicit.Class != asn1.ClassContextSpecific || explicit.Tag != 0 || !explicit.IsCompound {
 			return nil, &NameError{Field: "otherName", Value: "bad value wrapper"}
 		}
+		// DER allows only the primitive form of a string; a constructed
+		// IA5String is BER, which a certificate must not carry. IA5 is
+		// 7-bit ASCII.
 		var str asn1.RawValue
 		if tail, err := asn1.Unmarshal(explicit.Bytes, &str); err != nil || len(tail) != 0 ||
-			str.Class != asn1.ClassUniversal || str.Tag != asn1.TagIA5String {
-			return nil, &NameError{Field: "otherName", Value: "value is not an IA5String"}
+			str.Class != asn1.ClassUniversal || str.Tag != asn1.TagIA5String || str.IsCompound || !isASCII(str.Bytes) {
+			return nil, &NameError{Field: "otherName", Value: "value is not a DER IA5String"}
 		}
 		out = append(out, string(str.Bytes))
 	}
@@ -176,6 +179,15 @@ func ValidRole(s string) bool { return isRole(s) }
 
 // ValidAGB reports whether s has the form of an AGB code: 8 digits.
 func ValidAGB(s string) bool { return isDigits(s, 8) }
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
 
 func validCardType(t CardType) bool {
 	switch t {
