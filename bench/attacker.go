@@ -87,11 +87,11 @@ func attacks(tr protocol.Trust, now time.Time, valid, big4096 *genuine) ([]attac
 	// (a) A certificate that names the real issuing CA but is signed by the
 	// attacker's key, as large as a bundle can carry one: the statement
 	// signature field holds 1024 bytes, 8192 bits. The key is multi-prime
-	// only because two 4096-bit primes take minutes to find here; the
+	// only because two 4096-bit primes can take minutes to find; the
 	// verifier cannot tell, and must refuse after one signature check with
 	// the configured CA's key, never using the attacker's.
 	fmt.Fprintln(os.Stderr, "bench: making an attacker's 8192-bit key and certificate (some seconds)")
-	key8192, err := rsa.GenerateMultiPrimeKey(rand.Reader, 8, 8192) //nolint:staticcheck // see above
+	key8192, err := rsa.GenerateMultiPrimeKey(rand.Reader, 8, 8192)
 	if err != nil {
 		return nil, err
 	}

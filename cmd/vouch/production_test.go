@@ -23,7 +23,13 @@ func TestProductionBuildRefusesTestCards(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `unknown card profile "test"`) {
 		t.Errorf("production binary with the test profile: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "bundle", "issue", "-card", "pkcs11:token=x", "-attestation", "pkcs11:token=y", "-code", "x", "-out", "/dev/null")
+	cmd := exec.Command(bin, "bundle", "verify", "../../testdata/bundle/cases/valid-gp.bin")
+	cmd.Env = append(cmd.Environ(), "VOUCH_CARD_PROFILE=test", "VOUCH_UZI_ROOTS=../../testdata/bundle/root.pem")
+	out, err = cmd.CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `unknown card profile "test"`) {
+		t.Errorf("production binary with VOUCH_CARD_PROFILE=test: %v\n%s", err, out)
+	}
+	cmd = exec.Command(bin, "bundle", "issue", "-card", "pkcs11:token=x", "-attestation", "pkcs11:token=y", "-code", "x", "-out", "/dev/null")
 	cmd.Env = append(cmd.Environ(), "VOUCH_CARD_PROFILE=production")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "test card profile") {
 		t.Errorf("production binary issued a bundle: %v\n%s", err, out)

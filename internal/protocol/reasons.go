@@ -75,7 +75,7 @@ var texts = map[Reason]i18n.Text{
 	ReasonCertSignature:     {EN: "The card's certificate was not signed by the authority it names: it was altered or forged.", NL: "Het certificaat van de pas is niet ondertekend door de uitgever die het noemt: het is gewijzigd of vervalst."},
 	ReasonCertNotEndEntity:  {EN: "The certificate is that of a certificate authority, not of a card.", NL: "Het certificaat is van een certificaatuitgever, niet van een pas."},
 	ReasonCertExtension:     {EN: "The card's certificate has a critical extension that UZI cards do not carry.", NL: "Het certificaat van de pas heeft een kritieke extensie die UZI-passen niet hebben."},
-	ReasonCertKey:           {EN: "The card's key is not an RSA key of 2048 to 4096 bits.", NL: "De sleutel van de pas is geen RSA-sleutel van 2048 tot 4096 bits."},
+	ReasonCertKey:           {EN: "The card's key is not an RSA-2048 key as on UZI cards.", NL: "De sleutel van de pas is geen RSA-2048-sleutel zoals op UZI-passen."},
 	ReasonCertPolicy:        {EN: "The card's certificate lacks the UZI certificate policy for this use.", NL: "Het certificaat van de pas mist het UZI-certificaatbeleid voor dit gebruik."},
 	ReasonCertExpired:       {EN: "The clinician's card had expired.", NL: "De pas van de zorgverlener was verlopen."},
 	ReasonCertNotYetValid:   {EN: "The clinician's card was not valid yet.", NL: "De pas van de zorgverlener was nog niet geldig."},

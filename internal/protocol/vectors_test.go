@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"math"
 	"math/big"
 	"os"
@@ -234,6 +235,35 @@ func (g *gen) add(name string, raw []byte, phone ed25519.PublicKey, want protoco
 	g.vec.Cases = append(g.vec.Cases, trust.Case{Name: name, Bundle: file, PhoneKeyHex: hex.EncodeToString(phone), Want: string(want)})
 }
 
+// rsaWithE makes an RSA key with public exponent e, which rsa.GenerateKey
+// cannot (it always uses 65537).
+func rsaWithE(bits, e int) (*rsa.PrivateKey, error) {
+	E := big.NewInt(int64(e))
+	one := big.NewInt(1)
+	for {
+		p, err := rand.Prime(rand.Reader, bits/2)
+		if err != nil {
+			return nil, err
+		}
+		q, err := rand.Prime(rand.Reader, bits-bits/2)
+		if err != nil {
+			return nil, err
+		}
+		n := new(big.Int).Mul(p, q)
+		phi := new(big.Int).Mul(new(big.Int).Sub(p, one), new(big.Int).Sub(q, one))
+		d := new(big.Int).ModInverse(E, phi)
+		if d == nil || n.BitLen() != bits || p.Cmp(q) == 0 {
+			continue
+		}
+		k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: e}, D: d, Primes: []*big.Int{p, q}}
+		if err := k.Validate(); err != nil {
+			continue
+		}
+		k.Precompute()
+		return k, nil
+	}
+}
+
 // rawStatement encodes a statement with any int64 times and strings, as an
 // attacker's encoder would; Marshal cannot express out-of-range times.
 func rawStatement(jurisdiction string, st *protocol.Statement, issued, expires int64) []byte {
@@ -313,8 +343,6 @@ func writeVectors(t *testing.T) {
 	g.add("valid-gp", gp.Marshal(), phone, protocol.ReasonOK)
 	g.add("valid-nurse", g.bundle("nurse", nil).Marshal(), phone, protocol.ReasonOK)
 	g.add("valid-dentist-no-onset", g.bundle("dentist", func(s *protocol.Statement) { s.SymptomOnset = "" }).Marshal(), phone, protocol.ReasonOK)
-	k4096 := mustRSABits(t, 4096)
-	g.add("valid-gp-rsa-4096", g.bundleFor(k4096, g.crafted(k4096, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonOK)
 
 	// Cards that may not vouch, or whose certificates are not good.
 	for name, want := range map[string]protocol.Reason{
@@ -423,8 +451,16 @@ func writeVectors(t *testing.T) {
 	})
 	small := mustRSABits(t, 1024)
 	g.add("card-rsa-1024", g.bundleFor(small, g.crafted(small, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonCertKey)
-	large := mustRSABits(t, 4104)
-	g.add("card-rsa-4104", g.bundleFor(large, g.crafted(large, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonCertKey)
+	for _, bits := range []int{2047, 2049, 3072} {
+		k := mustRSABits(t, bits)
+		g.add(fmt.Sprintf("card-rsa-%d", bits), g.bundleFor(k, g.crafted(k, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonCertKey)
+	}
+	// Exponent 3: the same size, but not the UZI cards' key.
+	e3, err := rsaWithE(2048, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.add("card-rsa-e3", g.bundleFor(e3, g.crafted(e3, testpki.CACareProvider, nil), nil).Marshal(), phone, protocol.ReasonCertKey)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ecCert := g.crafted(ecKey, testpki.CACareProvider, nil)
 	ecBundle := g.bundle("gp", func(s *protocol.Statement) { s.SignerCertHash = sha256.Sum256(ecCert.Raw) })
