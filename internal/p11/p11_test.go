@@ -35,6 +35,7 @@ var parseURITests = []struct {
 	{"pkcs11:token=a;type=secret", p11.URI{}, true}, // unsupported type
 	{"pkcs11:token=%zz", p11.URI{}, true},
 	{"http://x", p11.URI{}, true},
+	{"pkcs11:token=t?module-path=/x.so;pin-value=1234", p11.URI{}, true}, // a ";" would hide the PIN in module-path
 }
 
 func TestParseURI(t *testing.T) {

@@ -70,6 +70,11 @@ func ParseURI(s string) (URI, error) {
 			}
 		}
 	}
+	if strings.Contains(query, ";") {
+		// Query attributes are separated by '&'; a ';' means a mistyped
+		// URI whose PIN would end up inside another value (and in messages).
+		return u, fmt.Errorf("p11: URI %q: its query holds ';' (query attributes are separated by '&')", redact(s))
+	}
 	if query != "" {
 		for _, attr := range strings.Split(query, "&") {
 			k, v, ok := strings.Cut(attr, "=")

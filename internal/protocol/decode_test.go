@@ -100,6 +100,9 @@ func TestDecodeLabels(t *testing.T) {
 		{"a type that is a prefix of ours", label("vouch/bundl/v1"), errWrongType},
 		{"a type ours is a prefix of", label("vouch/bundles/v1"), errWrongType},
 		{"our label and nothing else", label(LabelBundle), errTruncated},
+		{"a version that is not a number", label("vouch/bundle/vX"), errMalformed},
+		{"a version with a trailing space", label("vouch/bundle/v1 "), errMalformed},
+		{"a later version", label("vouch/bundle/v12"), errUnknownVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -104,7 +104,8 @@ func newDecoder(b []byte, label string) *decoder {
 	// A label of ours has the form vouch/<type>/v<version>; anything else
 	// is not a message of ours at all.
 	parts := strings.Split(got, "/")
-	if len(parts) != 3 || parts[0]+"/" != labelPrefix || parts[1] == "" || len(parts[2]) < 2 || parts[2][0] != 'v' {
+	if len(parts) != 3 || parts[0]+"/" != labelPrefix || parts[1] == "" || len(parts[2]) < 2 || parts[2][0] != 'v' ||
+		strings.Trim(parts[2][1:], "0123456789") != "" {
 		d.err = errMalformed
 		return d
 	}

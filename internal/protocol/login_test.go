@@ -6,6 +6,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -267,5 +269,99 @@ func TestDecodeReasons(t *testing.T) {
 		if got := protocol.Verdict(err); got != tt.want {
 			t.Errorf("%s: %q, want %q", name, got, tt.want)
 		}
+	}
+}
+
+// TestCriticalExtensionsAllowList: only keyUsage, basicConstraints and
+// extKeyUsage may be critical, whatever Go's parser counts as handled.
+func TestCriticalExtensionsAllowList(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC()
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := protocol.NewVerifier(testTrust(pki))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := mustRSA(t)
+	issue := func(edit func(*x509.Certificate)) []byte {
+		c, _ := testpki.CardByName("gp")
+		tmpl, err := pki.Template(c, testpki.UsageSign)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(tmpl)
+		cert, err := pki.IssueFrom(tmpl, c.CA, key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.Raw
+	}
+	// The UZI name plus an e-mail address, in one critical SAN.
+	name := testpki.Cards()[0].UZIName()
+	str := append([]byte{0x16, byte(len(name))}, name...)
+	oid := []byte{0x06, 0x03, 0x55, 0x05, 0x05}
+	explicit := append([]byte{0xa0, byte(len(str))}, str...)
+	other := append([]byte{0xa0, byte(len(oid) + len(explicit))}, append(oid, explicit...)...)
+	email := append([]byte{0x81, 8}, "a@b.test"...)
+	gns := append(other, email...)
+	san := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Critical: true, Value: append([]byte{0x30, byte(len(gns))}, gns...)}
+	for name, tt := range map[string]struct {
+		edit func(*x509.Certificate)
+		want protocol.Reason
+	}{
+		"as issued":                   {func(*x509.Certificate) {}, protocol.ReasonOK},
+		"critical SAN with an e-mail": {func(c *x509.Certificate) { c.ExtraExtensions = []pkix.Extension{san} }, protocol.ReasonCertExtension},
+		"critical name constraints": {func(c *x509.Certificate) {
+			c.PermittedDNSDomains, c.PermittedDNSDomainsCritical = []string{"x.test"}, true
+		}, protocol.ReasonCertExtension},
+		"non-critical name constraints": {func(c *x509.Certificate) { c.PermittedDNSDomains = []string{"x.test"} }, protocol.ReasonOK},
+	} {
+		_, err := v.VerifyCard(issue(tt.edit), uzi.PurposeVouch, now)
+		if got := protocol.Verdict(err); got != tt.want {
+			t.Errorf("%s: %q, want %q (%v)", name, got, tt.want, err)
+		}
+	}
+}
+
+// TestRenewedCA: a CA certificate renewed with the same key, the old one
+// expired, both configured in any order: a card verifies under the one
+// valid now. A CA configured for two card types refuses to start.
+func TestRenewedCA(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC()
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	care := pki.CAs[testpki.CACareProvider]
+	old := *care.Cert
+	old.NotBefore, old.NotAfter = now.Add(-9*365*24*time.Hour), now.Add(-time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &old, pki.Root.Cert, care.Key.Public(), pki.Root.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := x509.ParseCertificate(der)
+	card, err := pki.IssueNamed("gp", testpki.UsageSign, mustRSA(t).Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, order := range [][]*x509.Certificate{{expired, care.Cert}, {care.Cert, expired}} {
+		tr := testTrust(pki)
+		tr.IssuingCAs[uzi.CardCareProvider] = order
+		v, err := protocol.NewVerifier(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.VerifyCard(card.Raw, uzi.PurposeVouch, now); err != nil {
+			t.Errorf("expired certificate first = %v: %v", order[0] == expired, err)
+		}
+	}
+	tr := testTrust(pki)
+	tr.IssuingCAs[uzi.CardNamedEmployee] = append(tr.IssuingCAs[uzi.CardNamedEmployee], care.Cert)
+	if _, err := protocol.NewVerifier(tr); err == nil {
+		t.Error("a CA configured for two card types was accepted")
 	}
 }

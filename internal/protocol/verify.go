@@ -112,6 +112,11 @@ func NewVerifier(t Trust) (*Verifier, error) {
 			if err != nil {
 				return nil, err
 			}
+			for _, other := range v.issuers[string(ca.RawSubject)] {
+				if string(other.cert.RawSubjectPublicKeyInfo) == string(ca.RawSubjectPublicKeyInfo) && other.cardType != typ {
+					return nil, fmt.Errorf("protocol: CA %q is configured for card types %s and %s: a CA issues one type", ca.Subject, other.cardType, typ)
+				}
+			}
 			v.issuers[string(ca.RawSubject)] = append(v.issuers[string(ca.RawSubject)], ic)
 		}
 	}
@@ -164,8 +169,11 @@ func KeyID(pub crypto.PublicKey) ([32]byte, error) {
 
 // verifiedCard is a card certificate whose issuing CA's signature verified.
 type verifiedCard struct {
-	cert  *x509.Certificate
-	ca    *issuingCA
+	cert *x509.Certificate
+	// cas are the configured certificates of the issuing CA whose key
+	// signed the card: one, or several when the CA's certificate was
+	// renewed with the same key. They share a card type.
+	cas   []*issuingCA
 	pub   *rsa.PublicKey // nil when the key is unsupported
 	id    uzi.Identity
 	idErr error
@@ -185,17 +193,26 @@ func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifi
 		v.cards.Add(key, vc)
 	}
 	c := vc.cert
+	// Of a CA's certificates (renewals with the same key), the one valid
+	// now is the path; if none is, the first says why.
+	ca := vc.cas[0]
+	for _, cand := range vc.cas {
+		if !now.Before(cand.notBefore) && !now.After(cand.notAfter) {
+			ca = cand
+			break
+		}
+	}
 	switch {
 	case c.BasicConstraintsValid && c.IsCA, c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0:
 		return nil, refuse(ReasonCertNotEndEntity, errors.New("CA flag or certificate-signing key usage"))
-	case len(c.UnhandledCriticalExtensions) > 0:
-		return nil, refuse(ReasonCertExtension, fmt.Errorf("critical extensions %v", c.UnhandledCriticalExtensions))
+	case criticalUnknown(c) != nil:
+		return nil, refuse(ReasonCertExtension, fmt.Errorf("critical extension %v", criticalUnknown(c)))
 	case vc.pub == nil:
 		return nil, refuse(ReasonCertKey, fmt.Errorf("%T key", c.PublicKey))
-	case now.Before(c.NotBefore) || now.Before(vc.ca.notBefore):
-		return nil, refuse(ReasonCertNotYetValid, fmt.Errorf("valid from %s, CA from %s", c.NotBefore, vc.ca.notBefore))
-	case now.After(c.NotAfter) || now.After(vc.ca.notAfter):
-		return nil, refuse(ReasonCertExpired, fmt.Errorf("valid until %s, CA until %s", c.NotAfter, vc.ca.notAfter))
+	case now.Before(c.NotBefore) || now.Before(ca.notBefore):
+		return nil, refuse(ReasonCertNotYetValid, fmt.Errorf("valid from %s, CA from %s", c.NotBefore, ca.notBefore))
+	case now.After(c.NotAfter) || now.After(ca.notAfter):
+		return nil, refuse(ReasonCertExpired, fmt.Errorf("valid until %s, CA until %s", c.NotAfter, ca.notAfter))
 	}
 	if r := usage(c, purpose); r != nil {
 		return nil, r
@@ -206,7 +223,7 @@ func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifi
 	if rc := v.trust.Revocation; rc != nil {
 		// The card, then every CA on the path but the root, each against
 		// the CRL of the key that issued it.
-		path := append([]*x509.Certificate{c}, vc.ca.path...)
+		path := append([]*x509.Certificate{c}, ca.path...)
 		for i := 0; i+1 < len(path); i++ {
 			if err := rc.Check(path[i], path[i+1], now); errors.Is(err, ErrRevoked) {
 				return nil, refuse(ReasonCertRevoked, fmt.Errorf("%q: %w", path[i].Subject, err))
@@ -229,23 +246,55 @@ func (v *Verifier) issued(der []byte) (*verifiedCard, *Refusal) {
 	if len(cas) == 0 {
 		return nil, refuse(ReasonUnknownCA, fmt.Errorf("issuer %q is not a configured issuing CA", c.Issuer))
 	}
-	var ca *issuingCA
+	vc := &verifiedCard{cert: c}
 	var sigErr error
 	for _, cand := range cas {
-		if sigErr = c.CheckSignatureFrom(cand.cert); sigErr == nil {
-			ca = cand
-			break
+		if len(vc.cas) > 0 && string(cand.cert.RawSubjectPublicKeyInfo) == string(vc.cas[0].cert.RawSubjectPublicKeyInfo) {
+			vc.cas = append(vc.cas, cand) // the same key: no second signature check
+			continue
+		}
+		if len(vc.cas) == 0 {
+			if sigErr = c.CheckSignatureFrom(cand.cert); sigErr == nil {
+				vc.cas = append(vc.cas, cand)
+			}
 		}
 	}
-	if ca == nil {
+	if len(vc.cas) == 0 {
 		return nil, refuse(ReasonCertSignature, sigErr)
 	}
-	vc := &verifiedCard{cert: c, ca: ca}
 	if pub, ok := c.PublicKey.(*rsa.PublicKey); ok && pub.N.BitLen() >= minRSABits && pub.N.BitLen() <= maxRSABits && pub.E == rsaE {
 		vc.pub = pub
 	}
 	vc.id, vc.idErr = uzi.FromCertificate(c)
 	return vc, nil
+}
+
+// Extensions a card certificate may mark critical: the ones UZI cards mark
+// and this verifier processes. Go's parser treats a critical SAN holding a
+// DNS name or e-mail address as handled, and it does not enforce name
+// constraints on a leaf, so its own list is not the verifier's.
+var criticalAllowed = []asn1.ObjectIdentifier{
+	{2, 5, 29, 15}, // keyUsage
+	{2, 5, 29, 19}, // basicConstraints
+	{2, 5, 29, 37}, // extKeyUsage
+}
+
+// criticalUnknown returns the first critical extension of c not in
+// criticalAllowed, or nil.
+func criticalUnknown(c *x509.Certificate) asn1.ObjectIdentifier {
+	for _, e := range c.Extensions {
+		if !e.Critical {
+			continue
+		}
+		known := false
+		for _, id := range criticalAllowed {
+			known = known || e.Id.Equal(id)
+		}
+		if !known {
+			return e.Id
+		}
+	}
+	return nil
 }
 
 // OID of Microsoft's document-signing extended key usage, which UZI
@@ -351,7 +400,7 @@ func (v *Verifier) profile(vc *verifiedCard, purpose uzi.Purpose) *Refusal {
 	if vc.idErr != nil {
 		return refuse(Reason(uzi.CodeOf(vc.idErr)), vc.idErr)
 	}
-	if err := v.trust.Profile.Check(vc.id, vc.ca.cardType, purpose); err != nil {
+	if err := v.trust.Profile.Check(vc.id, vc.cas[0].cardType, purpose); err != nil {
 		code := Reason(uzi.CodeOf(err))
 		if code == "" {
 			code = ReasonMalformed

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -71,6 +72,12 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 		return fmt.Errorf("revocation: CRL of %s: %w", issuer.Subject, err)
 	}
 	switch {
+	case string(crl.RawIssuer) != string(issuer.RawSubject):
+		return fmt.Errorf("revocation: CRL of %q filed under %s", crl.Issuer, issuer.Subject)
+	case partial(crl) != nil:
+		return fmt.Errorf("revocation: CRL of %s has extension %v: a delta or partitioned CRL is not a complete list", issuer.Subject, partial(crl))
+	case crl.ThisUpdate.After(now.Add(maxFuture)):
+		return fmt.Errorf("revocation: CRL of %s is dated %s, in the future", issuer.Subject, crl.ThisUpdate)
 	case crl.NextUpdate.IsZero():
 		return fmt.Errorf("revocation: CRL of %s has no nextUpdate, so it could never be known stale", issuer.Subject)
 	case now.After(crl.NextUpdate):
@@ -90,6 +97,32 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 		}
 	}
 	s.issuers[key] = st
+	return nil
+}
+
+// maxFuture is how far a CRL's thisUpdate may lie ahead of our clock.
+const maxFuture = 5 * time.Minute
+
+// Extensions that make a CRL less than the complete list of its issuer's
+// revocations: a delta CRL, or one partitioned by distribution point.
+var (
+	oidDeltaCRL = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIDP      = asn1.ObjectIdentifier{2, 5, 29, 28}
+	oidCRLNum   = asn1.ObjectIdentifier{2, 5, 29, 20}
+	oidAKI      = asn1.ObjectIdentifier{2, 5, 29, 35}
+)
+
+// partial returns the extension that makes crl a partial list — a delta or
+// distribution-point CRL, or any critical extension not understood — or nil.
+func partial(crl *x509.RevocationList) asn1.ObjectIdentifier {
+	for _, e := range crl.Extensions {
+		switch {
+		case e.Id.Equal(oidDeltaCRL), e.Id.Equal(oidIDP):
+			return e.Id
+		case e.Critical && !e.Id.Equal(oidCRLNum) && !e.Id.Equal(oidAKI):
+			return e.Id
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"math/big"
 	"strings"
@@ -40,11 +42,24 @@ func TestSet(t *testing.T) {
 	if err := s.Check(kept, care, now); !errors.Is(err, revocation.ErrUnknown) {
 		t.Fatalf("status before any CRL: %v, want unknown", err)
 	}
+	delta, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(now.Unix() + 1), ThisUpdate: now,
+		NextUpdate: now.Add(time.Hour), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: []byte{2, 1, 1}}}},
+		care, pki.CAs[testpki.CACareProvider].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp, _ := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(now.Unix() + 1), ThisUpdate: now,
+		NextUpdate: now.Add(time.Hour), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 28}, Critical: true, Value: []byte{0x30, 0}}}},
+		care, pki.CAs[testpki.CACareProvider].Key)
+	future, _ := pki.CRL(testpki.CACareProvider, nil, now.Add(time.Hour))
 	// Refusals change nothing.
 	for name, add := range map[string]func() error{
-		"wrong issuer": func() error { return s.AddCRL(crl, pki.CAs[testpki.CANamedEmployee].Cert, now) },
-		"stale":        func() error { return s.AddCRL(crl, care, now.Add(30*24*time.Hour)) },
-		"garbage":      func() error { return s.AddCRL([]byte("not a CRL"), care, now) },
+		"delta CRL":           func() error { return s.AddCRL(delta, care, now) },
+		"partitioned CRL":     func() error { return s.AddCRL(idp, care, now) },
+		"dated in the future": func() error { return s.AddCRL(future, care, now) },
+		"wrong issuer":        func() error { return s.AddCRL(crl, pki.CAs[testpki.CANamedEmployee].Cert, now) },
+		"stale":               func() error { return s.AddCRL(crl, care, now.Add(30*24*time.Hour)) },
+		"garbage":             func() error { return s.AddCRL([]byte("not a CRL"), care, now) },
 	} {
 		if err := add(); err == nil {
 			t.Errorf("%s: accepted", name)
