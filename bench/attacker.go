@@ -41,9 +41,9 @@ type attack struct {
 // valid before, so valid's card is cached. An attacker controls every byte
 // of a bundle but holds neither a CA's key, nor a card's, nor the back end's
 // attestation key; certificates are public (the UZI register publishes
-// them), and any patient holds a genuine bundle. big4096, when not nil, is
-// a genuine bundle of a card with the largest key the verifier accepts.
-func attacks(tr protocol.Trust, now time.Time, valid, big4096 *genuine) ([]attack, error) {
+// them), and any patient holds a genuine bundle. Card keys are RSA-2048 only,
+// so no genuine card is costlier than valid's.
+func attacks(tr protocol.Trust, now time.Time, valid *genuine) ([]attack, error) {
 	warm := func() (*protocol.Verifier, error) {
 		v, err := protocol.NewVerifier(tr)
 		if err != nil {
@@ -226,15 +226,6 @@ func attacks(tr protocol.Trust, now time.Time, valid, big4096 *genuine) ([]attac
 			}})
 	}
 	uncached("genuine certificate not in the cache, random statement signature", valid)
-
-	// (f) The same with a card of the largest key the verifier accepts, and
-	// that card's genuine bundle with a forged attestation signature.
-	if big4096 != nil {
-		uncached("genuine 4096-bit card's certificate not in the cache, random statement signature", big4096)
-		f := *big4096.b
-		f.AttestationSignature = randomECDSASig(tr.AttestationKeys[0])
-		once("genuine 4096-bit card's bundle, forged attestation signature", protocol.ReasonAttestationSignature, &f, big4096.phone)
-	}
 
 	// Every candidate is refused, for the reason its name implies, before it
 	// is timed: a candidate that were accepted would measure nothing useful.

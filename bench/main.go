@@ -184,12 +184,6 @@ func run(vectorsPath string, rounds int) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A genuine card with the largest key accepted, when the vectors have one.
-	big4096, err := loadGenuine(vec, "valid-gp-rsa-4096")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench: no 4096-bit card among the vectors:", err)
-		big4096 = nil
-	}
 	v, err := protocol.NewVerifier(tr)
 	if err != nil {
 		return nil, err
@@ -204,7 +198,7 @@ func run(vectorsPath string, rounds int) ([]Row, error) {
 	if !ecdsa.VerifyASN1(attKey, atDigest[:], valid.b.AttestationSignature) {
 		return nil, errors.New("the valid vector's attestation is not signed by the first attestation key")
 	}
-	attackers, err := attacks(tr, vec.Now, valid, big4096)
+	attackers, err := attacks(tr, vec.Now, valid)
 	if err != nil {
 		return nil, err
 	}
@@ -248,20 +242,6 @@ func run(vectorsPath string, rounds int) ([]Row, error) {
 	for _, a := range attackers {
 		fs = append(fs, a.bench)
 	}
-	if big4096 != nil {
-		// Not an attack: what the largest card key costs when the bundle is
-		// valid, to read the attackers' rows by.
-		if _, err := v.Verify(big4096.raw, big4096.phone, vec.Now); err != nil {
-			return nil, fmt.Errorf("the valid 4096-bit vector does not verify: %w", err)
-		}
-		fs = append(fs, func(bb *testing.B) {
-			for bb.Loop() {
-				if _, err := v.Verify(big4096.raw, big4096.phone, vec.Now); err != nil {
-					bb.Fatal(err)
-				}
-			}
-		})
-	}
 	fmt.Fprintf(os.Stderr, "bench: timing %d kinds of verification, %d rounds\n", len(fs), rounds)
 	ns, err := median(rounds, fs...)
 	if err != nil {
@@ -289,11 +269,6 @@ func run(vectorsPath string, rounds int) ([]Row, error) {
 	rows = append(rows, Row{Name: "worst bundle an attacker can make", Value: wt, Unit: "µs", Reference: validRef,
 		ReferenceValue: us(nVerify), Ratio: wt / us(nVerify), Target: target(2), Detail: w.name + ", refused " + string(w.reason)})
 	rows = append(rows, each...)
-	if big4096 != nil {
-		t := us(len(fs) - 1)
-		rows = append(rows, Row{Name: "bundle verify, valid bundle of a 4096-bit card (card cached)", Value: t, Unit: "µs",
-			Reference: validRef, ReferenceValue: us(nVerify), Ratio: t / us(nVerify)})
-	}
 	return rows, nil
 }
 

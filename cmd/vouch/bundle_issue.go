@@ -138,12 +138,12 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	b := &protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}
-	if _, err := verifier.Verify(b.Marshal(), nil, now); err != nil {
+	raw := (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}).Marshal()
+	if _, err := verifier.Verify(raw, nil, now); err != nil {
 		fmt.Fprintf(stderr, "vouch: the bundle just made does not verify: %v\n", err)
 		return refused(stdout, protocol.Verdict(err))
 	}
-	if err := os.WriteFile(*out, b.Marshal(), 0o600); err != nil {
+	if err := os.WriteFile(*out, raw, 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "bundle %x for %s signed by %s, written to %s\n", aid, pc, cert.Subject.CommonName, *out)

@@ -23,15 +23,7 @@ import (
 
 func TestVerifyLogin(t *testing.T) {
 	t.Parallel()
-	now := time.Now().UTC()
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := protocol.NewVerifier(testTrust(pki))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki, v, now := newPKI(t)
 	key := mustRSA(t)
 	const origin = "https://backoffice.vouch.test"
 	challenge := []byte("0123456789abcdef0123456789abcdef")
@@ -51,17 +43,7 @@ func TestVerifyLogin(t *testing.T) {
 		return cert.Raw
 	}
 	crafted := func(edit func(*x509.Certificate)) []byte {
-		c, _ := testpki.CardByName("gp")
-		tmpl, err := pki.Template(c, testpki.UsageAuth)
-		if err != nil {
-			t.Fatal(err)
-		}
-		edit(tmpl)
-		cert, err := pki.IssueFrom(tmpl, c.CA, key.Public())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cert.Raw
+		return craftGP(t, pki, testpki.UsageAuth, key.Public(), edit)
 	}
 	tests := []struct {
 		name   string
@@ -108,6 +90,52 @@ func testTrust(pki *testpki.PKI) protocol.Trust {
 		tr.IssuingCAs[typ] = append(tr.IssuingCAs[typ], pki.CAs[name].Cert)
 	}
 	return tr
+}
+
+// newPKI makes a test PKI and a verifier that trusts it, as of now.
+func newPKI(t *testing.T) (*testpki.PKI, *protocol.Verifier, time.Time) {
+	t.Helper()
+	now := time.Now().UTC()
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := protocol.NewVerifier(testTrust(pki))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki, v, now
+}
+
+// craftGP issues the GP card's certificate of usage for pub from its CA,
+// its template first changed by edit: what a careless CA might sign.
+func craftGP(t testing.TB, pki *testpki.PKI, usage testpki.Usage, pub crypto.PublicKey, edit func(*x509.Certificate)) []byte {
+	t.Helper()
+	c, _ := testpki.CardByName("gp")
+	tmpl, err := pki.Template(c, usage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(tmpl)
+	}
+	cert, err := pki.IssueFrom(tmpl, c.CA, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.Raw
+}
+
+// uziSAN is a subjectAltName with an otherName 2.5.5.5 around value (an
+// encoded string, of any form), followed by more encoded GeneralNames.
+func uziSAN(value []byte, more ...[]byte) pkix.Extension {
+	oid := []byte{0x06, 0x03, 0x55, 0x05, 0x05}
+	explicit := append([]byte{0xa0, byte(len(value))}, value...)
+	gns := append([]byte{0xa0, byte(len(oid) + len(explicit))}, append(oid, explicit...)...)
+	for _, m := range more {
+		gns = append(gns, m...)
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: append([]byte{0x30, byte(len(gns))}, gns...)}
 }
 
 func mustOID(t testing.TB, s string) x509.OID {
@@ -276,38 +304,15 @@ func TestDecodeReasons(t *testing.T) {
 // extKeyUsage may be critical, whatever Go's parser counts as handled.
 func TestCriticalExtensionsAllowList(t *testing.T) {
 	t.Parallel()
-	now := time.Now().UTC()
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := protocol.NewVerifier(testTrust(pki))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki, v, now := newPKI(t)
 	key := mustRSA(t)
 	issue := func(edit func(*x509.Certificate)) []byte {
-		c, _ := testpki.CardByName("gp")
-		tmpl, err := pki.Template(c, testpki.UsageSign)
-		if err != nil {
-			t.Fatal(err)
-		}
-		edit(tmpl)
-		cert, err := pki.IssueFrom(tmpl, c.CA, key.Public())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cert.Raw
+		return craftGP(t, pki, testpki.UsageSign, key.Public(), edit)
 	}
 	// The UZI name plus an e-mail address, in one critical SAN.
 	name := testpki.Cards()[0].UZIName()
-	str := append([]byte{0x16, byte(len(name))}, name...)
-	oid := []byte{0x06, 0x03, 0x55, 0x05, 0x05}
-	explicit := append([]byte{0xa0, byte(len(str))}, str...)
-	other := append([]byte{0xa0, byte(len(oid) + len(explicit))}, append(oid, explicit...)...)
-	email := append([]byte{0x81, 8}, "a@b.test"...)
-	gns := append(other, email...)
-	san := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Critical: true, Value: append([]byte{0x30, byte(len(gns))}, gns...)}
+	san := uziSAN(append([]byte{0x16, byte(len(name))}, name...), append([]byte{0x81, 8}, "a@b.test"...))
+	san.Critical = true
 	for name, tt := range map[string]struct {
 		edit func(*x509.Certificate)
 		want protocol.Reason
@@ -331,11 +336,7 @@ func TestCriticalExtensionsAllowList(t *testing.T) {
 // valid now. A CA configured for two card types refuses to start.
 func TestRenewedCA(t *testing.T) {
 	t.Parallel()
-	now := time.Now().UTC()
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki, _, now := newPKI(t)
 	care := pki.CAs[testpki.CACareProvider]
 	old := *care.Cert
 	old.NotBefore, old.NotAfter = now.Add(-9*365*24*time.Hour), now.Add(-time.Hour)

@@ -281,10 +281,7 @@ func rawStatement(jurisdiction string, st *protocol.Statement, issued, expires i
 	return b
 }
 
-var (
-	oidSAN       = asn1.ObjectIdentifier{2, 5, 29, 17}
-	oidAnyPolicy = "2.5.29.32.0"
-)
+const oidAnyPolicy = "2.5.29.32.0"
 
 func policy(t *testing.T, s string) []x509.OID {
 	o, err := x509.ParseOID(s)
@@ -437,11 +434,7 @@ func writeVectors(t *testing.T) {
 		name := testpki.Cards()[0].UZIName()
 		seg := func(s string) []byte { return append([]byte{0x16, byte(len(s))}, s...) }
 		inner := append(seg(name[:30]), seg(name[30:])...)
-		str := append([]byte{0x36, byte(len(inner))}, inner...)
-		oid := []byte{0x06, 0x03, 0x55, 0x05, 0x05}
-		explicit := append([]byte{0xa0, byte(len(str))}, str...)
-		other := append([]byte{0xa0, byte(len(oid) + len(explicit))}, append(oid, explicit...)...)
-		c.ExtraExtensions = []pkix.Extension{{Id: oidSAN, Value: append([]byte{0x30, byte(len(other))}, other...)}}
+		c.ExtraExtensions = []pkix.Extension{uziSAN(append([]byte{0x36, byte(len(inner))}, inner...))}
 	})
 	certCase("card-critical-san", testpki.CACareProvider, protocol.ReasonCertExtension, func(c *x509.Certificate) {
 		c.ExtraExtensions[0].Critical = true

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"vouch/internal/revocation"
 	"vouch/internal/uzi"
@@ -173,10 +171,11 @@ type verifiedCard struct {
 	// cas are the configured certificates of the issuing CA whose key
 	// signed the card: one, or several when the CA's certificate was
 	// renewed with the same key. They share a card type.
-	cas   []*issuingCA
-	pub   *rsa.PublicKey // nil when the key is unsupported
-	id    uzi.Identity
-	idErr error
+	cas      []*issuingCA
+	pub      *rsa.PublicKey        // nil when the key is unsupported
+	critical asn1.ObjectIdentifier // a critical extension not allowed, or nil
+	id       uzi.Identity
+	idErr    error
 }
 
 // card checks a card certificate for purpose at now: its issuing CA's
@@ -205,8 +204,8 @@ func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifi
 	switch {
 	case c.BasicConstraintsValid && c.IsCA, c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0:
 		return nil, refuse(ReasonCertNotEndEntity, errors.New("CA flag or certificate-signing key usage"))
-	case criticalUnknown(c) != nil:
-		return nil, refuse(ReasonCertExtension, fmt.Errorf("critical extension %v", criticalUnknown(c)))
+	case vc.critical != nil:
+		return nil, refuse(ReasonCertExtension, fmt.Errorf("critical extension %v", vc.critical))
 	case vc.pub == nil:
 		return nil, refuse(ReasonCertKey, fmt.Errorf("%T key", c.PublicKey))
 	case now.Before(c.NotBefore) || now.Before(ca.notBefore):
@@ -246,21 +245,24 @@ func (v *Verifier) issued(der []byte) (*verifiedCard, *Refusal) {
 	if len(cas) == 0 {
 		return nil, refuse(ReasonUnknownCA, fmt.Errorf("issuer %q is not a configured issuing CA", c.Issuer))
 	}
-	vc := &verifiedCard{cert: c}
+	// The first CA whose key verifies the signature issued the card; its
+	// other certificates with the same key (renewals) are the same issuer.
+	var signer *issuingCA
 	var sigErr error
 	for _, cand := range cas {
-		if len(vc.cas) > 0 && string(cand.cert.RawSubjectPublicKeyInfo) == string(vc.cas[0].cert.RawSubjectPublicKeyInfo) {
-			vc.cas = append(vc.cas, cand) // the same key: no second signature check
-			continue
-		}
-		if len(vc.cas) == 0 {
-			if sigErr = c.CheckSignatureFrom(cand.cert); sigErr == nil {
-				vc.cas = append(vc.cas, cand)
-			}
+		if sigErr = c.CheckSignatureFrom(cand.cert); sigErr == nil {
+			signer = cand
+			break
 		}
 	}
-	if len(vc.cas) == 0 {
+	if signer == nil {
 		return nil, refuse(ReasonCertSignature, sigErr)
+	}
+	vc := &verifiedCard{cert: c, critical: criticalUnknown(c)}
+	for _, cand := range cas {
+		if string(cand.cert.RawSubjectPublicKeyInfo) == string(signer.cert.RawSubjectPublicKeyInfo) {
+			vc.cas = append(vc.cas, cand)
+		}
 	}
 	if pub, ok := c.PublicKey.(*rsa.PublicKey); ok && pub.N.BitLen() >= minRSABits && pub.N.BitLen() <= maxRSABits && pub.E == rsaE {
 		vc.pub = pub
@@ -461,33 +463,36 @@ func (v *Verifier) attestation(b *Bundle, st *Statement, id uzi.Identity, stHash
 	return at, nil
 }
 
+// ecdsaSig is an ECDSA signature as ASN.1 DER holds it. encoding/asn1 reads
+// DER strictly: minimal lengths and integers, no trailing bytes inside.
+type ecdsaSig struct{ R, S *big.Int }
+
+func parseECDSASig(sig []byte) (ecdsaSig, bool) {
+	var p ecdsaSig
+	rest, err := asn1.Unmarshal(sig, &p)
+	return p, err == nil && len(rest) == 0
+}
+
 // lowS reports whether sig is a DER ECDSA signature whose S is at most half
 // the group order. Of the two valid signatures (r, s) and (r, n−s) only the
 // low one is accepted, so a valid bundle has exactly one encoding.
 func lowS(curve elliptic.Curve, sig []byte) bool {
-	var r, s big.Int
-	var inner cryptobyte.String
-	in := cryptobyte.String(sig)
-	if !in.ReadASN1(&inner, cbasn1.SEQUENCE) || !in.Empty() ||
-		!inner.ReadASN1Integer(&r) || !inner.ReadASN1Integer(&s) || !inner.Empty() {
-		return false
-	}
-	half := new(big.Int).Rsh(curve.Params().N, 1)
-	return s.Sign() > 0 && s.Cmp(half) <= 0
+	p, ok := parseECDSASig(sig)
+	return ok && p.S.Sign() > 0 && p.S.Cmp(new(big.Int).Rsh(curve.Params().N, 1)) <= 0
 }
 
 // LowS returns sig (DER ECDSA) with S replaced by n−S when S is high, the
 // form verifiers accept. Signers that may produce either call it.
 func LowS(curve elliptic.Curve, sig []byte) ([]byte, error) {
-	var parsed struct{ R, S *big.Int }
-	if rest, err := asn1.Unmarshal(sig, &parsed); err != nil || len(rest) != 0 {
+	p, ok := parseECDSASig(sig)
+	if !ok {
 		return nil, errors.New("protocol: not a DER ECDSA signature")
 	}
 	n := curve.Params().N
-	if parsed.S.Cmp(new(big.Int).Rsh(n, 1)) > 0 {
-		parsed.S = new(big.Int).Sub(n, parsed.S)
+	if p.S.Cmp(new(big.Int).Rsh(n, 1)) > 0 {
+		p.S = new(big.Int).Sub(n, p.S)
 	}
-	return asn1.Marshal(parsed)
+	return asn1.Marshal(p)
 }
 
 // VerifyCard checks a card certificate (DER) for purpose at now, as Verify

@@ -5,12 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 	"time"
+	"vouch/internal/revocation"
 
 	"vouch/internal/database"
 )
@@ -27,9 +27,6 @@ type crlFetcher struct {
 	db  *database.DB
 	log *slog.Logger
 }
-
-// maxCRLSize bounds what reading a CRL, from a file or a download, may cost.
-const maxCRLSize = 32 << 20
 
 // fetchAll fetches every source and stores each CRL that checks out. One
 // bad source does not stop the others; the errors are joined.
@@ -100,7 +97,7 @@ func read(ctx context.Context, src string) ([]byte, error) {
 			return nil, err
 		}
 		defer f.Close()
-		return readCRL(f)
+		return revocation.ReadCRL(f)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -116,18 +113,5 @@ func read(ctx context.Context, src string) ([]byte, error) {
 	if res.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("HTTP %s", res.Status)
 	}
-	return readCRL(res.Body)
-}
-
-// readCRL reads at most maxCRLSize bytes and one more, which tells a larger
-// CRL: that is refused without being read further.
-func readCRL(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxCRLSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read CRL: %w", err)
-	}
-	if len(b) > maxCRLSize {
-		return nil, fmt.Errorf("CRL larger than %d MiB", maxCRLSize>>20)
-	}
-	return b, nil
+	return revocation.ReadCRL(res.Body)
 }

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"vouch/internal/revocation"
 )
 
 // TestReadCRLBounded shows that a CRL source, file or download, is read up to
-// maxCRLSize and not a byte further than one past it.
+// revocation.MaxCRLSize and not a byte further than one past it.
 func TestReadCRLBounded(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -39,19 +41,19 @@ func TestReadCRLBounded(t *testing.T) {
 	t.Cleanup(srv.Close)
 	tests := []struct {
 		name, src string
-		wantErr   string // "" reads maxCRLSize bytes
+		wantErr   string // "" reads revocation.MaxCRLSize bytes
 	}{
-		{"file at the limit", sparse("at.crl", maxCRLSize), ""},
-		{"file:// at the limit", "file://" + sparse("at2.crl", maxCRLSize), ""},
-		{"file a byte over", sparse("over.crl", maxCRLSize+1), "CRL larger than 32 MiB"},
+		{"file at the limit", sparse("at.crl", revocation.MaxCRLSize), ""},
+		{"file:// at the limit", "file://" + sparse("at2.crl", revocation.MaxCRLSize), ""},
+		{"file a byte over", sparse("over.crl", revocation.MaxCRLSize+1), "CRL larger than 32 MiB"},
 		{"endless download", srv.URL, "CRL larger than 32 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, err := read(context.Background(), tt.src)
 			switch {
-			case tt.wantErr == "" && (err != nil || len(b) != maxCRLSize):
-				t.Errorf("read %d bytes (%v), want %d", len(b), err, maxCRLSize)
+			case tt.wantErr == "" && (err != nil || len(b) != revocation.MaxCRLSize):
+				t.Errorf("read %d bytes (%v), want %d", len(b), err, revocation.MaxCRLSize)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("read %d bytes (%v), want an error %q", len(b), err, tt.wantErr)
 			}

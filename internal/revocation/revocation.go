@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"sync"
 	"time"
@@ -71,11 +72,12 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return fmt.Errorf("revocation: CRL of %s: %w", issuer.Subject, err)
 	}
+	part := partial(crl)
 	switch {
 	case string(crl.RawIssuer) != string(issuer.RawSubject):
 		return fmt.Errorf("revocation: CRL of %q filed under %s", crl.Issuer, issuer.Subject)
-	case partial(crl) != nil:
-		return fmt.Errorf("revocation: CRL of %s has extension %v: a delta or partitioned CRL is not a complete list", issuer.Subject, partial(crl))
+	case part != nil:
+		return fmt.Errorf("revocation: CRL of %s has extension %v: a delta or partitioned CRL is not a complete list", issuer.Subject, part)
 	case crl.ThisUpdate.After(now.Add(maxFuture)):
 		return fmt.Errorf("revocation: CRL of %s is dated %s, in the future", issuer.Subject, crl.ThisUpdate)
 	case crl.NextUpdate.IsZero():
@@ -98,6 +100,23 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 	}
 	s.issuers[key] = st
 	return nil
+}
+
+// MaxCRLSize bounds what reading one CRL, from a file or a download, may
+// cost. A national CA's CRL is a few MB.
+const MaxCRLSize = 32 << 20
+
+// ReadCRL reads at most MaxCRLSize bytes and one more, which tells a larger
+// CRL: that is refused without being read further.
+func ReadCRL(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxCRLSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("revocation: read CRL: %w", err)
+	}
+	if len(b) > MaxCRLSize {
+		return nil, fmt.Errorf("revocation: CRL larger than %d MiB", MaxCRLSize>>20)
+	}
+	return b, nil
 }
 
 // maxFuture is how far a CRL's thisUpdate may lie ahead of our clock.

@@ -121,9 +121,14 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 }
 
 func addCRL(set *revocation.Set, file string, issuers []*x509.Certificate, now time.Time) error {
-	der, err := readFile(file, maxCRLFile)
+	f, err := os.Open(file)
 	if err != nil {
 		return fmt.Errorf("trust: %w", err)
+	}
+	defer f.Close()
+	der, err := revocation.ReadCRL(f)
+	if err != nil {
+		return fmt.Errorf("trust: %s: %w", file, err)
 	}
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
@@ -196,13 +201,10 @@ func ReadECPublicKey(file string) (*ecdsa.PublicKey, error) {
 	return k, nil
 }
 
-// Bounds on what a trust file may hold. A national CA's CRL is a few MB; a
-// PEM file holds a handful of certificates. Anything larger is a wrong file,
-// and is refused without reading it all.
-const (
-	maxPEMFile = 1 << 20
-	maxCRLFile = 64 << 20
-)
+// maxPEMFile bounds a PEM file of certificates or a key: it holds a
+// handful. Anything larger is a wrong file, refused without reading it all.
+// (CRLs are bounded by revocation.ReadCRL.)
+const maxPEMFile = 1 << 20
 
 // readFile reads at most max bytes of file, and fails when it holds more.
 func readFile(file string, max int64) ([]byte, error) {
