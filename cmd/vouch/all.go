@@ -47,25 +47,37 @@ func runAll(ctx context.Context, log *slog.Logger, args []string) error {
 	if _, err := protocol.NewVerifier(tr); err != nil {
 		return err
 	}
-	log.Info("trust loaded", "profile", tr.Profile.Name, "jurisdiction", tr.Jurisdiction,
-		"roots", len(tr.Roots), "attestation_keys", len(tr.AttestationKeys), "crls", tr.Revocation != nil)
-
+	syncRuns := cfg.Directory.URL != ""
+	if !syncRuns {
+		log.Warn("no register configured (VOUCH_REGISTRY_URL): licenses cannot be checked")
+	}
+	if err := checkRevocationConfig(cfg.Trust, cfg.Sync, syncRuns); err != nil {
+		return err
+	}
 	in, err := openInfra(ctx, cfg.Database, cfg.Bus, log)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	srv := server.New(cfg.HTTP, log, in.reg, in.checks())
+	keepCRLs, crlsReady, err := serverRevocation(ctx, &tr, cfg.Trust, cfg.Sync, in.db, syncRuns, log)
+	if err != nil {
+		return err
+	}
+	log.Info("trust loaded", "profile", tr.Profile.Name(), "jurisdiction", tr.Jurisdiction,
+		"roots", len(tr.Roots), "attestation_keys", len(tr.AttestationKeys), "crl_files", len(cfg.Trust.CRLs),
+		"crl_sources", len(cfg.Sync.CRLSources))
+	checks := in.checks()
+	checks["revocation"] = crlsReady
+	srv := server.New(cfg.HTTP, log, in.reg, checks)
 	g, gctx := errgroup.WithContext(ctx)
-	if cfg.Directory.URL != "" {
+	if syncRuns {
 		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, in, log)
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return s.Run(gctx) })
-	} else {
-		log.Warn("no register configured (VOUCH_REGISTRY_URL): licenses cannot be checked")
 	}
+	g.Go(func() error { return keepCRLs(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {

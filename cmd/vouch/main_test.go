@@ -311,9 +311,14 @@ func TestAll(t *testing.T) {
 	t.Setenv("DATABASE_URL", url)
 	t.Setenv("VOUCH_BUS_DIR", t.TempDir())
 	t.Setenv("VOUCH_HTTP_ADDR", addr)
-	t.Setenv("VOUCH_UZI_ROOTS", "../../testdata/bundle/root.pem")
+	// Revocation only from the CRLs the sync fetches and stores: the
+	// server is ready once it has read them back.
+	tcfg, _ := testTrust(t)
+	setTrustEnv(t, tcfg)
+	t.Setenv("VOUCH_UZI_CRLS", "")
+	t.Setenv("VOUCH_UZI_CRL_SOURCES", strings.Join(tcfg.CRLs, ","))
+	t.Setenv("VOUCH_UZI_CRL_REFRESH", "100ms")
 	t.Setenv("VOUCH_ATTESTATION_KEYS", "../../testdata/bundle/attestation.pub.pem")
-	t.Setenv("VOUCH_CARD_PROFILE", "test")
 	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true})
 	t.Setenv("VOUCH_REGISTRY_URL", l.URL)
 	t.Setenv("VOUCH_REGISTRY_BIND_DN", l.BindDN)
@@ -347,7 +352,7 @@ func TestAll(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if body["ready"] != true {
+	if body["ready"] != true || body["checks"].(map[string]any)["revocation"] != "ok" {
 		t.Errorf("readyz = %v", body)
 	}
 	// The register is mirrored in the background.
@@ -419,6 +424,35 @@ func TestRegistrySyncOnce(t *testing.T) {
 	t.Setenv("VOUCH_REGISTRY_URL", "")
 	if err := realMain(context.Background(), []string{"registry-sync", "-once"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "VOUCH_REGISTRY_URL") {
 		t.Errorf("without a register: %v", err)
+	}
+}
+
+// setTrustEnv puts c's trust configuration in the environment.
+func setTrustEnv(t *testing.T, c trust.Config) {
+	t.Helper()
+	var cas []string
+	for typ, f := range c.CAs {
+		cas = append(cas, typ+":"+f)
+	}
+	t.Setenv("VOUCH_UZI_ROOTS", strings.Join(c.Roots, ","))
+	t.Setenv("VOUCH_UZI_CAS", strings.Join(cas, ","))
+	t.Setenv("VOUCH_UZI_CRLS", strings.Join(c.CRLs, ","))
+	t.Setenv("VOUCH_CARD_PROFILE", c.Profile)
+}
+
+// TestAllRefusesWithoutRevocation: configured like a phone, with no CRLs to
+// check cards against, a server does not start.
+func TestAllRefusesWithoutRevocation(t *testing.T) {
+	tcfg, _ := testTrust(t)
+	setTrustEnv(t, tcfg)
+	t.Setenv("VOUCH_ATTESTATION_KEYS", "../../testdata/bundle/attestation.pub.pem")
+	t.Setenv("DATABASE_URL", testenv.DatabaseURL(t))
+	t.Setenv("VOUCH_BUS_DIR", t.TempDir())
+	t.Setenv("VOUCH_UZI_CRLS", "")
+	t.Setenv("VOUCH_UZI_CRL_SOURCES", "")
+	err := realMain(context.Background(), []string{"all"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "no revocation source") {
+		t.Errorf("got %v", err)
 	}
 }
 

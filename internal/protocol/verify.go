@@ -13,7 +13,9 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -49,6 +51,16 @@ type Trust struct {
 	Profile         uzi.Profile
 	Revocation      RevocationChecker // nil: not checked (offline phones)
 	ClockSkew       time.Duration     // tolerated for times in the future; default 5 minutes
+}
+
+// CAs lists every configured CA — roots, intermediates, issuing CAs — in
+// a fixed order: the possible issuers of the CRLs a verifier needs.
+func (t Trust) CAs() []*x509.Certificate {
+	out := append(slices.Clone(t.Roots), t.Intermediates...)
+	for _, typ := range slices.Sorted(maps.Keys(t.IssuingCAs)) {
+		out = append(out, t.IssuingCAs[typ]...)
+	}
+	return out
 }
 
 // Card keys are RSA-2048 with exponent 65537, as on UZI cards. Weaker keys

@@ -10,9 +10,12 @@ import (
 	"os"
 	"strings"
 	"time"
-	"vouch/internal/revocation"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"vouch/internal/database"
+	"vouch/internal/revocation"
 )
 
 // CRLConfig names where the issuing CAs publish their CRLs, and the CAs
@@ -45,46 +48,44 @@ func (f *crlFetcher) fetch(ctx context.Context, src string, now time.Time) error
 	if err != nil {
 		return err
 	}
-	crl, err := x509.ParseRevocationList(der)
+	crl, err := revocation.Parse(der, f.cfg.CAs, now)
 	if err != nil {
-		return fmt.Errorf("parse CRL: %w", err)
+		return err
 	}
-	var issuer *x509.Certificate
-	for _, ca := range f.cfg.CAs {
-		if string(ca.RawSubject) == string(crl.RawIssuer) {
-			issuer = ca
+	key := crl.IssuerKey()
+	err = f.db.InTx(ctx, func(tx pgx.Tx) error {
+		// Only a CRL at least as new as the stored one replaces it, by the
+		// same rule a verifier applies (CRL.NotOlder).
+		var number pgtype.Numeric
+		var thisUpdate time.Time
+		err := tx.QueryRow(ctx, `select number, this_update from uzi_crls where issuer_key = $1 for update`, key[:]).Scan(&number, &thisUpdate)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("read stored CRL: %w", err)
+		case number.Int == nil || number.Exp != 0:
+			return fmt.Errorf("stored CRL number %v is not an integer", number)
+		default:
+			if err := crl.NotOlder(number.Int, thisUpdate); err != nil {
+				return err
+			}
 		}
-	}
-	if issuer == nil {
-		return errors.New("CRL issuer is not a configured CA")
-	}
-	if err := crl.CheckSignatureFrom(issuer); err != nil {
-		return fmt.Errorf("CRL signature: %w", err)
-	}
-	switch {
-	case crl.NextUpdate.IsZero():
-		return errors.New("CRL without nextUpdate: it could never be known stale")
-	case crl.Number == nil:
-		return errors.New("CRL without a CRL number: a replay could not be told from an update")
-	case now.After(crl.NextUpdate):
-		return fmt.Errorf("CRL is stale (next update was %s)", crl.NextUpdate)
-	}
-	number := crl.Number.String()
-	// Only a CRL at least as new as the stored one replaces it: a replayed
-	// old CRL would lift revocations.
-	tag, err := f.db.Pool().Exec(ctx, `insert into uzi_crls (issuer, issuer_name, number, this_update, next_update, der, fetched_at)
-		values ($1, $2, $3::numeric, $4, $5, $6, $7)
-		on conflict (issuer) do update set issuer_name = excluded.issuer_name, number = excluded.number,
-			this_update = excluded.this_update, next_update = excluded.next_update, der = excluded.der, fetched_at = excluded.fetched_at
-		where excluded.number >= coalesce(uzi_crls.number, 0) and excluded.this_update >= uzi_crls.this_update`,
-		issuer.RawSubject, issuer.Subject.String(), number, crl.ThisUpdate, nullTime(crl.NextUpdate), der, now)
+		_, err = tx.Exec(ctx, `insert into uzi_crls (issuer_key, issuer_name, number, this_update, next_update, der, fetched_at)
+			values ($1, $2, $3, $4, $5, $6, $7)
+			on conflict (issuer_key) do update set issuer_name = excluded.issuer_name, number = excluded.number,
+				this_update = excluded.this_update, next_update = excluded.next_update, der = excluded.der, fetched_at = excluded.fetched_at`,
+			key[:], crl.Issuer.Subject.String(), pgtype.Numeric{Int: crl.List.Number, Valid: true}, crl.List.ThisUpdate,
+			crl.List.NextUpdate, der, now)
+		if err != nil {
+			return fmt.Errorf("store CRL: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("store CRL: %w", err)
+		return err
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("CRL number %s (this update %s) is older than the stored one", crl.Number, crl.ThisUpdate)
-	}
-	f.log.Info("CRL stored", "issuer", issuer.Subject.String(), "entries", len(crl.RevokedCertificateEntries), "next_update", crl.NextUpdate)
+	f.log.Info("CRL stored", "issuer", crl.Issuer.Subject.String(), "number", crl.List.Number.String(),
+		"entries", len(crl.List.RevokedCertificateEntries), "next_update", crl.List.NextUpdate)
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -368,7 +369,7 @@ func TestCRLs(t *testing.T) {
 		t.Fatalf("%d CRLs stored, want only the care-provider one", n)
 	}
 	set := revocation.NewSet()
-	if err := set.Load(ctx, f.db.Pool(), []*x509.Certificate{care}, now); err != nil {
+	if err := set.Refresh(ctx, revocation.Stored{DB: f.db.Pool()}, []*x509.Certificate{care}, now); err != nil {
 		t.Fatal(err)
 	}
 	if err := set.Check(revoked, care, now); !errors.Is(err, revocation.ErrRevoked) {
@@ -383,8 +384,31 @@ func TestCRLs(t *testing.T) {
 		t.Errorf("older CRL: %v", err)
 	}
 	set = revocation.NewSet()
-	if err := set.Load(ctx, f.db.Pool(), []*x509.Certificate{care}, now); err != nil || !errors.Is(set.Check(revoked, care, now), revocation.ErrRevoked) {
+	if err := set.Refresh(ctx, revocation.Stored{DB: f.db.Pool()}, []*x509.Certificate{care}, now); err != nil || !errors.Is(set.Check(revoked, care, now), revocation.ErrRevoked) {
 		t.Errorf("after the replay the revocation must stand: %v", err)
+	}
+	// The sync applies the verifiers' rules (revocation.Parse, NotOlder):
+	// a CRL without a number, and one with the stored number but an older
+	// date, are refused; the stored one stays.
+	unnumbered, err := pki.CRLWith(testpki.CACareProvider, x509.RevocationList{ThisUpdate: now, NextUpdate: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var number pgtype.Numeric
+	f.db.Pool().QueryRow(ctx, `select number from uzi_crls`).Scan(&number)
+	backdated, err := pki.CRLWith(testpki.CACareProvider, x509.RevocationList{Number: number.Int, ThisUpdate: now.Add(-2 * time.Minute), NextUpdate: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, der := range map[string][]byte{"unnumbered": unnumbered, "backdated": backdated} {
+		fetch.cfg.Sources = []string{write(name+".crl", der)}
+		if err := fetch.fetchAll(ctx, now); err == nil {
+			t.Errorf("%s CRL stored", name)
+		}
+	}
+	set = revocation.NewSet()
+	if err := set.Refresh(ctx, revocation.Stored{DB: f.db.Pool()}, []*x509.Certificate{care}, now); err != nil || !errors.Is(set.Check(revoked, care, now), revocation.ErrRevoked) {
+		t.Errorf("after the refused CRLs the revocation must stand: %v", err)
 	}
 }
 

@@ -17,8 +17,6 @@ import (
 	"math/big"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Why a certificate may not be used.
@@ -60,42 +58,103 @@ func issuerKey(issuer *x509.Certificate) [32]byte {
 // NewSet returns an empty set: every certificate's status is unknown.
 func NewSet() *Set { return &Set{issuers: map[[32]byte]*issuerState{}} }
 
-// AddCRL verifies a DER CRL against its issuer and replaces that issuer's
-// entries with it. A CRL that is not signed by issuer, that is past its
-// NextUpdate at now, or older (by CRL number) than the one in force — a
-// replayed old CRL would lift revocations — is refused and changes nothing.
-func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error {
+// CRL is a certificate revocation list that passed every rule: signed by
+// Issuer's key, complete, numbered and current when it was parsed.
+type CRL struct {
+	List   *x509.RevocationList
+	Issuer *x509.Certificate
+	DER    []byte
+}
+
+// Parse is the one rule set for CRLs, whoever reads them (a verifier's
+// files, the sync's downloads, the stored copies): der must be a complete
+// CRL — not a delta, not partitioned by distribution point, no critical
+// extension not understood — with a CRL number (without one a replay could
+// not be told from an update) and a nextUpdate (without one it could never
+// be known stale), dated no later than a little past now, not stale at now,
+// and signed by the key of one of cas whose subject it names. Several CAs
+// may share the name (a key rollover): the CRL belongs to the one whose key
+// signed it.
+func Parse(der []byte, cas []*x509.Certificate, now time.Time) (*CRL, error) {
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
-		return fmt.Errorf("revocation: parse CRL: %w", err)
+		return nil, fmt.Errorf("revocation: parse CRL: %w", err)
 	}
-	if err := crl.CheckSignatureFrom(issuer); err != nil {
-		return fmt.Errorf("revocation: CRL of %s: %w", issuer.Subject, err)
+	var issuer *x509.Certificate
+	var sigErr error
+	for _, ca := range cas {
+		if string(crl.RawIssuer) != string(ca.RawSubject) {
+			continue
+		}
+		if sigErr = crl.CheckSignatureFrom(ca); sigErr == nil {
+			issuer = ca
+			break
+		}
 	}
-	part := partial(crl)
 	switch {
-	case string(crl.RawIssuer) != string(issuer.RawSubject):
-		return fmt.Errorf("revocation: CRL of %q filed under %s", crl.Issuer, issuer.Subject)
-	case part != nil:
-		return fmt.Errorf("revocation: CRL of %s has extension %v: a delta or partitioned CRL is not a complete list", issuer.Subject, part)
-	case crl.ThisUpdate.After(now.Add(maxFuture)):
-		return fmt.Errorf("revocation: CRL of %s is dated %s, in the future", issuer.Subject, crl.ThisUpdate)
-	case crl.NextUpdate.IsZero():
-		return fmt.Errorf("revocation: CRL of %s has no nextUpdate, so it could never be known stale", issuer.Subject)
-	case now.After(crl.NextUpdate):
-		return fmt.Errorf("revocation: CRL of %s is stale (next update was %s)", issuer.Subject, crl.NextUpdate)
+	case issuer == nil && sigErr != nil:
+		return nil, fmt.Errorf("revocation: CRL of %q: %w", crl.Issuer, sigErr)
+	case issuer == nil:
+		return nil, fmt.Errorf("revocation: CRL of %q: its issuer is not a configured CA", crl.Issuer)
 	}
-	st := &issuerState{serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries)), number: crl.Number,
-		thisUpdate: crl.ThisUpdate, nextUpdate: crl.NextUpdate}
-	for _, e := range crl.RevokedCertificateEntries {
+	name := issuer.Subject
+	if part := partial(crl); part != nil {
+		return nil, fmt.Errorf("revocation: CRL of %s has extension %v: a delta or partitioned CRL is not a complete list", name, part)
+	}
+	switch {
+	case crl.Number == nil:
+		return nil, fmt.Errorf("revocation: CRL of %s has no CRL number: a replay could not be told from an update", name)
+	case crl.NextUpdate.IsZero():
+		return nil, fmt.Errorf("revocation: CRL of %s has no nextUpdate, so it could never be known stale", name)
+	case crl.ThisUpdate.After(now.Add(maxFuture)):
+		return nil, fmt.Errorf("revocation: CRL of %s is dated %s, in the future", name, crl.ThisUpdate)
+	case now.After(crl.NextUpdate):
+		return nil, fmt.Errorf("revocation: CRL of %s is stale (next update was %s)", name, crl.NextUpdate)
+	}
+	return &CRL{List: crl, Issuer: issuer, DER: der}, nil
+}
+
+// IssuerKey names the CA whose key signed c, as Set files it.
+func (c *CRL) IssuerKey() [32]byte { return issuerKey(c.Issuer) }
+
+// ErrOlder means a CRL is older than the one in force: a replayed old CRL
+// would lift revocations.
+var ErrOlder = errors.New("revocation: CRL older than the one in force")
+
+// NotOlder is the replay rule: c may replace a CRL of the same issuer with
+// the given number and thisUpdate only if neither is newer than c's.
+func (c *CRL) NotOlder(number *big.Int, thisUpdate time.Time) error {
+	if c.List.Number.Cmp(number) < 0 || c.List.ThisUpdate.Before(thisUpdate) {
+		return fmt.Errorf("%w: %s has number %v of %s, the one in force %v of %s", ErrOlder, c.Issuer.Subject,
+			c.List.Number, c.List.ThisUpdate.UTC().Format(time.RFC3339), number, thisUpdate.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// AddCRL checks a DER CRL against its issuer (Parse) and replaces that
+// issuer's entries with it; a refused CRL changes nothing.
+func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error {
+	c, err := Parse(der, []*x509.Certificate{issuer}, now)
+	if err != nil {
+		return err
+	}
+	return s.Add(c)
+}
+
+// Add puts a parsed CRL in force for its issuer, unless it is older than
+// the one in force.
+func (s *Set) Add(c *CRL) error {
+	st := &issuerState{serials: make(map[string]struct{}, len(c.List.RevokedCertificateEntries)), number: c.List.Number,
+		thisUpdate: c.List.ThisUpdate, nextUpdate: c.List.NextUpdate}
+	for _, e := range c.List.RevokedCertificateEntries {
 		st.serials[e.SerialNumber.Text(16)] = struct{}{}
 	}
-	key := issuerKey(issuer)
+	key := c.IssuerKey()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.issuers[key]; ok {
-		if (cur.number != nil && (crl.Number == nil || crl.Number.Cmp(cur.number) < 0)) || crl.ThisUpdate.Before(cur.thisUpdate) {
-			return fmt.Errorf("revocation: CRL of %s (number %v, %s) is older than the one in force", issuer.Subject, crl.Number, crl.ThisUpdate)
+		if err := c.NotOlder(cur.number, cur.thisUpdate); err != nil {
+			return err
 		}
 	}
 	s.issuers[key] = st
@@ -166,32 +225,39 @@ func (s *Set) Check(cert, issuer *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-// Load adds every CRL stored in uzi_crls whose issuer is among issuers. CRLs
-// that fail their checks are reported, not loaded; the others still are.
-func (s *Set) Load(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, issuers []*x509.Certificate, now time.Time) error {
-	rows, err := q.Query(ctx, `select issuer, der from uzi_crls`)
-	if err != nil {
-		return fmt.Errorf("revocation: read CRLs: %w", err)
-	}
-	defer rows.Close()
+// Refresh reads every CRL src yields and puts in force each that Parse
+// accepts against cas and that is not older than the one in force. A CRL
+// equal to the one in force changes nothing. The others still take effect
+// when one fails; the failures are joined.
+func (s *Set) Refresh(ctx context.Context, src Source, cas []*x509.Certificate, now time.Time) error {
+	ders, err := src.CRLs(ctx)
 	var errs []error
-	for rows.Next() {
-		var issuer, der []byte
-		if err := rows.Scan(&issuer, &der); err != nil {
-			return fmt.Errorf("revocation: read CRLs: %w", err)
-		}
-		for _, ca := range issuers {
-			if string(ca.RawSubject) == string(issuer) {
-				if err := s.AddCRL(der, ca, now); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
+	if err != nil {
+		errs = append(errs, err)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("revocation: read CRLs: %w", err)
+	for _, der := range ders {
+		c, err := Parse(der, cas, now)
+		if err == nil {
+			err = s.Add(c)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// Missing lists the CAs among cas that have no CRL current at now: every
+// certificate they issued is refused until one arrives. A server's
+// readiness check reports them.
+func (s *Set) Missing(cas []*x509.Certificate, now time.Time) []*x509.Certificate {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*x509.Certificate
+	for _, ca := range cas {
+		if st, ok := s.issuers[issuerKey(ca)]; !ok || now.After(st.nextUpdate) {
+			out = append(out, ca)
+		}
+	}
+	return out
 }

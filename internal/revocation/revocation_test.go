@@ -8,6 +8,8 @@ import (
 	"encoding/asn1"
 	"errors"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +110,213 @@ func TestSet(t *testing.T) {
 	}
 	if revokedNow(revoked) {
 		t.Error("old CRL entry survived a newer CRL")
+	}
+}
+
+// TestParseRules: every reader of CRLs — a verifier's files, the sync's
+// downloads, the stored copies — goes through Parse, so one table holds the
+// rules.
+func TestParseRules(t *testing.T) {
+	t.Parallel()
+	now := time.Now().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas := []*x509.Certificate{pki.Root.Cert, pki.CAs[testpki.CACareProvider].Cert, pki.CAs[testpki.CANamedEmployee].Cert}
+	ext := func(id asn1.ObjectIdentifier, critical bool) []pkix.Extension {
+		return []pkix.Extension{{Id: id, Critical: critical, Value: []byte{0x30, 0}}}
+	}
+	good := x509.RevocationList{Number: big.NewInt(7), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour)}
+	with := func(f func(*x509.RevocationList)) x509.RevocationList { l := good; f(&l); return l }
+	tests := []struct {
+		name    string
+		ca      string
+		tmpl    x509.RevocationList
+		wantErr string // "" accepted
+	}{
+		{"issuing CA", testpki.CACareProvider, good, ""},
+		{"root", "root", good, ""},
+		{"no CRL number", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.Number = nil }), "no CRL number"},
+		{"no nextUpdate", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.Number = nil; l.NextUpdate = time.Time{} }), "no CRL number"},
+		{"dated 6 minutes ahead", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ThisUpdate = now.Add(6 * time.Minute) }), "in the future"},
+		{"dated 4 minutes ahead", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ThisUpdate = now.Add(4 * time.Minute) }), ""},
+		{"next update now", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.NextUpdate = now }), ""},
+		{"next update a second ago", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.NextUpdate = now.Add(-time.Second) }), "stale"},
+		{"delta", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ExtraExtensions = ext(asn1.ObjectIdentifier{2, 5, 29, 27}, true) }), "not a complete list"},
+		{"partitioned, not critical", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ExtraExtensions = ext(asn1.ObjectIdentifier{2, 5, 29, 28}, false) }), "not a complete list"},
+		{"unknown critical extension", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ExtraExtensions = ext(asn1.ObjectIdentifier{1, 2, 3}, true) }), "not a complete list"},
+		{"unknown extension, not critical", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ExtraExtensions = ext(asn1.ObjectIdentifier{1, 2, 3}, false) }), ""},
+		{"issuer not configured", testpki.CAServer, good, "not a configured CA"},
+		{"signed by another key under a configured name", testpki.CAUnknown, good, "verification"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			der, err := pki.CRLWith(tt.ca, tt.tmpl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.ca == testpki.CAUnknown {
+				// The rogue CA re-signs a CRL under the care-provider CA's name.
+				der = resign(t, pki, tt.tmpl)
+			}
+			c, err := revocation.Parse(der, cas, now)
+			want := pki.Root.Cert
+			if tt.ca != "root" {
+				want = pki.CAs[tt.ca].Cert
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.wantErr == "" && !c.Issuer.Equal(want):
+				t.Errorf("filed under %s", c.Issuer.Subject)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	t.Run("no nextUpdate, numbered", func(t *testing.T) {
+		t.Parallel()
+		// x509.CreateRevocationList always writes a nextUpdate; only the
+		// hand-made path leaves it out, so give it a number by extension.
+		num, _ := asn1.Marshal(big.NewInt(7))
+		der, err := pki.CRLWith(testpki.CACareProvider, x509.RevocationList{ThisUpdate: now.Add(-time.Minute),
+			ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 20}, Value: num}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := revocation.Parse(der, cas, now); err == nil || !strings.Contains(err.Error(), "no nextUpdate") {
+			t.Errorf("err = %v, want no nextUpdate", err)
+		}
+	})
+}
+
+// resign makes a CRL named as the care-provider CA's but signed by the
+// rogue CA's key.
+func resign(t *testing.T, pki *testpki.PKI, tmpl x509.RevocationList) []byte {
+	t.Helper()
+	impostor := *pki.CAs[testpki.CAUnknown].Cert
+	impostor.RawSubject = pki.CAs[testpki.CACareProvider].Cert.RawSubject
+	impostor.Subject = pki.CAs[testpki.CACareProvider].Cert.Subject
+	der, err := x509.CreateRevocationList(rand.Reader, &tmpl, &impostor, pki.CAs[testpki.CAUnknown].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestReplay: a CRL replaces the one in force only when neither its number
+// nor its thisUpdate is older; each condition refuses on its own, and the
+// same CRL again is no change (a refresh re-reads it every minute).
+func TestReplay(t *testing.T) {
+	t.Parallel()
+	now := time.Now().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	care := pki.CAs[testpki.CACareProvider].Cert
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	card, err := pki.IssueNamed("gp", testpki.UsageSign, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := func(number int64, thisUpdate time.Time, revoked ...*big.Int) []byte {
+		entries := make([]x509.RevocationListEntry, len(revoked))
+		for i, s := range revoked {
+			entries[i] = x509.RevocationListEntry{SerialNumber: s, RevocationTime: thisUpdate}
+		}
+		der, err := pki.CRLWith(testpki.CACareProvider, x509.RevocationList{Number: big.NewInt(number), ThisUpdate: thisUpdate,
+			NextUpdate: now.Add(time.Hour), RevokedCertificateEntries: entries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	inForce := crl(10, now.Add(-time.Minute), card.SerialNumber)
+	tests := []struct {
+		name   string
+		der    []byte
+		wantOK bool
+	}{
+		{"the same CRL again", inForce, true},
+		{"same number and date, other content", crl(10, now.Add(-time.Minute)), true},
+		{"lower number", crl(9, now.Add(-time.Minute)), false},
+		{"older date", crl(10, now.Add(-time.Minute-time.Second)), false},
+		{"higher number, older date", crl(11, now.Add(-2*time.Minute)), false},
+		{"newer date, lower number", crl(9, now), false},
+		{"newer", crl(11, now), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := revocation.NewSet()
+			if err := s.AddCRL(inForce, care, now); err != nil {
+				t.Fatal(err)
+			}
+			err := s.AddCRL(tt.der, care, now)
+			if ok := err == nil; ok != tt.wantOK {
+				t.Fatalf("err = %v, want accepted=%v", err, tt.wantOK)
+			}
+			if !tt.wantOK && (!errors.Is(err, revocation.ErrOlder) || !errors.Is(s.Check(card, care, now), revocation.ErrRevoked)) {
+				t.Errorf("a refused replay changed the set or said %v", err)
+			}
+		})
+	}
+}
+
+// TestRefreshFiles: files are read again at each refresh, so a replaced
+// file takes effect; an unreadable or refused one does not stop the others.
+func TestRefreshFiles(t *testing.T) {
+	t.Parallel()
+	now := time.Now().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	care, named := pki.CAs[testpki.CACareProvider].Cert, pki.CAs[testpki.CANamedEmployee].Cert
+	cas := []*x509.Certificate{care, named}
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	card, err := pki.IssueNamed("gp", testpki.UsageSign, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, der, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first, _ := pki.CRL(testpki.CACareProvider, nil, now)
+	rogue, _ := pki.CRL(testpki.CAUnknown, nil, now)
+	src := revocation.Files{write("care.crl", first), write("rogue.crl", rogue), filepath.Join(dir, "missing.crl")}
+	s := revocation.NewSet()
+	err = s.Refresh(t.Context(), src, cas, now)
+	if err == nil || !strings.Contains(err.Error(), "missing.crl") || !strings.Contains(err.Error(), "not a configured CA") {
+		t.Errorf("refresh: %v, want the missing and the rogue file named", err)
+	}
+	if err := s.Check(card, care, now); err != nil {
+		t.Fatalf("the good file was not taken: %v", err)
+	}
+	second, _ := pki.CRL(testpki.CACareProvider, []*big.Int{card.SerialNumber}, now.Add(time.Second))
+	write("care.crl", second)
+	_ = s.Refresh(t.Context(), src, cas, now)
+	if err := s.Check(card, care, now); !errors.Is(err, revocation.ErrRevoked) {
+		t.Errorf("the replaced file was not taken: %v", err)
+	}
+	// Past the first CRL's next update, a refresh that finds a newer file
+	// keeps cards usable.
+	later := now.Add(8 * 24 * time.Hour)
+	third, _ := pki.CRL(testpki.CACareProvider, nil, later)
+	write("care.crl", third)
+	if err := s.Check(card, care, later); !errors.Is(err, revocation.ErrUnknown) {
+		t.Fatalf("stale: %v", err)
+	}
+	_ = s.Refresh(t.Context(), src, cas, later)
+	if err := s.Check(card, care, later); err != nil {
+		t.Errorf("after refresh: %v", err)
 	}
 }

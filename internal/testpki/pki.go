@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -305,6 +306,49 @@ func (p *PKI) CRL(caName string, revoked []*big.Int, now time.Time) ([]byte, err
 		NextUpdate:                now.Add(7 * 24 * time.Hour),
 		RevokedCertificateEntries: entries,
 	}, ca.Cert, ca.Key)
+}
+
+// CRLWith signs tmpl as caName's CRL ("root" for the root's), for tests
+// that craft CRLs. Unlike x509.CreateRevocationList it also makes a CRL
+// without a CRL number (tmpl.Number nil) or without a nextUpdate, as some
+// CAs publish: the verifiers must refuse those.
+func (p *PKI) CRLWith(caName string, tmpl x509.RevocationList) ([]byte, error) {
+	ca, ok := p.CAs[caName]
+	if caName == "root" {
+		ca, ok = p.Root, true
+	}
+	if !ok {
+		return nil, fmt.Errorf("testpki: unknown CA %q", caName)
+	}
+	if tmpl.Number != nil {
+		return x509.CreateRevocationList(rand.Reader, &tmpl, ca.Cert, ca.Key)
+	}
+	// RFC 5280 §5.1 by hand: x509 insists on a number.
+	type tbsCertList struct {
+		Version    int
+		Signature  pkix.AlgorithmIdentifier
+		Issuer     asn1.RawValue
+		ThisUpdate time.Time        `asn1:"utc"`
+		NextUpdate time.Time        `asn1:"utc,optional"`
+		Revoked    []asn1.RawValue  `asn1:"optional"`
+		Extensions []pkix.Extension `asn1:"tag:0,optional,explicit"`
+	}
+	alg := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}, Parameters: asn1.NullRawValue}
+	tbs, err := asn1.Marshal(tbsCertList{Version: 1, Signature: alg, Issuer: asn1.RawValue{FullBytes: ca.Cert.RawSubject},
+		ThisUpdate: tmpl.ThisUpdate.UTC(), NextUpdate: tmpl.NextUpdate.UTC(), Extensions: tmpl.ExtraExtensions})
+	if err != nil {
+		return nil, err
+	}
+	digest := sha256.Sum256(tbs)
+	sig, err := ca.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	return asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: tbs}, alg, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
 }
 
 // CertPEM encodes a certificate as PEM.

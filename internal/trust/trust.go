@@ -6,6 +6,7 @@
 package trust
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -27,13 +28,16 @@ type Config struct {
 	// CAs are the card-issuing CAs, a PEM file per card type:
 	// "Z:care.pem,N:named.pem,M:nameless.pem,S:server.pem". A file may hold
 	// several certificates (a CA's old and new key during a rollover).
-	CAs             map[string]string `env:"VOUCH_UZI_CAS" json:"cas,omitempty"`
-	Intermediates   []string          `env:"VOUCH_UZI_INTERMEDIATES" json:"intermediates,omitempty"` // PEM files of CAs between issuing CAs and roots
-	CRLs            []string          `env:"VOUCH_UZI_CRLS" json:"crls,omitempty"`                   // DER CRLs of the roots, intermediates and issuing CAs
-	AttestationKeys []string          `env:"VOUCH_ATTESTATION_KEYS" json:"attestation_keys"`         // PEM public keys
-	Jurisdiction    string            `env:"VOUCH_JURISDICTION, default=NL" json:"jurisdiction"`
-	Profile         string            `env:"VOUCH_CARD_PROFILE, default=production" json:"profile"`
-	Professions     []string          `env:"VOUCH_VOUCH_PROFESSIONS" json:"professions,omitempty"` // default: uzi.DefaultVouchProfessions()
+	CAs           map[string]string `env:"VOUCH_UZI_CAS" json:"cas,omitempty"`
+	Intermediates []string          `env:"VOUCH_UZI_INTERMEDIATES" json:"intermediates,omitempty"` // PEM files of CAs between issuing CAs and roots
+	CRLs          []string          `env:"VOUCH_UZI_CRLS" json:"crls,omitempty"`                   // DER CRLs of the roots, intermediates and issuing CAs
+	// CRLRefresh is how often a server reads its CRLs again (the files,
+	// and those the sync stores).
+	CRLRefresh      time.Duration `env:"VOUCH_UZI_CRL_REFRESH, default=1m" json:"-"`
+	AttestationKeys []string      `env:"VOUCH_ATTESTATION_KEYS" json:"attestation_keys"` // PEM public keys
+	Jurisdiction    string        `env:"VOUCH_JURISDICTION, default=NL" json:"jurisdiction"`
+	Profile         string        `env:"VOUCH_CARD_PROFILE, default=production" json:"profile"`
+	Professions     []string      `env:"VOUCH_VOUCH_PROFESSIONS" json:"professions,omitempty"` // default: uzi.DefaultVouchProfessions()
 }
 
 // CAFiles lists every CA certificate file c names: roots, intermediates and
@@ -80,7 +84,6 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 		}
 		t.Roots = append(t.Roots, certs...)
 	}
-	cas := slices.Clone(t.Roots)
 	t.IssuingCAs = map[uzi.CardType][]*x509.Certificate{}
 	for typ, f := range c.CAs {
 		if !slices.Contains(cardTypes, uzi.CardType(typ)) {
@@ -91,7 +94,6 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 			return t, err
 		}
 		t.IssuingCAs[uzi.CardType(typ)] = certs
-		cas = append(cas, certs...)
 	}
 	for _, f := range c.Intermediates {
 		certs, err := ReadCertificates(f)
@@ -99,7 +101,6 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 			return t, err
 		}
 		t.Intermediates = append(t.Intermediates, certs...)
-		cas = append(cas, certs...)
 	}
 	for _, f := range c.AttestationKeys {
 		k, err := ReadECPublicKey(f)
@@ -109,47 +110,15 @@ func (c Config) Load(now time.Time) (protocol.Trust, error) {
 		t.AttestationKeys = append(t.AttestationKeys, k)
 	}
 	if len(c.CRLs) > 0 {
+		// Files are read again by Set.Keep on a server; here each must be
+		// good now, or the start stops.
 		set := revocation.NewSet()
-		for _, f := range c.CRLs {
-			if err := addCRL(set, f, cas, now); err != nil {
-				return t, err
-			}
+		if err := set.Refresh(context.Background(), revocation.Files(c.CRLs), t.CAs(), now); err != nil {
+			return t, fmt.Errorf("trust: VOUCH_UZI_CRLS: %w", err)
 		}
 		t.Revocation = set
 	}
 	return t, nil
-}
-
-func addCRL(set *revocation.Set, file string, issuers []*x509.Certificate, now time.Time) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("trust: %w", err)
-	}
-	defer f.Close()
-	der, err := revocation.ReadCRL(f)
-	if err != nil {
-		return fmt.Errorf("trust: %s: %w", file, err)
-	}
-	crl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		return fmt.Errorf("trust: CRL %s: %w", file, err)
-	}
-	// Several CAs may share the name (a key rollover): the CRL belongs to
-	// the one whose key signed it.
-	var errs []error
-	for _, ca := range issuers {
-		if string(ca.RawSubject) == string(crl.RawIssuer) {
-			err := set.AddCRL(der, ca, now)
-			if err == nil {
-				return nil
-			}
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("trust: CRL %s: %w", file, errors.Join(errs...))
-	}
-	return fmt.Errorf("trust: CRL %s: its issuer is not among the configured CAs (VOUCH_UZI_ROOTS, _CAS, _INTERMEDIATES)", file)
 }
 
 // ReadCertificates reads every PEM certificate in file.

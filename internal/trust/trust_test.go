@@ -1,13 +1,17 @@
 package trust
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"vouch/internal/testpki"
 )
 
 const vec = "../../testdata/bundle/"
@@ -36,6 +40,12 @@ func TestLoad(t *testing.T) {
 		len(tr.IssuingCAs["Z"]) != 3 || len(tr.IssuingCAs["N"]) != 1 || len(tr.IssuingCAs) != 2 {
 		t.Errorf("loaded %+v", tr)
 	}
+	// A phone's trust has no CRLs and checks no revocation.
+	phone := good
+	phone.CRLs = nil
+	if tr, err := phone.Load(v.Now); err != nil || tr.Revocation != nil {
+		t.Errorf("without CRLs: revocation %v (%v), want none", tr.Revocation, err)
+	}
 	if d := cmp.Diff([]string{vec + "root.pem", vec + "care-provider-ca.pem", vec + "named-employee-ca.pem"}, good.CAFiles()); d != "" {
 		t.Errorf("CAFiles (-want +got):\n%s", d)
 	}
@@ -48,7 +58,8 @@ func TestLoad(t *testing.T) {
 		{"missing file", func(c *Config) { c.Roots = []string{vec + "nope.pem"} }, "no such file"},
 		{"root is not a certificate", func(c *Config) { c.Roots = []string{vec + "attestation.pub.pem"} }, "no PEM certificate"},
 		{"attestation key is a certificate", func(c *Config) { c.AttestationKeys = []string{vec + "root.pem"} }, "no PEM public key"},
-		{"CRL without its CA", func(c *Config) { c.CAs = map[string]string{"N": vec + "named-employee-ca.pem"} }, "issuer is not among"},
+		{"CRL without its CA", func(c *Config) { c.CAs = map[string]string{"N": vec + "named-employee-ca.pem"} }, "not a configured CA"},
+		{"CRL file missing", func(c *Config) { c.CRLs = append(c.CRLs, vec+"nope.crl") }, "nope.crl"},
 		{"test profile, a root outside the test PKI", func(c *Config) { c.Roots = []string{vec + "services-ca.pem"} }, "not a root of the test PKI"},
 		{"unknown card type", func(c *Config) { c.CAs = map[string]string{"X": vec + "care-provider-ca.pem"} }, "card type \"X\""},
 		{"production profile, test root", func(c *Config) { c.Profile = "production" }, "test PKI"},
@@ -86,4 +97,40 @@ func bigFile(t *testing.T, n int64) string {
 		t.Fatal(err)
 	}
 	return f.Name()
+}
+
+// TestLoadRefusesUnnumberedCRL: trust applies the same CRL rules as the
+// sync (revocation.Parse); a CRL without a number is refused at start.
+func TestLoadRefusesUnnumberedCRL(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pki, err := testpki.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	write := func(name string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, der, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	numbered, err := pki.CRL("root", nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unnumbered, err := pki.CRLWith("root", x509.RevocationList{ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Roots: []string{filepath.Join(dir, "pki", "root.crt")}, Jurisdiction: "NL", Profile: "test"}
+	c.CRLs = []string{write("numbered.crl", numbered)}
+	if tr, err := c.Load(now); err != nil || tr.Revocation == nil {
+		t.Fatalf("numbered CRL: %v", err)
+	}
+	c.CRLs = []string{write("unnumbered.crl", unnumbered)}
+	if _, err := c.Load(now); err == nil || !strings.Contains(err.Error(), "no CRL number") {
+		t.Errorf("unnumbered CRL: %v", err)
+	}
 }
