@@ -271,6 +271,23 @@ func (s *Server) stop() error {
 	return nil
 }
 
+// Kill ends slapd with SIGKILL, as a crash or an OOM kill would: nothing
+// is flushed or checkpointed. Start brings it back on the same data.
+func (s *Server) Kill() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return nil
+	}
+	proc, done := s.proc, s.done
+	s.proc = nil
+	if err := proc.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("registry: kill slapd: %w", err)
+	}
+	<-done
+	return nil
+}
+
 // Done is closed when the slapd started last exits, by Stop or otherwise;
 // nil before the first Start.
 func (s *Server) Done() <-chan struct{} {

@@ -102,5 +102,9 @@ func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Con
 	if scfg.Interval > time.Minute {
 		log.Warn("license changes reach the public tier only every sync interval", "interval", scfg.Interval)
 	}
-	return registrysync.New(ctx, scfg, dir, in.db, in.bus.JetStream(), crls, log, registrysync.NewMetrics(in.reg))
+	bucket, err := in.bus.Bucket(ctx, scfg.Bucket, registrysync.BucketDescription)
+	if err != nil {
+		return nil, err
+	}
+	return registrysync.New(ctx, scfg, dir, in.db, bucket, crls, log, registrysync.NewMetrics(in.reg))
 }

@@ -122,15 +122,92 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 		ch.Cookie = pickCookie(res.Controls(), ch.Cookie)
 	}
 	if err := res.Err(); err != nil {
-		if ldap.IsErrorWithCode(err, 4096) { // e-syncRefreshRequired
+		switch {
+		case ldap.IsErrorWithCode(err, 4096): // e-syncRefreshRequired
 			return nil, ErrRefreshRequired
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
+			// OpenLDAP: "consumer state is newer than provider!" — the
+			// register lost changes (a crash, a restore) that the mirror
+			// already has; only a full sync says what it holds now.
+			return nil, fmt.Errorf("%w: %v", ErrRefreshRequired, err)
 		}
 		return nil, fmt.Errorf("%w: sync: %v", ErrUnavailable, err)
 	}
 	if !doneSeen {
 		return nil, fmt.Errorf("%w: sync ended without its done control", ErrUnavailable)
 	}
+	if err := c.checkAhead(ctx, conn, ch.Cookie); err != nil {
+		return nil, err
+	}
+	if sid, ok := cookieBehind(ch.Cookie, cookie); ok {
+		// The register's state is older than ours: after a crash its
+		// checkpointed state can lag its entries, and what it reports since
+		// is incomplete. Trusting it would mark the mirror fresh while it
+		// misses changes.
+		return nil, fmt.Errorf("%w: its sync state for server %s went backwards", ErrRefreshRequired, sid)
+	}
 	return ch, nil
+}
+
+// checkAhead asks whether the register holds entries changed after its own
+// sync state, the cookie: after a crash its checkpointed state can lag its
+// entries, and it then leaves those changes out of every answer — for good
+// once newer changes move its state past them. Only OpenLDAP cookies and
+// entryCSN can be compared; for others the scheduled full sync bounds what
+// such a lag can hide.
+func (c *Client) checkAhead(ctx context.Context, conn *ldap.Conn, cookie []byte) error {
+	var newest string
+	for _, csn := range cookieCSNs(cookie) {
+		newest = max(newest, csn)
+	}
+	if newest == "" {
+		return nil
+	}
+	csn := ldap.EscapeFilter(newest)
+	req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 1, 0, false,
+		fmt.Sprintf("(&%s(entryCSN>=%s)(!(entryCSN=%s)))", c.cfg.Filter, csn, csn), []string{"1.1"}, nil)
+	res, err := conn.Search(req) // bounded by the connection's timeout
+	switch {
+	case err == nil && len(res.Entries) > 0, ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
+		return fmt.Errorf("%w: it holds changes newer than its sync state (%s)", ErrRefreshRequired, newest)
+	case err != nil:
+		return fmt.Errorf("%w: sync state check: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// cookieBehind reports whether the register's cookie now is older than the
+// one it was asked from, for some server id: OpenLDAP cookies carry a change
+// sequence number per server ("rid=001,csn=20261122041234.123456Z#000000#000#000000;…"),
+// and CSNs of one server order as text. Cookies of another form cannot be
+// compared; the scheduled full sync bounds what they can hide.
+func cookieBehind(now, before []byte) (sid string, behind bool) {
+	was, is := cookieCSNs(before), cookieCSNs(now)
+	for id, old := range was {
+		if csn, ok := is[id]; ok && csn < old || !ok && len(is) > 0 {
+			return id, true // older, or the server's state vanished
+		}
+	}
+	return "", false
+}
+
+// cookieCSNs returns the CSNs of an OpenLDAP cookie by server id.
+func cookieCSNs(cookie []byte) map[string]string {
+	out := map[string]string{}
+	for _, part := range strings.Split(string(cookie), ",") {
+		list, ok := strings.CutPrefix(part, "csn=")
+		if !ok {
+			continue
+		}
+		for _, csn := range strings.Split(list, ";") {
+			f := strings.Split(csn, "#")
+			if len(f) != 4 || len(f[0]) < 15 {
+				continue
+			}
+			out[f[2]] = csn
+		}
+	}
+	return out
 }
 
 func findSyncState(ctls []ldap.Control) *ldap.ControlSyncState {

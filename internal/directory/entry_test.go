@@ -25,3 +25,29 @@ func TestParseGeneralizedTime(t *testing.T) {
 		}
 	}
 }
+
+func TestCookieBehind(t *testing.T) {
+	t.Parallel()
+	const (
+		a1 = "20261122041234.000001Z#000000#000#000000"
+		a2 = "20261122041234.000002Z#000000#000#000000"
+		b1 = "20261122041234.000001Z#000000#001#000000"
+	)
+	for _, tt := range []struct {
+		name, now, before string
+		want              bool
+	}{
+		{"same", "rid=000,csn=" + a1, "rid=000,csn=" + a1, false},
+		{"forward", "rid=000,csn=" + a2, "rid=000,csn=" + a1, false},
+		{"backwards", "rid=000,csn=" + a1, "rid=000,csn=" + a2, true},
+		{"one server of two backwards", "rid=000,csn=" + a1 + ";" + b1, "rid=000,csn=" + a2 + ";" + b1, true},
+		{"a server vanished", "rid=000,csn=" + a2, "rid=000,csn=" + a1 + ";" + b1, true},
+		{"a server appeared", "rid=000,csn=" + a2 + ";" + b1, "rid=000,csn=" + a1, false},
+		{"opaque cookies", "xyz", "abc", false},
+		{"no cookie before", "rid=000,csn=" + a1, "", false},
+	} {
+		if _, got := cookieBehind([]byte(tt.now), []byte(tt.before)); got != tt.want {
+			t.Errorf("%s: behind = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

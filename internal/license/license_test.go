@@ -42,8 +42,12 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	bucket, err := b.Bucket(context.Background(), "licenses", registrysync.BucketDescription)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := registrysync.New(context.Background(), registrysync.Config{Bucket: "licenses", FullInterval: time.Hour},
-		dir, db, b.JetStream(), nil, log, registrysync.NewMetrics(prometheus.NewRegistry()))
+		dir, db, bucket, nil, log, registrysync.NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}

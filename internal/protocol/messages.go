@@ -97,8 +97,9 @@ func ParseStatement(b []byte) (*Statement, error) {
 	return s, nil
 }
 
-// checkOnset accepts "" or a date from MaxOnsetAge before issued's date up to
-// that date itself (UTC).
+// checkOnset accepts "" or a date from MaxOnsetAge before issued's UTC date
+// up to the day after it: a clinician types the local date, which east of
+// Greenwich (the Netherlands from 22:00 or 23:00 UTC) is already tomorrow's.
 func checkOnset(onset string, issued time.Time) error {
 	if onset == "" {
 		return nil
@@ -108,7 +109,7 @@ func checkOnset(onset string, issued time.Time) error {
 		return errOnset
 	}
 	today := issued.UTC().Truncate(24 * time.Hour)
-	if day.After(today) || day.Before(today.Add(-MaxOnsetAge)) {
+	if day.After(today.Add(24*time.Hour)) || day.Before(today.Add(-MaxOnsetAge)) {
 		return errOnset
 	}
 	return nil

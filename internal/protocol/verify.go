@@ -74,14 +74,23 @@ const (
 	rsaE       = 65537
 )
 
-// issuingCA is a configured card-issuing CA with its verified path to a root.
+// issuingCA is a configured card-issuing CA with its verified paths to a
+// root: several when an intermediate was renewed or cross-certified.
 type issuingCA struct {
-	cert      *x509.Certificate
-	cardType  uzi.CardType
-	path      []*x509.Certificate // cert, its issuers, ..., the root
+	cert     *x509.Certificate
+	cardType uzi.CardType
+	chains   []caChain
+}
+
+// caChain is one path from an issuing CA to a root, verified once: the
+// certificates and the window in which all of them are valid.
+type caChain struct {
+	certs     []*x509.Certificate // the issuing CA, its issuers, ..., the root
 	notBefore time.Time           // latest NotBefore along the path
 	notAfter  time.Time           // earliest NotAfter along the path
 }
+
+func (ch caChain) validAt(t time.Time) bool { return !t.Before(ch.notBefore) && !t.After(ch.notAfter) }
 
 // Verifier checks bundles and login signatures against a Trust. It builds a
 // card's path only from the configured issuing CAs, so a bundle cannot make
@@ -109,16 +118,12 @@ func NewVerifier(t Trust) (*Verifier, error) {
 		t.ClockSkew = 5 * time.Minute
 	}
 	v := &Verifier{trust: t, issuers: map[string][]*issuingCA{}, keys: map[[32]byte]*ecdsa.PublicKey{}}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	for _, r := range t.Roots {
-		roots.AddCert(r)
-	}
-	for _, c := range t.Intermediates {
-		inter.AddCert(c)
+	if err := checkIssuingCAs(t); err != nil {
+		return nil, err
 	}
 	for typ, cas := range t.IssuingCAs {
 		for _, ca := range cas {
-			ic, err := caPath(ca, typ, roots, inter)
+			ic, err := caPaths(ca, typ, t.Roots, t.Intermediates)
 			if err != nil {
 				return nil, err
 			}
@@ -144,28 +149,112 @@ func NewVerifier(t Trust) (*Verifier, error) {
 	return v, nil
 }
 
-// caPath checks a configured issuing CA and finds its path to a root.
-func caPath(ca *x509.Certificate, typ uzi.CardType, roots, inter *x509.CertPool) (*issuingCA, error) {
+// checkIssuingCAs refuses a configuration in which an issuing CA is a
+// root or an intermediate: CA files are often chain bundles, and a root in
+// the care-provider file would make every certificate the root signed a
+// care provider's card.
+func checkIssuingCAs(t Trust) error {
+	var all []*x509.Certificate
+	for _, typ := range slices.Sorted(maps.Keys(t.IssuingCAs)) {
+		all = append(all, t.IssuingCAs[typ]...)
+	}
+	others := append(slices.Clone(t.Roots), t.Intermediates...)
+	for _, ca := range all {
+		if string(ca.RawIssuer) == string(ca.RawSubject) && ca.CheckSignatureFrom(ca) == nil {
+			return fmt.Errorf("protocol: issuing CA %q is self-signed: a root is not an issuing CA (is the file a chain bundle?)", ca.Subject)
+		}
+		for _, o := range others {
+			if o.Equal(ca) {
+				return fmt.Errorf("protocol: issuing CA %q is also configured as a root or intermediate", ca.Subject)
+			}
+		}
+		for _, o := range append(slices.Clone(all), t.Intermediates...) {
+			if !o.Equal(ca) && string(o.RawIssuer) == string(ca.RawSubject) && o.CheckSignatureFrom(ca) == nil {
+				return fmt.Errorf("protocol: issuing CA %q issued CA %q: an issuing CA issues cards only (is the file a chain bundle?)", ca.Subject, o.Subject)
+			}
+		}
+	}
+	return nil
+}
+
+// Bounds on path building; a configuration needs far less.
+const (
+	maxPathDepth = 6  // certificates from issuing CA to root
+	maxPaths     = 16 // paths kept per issuing CA
+)
+
+// caPaths checks a configured issuing CA and finds every path from it to a
+// root through the configured intermediates. Each path is verified by the
+// x509 package (signatures, CA constraints, path lengths, name
+// constraints) at a moment all its certificates are valid, so that it does
+// not depend on the clock; validity at the time of use is checked on every
+// call, where the paths valid then are tried in turn.
+func caPaths(ca *x509.Certificate, typ uzi.CardType, roots, inter []*x509.Certificate) (*issuingCA, error) {
 	if !ca.BasicConstraintsValid || !ca.IsCA || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, fmt.Errorf("protocol: issuing CA %q is not a CA certificate", ca.Subject)
 	}
-	// Build the path at a moment the CA is valid, so that it does not depend
-	// on the clock; validity at the time of use is checked on every call.
-	chains, err := ca.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: ca.NotBefore.Add(time.Second),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	if err != nil {
-		return nil, fmt.Errorf("protocol: issuing CA %q has no path to a trusted root: %w", ca.Subject, err)
+	ic := &issuingCA{cert: ca, cardType: typ}
+	var lastErr error
+	var walk func(path []*x509.Certificate)
+	walk = func(path []*x509.Certificate) {
+		last := path[len(path)-1]
+		try := func(parent *x509.Certificate, isRoot bool) {
+			if len(ic.chains) >= maxPaths || slices.ContainsFunc(path, parent.Equal) ||
+				string(parent.RawSubject) != string(last.RawIssuer) || last.CheckSignatureFrom(parent) != nil {
+				return
+			}
+			next := append(slices.Clone(path), parent)
+			switch {
+			case isRoot:
+				if ch, err := verifyChain(next); err == nil {
+					ic.chains = append(ic.chains, ch)
+				} else {
+					lastErr = err
+				}
+			case len(next) < maxPathDepth:
+				walk(next)
+			}
+		}
+		for _, r := range roots {
+			try(r, true)
+		}
+		for _, c := range inter {
+			try(c, false)
+		}
 	}
-	ic := &issuingCA{cert: ca, cardType: typ, path: chains[0], notBefore: ca.NotBefore, notAfter: ca.NotAfter}
-	for _, c := range ic.path {
-		if c.NotBefore.After(ic.notBefore) {
-			ic.notBefore = c.NotBefore
+	walk([]*x509.Certificate{ca})
+	if len(ic.chains) == 0 {
+		if lastErr == nil {
+			lastErr = errors.New("no configured root or intermediate issued it")
 		}
-		if c.NotAfter.Before(ic.notAfter) {
-			ic.notAfter = c.NotAfter
-		}
+		return nil, fmt.Errorf("protocol: issuing CA %q has no path to a trusted root: %w", ca.Subject, lastErr)
 	}
 	return ic, nil
+}
+
+// verifyChain has the x509 package verify one path, given only that path's
+// certificates, at the first moment all of them are valid.
+func verifyChain(certs []*x509.Certificate) (caChain, error) {
+	ch := caChain{certs: certs, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter}
+	for _, c := range certs[1:] {
+		if c.NotBefore.After(ch.notBefore) {
+			ch.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(ch.notAfter) {
+			ch.notAfter = c.NotAfter
+		}
+	}
+	if !ch.notBefore.Before(ch.notAfter) {
+		return ch, errors.New("its certificates are never valid at the same time")
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(certs[len(certs)-1])
+	for _, c := range certs[1 : len(certs)-1] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: ch.notBefore,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return ch, err
 }
 
 // KeyID names an attestation key: SHA-256 of its SubjectPublicKeyInfo.
@@ -204,15 +293,19 @@ func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifi
 		v.cards.Add(key, vc)
 	}
 	c := vc.cert
-	// Of a CA's certificates (renewals with the same key), the one valid
-	// now is the path; if none is, the first says why.
-	ca := vc.cas[0]
-	for _, cand := range vc.cas {
-		if !now.Before(cand.notBefore) && !now.After(cand.notAfter) {
-			ca = cand
-			break
+	// The paths to a root through the CA's certificates (renewals with the
+	// same key) and their issuers: those valid now are tried in turn; if
+	// none is, the first says why.
+	var chains, valid []caChain
+	for _, ca := range vc.cas {
+		chains = append(chains, ca.chains...)
+	}
+	for _, ch := range chains {
+		if ch.validAt(now) {
+			valid = append(valid, ch)
 		}
 	}
+	first := chains[0]
 	switch {
 	case c.BasicConstraintsValid && c.IsCA, c.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0:
 		return nil, refuse(ReasonCertNotEndEntity, errors.New("CA flag or certificate-signing key usage"))
@@ -220,10 +313,10 @@ func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifi
 		return nil, refuse(ReasonCertExtension, fmt.Errorf("critical extension %v", vc.critical))
 	case vc.pub == nil:
 		return nil, refuse(ReasonCertKey, fmt.Errorf("%T key", c.PublicKey))
-	case now.Before(c.NotBefore) || now.Before(ca.notBefore):
-		return nil, refuse(ReasonCertNotYetValid, fmt.Errorf("valid from %s, CA from %s", c.NotBefore, ca.notBefore))
-	case now.After(c.NotAfter) || now.After(ca.notAfter):
-		return nil, refuse(ReasonCertExpired, fmt.Errorf("valid until %s, CA until %s", c.NotAfter, ca.notAfter))
+	case now.Before(c.NotBefore) || len(valid) == 0 && now.Before(first.notBefore):
+		return nil, refuse(ReasonCertNotYetValid, fmt.Errorf("valid from %s, CA from %s", c.NotBefore, first.notBefore))
+	case now.After(c.NotAfter) || len(valid) == 0:
+		return nil, refuse(ReasonCertExpired, fmt.Errorf("valid until %s, CA until %s", c.NotAfter, first.notAfter))
 	}
 	if r := usage(c, purpose); r != nil {
 		return nil, r
@@ -231,19 +324,37 @@ func (v *Verifier) card(der []byte, purpose uzi.Purpose, now time.Time) (*verifi
 	if !v.trust.Profile.HasPolicy(c, purpose) {
 		return nil, refuse(ReasonCertPolicy, fmt.Errorf("no policy %s among %v", v.trust.Profile.Policy(purpose), c.Policies))
 	}
-	if rc := v.trust.Revocation; rc != nil {
-		// The card, then every CA on the path but the root, each against
-		// the CRL of the key that issued it.
-		path := append([]*x509.Certificate{c}, ca.path...)
-		for i := 0; i+1 < len(path); i++ {
-			if err := rc.Check(path[i], path[i+1], now); errors.Is(err, ErrRevoked) {
-				return nil, refuse(ReasonCertRevoked, fmt.Errorf("%q: %w", path[i].Subject, err))
-			} else if err != nil {
-				return nil, refuse(ReasonRevocationUnknown, fmt.Errorf("%q: %w", path[i].Subject, err))
-			}
+	rc := v.trust.Revocation
+	if rc == nil {
+		return vc, nil
+	}
+	// The card, then every CA on a path but the root, each against the CRL
+	// of the key that issued it. One path that passes is enough; if none
+	// does, the first path's refusal says why.
+	var refusal *Refusal
+	for _, ch := range valid {
+		r := revoked(rc, append([]*x509.Certificate{c}, ch.certs...), now)
+		if r == nil {
+			return vc, nil
+		}
+		if refusal == nil {
+			refusal = r
 		}
 	}
-	return vc, nil
+	return nil, refusal
+}
+
+// revoked checks each certificate of path but the last against the CRL of
+// the next, its issuer.
+func revoked(rc RevocationChecker, path []*x509.Certificate, now time.Time) *Refusal {
+	for i := 0; i+1 < len(path); i++ {
+		if err := rc.Check(path[i], path[i+1], now); errors.Is(err, ErrRevoked) {
+			return refuse(ReasonCertRevoked, fmt.Errorf("%q: %w", path[i].Subject, err))
+		} else if err != nil {
+			return refuse(ReasonRevocationUnknown, fmt.Errorf("%q: %w", path[i].Subject, err))
+		}
+	}
+	return nil
 }
 
 // issued parses a card certificate and verifies its issuing CA's signature;

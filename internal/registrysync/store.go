@@ -184,10 +184,12 @@ func swapTables(ctx context.Context, tx pgx.Tx) error {
 }
 
 // fullTransitions calls fn with every card holder whose license state
-// differs between the current mirror and registry_entries_next, as the rows
-// stream in: at a million card holders a first sync changes them all.
-func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(transition) error) (int, error) {
-	rows, err := tx.Query(ctx, `
+// differs between the current mirror and registry_entries_next, a batch at
+// a time through a cursor (fn writes the outbox in the same transaction): at
+// a million card holders a first sync changes them all.
+func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(context.Context, transition) error) (int, error) {
+	n := 0
+	err := batches(ctx, tx, `
 		select coalesce(n.uzi_number, o.uzi_number),
 		       o.uzi_number is not null, o.license_status, o.valid_from, o.valid_until,
 		       n.uzi_number is not null, n.license_status, n.valid_from, n.valid_until
@@ -196,34 +198,38 @@ func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(transition) error) 
 		where n.uzi_number is null or o.uzi_number is null
 		   or n.license_status is distinct from o.license_status
 		   or n.valid_from is distinct from o.valid_from
-		   or n.valid_until is distinct from o.valid_until`)
+		   or n.valid_until is distinct from o.valid_until`,
+		func(rows pgx.CollectableRow) (transition, error) {
+			var t transition
+			var hasOld, hasNew bool
+			var o, nw licenseState
+			var oStatus, nStatus *string
+			if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &hasNew, &nStatus, &nw.ValidFrom, &nw.ValidUntil); err != nil {
+				return t, err
+			}
+			if hasOld {
+				o.UZI, o.Status = t.UZI, deref(oStatus)
+				t.Old = &o
+			}
+			if hasNew {
+				nw.UZI, nw.Status = t.UZI, deref(nStatus)
+				t.New = &nw
+			}
+			return t, nil
+		},
+		func(batch []transition) error {
+			for _, t := range batch {
+				if err := fn(ctx, t); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
 	if err != nil {
-		return 0, fmt.Errorf("compare mirrors: %w", err)
+		return n, fmt.Errorf("compare mirrors: %w", err)
 	}
-	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var t transition
-		var hasOld, hasNew bool
-		var o, nw licenseState
-		var oStatus, nStatus *string
-		if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &hasNew, &nStatus, &nw.ValidFrom, &nw.ValidUntil); err != nil {
-			return n, err
-		}
-		if hasOld {
-			o.UZI, o.Status = t.UZI, deref(oStatus)
-			t.Old = &o
-		}
-		if hasNew {
-			nw.UZI, nw.Status = t.UZI, deref(nStatus)
-			t.New = &nw
-		}
-		if err := fn(t); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, rows.Err()
+	return n, nil
 }
 
 func deref(s *string) string {

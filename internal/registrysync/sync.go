@@ -8,7 +8,6 @@ package registrysync
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,8 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"vouch/internal/bus"
 	"vouch/internal/database"
 	"vouch/internal/directory"
 )
@@ -56,8 +55,7 @@ type Syncer struct {
 	cfg     Config
 	dir     *directory.Client
 	db      *database.DB
-	kv      jetstream.KeyValue
-	js      jetstream.JetStream
+	bucket  LicenseBucket
 	log     *slog.Logger
 	metrics *Metrics
 	crls    *crlFetcher
@@ -66,22 +64,53 @@ type Syncer struct {
 	// acceptShrink lets one forced full sync past the shrink guard.
 	acceptShrink bool
 
+	// reconciled is set once the whole bucket was compared with the mirror
+	// by this process: that happens at start, after every full sync, and
+	// when the bucket had to be created again.
+	reconciled bool
+
 	// afterPage, when set (tests), runs after each page of a full sync has
 	// been read, so a test can take the register down mid-sync.
 	afterPage func(pages int)
+	// fault, when set (tests), is asked at each step of a change's way to
+	// the bucket and fails that step when it returns an error: a crash
+	// between any two steps.
+	fault func(step string) error
+}
+
+// LicenseBucket is where the public tier reads license states
+// (bus.Bucket).
+type LicenseBucket interface {
+	Ensure(ctx context.Context) (created bool, err error)
+	PutAll(ctx context.Context, entries []bus.KeyValue) error
+	All(ctx context.Context) (map[string][]byte, error)
+}
+
+var _ LicenseBucket = (*bus.Bucket)(nil)
+
+// Steps on a change's way to the bucket, named for fault injection.
+const (
+	stepOutboxWritten = "outbox-written" // in the sync's transaction, before commit
+	stepCommitted     = "committed"      // after commit, before publishing
+	stepPublished     = "published"      // acknowledged by the bus, not yet deleted from the outbox
+)
+
+func (s *Syncer) step(name string) error {
+	if s.fault == nil {
+		return nil
+	}
+	return s.fault(name)
 }
 
 // lockKey is the advisory lock of the sync job ("vouch-re").
 const lockKey = 0x766f7563682d7265
 
-// New prepares a syncer and the license bucket.
-func New(ctx context.Context, cfg Config, dir *directory.Client, db *database.DB, js jetstream.JetStream, crls *CRLConfig, log *slog.Logger, m *Metrics) (*Syncer, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.Bucket, History: 5,
-		Description: "license states by UZI number; a key that is not active refuses uploads"})
-	if err != nil {
-		return nil, fmt.Errorf("registrysync: license bucket: %w", err)
-	}
-	s := &Syncer{cfg: cfg, dir: dir, db: db, kv: kv, js: js, log: log, metrics: m, now: time.Now}
+// BucketDescription describes the license bucket in the bus's monitoring.
+const BucketDescription = "license states by UZI number; a key that may not vouch refuses uploads"
+
+// New prepares a syncer that writes license states to bucket.
+func New(ctx context.Context, cfg Config, dir *directory.Client, db *database.DB, bucket LicenseBucket, crls *CRLConfig, log *slog.Logger, m *Metrics) (*Syncer, error) {
+	s := &Syncer{cfg: cfg, dir: dir, db: db, bucket: bucket, log: log, metrics: m, now: time.Now}
 	if crls != nil {
 		s.crls = &crlFetcher{cfg: *crls, db: db, log: log}
 	}
@@ -96,6 +125,11 @@ func (s *Syncer) Once(ctx context.Context) (Result, error) {
 		if err := s.crls.fetchAll(ctx, s.now()); err != nil {
 			s.log.Warn("CRL fetch failed; the stored CRLs stay in force until they expire", "err", err)
 		}
+	}
+	// What an earlier run committed but did not publish goes out first, in
+	// order; at start the whole bucket is compared with the mirror.
+	if err := s.settle(ctx, false); err != nil {
+		return Result{}, err
 	}
 	cookie, _, err := loadState(ctx, s.db.Pool())
 	if err != nil {
@@ -160,8 +194,18 @@ func (s *Syncer) withLock(ctx context.Context, f func(tx pgx.Tx) error) error {
 // ErrBusy means another instance is syncing right now.
 var ErrBusy = errors.New("registrysync: another sync is running")
 
-// Full reads the whole register and replaces the mirror with it.
-func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
+// Full reads the whole register and replaces the mirror with it, then
+// publishes the license states that changed and reconciles the whole bucket
+// with the new mirror.
+func (s *Syncer) Full(ctx context.Context) (Result, error) {
+	res, err := s.full(ctx)
+	if err != nil {
+		return res, err
+	}
+	return res, s.settle(ctx, true)
+}
+
+func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 	res.Kind = "full"
 	start := s.now()
 	defer func() { s.record(start, &res, err) }()
@@ -234,25 +278,25 @@ func (s *Syncer) Full(ctx context.Context) (res Result, err error) {
 		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(before-int(n)) > s.cfg.MaxShrink*float64(before) {
 			return fmt.Errorf("%w: the mirror has %d card holders, the register now %d (run registry-sync -once -full -accept-shrink to accept)", ErrShrink, before, n)
 		}
-		announce := before > 0
-		if !announce {
-			if announce, err = s.bucketHasKeys(ctx); err != nil {
-				return err
-			}
-		}
-		pub := s.publisher(start, announce)
-		if res.Changes, err = fullTransitions(ctx, tx, func(t transition) error { return pub.add(ctx, t) }); err != nil {
+		// A first sync into an empty mirror need not announce everyone who
+		// may vouch: an absent key means "as attested", and the
+		// reconciliation after it corrects an old refusal in the bucket.
+		out := s.outbox(tx, start, before > 0)
+		if res.Changes, err = fullTransitions(ctx, tx, out.add); err != nil {
 			return err
 		}
-		if err := pub.flush(ctx); err != nil {
+		if err := out.flush(ctx); err != nil {
 			return err
 		}
-		s.log.Debug("full sync: compared and published", "seconds", s.now().Sub(start).Seconds(), "changes", res.Changes)
+		s.log.Debug("full sync: compared", "seconds", s.now().Sub(start).Seconds(), "changes", res.Changes)
 		if err := swapTables(ctx, tx); err != nil {
 			return err
 		}
 		s.log.Debug("full sync: swapped", "seconds", s.now().Sub(start).Seconds())
-		return saveState(ctx, tx, cookie, start)
+		if err := saveState(ctx, tx, cookie, start); err != nil {
+			return err
+		}
+		return s.step(stepOutboxWritten)
 	})
 	return res, err
 }
@@ -265,23 +309,19 @@ func (s *Syncer) FullAcceptingShrink(ctx context.Context) (Result, error) {
 	return s.Full(ctx)
 }
 
-// bucketHasKeys reports whether the license bucket holds any record.
-func (s *Syncer) bucketHasKeys(ctx context.Context) (bool, error) {
-	lister, err := s.kv.ListKeys(ctx)
+// Incremental applies the register's changes since cookie, then publishes
+// the license states that changed. The changes are read under the sync's
+// lock, from the cookie as stored then: another instance may have moved it
+// meanwhile.
+func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (Result, error) {
+	res, err := s.incremental(ctx, cookie)
 	if err != nil {
-		return false, fmt.Errorf("registrysync: license bucket: %w", err)
+		return res, err
 	}
-	defer lister.Stop()
-	for range lister.Keys() {
-		return true, nil
-	}
-	return false, nil
+	return res, s.settle(ctx, false)
 }
 
-// Incremental applies the register's changes since cookie. The changes are
-// read under the sync's lock, from the cookie as stored then: another
-// instance may have moved it meanwhile.
-func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (res Result, err error) {
+func (s *Syncer) incremental(ctx context.Context, cookie []byte) (res Result, err error) {
 	res.Kind = "incremental"
 	start := s.now()
 	defer func() { s.record(start, &res, err) }()
@@ -307,7 +347,10 @@ func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (res Result, er
 		if err != nil {
 			return err
 		}
-		return s.apply(ctx, tx, ch, start, &res)
+		if err := s.apply(ctx, tx, ch, start, &res); err != nil {
+			return err
+		}
+		return s.step(stepOutboxWritten)
 	})
 	return res, err
 }
@@ -427,13 +470,13 @@ func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, st
 		o := g.licenseState
 		trans = append(trans, transition{UZI: o.UZI, Old: &o, GoneAs: g.why})
 	}
-	pub := s.publisher(start, true)
+	out := s.outbox(tx, start, true)
 	for _, t := range trans {
-		if err := pub.add(ctx, t); err != nil {
+		if err := out.add(ctx, t); err != nil {
 			return err
 		}
 	}
-	if err := pub.flush(ctx); err != nil {
+	if err := out.flush(ctx); err != nil {
 		return err
 	}
 	res.Changes = len(trans)
@@ -522,76 +565,6 @@ type LicenseRecord struct {
 	ValidFrom  *time.Time `json:"valid_from,omitempty"`
 	ValidUntil *time.Time `json:"valid_until,omitempty"`
 	ChangedAt  time.Time  `json:"changed_at"`
-}
-
-// publisher puts license states that changed into the bucket, with at most
-// maxPending acknowledgements outstanding, so memory stays flat however many
-// change. The caller commits only after flush returns: a change is never in
-// the mirror without being on its way to the public tier (a republish after
-// a failed commit is harmless). A new card holder who may vouch is not
-// published on a first sync: an absent key means "as attested".
-type publisher struct {
-	s   *Syncer
-	now time.Time
-	// announceNew publishes card holders who appear able to vouch too: the
-	// bucket may still hold an old refusal for them. Only a first sync into
-	// an empty mirror and an empty bucket may leave them out.
-	announceNew bool
-	pending     []jetstream.PubAckFuture
-}
-
-const maxPending = 1024
-
-func (s *Syncer) publisher(now time.Time, announceNew bool) *publisher {
-	return &publisher{s: s, now: now, announceNew: announceNew}
-}
-
-func (p *publisher) add(ctx context.Context, t transition) error {
-	var rec LicenseRecord
-	switch {
-	case t.New == nil:
-		status := t.GoneAs
-		if status == "" {
-			status = StatusRemoved
-		}
-		rec = LicenseRecord{Status: status, ChangedAt: p.now}
-	case t.Old == nil && t.New.mayVouch(p.now) && !p.announceNew:
-		return nil
-	default:
-		rec = LicenseRecord{Status: t.New.Status, MayVouch: t.New.mayVouch(p.now), ValidFrom: t.New.ValidFrom, ValidUntil: t.New.ValidUntil, ChangedAt: p.now}
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	f, err := p.s.js.PublishAsync("$KV."+p.s.cfg.Bucket+"."+t.UZI, b)
-	if err != nil {
-		return fmt.Errorf("registrysync: publish license of %s: %w", t.UZI, err)
-	}
-	p.s.metrics.changes.Inc()
-	p.pending = append(p.pending, f)
-	if len(p.pending) >= maxPending {
-		return p.flush(ctx)
-	}
-	return nil
-}
-
-// flush waits for every outstanding acknowledgement.
-func (p *publisher) flush(ctx context.Context) error {
-	timeout := time.After(30 * time.Second)
-	for _, f := range p.pending {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("registrysync: license bucket: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-timeout:
-			return errors.New("registrysync: license bucket did not acknowledge in time")
-		}
-	}
-	p.pending = p.pending[:0]
-	return nil
 }
 
 func (s *Syncer) record(start time.Time, r *Result, err error) {

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"vouch/internal/bus"
 	"vouch/internal/database"
 	"vouch/internal/directory"
 	"vouch/internal/revocation"
@@ -35,6 +36,7 @@ type fixture struct {
 	db   *database.DB
 	s    *Syncer
 	kv   jetstream.KeyValue
+	js   jetstream.JetStream
 }
 
 func setup(t *testing.T, pageSize int, crls *CRLConfig) *fixture {
@@ -49,7 +51,7 @@ func setup(t *testing.T, pageSize int, crls *CRLConfig) *fixture {
 	}
 	cfg := Config{Interval: 50 * time.Millisecond, FullInterval: time.Hour, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Bucket: "licenses"}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	s, err := New(context.Background(), cfg, dir, db, b.JetStream(), crls, log, NewMetrics(prometheus.NewRegistry()))
+	s, err := New(context.Background(), cfg, dir, db, licenseBucket(t, b), crls, log, NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +59,17 @@ func setup(t *testing.T, pageSize int, crls *CRLConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{ldap: l, db: db, s: s, kv: kv}
+	return &fixture{ldap: l, db: db, s: s, kv: kv, js: b.JetStream()}
+}
+
+// licenseBucket opens the test bus's license bucket.
+func licenseBucket(t *testing.T, b *bus.Bus) *bus.Bucket {
+	t.Helper()
+	bk, err := b.Bucket(context.Background(), "licenses", BucketDescription)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bk
 }
 
 func (f *fixture) mirror(t *testing.T) map[string]string {
@@ -424,7 +436,7 @@ func TestWithoutSyncrepl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), Config{Bucket: "licenses", FullInterval: time.Hour, ClockSkew: time.Minute}, dir, db, b.JetStream(), nil,
+	s, err := New(context.Background(), Config{Bucket: "licenses", FullInterval: time.Hour, ClockSkew: time.Minute}, dir, db, licenseBucket(t, b), nil,
 		slog.New(slog.NewJSONHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
@@ -536,7 +548,7 @@ func TestShrinkGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), Config{Bucket: "licenses", FullInterval: time.Hour, MaxShrink: 0.1}, dir, db, b.JetStream(), nil,
+	s, err := New(context.Background(), Config{Bucket: "licenses", FullInterval: time.Hour, MaxShrink: 0.1}, dir, db, licenseBucket(t, b), nil,
 		slog.New(slog.NewJSONHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 	"sync"
 	"time"
 )
@@ -98,6 +99,10 @@ func Parse(der []byte, cas []*x509.Certificate, now time.Time) (*CRL, error) {
 		return nil, fmt.Errorf("revocation: CRL of %q: its issuer is not a configured CA", crl.Issuer)
 	}
 	name := issuer.Subject
+	if !slices.Contains(signatureAlgorithms, crl.SignatureAlgorithm) {
+		// x509 accepts SHA-1 on CRLs, though not on certificates.
+		return nil, fmt.Errorf("revocation: CRL of %s is signed with %s, which is not accepted", name, crl.SignatureAlgorithm)
+	}
 	if part := partial(crl); part != nil {
 		return nil, fmt.Errorf("revocation: CRL of %s has extension %v: a delta or partitioned CRL is not a complete list", name, part)
 	}
@@ -112,6 +117,14 @@ func Parse(der []byte, cas []*x509.Certificate, now time.Time) (*CRL, error) {
 		return nil, fmt.Errorf("revocation: CRL of %s is stale (next update was %s)", name, crl.NextUpdate)
 	}
 	return &CRL{List: crl, Issuer: issuer, DER: der}, nil
+}
+
+// signatureAlgorithms are those a CRL may be signed with: what the x509
+// package accepts on certificates.
+var signatureAlgorithms = []x509.SignatureAlgorithm{
+	x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
+	x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS,
+	x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512, x509.PureEd25519,
 }
 
 // IssuerKey names the CA whose key signed c, as Set files it.

@@ -1,20 +1,27 @@
 package revocation_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"io"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"vouch/internal/revocation"
+	"vouch/internal/testenv"
 	"vouch/internal/testpki"
 )
 
@@ -148,6 +155,8 @@ func TestParseRules(t *testing.T) {
 		{"unknown critical extension", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ExtraExtensions = ext(asn1.ObjectIdentifier{1, 2, 3}, true) }), "not a complete list"},
 		{"unknown extension, not critical", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.ExtraExtensions = ext(asn1.ObjectIdentifier{1, 2, 3}, false) }), ""},
 		{"issuer not configured", testpki.CAServer, good, "not a configured CA"},
+		{"SHA-1", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.SignatureAlgorithm = x509.SHA1WithRSA }), "SHA1-RSA"},
+		{"SHA-512", testpki.CACareProvider, with(func(l *x509.RevocationList) { l.SignatureAlgorithm = x509.SHA512WithRSA }), ""},
 		{"signed by another key under a configured name", testpki.CAUnknown, good, "verification"},
 	}
 	for _, tt := range tests {
@@ -320,3 +329,152 @@ func TestRefreshFiles(t *testing.T) {
 		t.Errorf("after refresh: %v", err)
 	}
 }
+
+// TestReadCRLBounds: a CRL is read up to MaxCRLSize bytes; one more is
+// refused, and nothing past it is read.
+func TestReadCRLBounds(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		size   int64
+		wantOK bool
+	}{{revocation.MaxCRLSize - 1, true}, {revocation.MaxCRLSize, true}, {revocation.MaxCRLSize + 1, false}} {
+		r := &countingReader{r: io.LimitReader(zeros{}, tt.size)}
+		b, err := revocation.ReadCRL(r)
+		if (err == nil) != tt.wantOK || tt.wantOK && int64(len(b)) != tt.size {
+			t.Errorf("%d bytes: read %d, %v", tt.size, len(b), err)
+		}
+		if r.n > revocation.MaxCRLSize+1 {
+			t.Errorf("%d bytes: %d read", tt.size, r.n)
+		}
+	}
+	if _, err := revocation.ReadCRL(io.MultiReader(zeros{})); err == nil {
+		t.Error("an endless CRL was read")
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestStoredKeepMissing: the CRLs the sync stores are read back, Keep
+// refreshes while it runs, and Missing names the CAs without a current CRL.
+func TestStoredKeepMissing(t *testing.T) {
+	t.Parallel()
+	now := time.Now().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	care, named := pki.CAs[testpki.CACareProvider].Cert, pki.CAs[testpki.CANamedEmployee].Cert
+	cas := []*x509.Certificate{care, named}
+	db := testenv.Database(t)
+	s := revocation.NewSet()
+	if d := cmp.Diff(cas, s.Missing(cas, now)); d != "" {
+		t.Errorf("missing before any CRL (-want +got):\n%s", d)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		s.Keep(ctx, revocation.Stored{DB: db.Pool()}, cas, 10*time.Millisecond, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	der, _ := pki.CRL(testpki.CACareProvider, nil, now)
+	c, err := revocation.Parse(der, cas, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := c.IssuerKey()
+	if _, err := db.Pool().Exec(ctx, `insert into uzi_crls (issuer_key, issuer_name, number, this_update, next_update, der)
+		values ($1, 'care', $2, $3, $4, $5)`, key[:], c.List.Number.String(), c.List.ThisUpdate, c.List.NextUpdate, der); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.Missing(cas, now)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("Keep did not read the stored CRL")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := cmp.Diff([]*x509.Certificate{named}, s.Missing(cas, now)); d != "" {
+		t.Errorf("missing (-want +got):\n%s", d)
+	}
+	if m := s.Missing(cas, c.List.NextUpdate.Add(time.Second)); len(m) != 2 {
+		t.Errorf("past nextUpdate, %d CAs have a current CRL", 2-len(m))
+	}
+	if m := s.Missing(cas, c.List.NextUpdate); len(m) != 1 {
+		t.Errorf("at nextUpdate, %d CAs miss a CRL, want 1", len(m))
+	}
+	stop()
+	<-done
+}
+
+// TestKeepLogsFailures: a refresh that fails is logged for the operator; one
+// that succeeds is not.
+func TestKeepLogsFailures(t *testing.T) {
+	t.Parallel()
+	now := time.Now().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	care := pki.CAs[testpki.CACareProvider].Cert
+	der, _ := pki.CRL(testpki.CACareProvider, nil, now)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "care.crl")
+	if err := os.WriteFile(good, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		src     revocation.Files
+		wantLog bool
+	}{
+		{"good file", revocation.Files{good}, false},
+		{"missing file", revocation.Files{good, filepath.Join(dir, "missing.crl")}, true},
+	} {
+		var logs syncBuffer
+		s := revocation.NewSet()
+		ctx, stop := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			s.Keep(ctx, tt.src, []*x509.Certificate{care}, time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+			close(done)
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(s.Missing([]*x509.Certificate{care}, now)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: nothing taken", tt.name)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // several refreshes
+		stop()
+		<-done
+		if got := strings.Contains(logs.String(), "CRL refresh"); got != tt.wantLog {
+			t.Errorf("%s: logged %v, want %v:\n%s", tt.name, got, tt.wantLog, logs.String())
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+func (w *syncBuffer) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }

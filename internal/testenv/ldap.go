@@ -68,6 +68,15 @@ func (s *LDAPServer) Stop(t testing.TB) {
 	}
 }
 
+// Kill takes the register down with SIGKILL, a crash. Start brings it back
+// on the same URL with the same data.
+func (s *LDAPServer) Kill(t testing.TB) {
+	t.Helper()
+	if err := s.srv.Kill(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
 // Start brings a stopped register back and returns once it answers.
 func (s *LDAPServer) Start(t testing.TB) {
 	t.Helper()

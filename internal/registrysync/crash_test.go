@@ -1,0 +1,82 @@
+package registrysync
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// register reads every card holder's license status from the register
+// itself.
+func (f *fixture) register(t *testing.T) map[string]string {
+	t.Helper()
+	conn := f.ldap.Dial(t)
+	defer conn.Close()
+	res, err := conn.SearchWithPaging(ldap.NewSearchRequest("ou=people,dc=registry,dc=test", ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=vouchCareProvider)", []string{"vouchUziNumber", "vouchLicenseStatus"}, nil), 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range res.Entries {
+		out[e.GetAttributeValue("vouchUziNumber")] = e.GetAttributeValue("vouchLicenseStatus")
+	}
+	return out
+}
+
+// TestRegisterKilledMidSequence: slapd is killed with SIGKILL right after a
+// burst of suspensions and restarted on the same data. Its sync state is
+// checkpointed (syncprov-checkpoint 100 10), so after the crash it can be
+// older than its entries: it then reports too little, or refuses the
+// mirror's cookie as newer than its own. Either way the next sync must end
+// with the mirror equal to the register, and a failed run must never mark
+// the mirror fresh.
+func TestRegisterKilledMidSequence(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	var add []string
+	for i := range 50 {
+		add = append(add, entry(fmt.Sprintf("8%08d", i)))
+	}
+	f.ldap.LDIF(t, add...)
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		status := []string{"suspended", "active", "revoked"}[round]
+		var mods []string
+		for i := range 50 {
+			mods = append(mods, modify(fmt.Sprintf("8%08d", i), "vouchLicenseStatus", status))
+		}
+		f.ldap.LDIF(t, mods...)
+		f.ldap.Kill(t)
+		var freshBefore time.Time
+		f.db.Pool().QueryRow(ctx, `select coalesce(synced_at, 'epoch') from registry_sync_state`).Scan(&freshBefore)
+		if _, err := f.s.Once(ctx); err == nil {
+			t.Fatalf("round %d: a sync succeeded with the register down", round)
+		}
+		var freshAfter time.Time
+		f.db.Pool().QueryRow(ctx, `select coalesce(synced_at, 'epoch') from registry_sync_state`).Scan(&freshAfter)
+		if !freshAfter.Equal(freshBefore) {
+			t.Errorf("round %d: a failed sync moved the mirror's freshness from %s to %s", round, freshBefore, freshAfter)
+		}
+		f.ldap.Start(t)
+		if _, err := f.s.Once(ctx); err != nil {
+			t.Fatalf("round %d: sync after the restart: %v", round, err)
+		}
+		reg, mirror := f.register(t), f.mirror(t)
+		for uzi, st := range reg {
+			if mirror[uzi] != st {
+				t.Errorf("round %d: %s is %s in the register, %q in the mirror", round, uzi, st, mirror[uzi])
+			}
+		}
+		if len(mirror) != len(reg) {
+			t.Errorf("round %d: mirror has %d card holders, register %d", round, len(mirror), len(reg))
+		}
+		f.checkBucketFollowsMirror(t)
+	}
+}

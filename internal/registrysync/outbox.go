@@ -1,0 +1,286 @@
+package registrysync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"vouch/internal/bus"
+)
+
+// The license bucket follows the mirror, never leads it. A sync writes the
+// license states that changed to license_outbox in the transaction that
+// changes the mirror; after commit, drain publishes the outbox in order and
+// deletes what the bus acknowledged. A crash anywhere leaves either nothing
+// (before commit) or rows that the next run publishes (after): republishing
+// is harmless. Whatever else goes wrong with the bucket — deleted, lost with
+// the bus's store, written by hand — reconcile compares all of it with the
+// mirror at start, after every full sync and whenever the bucket had to be
+// created again, and corrects it through the same outbox.
+
+// outbox collects a transaction's license changes and writes them to
+// license_outbox with COPY, a batch at a time.
+type outbox struct {
+	tx  pgx.Tx
+	now time.Time
+	// announceNew publishes card holders who appear able to vouch too: the
+	// bucket may still hold an old refusal for them. Only a first sync into
+	// an empty mirror may leave them out (reconcile corrects the bucket).
+	announceNew bool
+	rows        [][]any
+}
+
+const outboxBatch = 1024
+
+func (s *Syncer) outbox(tx pgx.Tx, now time.Time, announceNew bool) *outbox {
+	return &outbox{tx: tx, now: now, announceNew: announceNew}
+}
+
+// record is what the bucket should say about a card holder after t.
+func (t transition) record(now time.Time) LicenseRecord {
+	if t.New == nil {
+		status := t.GoneAs
+		if status == "" {
+			status = StatusRemoved
+		}
+		return LicenseRecord{Status: status, ChangedAt: now}
+	}
+	return LicenseRecord{Status: t.New.Status, MayVouch: t.New.mayVouch(now), ValidFrom: t.New.ValidFrom,
+		ValidUntil: t.New.ValidUntil, ChangedAt: now}
+}
+
+func (o *outbox) add(ctx context.Context, t transition) error {
+	rec := t.record(o.now)
+	if t.Old == nil && rec.MayVouch && !o.announceNew {
+		return nil
+	}
+	return o.put(ctx, t.UZI, rec)
+}
+
+func (o *outbox) put(ctx context.Context, uzi string, rec LicenseRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	o.rows = append(o.rows, []any{uzi, b})
+	if len(o.rows) >= outboxBatch {
+		return o.flush(ctx)
+	}
+	return nil
+}
+
+// flush writes what was collected; the caller's commit makes it count.
+func (o *outbox) flush(ctx context.Context) error {
+	if len(o.rows) == 0 {
+		return nil
+	}
+	if _, err := o.tx.CopyFrom(ctx, pgx.Identifier{"license_outbox"}, []string{"uzi_number", "record"}, pgx.CopyFromRows(o.rows)); err != nil {
+		return fmt.Errorf("registrysync: write license outbox: %w", err)
+	}
+	o.rows = o.rows[:0]
+	return nil
+}
+
+// settle brings the bucket up to the mirror: it creates the bucket again if
+// it is gone, publishes the outbox and, when asked, at this process's first
+// call, or when the bucket was created again, reconciles the whole bucket.
+func (s *Syncer) settle(ctx context.Context, reconcile bool) error {
+	created, err := s.bucket.Ensure(ctx)
+	if err != nil {
+		return fmt.Errorf("registrysync: license bucket: %w", err)
+	}
+	if created {
+		s.log.Warn("the license bucket was missing and has been created again; filling it from the mirror")
+		reconcile = true
+	}
+	if err := s.drain(ctx); err != nil {
+		return err
+	}
+	if !reconcile && s.reconciled {
+		return nil
+	}
+	n, err := s.reconcile(ctx)
+	if errors.Is(err, ErrBusy) {
+		return nil // the instance holding the lock reconciles after its own run
+	}
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		s.log.Warn("license bucket differed from the mirror; corrected", "records", n)
+	}
+	s.reconciled = true
+	return s.drain(ctx)
+}
+
+// drain publishes license_outbox in order, a batch per transaction, and
+// deletes each batch once the bus acknowledged it.
+func (s *Syncer) drain(ctx context.Context) error {
+	for {
+		var n int
+		err := s.withLock(ctx, func(tx pgx.Tx) (err error) {
+			n, err = s.drainBatch(ctx, tx)
+			return err
+		})
+		if errors.Is(err, ErrBusy) {
+			return nil // the instance holding the lock drains after its commit
+		}
+		if err != nil || n < outboxBatch {
+			return err
+		}
+	}
+}
+
+func (s *Syncer) drainBatch(ctx context.Context, tx pgx.Tx) (int, error) {
+	rows, err := tx.Query(ctx, `select seq, uzi_number, record from license_outbox order by seq limit $1`, outboxBatch)
+	if err != nil {
+		return 0, fmt.Errorf("registrysync: read license outbox: %w", err)
+	}
+	var last int64
+	var entries []bus.KeyValue
+	for rows.Next() {
+		var e bus.KeyValue
+		if err := rows.Scan(&last, &e.Key, &e.Value); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("registrysync: read license outbox: %w", err)
+		}
+		entries = append(entries, e)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("registrysync: read license outbox: %w", err)
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	if err := s.step(stepCommitted); err != nil {
+		return 0, err
+	}
+	if err := s.bucket.PutAll(ctx, entries); err != nil {
+		return 0, fmt.Errorf("registrysync: license bucket: %w", err)
+	}
+	s.metrics.changes.Add(float64(len(entries)))
+	if err := s.step(stepPublished); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `delete from license_outbox where seq <= $1`, last); err != nil {
+		return 0, fmt.Errorf("registrysync: delete from license outbox: %w", err)
+	}
+	return len(entries), nil
+}
+
+// reconcile compares every record in the bucket with the mirror and writes
+// a correction to the outbox for each that differs: a card holder in the
+// mirror whose record is missing (unless they may vouch: an absent key
+// means "as attested") or says something else, and a key of someone no
+// longer in the mirror that says they may vouch. It returns how many it
+// corrected; the caller drains them.
+func (s *Syncer) reconcile(ctx context.Context) (int, error) {
+	now := s.now()
+	n := 0
+	err := s.withLock(ctx, func(tx pgx.Tx) error {
+		// Under the lock nobody else writes the outbox or the bucket; what
+		// is still in the outbox goes out first, or the comparison would
+		// correct the bucket towards states older than the outbox's.
+		for {
+			k, err := s.drainBatch(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if k < outboxBatch {
+				break
+			}
+		}
+		have, err := s.bucket.All(ctx)
+		if err != nil {
+			return fmt.Errorf("registrysync: license bucket: %w", err)
+		}
+		out := s.outbox(tx, now, true)
+		err = batches(ctx, tx, `select uzi_number, license_status, valid_from, valid_until from registry_entries`,
+			func(r pgx.CollectableRow) (licenseState, error) {
+				var st licenseState
+				err := r.Scan(&st.UZI, &st.Status, &st.ValidFrom, &st.ValidUntil)
+				return st, err
+			},
+			func(batch []licenseState) error {
+				for _, st := range batch {
+					want := transition{UZI: st.UZI, New: &st}.record(now)
+					b, ok := have[st.UZI]
+					delete(have, st.UZI)
+					if !ok && want.MayVouch || ok && sameLicense(b, want) {
+						continue
+					}
+					n++
+					if err := out.put(ctx, st.UZI, want); err != nil {
+						return err
+					}
+				}
+				return out.flush(ctx)
+			})
+		if err != nil {
+			return err
+		}
+		for uzi, b := range have {
+			var rec LicenseRecord
+			if json.Unmarshal(b, &rec) == nil && !rec.MayVouch && rec.Status != "" {
+				continue // removed, invalid or duplicate: still true
+			}
+			n++
+			if err := out.put(ctx, uzi, LicenseRecord{Status: StatusRemoved, ChangedAt: now}); err != nil {
+				return err
+			}
+		}
+		if err := out.flush(ctx); err != nil {
+			return err
+		}
+		return s.step(stepOutboxWritten)
+	})
+	return n, err
+}
+
+// sameLicense reports whether the record b in the bucket says what want
+// says; when it was written does not matter.
+func sameLicense(b []byte, want LicenseRecord) bool {
+	var got LicenseRecord
+	if json.Unmarshal(b, &got) != nil {
+		return false
+	}
+	return got.Status == want.Status && got.MayVouch == want.MayVouch &&
+		eqTime(got.ValidFrom, want.ValidFrom) && eqTime(got.ValidUntil, want.ValidUntil)
+}
+
+// batches runs query through a cursor and hands fn its rows a batch at a
+// time: the rows of a plain query hold the connection, and fn must be able
+// to write in the same transaction; memory stays flat at any size.
+func batches[T any](ctx context.Context, tx pgx.Tx, query string, scan func(pgx.CollectableRow) (T, error), fn func([]T) error) error {
+	// One cursor name per query: pgx caches the fetch's statement with the
+	// columns of the first cursor it read.
+	h := fnv.New64a()
+	h.Write([]byte(query))
+	cursor := fmt.Sprintf("vouch_batches_%x", h.Sum64())
+	if _, err := tx.Exec(ctx, `declare `+cursor+` no scroll cursor for `+query); err != nil {
+		return fmt.Errorf("registrysync: cursor: %w", err)
+	}
+	for {
+		rows, err := tx.Query(ctx, fmt.Sprintf(`fetch %d from %s`, outboxBatch, cursor))
+		if err != nil {
+			return fmt.Errorf("registrysync: fetch: %w", err)
+		}
+		batch, err := pgx.CollectRows(rows, scan)
+		if err != nil {
+			return fmt.Errorf("registrysync: fetch: %w", err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		if err := fn(batch); err != nil {
+			return err
+		}
+	}
+	_, err := tx.Exec(ctx, `close `+cursor)
+	return err
+}

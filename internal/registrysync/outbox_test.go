@@ -1,0 +1,186 @@
+package registrysync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// bucket reads every record in the license bucket.
+func (f *fixture) bucket(t *testing.T) map[string]LicenseRecord {
+	t.Helper()
+	out := map[string]LicenseRecord{}
+	lister, err := f.kv.ListKeys(context.Background())
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return out
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range lister.Keys() {
+		out[k] = *f.license(t, k)
+	}
+	return out
+}
+
+// checkBucketFollowsMirror asserts, from the mirror's rows and the bucket's
+// records alone, that the public tier would decide as the mirror says: a
+// card holder who may not vouch has a record saying so, with the mirror's
+// status; one who may vouch has none or one saying so; anyone else in the
+// bucket may not vouch.
+func (f *fixture) checkBucketFollowsMirror(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := f.db.Pool().Query(ctx, `select uzi_number, license_status,
+		license_status = 'active' and (valid_from is null or valid_from <= now()) and (valid_until is null or valid_until > now())
+		from registry_entries`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	bucket := f.bucket(t)
+	for rows.Next() {
+		var uzi, status string
+		var may bool
+		if err := rows.Scan(&uzi, &status, &may); err != nil {
+			t.Fatal(err)
+		}
+		rec, ok := bucket[uzi]
+		delete(bucket, uzi)
+		switch {
+		case !may && (!ok || rec.MayVouch || rec.Status != status):
+			t.Errorf("%s is %s in the mirror; bucket: %+v (present %v)", uzi, status, rec, ok)
+		case may && ok && (!rec.MayVouch || rec.Status != status):
+			t.Errorf("%s may vouch in the mirror; bucket: %+v", uzi, rec)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for uzi, rec := range bucket {
+		if rec.MayVouch {
+			t.Errorf("%s is not in the mirror; bucket says they may vouch: %+v", uzi, rec)
+		}
+	}
+}
+
+// TestBucketFollowsMirrorThroughFaults fails every step of a change's way
+// to the bucket, in an incremental and in a full sync: after the failed run
+// and one good run, the bucket says what the mirror says, and the change
+// reached it.
+func TestBucketFollowsMirrorThroughFaults(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.checkBucketFollowsMirror(t)
+	clinicians := []string{"900000001", "900000003", "900000004", "900000005", "900000006", "900000010"}
+	i := 0
+	for _, full := range []bool{false, true} {
+		for _, step := range []string{stepOutboxWritten, stepCommitted, stepPublished} {
+			name := fmt.Sprintf("full=%v, failing at %s", full, step)
+			uzi := clinicians[i]
+			i++
+			if f.license(t, uzi) != nil && !f.license(t, uzi).MayVouch {
+				t.Fatalf("%s: %s already refused", name, uzi)
+			}
+			f.ldap.LDIF(t, modify(uzi, "vouchLicenseStatus", "suspended"))
+			injected := errors.New("injected fault at " + step)
+			f.s.fault = func(s string) error {
+				if s == step {
+					return injected
+				}
+				return nil
+			}
+			sync := f.s.Once
+			if full {
+				sync = f.s.Full
+			}
+			if _, err := sync(ctx); !errors.Is(err, injected) {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if r := f.license(t, uzi); step != stepPublished && r != nil && !r.MayVouch {
+				t.Errorf("%s: the bucket knew of the suspension before it was published: %+v", name, r)
+			}
+			f.s.fault = nil
+			if _, err := f.s.Once(ctx); err != nil {
+				t.Fatalf("%s: the next run: %v", name, err)
+			}
+			if r := f.license(t, uzi); r == nil || r.MayVouch || r.Status != "suspended" {
+				t.Errorf("%s: the suspension of %s did not reach the bucket: %+v", name, uzi, r)
+			}
+			f.checkBucketFollowsMirror(t)
+			var pending int
+			f.db.Pool().QueryRow(ctx, `select count(*) from license_outbox`).Scan(&pending)
+			if pending != 0 {
+				t.Errorf("%s: %d records left in the outbox", name, pending)
+			}
+		}
+	}
+}
+
+// TestBucketLostOrWrong: a bucket deleted between syncs is created again
+// and filled with every refusal; records that say something else than the
+// mirror — written by hand, or left by an older version — are corrected by
+// the next full sync.
+func TestBucketLostOrWrong(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, r := range f.bucket(t) {
+		if !r.MayVouch {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("the fixtures hold nobody who may not vouch")
+	}
+	if err := f.js.DeleteKeyValue(ctx, "licenses"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Once(ctx); err != nil { // an incremental sync: nothing changed in the register
+		t.Fatal(err)
+	}
+	kv, err := f.js.KeyValue(ctx, "licenses")
+	if err != nil {
+		t.Fatalf("bucket not created again: %v", err)
+	}
+	f.kv = kv
+	f.checkBucketFollowsMirror(t)
+	if got := len(f.bucket(t)); got < refused {
+		t.Errorf("%d records after the loss, want at least the %d refusals", got, refused)
+	}
+
+	// Hand-written lies: a suspended clinician who may vouch, an active one
+	// refused, a stranger who may vouch, garbage.
+	put := func(uzi string, v any) {
+		b, _ := json.Marshal(v)
+		if _, err := f.kv.Put(ctx, uzi, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("900000024", LicenseRecord{Status: "active", MayVouch: true, ChangedAt: time.Now()})
+	put("900000001", LicenseRecord{Status: "suspended", ChangedAt: time.Now()})
+	put("123456789", LicenseRecord{Status: "active", MayVouch: true, ChangedAt: time.Now()})
+	if _, err := f.kv.Put(ctx, "900000003", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Full(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.checkBucketFollowsMirror(t)
+	if r := f.license(t, "123456789"); r == nil || r.MayVouch || r.Status != StatusRemoved {
+		t.Errorf("stranger: %+v", r)
+	}
+}
