@@ -129,6 +129,9 @@ func NewServer(dir string, opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("registry: slapadd: %w\n%s", err, out.String())
 	}
 
+	if err := os.WriteFile(filepath.Join(dir, passwordFile), []byte(pw), 0o600); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
 	s := &Server{
 		BaseDN:       Suffix,
 		BindDN:       RootDN,
@@ -149,6 +152,51 @@ func NewServer(dir string, opts ServerOptions) (*Server, error) {
 	return s, nil
 }
 
+// passwordFile keeps the root DN's password beside the database, so that
+// OpenServer can serve an existing directory again.
+const passwordFile = "bindpw"
+
+// OpenServer serves a directory that NewServer made before — after slapd
+// crashed, or was stopped with its caller — with its configuration, data and
+// password as they are. port 0 picks a free port. It does not start slapd.
+func OpenServer(dir string, port int, log io.Writer) (*Server, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "data.mdb")); err != nil {
+		return nil, fmt.Errorf("registry: %s holds no database: %w", dir, err)
+	}
+	pw, err := os.ReadFile(filepath.Join(dir, passwordFile))
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	conf := filepath.Join(dir, "slapd.conf")
+	if _, err := os.Stat(conf); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	slapd, err := LookTool("slapd")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{BaseDN: Suffix, BindDN: RootDN, BindPassword: string(pw), Dir: dir, conf: conf, slapd: slapd,
+		port: port, portFixed: port != 0, log: log}
+	if s.port == 0 {
+		if s.port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	s.URL = loopbackURL(s.port)
+	return s, nil
+}
+
+// HasDatabase reports whether dir holds a register that OpenServer can
+// serve.
+func HasDatabase(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "data", "data.mdb"))
+	return err == nil
+}
+
 // Start runs slapd in the foreground as a child and returns once it answers
 // a bind. If the port was picked here and turns out to be taken on the first
 // start, it tries other free ports; later starts keep the port. ctx bounds
@@ -157,7 +205,12 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		return errors.New("registry: slapd already running")
+		select {
+		case <-s.done: // it died on its own (a crash, kill -9): start again
+			s.proc = nil
+		default:
+			return errors.New("registry: slapd already running")
+		}
 	}
 	var err error
 	for attempt := range 5 {

@@ -82,19 +82,27 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	m, err := p11.Open(moduleOf(cu))
+	// Each URI names its own module (a card reader's and an HSM's, say);
+	// Open counts its users, so one module named twice is loaded once.
+	// Both load before the card is asked for its PIN.
+	cm, err := p11.Open(moduleOf(cu))
 	if err != nil {
-		return err
+		return fmt.Errorf("card: %w", err)
 	}
-	defer m.Close()
-	card, err := m.Signer(cu, cfg.CardPIN)
+	defer cm.Close()
+	am, err := p11.Open(moduleOf(au))
+	if err != nil {
+		return fmt.Errorf("attestation key: %w", err)
+	}
+	defer am.Close()
+	card, err := cm.Signer(cu, cfg.CardPIN)
 	if err != nil {
 		return fmt.Errorf("card: %w", err)
 	}
 	defer card.Close()
 	// The signature key asks for the PIN at every signature; p11 wipes each copy.
 	card.SetPINPrompt(func() ([]byte, error) { return []byte(cfg.CardPIN), nil })
-	att, err := m.Signer(au, cfg.HSMPIN)
+	att, err := am.Signer(au, cfg.HSMPIN)
 	if err != nil {
 		return fmt.Errorf("attestation key: %w", err)
 	}
@@ -150,6 +158,7 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
+// moduleOf is the module u names, SoftHSM2's when it names none.
 func moduleOf(u p11.URI) string {
 	if u.ModulePath != "" {
 		return u.ModulePath

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"vouch/internal/p11"
 	"vouch/internal/phonecode"
 	"vouch/internal/testenv"
 	"vouch/internal/testpki"
@@ -116,6 +117,32 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 		}
 	})
 
+	// Each URI's module-path is honoured: a module that cannot load is
+	// named, for the key whose URI names it, while the other loads fine.
+	t.Run("module of each URI", func(t *testing.T) {
+		const bogus = "/nonexistent/libvouch-bogus-pkcs11.so"
+		withModule := func(uri string) string {
+			u, err := p11.ParseURI(uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.ModulePath = bogus
+			return u.String()
+		}
+		for _, tt := range []struct{ name, card, att, want string }{
+			{"attestation", cardURI("gp"), withModule(man.Backend.AttestationURI), "attestation key: p11: cannot load module " + bogus},
+			{"card", withModule(cardURI("gp")), man.Backend.AttestationURI, "card: p11: cannot load module " + bogus},
+		} {
+			file := filepath.Join(t.TempDir(), "b")
+			out, err := run("bundle", "issue", "-card", tt.card, "-attestation", tt.att, "-code", code, "-out", file)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s: got %v\n%s\nwant %q", tt.name, err, out, tt.want)
+			}
+			if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: a bundle was written: %v", tt.name, err)
+			}
+		}
+	})
 	t.Run("wrong PIN", func(t *testing.T) {
 		t.Setenv("VOUCH_CARD_PIN", "999999")
 		_, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", filepath.Join(t.TempDir(), "b"))

@@ -20,6 +20,9 @@ var (
 	// ErrPINNeeded: the key asks for the PIN at every signature and there is
 	// neither a PIN prompt (Signer.SetPINPrompt) nor a PIN pad to ask it.
 	ErrPINNeeded = errors.New("p11: this key needs the PIN for every signature, and nothing can ask for it")
+	// ErrCertificateMismatch: the certificate under the key's id holds
+	// another public key; the card was personalised wrongly.
+	ErrCertificateMismatch = errors.New("p11: the certificate beside the key is another key's; the card was personalised wrongly")
 )
 
 // PINError is a wrong PIN. TriesLeft comes from the token flags, which tell

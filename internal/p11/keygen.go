@@ -26,6 +26,7 @@ type KeySpec struct {
 // GenerateKey makes a key pair on the token and returns its public key.
 func (s *Session) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	common := func() []*pkcs11.Attribute {
 		return []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
@@ -51,19 +52,26 @@ func (s *Session) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 		mech = pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)
 		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256DER))
 	}
+	var pubObj pkcs11.ObjectHandle
 	err := s.call(func() error {
-		_, _, err := s.m.lib.ctx.GenerateKeyPair(s.h, []*pkcs11.Mechanism{mech}, pub, priv)
+		var err error
+		pubObj, _, err = s.m.lib.ctx.GenerateKeyPair(s.h, []*pkcs11.Mechanism{mech}, pub, priv)
 		return err
 	})
-	s.mu.Unlock()
 	if err != nil {
 		return nil, classify("generate key", err)
 	}
-	sig, err := s.Signer(URI{ID: spec.ID})
-	if err != nil {
-		return nil, err
+	// Read from the new public key object itself: a search by spec.ID
+	// would find other keys when the ID is empty or repeated.
+	kt := uint(pkcs11.CKK_EC)
+	if spec.RSABits > 0 {
+		kt = pkcs11.CKK_RSA
 	}
-	return sig.Public(), nil
+	pk, err := s.readPublic(pubObj, kt)
+	if err != nil {
+		return nil, fmt.Errorf("p11: public key of the new key: %w", err)
+	}
+	return pk, nil
 }
 
 // StoreCertificate puts a certificate on the token under the key's id.

@@ -60,7 +60,8 @@ func (g *Signer) SetPINPrompt(p PINPrompt) {
 
 // Signer logs in to the token u names and returns the private key it names
 // (by id or label) as a crypto.Signer, with its certificate when the token
-// holds one under the same id. Close the signer when done with it.
+// holds exactly one under the key's id and it is the key's (see
+// Session.Signer). Close the signer when done with it.
 func (m *Module) Signer(u URI, pin string) (*Signer, error) {
 	s, err := m.Login(u, pin)
 	if err != nil {
@@ -75,7 +76,13 @@ func (m *Module) Signer(u URI, pin string) (*Signer, error) {
 	return sig, nil
 }
 
-// Signer finds a private key in an open session.
+// Signer finds a private key in an open session. Its certificate is the one
+// object of class certificate under the key's CKA_ID, the link PKCS#11 tools
+// make between a key and its certificate; a key without a CKA_ID has none
+// here (a label is a name anyone may repeat, so looking a certificate up by
+// it would be a guess). Two certificates under the ID, or one whose public
+// key is not the key's, are refused: a signer must never hand out another
+// key's certificate.
 func (s *Session) Signer(u URI) (*Signer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -96,41 +103,162 @@ func (s *Session) Signer(u URI) (*Signer, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, a[pkcs11.CKA_LABEL]),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, a[pkcs11.CKA_KEY_TYPE]),
 	}
-	// The certificate, when present, is the authority on the public key.
-	if certs, err := s.find(objectTemplate(pkcs11.CKO_CERTIFICATE, URI{ID: id}), 1); err == nil && len(certs) == 1 {
-		ca, err := s.attrs(certs[0], pkcs11.CKA_VALUE)
-		if err != nil {
-			return nil, err
-		}
-		if sig.cert, err = x509.ParseCertificate(ca[pkcs11.CKA_VALUE]); err != nil {
-			return nil, fmt.Errorf("p11: certificate on card: %w", err)
-		}
-		sig.pub = sig.cert.PublicKey
-		return sig, nil
-	}
-	pubObj, err := s.findOne(pkcs11.CKO_PUBLIC_KEY, URI{ID: id})
-	if err != nil {
-		return nil, fmt.Errorf("p11: no certificate or public key for %s: %w", u, err)
-	}
-	switch keyType(a[pkcs11.CKA_KEY_TYPE]) {
-	case pkcs11.CKK_RSA:
-		pa, err := s.attrs(pubObj, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT)
-		if err != nil {
-			return nil, err
-		}
-		sig.pub = &rsa.PublicKey{N: new(big.Int).SetBytes(pa[pkcs11.CKA_MODULUS]), E: int(new(big.Int).SetBytes(pa[pkcs11.CKA_PUBLIC_EXPONENT]).Int64())}
-	case pkcs11.CKK_EC:
-		pa, err := s.attrs(pubObj, pkcs11.CKA_EC_POINT)
-		if err != nil {
-			return nil, err
-		}
-		if sig.pub, err = parseECPoint(pa[pkcs11.CKA_EC_POINT]); err != nil {
-			return nil, err
-		}
-	default:
+	kt := keyType(a[pkcs11.CKA_KEY_TYPE])
+	if kt != pkcs11.CKK_RSA && kt != pkcs11.CKK_EC {
 		return nil, fmt.Errorf("p11: key type %x not supported", a[pkcs11.CKA_KEY_TYPE])
 	}
+	own, err := s.keyPublic(key, kt, id)
+	if err != nil {
+		return nil, fmt.Errorf("p11: public key of %s: %w", u, err)
+	}
+	cert, err := s.certificate(id)
+	if err != nil {
+		return nil, fmt.Errorf("p11: certificate of %s: %w", u, err)
+	}
+	if cert != nil {
+		if own == nil {
+			// Nothing to check the certificate against; trusting it could
+			// pair the key with another key's certificate.
+			return nil, fmt.Errorf("p11: %s: no public key beside the key to check its certificate against", u)
+		}
+		if !samePublicKey(own, cert.PublicKey) {
+			return nil, fmt.Errorf("%w (%s, certificate %q)", ErrCertificateMismatch, u, cert.Subject.CommonName)
+		}
+		sig.cert, sig.pub = cert, cert.PublicKey
+		return sig, nil
+	}
+	if r, ok := own.(*rsa.PublicKey); ok && r.E == 0 {
+		// The private key hides its exponent: the public key object
+		// completes it, once its modulus shows it is this key's.
+		po, err := s.publicKey(kt, id)
+		if err != nil {
+			return nil, fmt.Errorf("p11: public key of %s: %w", u, err)
+		}
+		if po != nil && !samePublicKey(r, po) {
+			return nil, fmt.Errorf("p11: the public key object under the id of %s is another key's", u)
+		}
+		own = po
+	}
+	if own == nil {
+		return nil, fmt.Errorf("p11: no certificate or public key for %s: %w", u, ErrKeyNotFound)
+	}
+	sig.pub = own
 	return sig, nil
+}
+
+// keyPublic is the private key's public half as far as the token tells it
+// without a guess, or nil. An RSA private key carries its modulus and
+// usually its exponent (left 0 when it does not show it; samePublicKey then
+// compares the modulus alone). An EC private key carries no point: that
+// comes from the one EC public key object under the same non-empty CKA_ID.
+// The caller holds s.mu.
+func (s *Session) keyPublic(key pkcs11.ObjectHandle, kt uint, id []byte) (crypto.PublicKey, error) {
+	if kt != pkcs11.CKK_RSA {
+		return s.publicKey(kt, id)
+	}
+	a, err := s.attrs(key, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT)
+	if err != nil {
+		// CKA_PUBLIC_EXPONENT is optional on a private key; the modulus
+		// is not.
+		if a, err = s.attrs(key, pkcs11.CKA_MODULUS); err != nil {
+			return nil, err
+		}
+	}
+	if len(a[pkcs11.CKA_MODULUS]) == 0 {
+		return nil, errors.New("the RSA key shows no modulus")
+	}
+	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(a[pkcs11.CKA_MODULUS])}
+	if e := new(big.Int).SetBytes(a[pkcs11.CKA_PUBLIC_EXPONENT]); e.IsInt64() && e.Int64() <= 1<<31-1 {
+		pub.E = int(e.Int64())
+	}
+	return pub, nil
+}
+
+// publicKey reads the one public key object of type kt under id; nil when
+// id is empty or there is none. The caller holds s.mu.
+func (s *Session) publicKey(kt uint, id []byte) (crypto.PublicKey, error) {
+	if len(id) == 0 {
+		return nil, nil // an empty template would match every public key
+	}
+	tmpl := append(objectTemplate(pkcs11.CKO_PUBLIC_KEY, URI{ID: id}), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, kt))
+	objs, err := s.find(tmpl, 2)
+	if err != nil {
+		return nil, err
+	}
+	switch len(objs) {
+	case 0:
+		return nil, nil
+	case 1:
+	default:
+		return nil, errors.New("more than one public key under the key's id")
+	}
+	return s.readPublic(objs[0], kt)
+}
+
+// readPublic reads a public key object. The caller holds s.mu.
+func (s *Session) readPublic(o pkcs11.ObjectHandle, kt uint) (crypto.PublicKey, error) {
+	switch kt {
+	case pkcs11.CKK_RSA:
+		pa, err := s.attrs(o, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT)
+		if err != nil {
+			return nil, err
+		}
+		e := new(big.Int).SetBytes(pa[pkcs11.CKA_PUBLIC_EXPONENT])
+		if len(pa[pkcs11.CKA_MODULUS]) == 0 || !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
+			return nil, errors.New("RSA public key out of range")
+		}
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(pa[pkcs11.CKA_MODULUS]), E: int(e.Int64())}, nil
+	case pkcs11.CKK_EC:
+		pa, err := s.attrs(o, pkcs11.CKA_EC_POINT)
+		if err != nil {
+			return nil, err
+		}
+		return parseECPoint(pa[pkcs11.CKA_EC_POINT])
+	}
+	return nil, fmt.Errorf("key type %#x not supported", kt)
+}
+
+// certificate reads the one certificate under id; nil when id is empty or
+// there is none. Two under one id are refused: which is the key's would be a
+// guess. The caller holds s.mu.
+func (s *Session) certificate(id []byte) (*x509.Certificate, error) {
+	if len(id) == 0 {
+		return nil, nil // an empty template would match every certificate
+	}
+	certs, err := s.find(objectTemplate(pkcs11.CKO_CERTIFICATE, URI{ID: id}), 2)
+	if err != nil {
+		return nil, err
+	}
+	switch len(certs) {
+	case 0:
+		return nil, nil
+	case 1:
+	default:
+		return nil, errors.New("more than one certificate under the key's id")
+	}
+	ca, err := s.attrs(certs[0], pkcs11.CKA_VALUE)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(ca[pkcs11.CKA_VALUE])
+	if err != nil {
+		return nil, fmt.Errorf("on card: %w", err)
+	}
+	return cert, nil
+}
+
+// samePublicKey reports whether b is the key a. An RSA a with exponent 0
+// (the token did not show it) is compared by modulus alone.
+func samePublicKey(a, b crypto.PublicKey) bool {
+	switch a := a.(type) {
+	case *rsa.PublicKey:
+		b, ok := b.(*rsa.PublicKey)
+		return ok && a.N.Cmp(b.N) == 0 && (a.E == 0 || a.E == b.E)
+	case *ecdsa.PublicKey:
+		b, ok := b.(*ecdsa.PublicKey)
+		return ok && a.Equal(b)
+	}
+	return false
 }
 
 func keyType(b []byte) uint {

@@ -12,7 +12,9 @@ import (
 	"strings"
 )
 
-// URI is the subset of RFC 7512 that Vouch uses to name tokens and keys.
+// URI is the subset of RFC 7512 that Vouch uses to name tokens and keys. It
+// has no PIN: ParseURI refuses pin-value and pin-source, so neither a URI
+// nor its String can carry one.
 type URI struct {
 	Token  string // token label
 	Serial string // token serial number
@@ -21,12 +23,25 @@ type URI struct {
 	Type   string // private, public, cert (optional)
 
 	ModulePath string // query module-path
-	PINValue   string // query pin-value; for tests and demos only
-	PINSource  string // query pin-source (a file name)
 }
 
-// ParseURI parses a pkcs11: URI. Unknown path attributes are refused, so a
-// typo never silently widens the match.
+// errURIPIN refuses a PIN in a URI. A URI ends up in shell history, process
+// lists, configuration and messages; the PIN is asked for separately.
+func errURIPIN(attr string) error {
+	return fmt.Errorf("p11: URI attribute %s refused: PINs are never taken from a URI: the card asks for it", attr)
+}
+
+// ParseURI parses a pkcs11: URI. It is stricter than RFC 7512, because a
+// mistyped URI may hold a PIN that would otherwise land in another value and
+// from there in messages:
+//
+//   - unknown attributes are refused, so a typo never silently widens the
+//     match;
+//   - pin-value and pin-source are refused: a PIN never comes from a URI;
+//   - a raw '=', '&' or '?' inside a value is refused (percent-encode it):
+//     it is nearly always a mistyped separator;
+//   - no error quotes a value or an unknown attribute name, only the names
+//     Vouch knows and positions.
 func ParseURI(s string) (URI, error) {
 	var u URI
 	rest, ok := strings.CutPrefix(s, "pkcs11:")
@@ -36,14 +51,25 @@ func ParseURI(s string) (URI, error) {
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	if path != "" {
-		for _, attr := range strings.Split(path, ";") {
+		for i, attr := range strings.Split(path, ";") {
 			k, v, ok := strings.Cut(attr, "=")
 			if !ok {
-				return u, fmt.Errorf("p11: URI attribute %q has no value", attr)
+				return u, fmt.Errorf("p11: URI path attribute %d has no '=' and value", i+1)
+			}
+			switch k {
+			case "pin-value", "pin-source": // query attributes, and refused there too
+				return u, errURIPIN(k)
+			case "token", "serial", "object", "id", "type",
+				"manufacturer", "model", "library-manufacturer", "library-description", "library-version", "slot-description", "slot-manufacturer", "slot-id":
+			default:
+				return u, fmt.Errorf("p11: URI path attribute %d is not one Vouch knows (token, serial, object, id, type, ...)", i+1)
+			}
+			if strings.ContainsAny(v, "=&?") {
+				return u, fmt.Errorf("p11: URI attribute %s: its value holds a raw '=', '&' or '?' (a mistyped separator? percent-encode them otherwise)", k)
 			}
 			val, err := url.PathUnescape(v)
 			if err != nil {
-				return u, fmt.Errorf("p11: URI attribute %s: %w", k, err)
+				return u, fmt.Errorf("p11: URI attribute %s: bad percent-encoding", k) // url's error quotes the value
 			}
 			switch k {
 			case "token":
@@ -61,53 +87,55 @@ func ParseURI(s string) (URI, error) {
 				case "private", "public", "cert":
 					u.Type = val
 				default:
-					return u, fmt.Errorf("p11: URI type %q not supported", val)
+					return u, errors.New("p11: URI attribute type must be private, public or cert")
 				}
-			case "manufacturer", "model", "library-manufacturer", "library-description", "library-version", "slot-description", "slot-manufacturer", "slot-id":
-				// Allowed by RFC 7512; Vouch selects by token label or serial.
 			default:
-				return u, fmt.Errorf("p11: unknown URI attribute %q", k)
+				// Allowed by RFC 7512; Vouch selects by token label or serial.
 			}
 		}
+	}
+	if strings.Contains(query, "?") {
+		// A second '?' is a mistyped '&': whatever follows would end up
+		// inside module-path, and the module path in messages.
+		return u, errors.New("p11: URI query holds a second '?' (query attributes are separated by '&')")
 	}
 	if strings.Contains(query, ";") {
 		// Query attributes are separated by '&'; a ';' means a mistyped
 		// URI whose PIN would end up inside another value (and in messages).
-		return u, fmt.Errorf("p11: URI %q: its query holds ';' (query attributes are separated by '&')", redact(s))
+		return u, errors.New("p11: URI query holds ';' (query attributes are separated by '&')")
 	}
 	if query != "" {
-		for _, attr := range strings.Split(query, "&") {
+		for i, attr := range strings.Split(query, "&") {
 			k, v, ok := strings.Cut(attr, "=")
 			if !ok {
-				return u, fmt.Errorf("p11: URI query %q has no value", attr)
+				return u, fmt.Errorf("p11: URI query attribute %d has no '=' and value", i+1)
+			}
+			switch k {
+			case "pin-value", "pin-source":
+				return u, errURIPIN(k)
+			case "module-path", "module-name":
+			default:
+				return u, fmt.Errorf("p11: URI query attribute %d is not one Vouch knows (module-path, module-name)", i+1)
+			}
+			if strings.Contains(v, "=") {
+				return u, fmt.Errorf("p11: URI query attribute %s: its value holds a raw '=' (a mistyped '&'? percent-encode it otherwise)", k)
 			}
 			val, err := url.PathUnescape(v)
 			if err != nil {
-				if strings.HasPrefix(k, "pin-") {
-					return u, fmt.Errorf("p11: URI query %s: bad percent-encoding", k) // the error would quote the PIN
-				}
-				return u, fmt.Errorf("p11: URI query %s: %w", k, err)
+				return u, fmt.Errorf("p11: URI query attribute %s: bad percent-encoding", k)
 			}
-			switch k {
-			case "module-path":
+			if k == "module-path" {
 				u.ModulePath = val
-			case "pin-value":
-				u.PINValue = val
-			case "pin-source":
-				u.PINSource = val
-			case "module-name":
-			default:
-				return u, fmt.Errorf("p11: unknown URI query attribute %q", k)
 			}
 		}
 	}
 	if u.Token == "" && u.Serial == "" {
-		return u, fmt.Errorf("p11: URI %q names no token (token= or serial=)", redact(s))
+		return u, fmt.Errorf("p11: URI %s names no token (token= or serial=)", u)
 	}
 	return u, nil
 }
 
-// String renders the URI without its PIN.
+// String renders the URI. It cannot show a PIN: URI holds none.
 func (u URI) String() string {
 	var parts []string
 	add := func(k, v string) {
@@ -139,10 +167,4 @@ func escape(v string) string {
 		}
 	}
 	return sb.String()
-}
-
-// redact drops the query (which may hold a PIN) from a URI for messages.
-func redact(s string) string {
-	p, _, _ := strings.Cut(s, "?")
-	return p
 }

@@ -148,7 +148,7 @@ type serveConfig struct {
 func (a app) serve(ctx context.Context, args []string) error {
 	fs := a.flags("serve")
 	var cfg serveConfig
-	fs.StringVar(&cfg.dir, "dir", "", "directory for config and database (default: temporary, removed at exit)")
+	fs.StringVar(&cfg.dir, "dir", "", "directory for config and database, served again if it holds one (default: temporary, removed at exit)")
 	fs.IntVar(&cfg.port, "port", 0, "loopback port (default: a free one)")
 	fs.IntVar(&cfg.generate, "generate", 0, "also load this many generated entries")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the generated entries")
@@ -167,17 +167,29 @@ func (a app) serve(ctx context.Context, args []string) error {
 		"URL:      %s\nbase DN:  %s\nbind DN:  %s\npassword: %s\ndir:      %s\n"+
 		"Ctrl-C stops it.\n",
 		cfg.generate, "fixtures of the test cards", srv.URL, srv.BaseDN, srv.BindDN, srv.BindPassword, srv.Dir)
-	select {
-	case <-ctx.Done():
-	case <-srv.Done():
-		if ctx.Err() == nil {
-			return fmt.Errorf("serve: slapd exited\n%s", srv.Output())
+	// A register that crashes comes back, on the same port with the same
+	// data, as a supervised production one would: tests kill slapd with -9
+	// and watch what Vouch makes of it.
+	for {
+		select {
+		case <-ctx.Done():
+			if err := srv.Stop(); err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			return nil
+		case <-srv.Done():
+		}
+		if ctx.Err() != nil {
+			continue
+		}
+		fmt.Fprintf(a.stderr, "testregistry: slapd exited; starting it again\n%s", srv.Output())
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := srv.Start(sctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("serve: slapd exited and did not start again: %w", err)
 		}
 	}
-	if err := srv.Stop(); err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
 }
 
 // startServer builds and starts a slapd for cfg. cleanup stops it and
@@ -192,6 +204,21 @@ func (a app) startServer(ctx context.Context, cfg serveConfig) (srv *registry.Se
 		removeDir = func() { os.RemoveAll(dir) }
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
+	} else if registry.HasDatabase(dir) {
+		if cfg.generate > 0 {
+			return nil, nil, fmt.Errorf("%s already holds a register; -generate makes a new one only in an empty directory", dir)
+		}
+		if srv, err = registry.OpenServer(dir, cfg.port, nil); err != nil {
+			return nil, nil, err
+		}
+		if err := srv.Start(ctx); err != nil {
+			return nil, nil, err
+		}
+		return srv, func() {
+			if err := srv.Stop(); err != nil {
+				fmt.Fprintln(a.stderr, "testregistry:", err)
+			}
+		}, nil
 	}
 	fail := func(err error) (*registry.Server, func(), error) {
 		if removeDir != nil {

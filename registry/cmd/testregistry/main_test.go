@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -213,19 +214,98 @@ func TestServeKeepsGivenDir(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "reg")
 	info, stop := startServe(t, "-dir", dir)
+	conn, err := ldap.DialURL(info["URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Bind(info["bind DN"], info["password"]); err != nil {
+		t.Fatal(err)
+	}
+	mod := ldap.NewModifyRequest("vouchUziNumber=900000001,"+registry.PeopleDN, nil)
+	mod.Replace("vouchLicenseStatus", []string{"suspended"})
+	if err := conn.Modify(mod); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if info["dir"] != dir {
 		t.Errorf("dir %q, want %q", info["dir"], dir)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "data", "data.mdb")); err != nil {
-		t.Errorf("database not kept: %v", err)
+	// A second serve of the directory serves the same register, changes
+	// and password included.
+	again, stop := startServe(t, "-dir", dir)
+	defer stop()
+	if again["password"] != info["password"] {
+		t.Error("the password changed")
 	}
-	// A second serve refuses to load over it rather than mixing registers.
-	err := app{stdout: io.Discard, stderr: io.Discard}.run(t.Context(), []string{"serve", "-dir", dir})
+	if got := status(t, again, "900000001"); got != "suspended" {
+		t.Errorf("status after serving the directory again: %q", got)
+	}
+	// Loading a generated register over it is refused.
+	err = app{stdout: io.Discard, stderr: io.Discard}.run(t.Context(), []string{"serve", "-dir", dir, "-generate", "10"})
 	if err == nil || !strings.Contains(err.Error(), "already holds") {
 		t.Fatalf("err = %v, want refusal", err)
+	}
+}
+
+// status reads a card holder's license status from a served register.
+func status(t *testing.T, info serveInfo, uzi string) string {
+	t.Helper()
+	conn, err := ldap.DialURL(info["URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Bind(info["bind DN"], info["password"]); err != nil {
+		t.Fatal(err)
+	}
+	res, err := conn.Search(ldap.NewSearchRequest("vouchUziNumber="+uzi+","+registry.PeopleDN, ldap.ScopeBaseObject,
+		ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"vouchLicenseStatus"}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Entries[0].GetAttributeValue("vouchLicenseStatus")
+}
+
+// TestServeRestartsKilledSlapd: slapd killed with -9 comes back on the same
+// URL with the same data, and serve goes on.
+func TestServeRestartsKilledSlapd(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "reg")
+	info, stop := startServe(t, "-dir", dir)
+	defer stop()
+	pid, err := os.ReadFile(filepath.Join(dir, "slapd.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := ldap.DialURL(info["URL"])
+		if err == nil {
+			err = conn.Bind(info["bind DN"], info["password"])
+			conn.Close()
+		}
+		if err == nil {
+			if again, _ := os.ReadFile(filepath.Join(dir, "slapd.pid")); string(again) != string(pid) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slapd did not come back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := status(t, info, "900000024"); got != "suspended" {
+		t.Errorf("fixture after the restart: %q", got)
 	}
 }
 
