@@ -341,6 +341,17 @@ func (s *Server) Kill() error {
 	return nil
 }
 
+// Signal sends sig to the running slapd: SIGSTOP freezes the register the
+// way a hung machine would, SIGCONT thaws it.
+func (s *Server) Signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return errors.New("registry: slapd is not running")
+	}
+	return s.proc.Process.Signal(sig)
+}
+
 // Done is closed when the slapd started last exits, by Stop or otherwise;
 // nil before the first Start.
 func (s *Server) Done() <-chan struct{} {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,29 +19,57 @@ type licenseConfig struct {
 	Database  database.Config
 	Directory directory.Config
 	License   license.Config
+	// Professions that may vouch, as the verifiers are configured.
+	Professions []string `env:"VOUCH_VOUCH_PROFESSIONS"`
 }
 
-// runLicense is `vouch license check UZI`: the decision login, vouching and
-// attestation would make for a card holder now, and what it rests on, for
-// support staff answering "why may I not vouch?". Exit status 0 allowed,
-// 1 refused, 2 could not run.
+const licenseUsage = "usage: vouch license check [-type Z -role 01.015] [-lang nl] UZI"
+
+// runLicense is `vouch license check UZI`: may this card holder vouch now,
+// and what the answer rests on, for support staff answering "why may I not
+// vouch?". Without -type and -role it asks about the card holder as the
+// register describes them; with them, about a card that claims so. Flags
+// may come before or after the number. Exit status 0 may vouch, 1 may
+// not, 2 could not run.
 func runLicense(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: vouch license check [-type Z] [-role 01.015] [-lang nl] UZI")
+		fmt.Fprintln(stderr, licenseUsage)
 		return exitError(2)
 	}
 	fs := flag.NewFlagSet("license check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cardType := fs.String("type", "Z", "card type the card claims")
-	role := fs.String("role", "", "role the card claims (default: whatever the register says)")
+	fs.Usage = func() { fmt.Fprintln(stderr, licenseUsage); fs.PrintDefaults() }
+	cardType := fs.String("type", "", "card type the card claims (default: the register's)")
+	role := fs.String("role", "", "role the card claims (default: the register's)")
 	lang := fs.String("lang", defaultLang(), "en or nl")
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: vouch license check [-type Z] [-role 01.015] [-lang nl] UZI")
+	var pos []string
+	for rest := args[1:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return exitError(2)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, licenseUsage)
+		return exitError(2)
+	}
+	if !uzi.ValidUZINumber(pos[0]) {
+		fmt.Fprintf(stderr, "vouch license check: %q is not a UZI number (nine digits)\n", pos[0])
 		return exitError(2)
 	}
 	var cfg licenseConfig
 	if err := loadConfig(ctx, &cfg); err != nil {
 		return err
+	}
+	professions := cfg.Professions
+	if len(professions) == 0 {
+		professions = uzi.DefaultVouchProfessions()
 	}
 	db, err := database.Open(ctx, cfg.Database)
 	if err != nil {
@@ -54,12 +83,16 @@ func runLicense(ctx context.Context, log *slog.Logger, args []string, stdout, st
 		}
 	}
 	d := license.New(cfg.License, dir, db, log)
-	id := uzi.Identity{UZI: fs.Arg(0), CardType: uzi.CardType(*cardType), Role: *role}
-	dec, err := d.Decide(ctx, id)
-	if *role == "" && dec.Reason == license.ReasonCardMismatch && dec.Entry.Role != "" {
-		id.Role = dec.Entry.Role // no role given: take the register's
-		dec, err = d.Decide(ctx, id)
+	var dec license.Decision
+	if *cardType == "" && *role == "" {
+		dec, err = d.DecideHolder(ctx, pos[0])
+	} else {
+		if *cardType == "" {
+			*cardType = string(uzi.CardCareProvider)
+		}
+		dec, err = d.Decide(ctx, uzi.Identity{UZI: pos[0], CardType: uzi.CardType(*cardType), Role: *role})
 	}
+	dec = dec.ForVouching(professions)
 	verdict := "REFUSED"
 	if dec.Allowed {
 		verdict = "ALLOWED"

@@ -405,8 +405,14 @@ func TestRegistrySyncOnce(t *testing.T) {
 	}{
 		{[]string{"900000001"}, 0, "ALLOWED  license-active"},
 		{[]string{"-lang", "nl", "900000024"}, 1, "geschorst"},
-		{[]string{"900000010"}, 1, "register-card-mismatch"},
+		{[]string{"900000024", "-lang", "nl"}, 1, "geschorst"},
+		{[]string{"900000005"}, 1, "REFUSED  role-may-not-vouch"},          // the pharmacist
+		{[]string{"900000010"}, 1, "REFUSED  card-may-not-vouch"},          // staff
+		{[]string{"-type", "Z", "900000010"}, 1, "register-card-mismatch"}, // a card claiming otherwise
+		{[]string{"-role", "01.015", "900000001"}, 0, "ALLOWED  license-active"},
 		{[]string{"123123123"}, 1, "not-in-register"},
+		{[]string{"12345"}, 2, ""},
+		{[]string{"900000001", "900000002"}, 2, ""},
 	} {
 		var out bytes.Buffer
 		err := realMain(context.Background(), append([]string{"license", "check"}, tt.args...), &out, &bytes.Buffer{})
@@ -419,6 +425,14 @@ func TestRegistrySyncOnce(t *testing.T) {
 		}
 		if status != tt.status || !strings.Contains(out.String(), tt.out) {
 			t.Errorf("license check %v: status %d (%v)\n%s", tt.args, status, err, out.String())
+		}
+	}
+	// Flags that would be ignored are refused, and nothing runs.
+	for _, args := range [][]string{{"-accept-shrink"}, {"-once", "-accept-shrink"}, {"-full"}, {"-once", "extra"}} {
+		var stderr bytes.Buffer
+		err := realMain(context.Background(), append([]string{"registry-sync"}, args...), &bytes.Buffer{}, &stderr)
+		if status, ok := err.(exitError); !ok || status != 2 || !strings.Contains(stderr.String(), "vouch registry-sync:") {
+			t.Errorf("registry-sync %v: %v, stderr %q; want exit 2 and why", args, err, stderr.String())
 		}
 	}
 	t.Setenv("VOUCH_REGISTRY_URL", "")

@@ -40,6 +40,16 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stder
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "vouch registry-sync: unexpected arguments %q\n", fs.Args())
+		return exitError(2)
+	case *full && !*once, *acceptShrink && !(*once && *full):
+		// Silently ignoring one would leave an operator believing a
+		// shrink was accepted, or a full sync run.
+		fmt.Fprintln(stderr, "vouch registry-sync: -full needs -once, and -accept-shrink needs -once -full")
+		return exitError(2)
+	}
 	var cfg registrySyncConfig
 	if err := loadConfig(ctx, &cfg); err != nil {
 		return err

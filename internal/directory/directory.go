@@ -26,8 +26,12 @@ type Config struct {
 	BaseDN       string        `env:"VOUCH_REGISTRY_BASE_DN, default=ou=people,dc=registry,dc=test"`
 	Filter       string        `env:"VOUCH_REGISTRY_FILTER, default=(objectClass=vouchCareProvider)"`
 	Timeout      time.Duration `env:"VOUCH_REGISTRY_TIMEOUT, default=2s"`
-	PageSize     int           `env:"VOUCH_REGISTRY_PAGE_SIZE, default=1000"`
-	Attributes   Attributes
+	// ScanTimeout is how long the register may stay silent in the middle
+	// of a paged scan before the scan gives up: a frozen register must not
+	// hold the sync's transaction and lock open.
+	ScanTimeout time.Duration `env:"VOUCH_REGISTRY_SCAN_TIMEOUT, default=30s"`
+	PageSize    int           `env:"VOUCH_REGISTRY_PAGE_SIZE, default=1000"`
+	Attributes  Attributes
 }
 
 // Attributes names the register's attributes Vouch reads.
@@ -65,6 +69,8 @@ func (c Config) Validate() error {
 		return errors.New("directory: no base DN")
 	case c.PageSize < 1 || c.PageSize > 10000:
 		return fmt.Errorf("directory: page size %d outside 1..10000", c.PageSize)
+	case c.ScanTimeout < 0:
+		return fmt.Errorf("directory: VOUCH_REGISTRY_SCAN_TIMEOUT must not be negative, got %s", c.ScanTimeout)
 	case c.Timeout <= 0:
 		return errors.New("directory: timeout must be positive")
 	}

@@ -78,6 +78,18 @@ func TestParse(t *testing.T) {
 		{"unknown status", mk("vouchLicenseStatus", "pending"), "vouchLicenseStatus"},
 		{"no status", mk("vouchLicenseStatus", ""), "vouchLicenseStatus"},
 		{"bad time", mk("vouchLicenseValidUntil", "tomorrow"), "vouchLicenseValidUntil"},
+		{"status with a space", mk("vouchLicenseStatus", "ACTIVE "), "vouchLicenseStatus"},
+		{"UZI number with a space", mk("vouchUziNumber", " 123456789"), "vouchUziNumber"},
+		{"zero date", mk("vouchLicenseValidUntil", "00010101000000Z"), "vouchLicenseValidUntil"},
+		{"year 1899", mk("vouchLicenseValidFrom", "18991231235959Z"), "vouchLicenseValidFrom"},
+		{"year 1900", mk("vouchLicenseValidFrom", "19000101000000Z"), ""},
+		{"injection as BIG", mk("vouchBigNumber", "*)(uid=*"), "vouchBigNumber"},
+		{"BIG of 10 digits", mk("vouchBigNumber", "1234567890"), "vouchBigNumber"},
+		{"BIG", mk("vouchBigNumber", "19012345601"), ""},
+		{"serial not hex", mk("vouchCertSerial", "12:AB"), "vouchCertSerial"},
+		{"serial", mk("vouchCertSerial", "12abEF"), ""},
+		{"NUL in a value", mk("vouchAgbCode", "0123\x004567"), "vouchAgbCode"},
+		{"line break in a value", mk("vouchRoleCode", "01.015\n"), "vouchRoleCode"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -66,8 +66,8 @@ func (a Attributes) parse(le attributeSource, dn string) (Entry, error) {
 }
 
 func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
-	if !textOK(dn) {
-		return Entry{}, &EntryError{Attribute: "dn", Problem: "is not valid UTF-8 text"}
+	if p := textProblem(dn); p != "" {
+		return Entry{}, &EntryError{Attribute: "dn", Problem: p}
 	}
 	get := func(name string) (string, error) {
 		if name == "" {
@@ -78,10 +78,12 @@ func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
 		case 0:
 			return "", nil
 		case 1:
-			if !textOK(v[0]) {
-				return "", &EntryError{Attribute: name, Problem: "is not valid UTF-8 text"}
+			// Not trimmed: "ACTIVE " is not a status, and a register that
+			// writes it needs mending, not a guess.
+			if p := textProblem(v[0]); p != "" {
+				return "", &EntryError{Attribute: name, Problem: p}
 			}
-			return strings.TrimSpace(v[0]), nil
+			return v[0], nil
 		}
 		return "", &EntryError{Attribute: name, Problem: "has several values"}
 	}
@@ -97,6 +99,7 @@ func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
 			return Entry{}, err
 		}
 	}
+	// Registers differ in case; not in spaces, which no status has.
 	e.License = strings.ToLower(e.License)
 	switch {
 	case !uzi.ValidUZINumber(e.UZI):
@@ -109,6 +112,10 @@ func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
 		return Entry{}, &EntryError{Attribute: a.Role, Problem: "is not NN.NNN"}
 	case e.AGB != "" && !uzi.ValidAGB(e.AGB):
 		return Entry{}, &EntryError{Attribute: a.AGB, Problem: "is not 8 digits"}
+	case e.BIG != "" && (len(e.BIG) != 11 || !digitsOnly(e.BIG)):
+		return Entry{}, &EntryError{Attribute: a.BIG, Problem: "is not an 11-digit BIG number"}
+	case e.CertSerial != "" && !hexOnly(e.CertSerial):
+		return Entry{}, &EntryError{Attribute: a.CertSerial, Problem: "is not a hexadecimal serial number"}
 	case e.EntryUUID != "" && !isUUID(e.EntryUUID):
 		return Entry{}, &EntryError{Attribute: "entryUUID", Problem: "is not a UUID"}
 	}
@@ -130,6 +137,10 @@ func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
 		}
 		if *t.dst, err = parseGeneralizedTime(s); err != nil {
 			return Entry{}, &EntryError{Attribute: t.name, Problem: "is not a GeneralizedTime"}
+		}
+		// Year 1 would read as "not given", that is no limit at all.
+		if y := t.dst.Year(); y < 1900 || y > 9999 {
+			return Entry{}, &EntryError{Attribute: t.name, Problem: "is not a date between 1900 and 9999"}
 		}
 	}
 	return e, nil
@@ -179,9 +190,29 @@ func digitsOnly(s string) bool {
 	return true
 }
 
-// textOK refuses what PostgreSQL's text columns cannot hold: invalid UTF-8
-// and NUL. One such value must skip its entry, not stop every sync.
-func textOK(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+// textProblem says what is wrong with s as text, or "": invalid UTF-8 and
+// control characters (NUL, which PostgreSQL's text cannot hold, among
+// them). One such value must skip its entry, not stop every sync.
+func textProblem(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8 text"
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return "contains a control character"
+		}
+	}
+	return ""
+}
+
+func hexOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
 
 // isUUID accepts the RFC 4122 text form, as entryUUID (RFC 4530) is.
 func isUUID(s string) bool {

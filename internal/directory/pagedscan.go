@@ -302,7 +302,7 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 		}
 		var cookie []byte
 		for done := false; !done; {
-			lc.c.SetReadDeadline(time.Now().Add(5 * time.Minute))
+			lc.c.SetReadDeadline(time.Now().Add(c.scanTimeout()))
 			if lc.buf, err = readMessage(lc.br, lc.buf); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -418,4 +418,12 @@ func pagingCookie(controls []byte) (cookie []byte, ok bool) {
 		return append([]byte(nil), ck...), true
 	}
 	return nil, false
+}
+
+// scanTimeout is the longest silence of the register a scan waits out.
+func (c *Client) scanTimeout() time.Duration {
+	if c.cfg.ScanTimeout == 0 {
+		return 30 * time.Second
+	}
+	return c.cfg.ScanTimeout
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,11 @@ const (
 	// ReasonRegisterEntryInvalid: the register's entry cannot be read, or
 	// there is more than one.
 	ReasonRegisterEntryInvalid Reason = "register-entry-invalid"
+	// ReasonCardMayNotVouch and ReasonRoleMayNotVouch: the license is
+	// active, but the card (a staff, nameless or server card) or the role
+	// (a profession not allowed to vouch) may not vouch (ForVouching).
+	ReasonCardMayNotVouch Reason = "card-may-not-vouch"
+	ReasonRoleMayNotVouch Reason = "role-may-not-vouch"
 )
 
 var texts = map[Reason]i18n.Text{
@@ -56,6 +62,8 @@ var texts = map[Reason]i18n.Text{
 	ReasonNotRegistered:        {EN: "Your card is not in the register of care providers.", NL: "Uw pas staat niet in het register van zorgverleners."},
 	ReasonCardMismatch:         {EN: "The register describes your card differently (type or role); contact the register.", NL: "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
 	ReasonRegisterEntryInvalid: {EN: "The register's entry for your card cannot be read; please contact the register.", NL: "Uw inschrijving in het register is niet leesbaar; neem contact op met het register."},
+	ReasonCardMayNotVouch:      {EN: "The license is active, but this card is not a care provider's card (Z), so it may not vouch.", NL: "De registratie is actief, maar dit is geen zorgverlenerspas (Z); met deze pas kunt u niet autoriseren."},
+	ReasonRoleMayNotVouch:      {EN: "The license is active, but this role may not vouch.", NL: "De registratie is actief, maar met deze rol kunt u niet autoriseren."},
 	ReasonUnavailable:          {EN: "The register cannot be checked right now, so vouching is paused. Please try again later.", NL: "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
 }
 
@@ -91,12 +99,32 @@ func New(cfg Config, dir *directory.Client, db *database.DB, log *slog.Logger) *
 // An error means neither the register nor a fresh enough mirror could be
 // read; the decision then refuses with ReasonUnavailable.
 func (d *Decider) Decide(ctx context.Context, id uzi.Identity) (Decision, error) {
+	return d.decide(ctx, id.UZI, func(directory.Entry) uzi.Identity { return id })
+}
+
+// DecideHolder decides for the card holder as the register itself
+// describes them, with no card to compare: support staff asking "may this
+// clinician work now?". The register is asked once.
+func (d *Decider) DecideHolder(ctx context.Context, uziNumber string) (Decision, error) {
+	return d.decide(ctx, uziNumber, func(e directory.Entry) uzi.Identity {
+		return uzi.Identity{UZI: e.UZI, CardType: uzi.CardType(e.CardType), Role: e.Role}
+	})
+}
+
+// ErrNotUZINumber: what was asked about is not a UZI number, so no register
+// is asked.
+var ErrNotUZINumber = errors.New("license: not a UZI number (nine digits)")
+
+func (d *Decider) decide(ctx context.Context, uziNumber string, claim func(directory.Entry) uzi.Identity) (Decision, error) {
 	now := d.now()
+	if !uzi.ValidUZINumber(uziNumber) {
+		return Decision{Reason: ReasonNotRegistered, AsOf: now}, ErrNotUZINumber
+	}
 	if d.dir != nil {
-		e, err := d.dir.Lookup(ctx, id.UZI)
+		e, err := d.dir.Lookup(ctx, uziNumber)
 		switch {
 		case err == nil:
-			return judge(e, id, now, "register", now), nil
+			return judge(e, claim(e), now, "register", now), nil
 		case errors.Is(err, directory.ErrNotFound):
 			return Decision{Reason: ReasonNotRegistered, Source: "register", AsOf: now}, nil
 		case !errors.Is(err, directory.ErrUnavailable):
@@ -106,7 +134,7 @@ func (d *Decider) Decide(ctx context.Context, id uzi.Identity) (Decision, error)
 		}
 		d.log.Warn("register lookup failed; using the mirror", "err", err)
 	}
-	e, asOf, err := d.fromMirror(ctx, id.UZI)
+	e, asOf, err := d.fromMirror(ctx, uziNumber)
 	if err != nil {
 		return Decision{Reason: ReasonUnavailable, AsOf: now}, err
 	}
@@ -117,7 +145,7 @@ func (d *Decider) Decide(ctx context.Context, id uzi.Identity) (Decision, error)
 	if e == nil {
 		return Decision{Reason: ReasonNotRegistered, Source: "mirror", AsOf: asOf}, nil
 	}
-	return judge(*e, id, now, "mirror", asOf), nil
+	return judge(*e, claim(*e), now, "mirror", asOf), nil
 }
 
 func judge(e directory.Entry, id uzi.Identity, now time.Time, source string, asOf time.Time) Decision {
@@ -141,6 +169,23 @@ func judge(e directory.Entry, id uzi.Identity, now time.Time, source string, asO
 		d.Reason = ReasonUnavailable
 	}
 	return d
+}
+
+// ForVouching narrows a decision that allows to the question "may this
+// card holder vouch?": only a care provider's card (Z) whose role's
+// profession is among professions may.
+func (dec Decision) ForVouching(professions []string) Decision {
+	if !dec.Allowed {
+		return dec
+	}
+	id := uzi.Identity{Role: dec.Entry.Role}
+	switch {
+	case dec.Entry.CardType != string(uzi.CardCareProvider):
+		dec.Allowed, dec.Reason = false, ReasonCardMayNotVouch
+	case !slices.Contains(professions, id.Profession()):
+		dec.Allowed, dec.Reason = false, ReasonRoleMayNotVouch
+	}
+	return dec
 }
 
 // fromMirror reads one card holder and the mirror's age. A nil entry with a

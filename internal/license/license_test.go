@@ -2,6 +2,7 @@ package license_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -152,13 +153,55 @@ func TestReasons(t *testing.T) {
 		{"not registered", id("123123123", uzi.CardCareProvider, "01.015"), license.ReasonNotRegistered},
 		{"card says Z, register says N", id("900000010", uzi.CardCareProvider, "00.000"), license.ReasonCardMismatch},
 		{"card claims another role", id("900000001", uzi.CardCareProvider, "30.000"), license.ReasonCardMismatch},
-		{"injection", id("*)(vouchUziNumber=*", uzi.CardCareProvider, "01.015"), license.ReasonNotRegistered},
 	}
 	for _, tt := range tests {
 		for name, d := range map[string]*license.Decider{"live": w.live, "mirror": w.mirror} {
 			if dec := decide(t, d, tt.who); dec.Reason != tt.want || dec.Allowed != (tt.want == license.ReasonActive) {
 				t.Errorf("%s (%s): %+v, want %s", tt.name, name, dec, tt.want)
 			}
+		}
+	}
+}
+
+// TestForVouching: an active license lets only a care provider's card whose
+// profession may vouch do so.
+func TestForVouching(t *testing.T) {
+	t.Parallel()
+	allowed := func(typ, role string) license.Decision {
+		return license.Decision{Allowed: true, Reason: license.ReasonActive, Entry: directory.Entry{CardType: typ, Role: role}}
+	}
+	professions := []string{"01", "30"}
+	for _, tt := range []struct {
+		name string
+		in   license.Decision
+		want license.Reason
+	}{
+		{"GP", allowed("Z", "01.015"), license.ReasonActive},
+		{"nurse", allowed("Z", "30.000"), license.ReasonActive},
+		{"pharmacist", allowed("Z", "17.000"), license.ReasonRoleMayNotVouch},
+		{"staff", allowed("N", "00.000"), license.ReasonCardMayNotVouch},
+		{"nameless", allowed("M", ""), license.ReasonCardMayNotVouch},
+		{"suspended stays so", license.Decision{Reason: license.ReasonSuspended, Entry: directory.Entry{CardType: "Z", Role: "01.015"}}, license.ReasonSuspended},
+	} {
+		got := tt.in.ForVouching(professions)
+		if got.Reason != tt.want || got.Allowed != (tt.want == license.ReasonActive) {
+			t.Errorf("%s: %v %s, want %s", tt.name, got.Allowed, got.Reason, tt.want)
+		}
+		if got.Reason != license.ReasonActive && got.Reason.Text("nl") == got.Reason.Text("en") {
+			t.Errorf("%s: no Dutch text", tt.name)
+		}
+	}
+}
+
+// TestNotAUZINumberAsksNobody: a value that is not a UZI number is refused
+// before the register or the mirror is asked.
+func TestNotAUZINumberAsksNobody(t *testing.T) {
+	t.Parallel()
+	d := license.New(license.Config{MaxMirrorAge: time.Hour}, nil, nil, slog.New(slog.DiscardHandler))
+	for _, v := range []string{"", "12345678", "1234567890", "*)(uid=*", "*)(vouchUziNumber=*", "12345678a"} {
+		dec, err := d.DecideHolder(context.Background(), v)
+		if !errors.Is(err, license.ErrNotUZINumber) || dec.Allowed {
+			t.Errorf("%q: %+v, %v", v, dec, err)
 		}
 	}
 }

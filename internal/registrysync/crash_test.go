@@ -3,6 +3,7 @@ package registrysync
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +79,34 @@ func TestRegisterKilledMidSequence(t *testing.T) {
 			t.Errorf("round %d: mirror has %d card holders, register %d", round, len(mirror), len(reg))
 		}
 		f.checkBucketFollowsMirror(t)
+	}
+}
+
+// TestAbandonedRunsAreClosed: a run killed with -9 leaves its record open;
+// the next run closes it as abandoned instead of letting it read as
+// "still running" forever.
+func TestAbandonedRunsAreClosed(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	var id int64
+	if err := f.db.Pool().QueryRow(ctx, `insert into registry_sync_runs (kind, started_at) values ('full', now() - interval '1 hour') returning id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var msg *string
+	var finished *time.Time
+	if err := f.db.Pool().QueryRow(ctx, `select finished_at, error from registry_sync_runs where id = $1`, id).Scan(&finished, &msg); err != nil {
+		t.Fatal(err)
+	}
+	if finished == nil || msg == nil || !strings.HasPrefix(*msg, "abandoned") {
+		t.Errorf("killed run: finished %v, error %v", finished, msg)
+	}
+	var open int
+	f.db.Pool().QueryRow(ctx, `select count(*) from registry_sync_runs where finished_at is null`).Scan(&open)
+	if open != 0 {
+		t.Errorf("%d runs left open", open)
 	}
 }

@@ -98,6 +98,10 @@ func (s *Syncer) settle(ctx context.Context, reconcile bool) error {
 		s.log.Warn("the license bucket was missing and has been created again; filling it from the mirror")
 		reconcile = true
 	}
+	err = s.withLock(ctx, func(tx pgx.Tx) error { return markAbandoned(ctx, tx) })
+	if err != nil && !errors.Is(err, ErrBusy) {
+		return err
+	}
 	if err := s.drain(ctx); err != nil {
 		return err
 	}

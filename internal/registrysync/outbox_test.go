@@ -184,3 +184,35 @@ func TestBucketLostOrWrong(t *testing.T) {
 		t.Errorf("stranger: %+v", r)
 	}
 }
+
+// TestRunReconcilesAtStart: the loop compares the whole bucket with the
+// mirror when it starts, before any full sync is due.
+func TestRunReconcilesAtStart(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(LicenseRecord{Status: "active", MayVouch: true, ChangedAt: time.Now()})
+	if _, err := f.kv.Put(ctx, "900000024", b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Once(ctx); err != nil { // a one-off incremental sync does not reconcile
+		t.Fatal(err)
+	}
+	if r := f.license(t, "900000024"); r == nil || !r.MayVouch {
+		t.Fatalf("the lie was corrected outside the loop: %+v", r)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.s.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for r := f.license(t, "900000024"); r == nil || r.MayVouch; r = f.license(t, "900000024") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop did not correct the bucket: %+v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

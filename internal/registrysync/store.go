@@ -99,7 +99,7 @@ func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, no
 		if _, err := tx.Exec(ctx, `rollback to savepoint mirror_pkey`); err != nil {
 			return 0, err
 		}
-		dropped, derr := dropDuplicates(ctx, tx, skip)
+		dropped, derr := dropDuplicates(ctx, tx, "uzi_number", skip)
 		if derr != nil {
 			return 0, derr
 		}
@@ -131,18 +131,43 @@ func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, no
 	if err := defs.Err(); err != nil {
 		return 0, err
 	}
-	for _, q := range stmts {
-		if _, err := tx.Exec(ctx, q); err != nil {
+	// The unique index on entryUUID fails when the register gives two card
+	// holders one entryUUID: like a UZI number listed twice, neither entry
+	// is trusted, and the others are mirrored.
+	for attempt := 0; ; attempt++ {
+		if _, err := tx.Exec(ctx, `savepoint mirror_indexes`); err != nil {
+			return 0, err
+		}
+		err := func() error {
+			for _, q := range stmts {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err == nil {
+			break
+		}
+		if !errors.As(err, &pgErr) || pgErr.Code != "23505" || attempt > 0 {
 			return 0, fmt.Errorf("index next mirror: %w", err)
 		}
+		if _, err := tx.Exec(ctx, `rollback to savepoint mirror_indexes`); err != nil {
+			return 0, err
+		}
+		dropped, err := dropDuplicates(ctx, tx, "entry_uuid", skip)
+		if err != nil {
+			return 0, err
+		}
+		n -= dropped
 	}
 	return n, nil
 }
 
 // dropDuplicates removes every card holder listed more than once.
-func dropDuplicates(ctx context.Context, tx pgx.Tx, skip func(dn string, err error)) (int64, error) {
-	rows, err := tx.Query(ctx, `delete from registry_entries_next where uzi_number in
-		(select uzi_number from registry_entries_next group by uzi_number having count(*) > 1) returning dn`)
+func dropDuplicates(ctx context.Context, tx pgx.Tx, column string, skip func(dn string, err error)) (int64, error) {
+	rows, err := tx.Query(ctx, `delete from registry_entries_next where `+column+` in
+		(select `+column+` from registry_entries_next where `+column+` is not null group by `+column+` having count(*) > 1) returning dn`)
 	if err != nil {
 		return 0, fmt.Errorf("drop duplicates: %w", err)
 	}
@@ -154,7 +179,7 @@ func dropDuplicates(ctx context.Context, tx pgx.Tx, skip func(dn string, err err
 			return 0, err
 		}
 		n++
-		skip(dn, errors.New("UZI number listed more than once in the register"))
+		skip(dn, fmt.Errorf("%s listed more than once in the register", column))
 	}
 	return n, rows.Err()
 }
@@ -353,6 +378,21 @@ func startRun(ctx context.Context, pool *pgxpool.Pool, kind string, at time.Time
 		return 0, fmt.Errorf("record run: %w", err)
 	}
 	return id, nil
+}
+
+// markAbandoned closes the records of runs that never finished: a run
+// killed with -9 or a machine that lost power leaves its row open, and an
+// open row reads as "still running" forever. Called holding the sync's lock
+// before this instance starts a run, so no run is writing; one that merely
+// had not reached the lock yet records its own end over this.
+func markAbandoned(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `update registry_sync_runs set finished_at = now(),
+			error = 'abandoned: the run ended without recording its end (killed, or the machine stopped)'
+		where finished_at is null`)
+	if err != nil {
+		return fmt.Errorf("record abandoned runs: %w", err)
+	}
+	return nil
 }
 
 func finishRun(ctx context.Context, pool *pgxpool.Pool, id int64, r Result, runErr error, at time.Time) error {

@@ -64,9 +64,11 @@ type Syncer struct {
 	// acceptShrink lets one forced full sync past the shrink guard.
 	acceptShrink bool
 
-	// reconciled is set once the whole bucket was compared with the mirror
-	// by this process: that happens at start, after every full sync, and
-	// when the bucket had to be created again.
+	// reconciled is cleared when Run starts, so that the loop compares the
+	// whole bucket with the mirror at its first run (a one-off Once from
+	// the command line does not, unless it is a full sync); it is set again
+	// after every reconciliation: after every full sync, and when the
+	// bucket had to be created again.
 	reconciled bool
 
 	// afterPage, when set (tests), runs after each page of a full sync has
@@ -110,7 +112,7 @@ const BucketDescription = "license states by UZI number; a key that may not vouc
 
 // New prepares a syncer that writes license states to bucket.
 func New(ctx context.Context, cfg Config, dir *directory.Client, db *database.DB, bucket LicenseBucket, crls *CRLConfig, log *slog.Logger, m *Metrics) (*Syncer, error) {
-	s := &Syncer{cfg: cfg, dir: dir, db: db, bucket: bucket, log: log, metrics: m, now: time.Now}
+	s := &Syncer{cfg: cfg, dir: dir, db: db, bucket: bucket, log: log, metrics: m, now: time.Now, reconciled: true}
 	if crls != nil {
 		s.crls = &crlFetcher{cfg: *crls, db: db, log: log}
 	}
@@ -126,17 +128,18 @@ func (s *Syncer) Once(ctx context.Context) (Result, error) {
 			s.log.Warn("CRL fetch failed; the stored CRLs stay in force until they expire", "err", err)
 		}
 	}
-	// What an earlier run committed but did not publish goes out first, in
-	// order; at start the whole bucket is compared with the mirror.
-	if err := s.settle(ctx, false); err != nil {
-		return Result{}, err
-	}
 	cookie, _, err := loadState(ctx, s.db.Pool())
 	if err != nil {
 		return Result{}, err
 	}
 	if cookie == nil || s.fullDue(ctx) {
-		return s.Full(ctx)
+		return s.Full(ctx) // publishes what is pending first, reconciles after
+	}
+	// What an earlier run committed but did not publish goes out first, in
+	// order; at the loop's start the whole bucket is compared with the
+	// mirror.
+	if err := s.settle(ctx, false); err != nil {
+		return Result{}, err
 	}
 	r, err := s.Incremental(ctx, cookie)
 	if errors.Is(err, directory.ErrRefreshRequired) {
@@ -155,6 +158,7 @@ func (s *Syncer) fullDue(ctx context.Context) bool {
 // Run syncs until ctx ends: once at start, then every Interval; a failed run
 // is retried with exponential backoff and jitter, and never ends the loop.
 func (s *Syncer) Run(ctx context.Context) error {
+	s.reconciled = false
 	backoff := s.cfg.RetryMin
 	for {
 		_, err := s.Once(ctx)
@@ -198,6 +202,9 @@ var ErrBusy = errors.New("registrysync: another sync is running")
 // publishes the license states that changed and reconciles the whole bucket
 // with the new mirror.
 func (s *Syncer) Full(ctx context.Context) (Result, error) {
+	if err := s.drain(ctx); err != nil {
+		return Result{}, err
+	}
 	res, err := s.full(ctx)
 	if err != nil {
 		return res, err
@@ -271,12 +278,17 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 			return err
 		}
 		res.Entries = n
-		var before int
-		if err := tx.QueryRow(ctx, `select count(*) from registry_entries`).Scan(&before); err != nil {
+		// The guard counts who leaves, not the total: half the register
+		// replaced by as many strangers is no less wrong than half gone.
+		var before, leaving int
+		if err := tx.QueryRow(ctx, `select count(*),
+				count(*) filter (where not exists (select 1 from registry_entries_next n where n.uzi_number = o.uzi_number))
+			from registry_entries o`).Scan(&before, &leaving); err != nil {
 			return fmt.Errorf("count mirror: %w", err)
 		}
-		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(before-int(n)) > s.cfg.MaxShrink*float64(before) {
-			return fmt.Errorf("%w: the mirror has %d card holders, the register now %d (run registry-sync -once -full -accept-shrink to accept)", ErrShrink, before, n)
+		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(before) {
+			return fmt.Errorf("%w: %d of the mirror's %d card holders are no longer in the register, which now lists %d (run registry-sync -once -full -accept-shrink to accept)",
+				ErrShrink, leaving, before, n)
 		}
 		// A first sync into an empty mirror need not announce everyone who
 		// may vouch: an absent key means "as attested", and the

@@ -272,6 +272,38 @@ func TestOutages(t *testing.T) {
 		}
 	})
 
+	t.Run("register frozen during a full sync", func(t *testing.T) {
+		t.Parallel()
+		f := setup(t, 2, nil)
+		if _, err := f.s.Full(ctx); err != nil {
+			t.Fatal(err)
+		}
+		dir, err := directory.New(directory.Config{URL: f.ldap.URL, BindDN: f.ldap.BindDN, BindPassword: f.ldap.BindPassword,
+			BaseDN: "ou=people," + f.ldap.BaseDN, Filter: "(objectClass=vouchCareProvider)", Timeout: 2 * time.Second,
+			PageSize: 2, ScanTimeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.s.dir = dir
+		f.s.afterPage = func(n int) {
+			if n == 2 {
+				f.ldap.Freeze(t)
+			}
+		}
+		start := time.Now()
+		_, err = f.s.Full(ctx)
+		took := time.Since(start)
+		f.ldap.Thaw(t)
+		if !errors.Is(err, directory.ErrUnavailable) || took > 10*time.Second {
+			t.Fatalf("full sync against a frozen register: %v after %s, want unavailable within the scan timeout", err, took)
+		}
+		// The lock was released: the next run takes it.
+		f.s.afterPage = nil
+		if _, err := f.s.Full(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("register down during incremental sync", func(t *testing.T) {
 		t.Parallel()
 		f := setup(t, 4, nil)
@@ -573,10 +605,20 @@ func TestShrinkGuard(t *testing.T) {
 	if got := len(f.mirror(t)); got != before {
 		t.Errorf("a refused sync changed the mirror: %d rows, had %d", got, before)
 	}
+	// As many strangers as left: the total is unchanged, 60 still leave.
+	var add []string
+	for i := range 60 {
+		add = append(add, entry(fmt.Sprintf("7%08d", i)))
+	}
+	l.LDIF(t, add...)
+	if _, err := s.Full(ctx); !errors.Is(err, ErrShrink) {
+		t.Fatalf("full sync replacing 60 of %d: %v, want ErrShrink", before, err)
+	}
 	if _, err := s.FullAcceptingShrink(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(f.mirror(t)); got != before-60 {
-		t.Errorf("after accepting: %d rows, want %d", got, before-60)
+	m := f.mirror(t)
+	if _, ok := m["700000059"]; len(m) != before || !ok {
+		t.Errorf("after accepting: %d rows, want %d with the newcomers", len(m), before)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,22 @@ func (s *LDAPServer) Stop(t testing.TB) {
 func (s *LDAPServer) Kill(t testing.TB) {
 	t.Helper()
 	if err := s.srv.Kill(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// Freeze stops slapd with SIGSTOP, a hung register, until Thaw.
+func (s *LDAPServer) Freeze(t testing.TB) {
+	t.Helper()
+	if err := s.srv.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// Thaw lets a frozen register go on.
+func (s *LDAPServer) Thaw(t testing.TB) {
+	t.Helper()
+	if err := s.srv.Signal(syscall.SIGCONT); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 }
