@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -30,10 +29,7 @@ type allConfig struct {
 
 // runAll starts everything in one process: migrations, the embedded bus, the
 // trust configuration and the HTTP edge. Roles join it as they are built.
-func runAll(ctx context.Context, log *slog.Logger, args []string) error {
-	if len(args) > 0 {
-		return fmt.Errorf("all takes no arguments, got %q", args)
-	}
+func runAll(ctx context.Context, log *slog.Logger) error {
 	var cfg allConfig
 	if err := loadConfig(ctx, &cfg); err != nil {
 		return err

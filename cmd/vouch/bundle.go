@@ -46,19 +46,22 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if len(args) > 0 && args[0] == "issue" {
 		return runBundleIssue(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "usage: vouch bundle verify [flags] FILE | vouch bundle issue [flags]   (-h after either for its flags)")
+		return nil
+	}
 	if len(args) == 0 || args[0] != "verify" {
 		fmt.Fprintln(stderr, "usage: vouch bundle verify [flags] FILE | vouch bundle issue [flags]")
 		return exitError(2)
 	}
 	fs := flag.NewFlagSet("bundle verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	phoneHex := fs.String("phone-key", "", "the phone's Ed25519 public key, hex; without it the code binding is not checked (with -vectors: the case's key)")
 	at := fs.String("at", "", "verify as of this time (RFC 3339), e.g. the moment of upload; default now")
 	lang := fs.String("lang", defaultLang(), "language of the explanation: en or nl")
 	vectors := fs.String("vectors", "", "take trust and time from a test vectors file (testdata/bundle/vectors.json)")
 	verbose := fs.Bool("v", false, "also print the technical cause of a refusal")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError(2)
+	if err := parseFlags(fs, args[1:], stdout, stderr); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: vouch bundle verify [flags] FILE   (FILE - reads standard input)")

@@ -36,13 +36,15 @@ type issueConfig struct {
 // configured (VOUCH_REGISTRY_URL) it asks it, and refuses as vouching would.
 func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bundle issue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cardURI := fs.String("card", "", "pkcs11: URI of the card's signature key")
 	attURI := fs.String("attestation", "", "pkcs11: URI of the back end's attestation key")
 	code := fs.String("code", "", "the phone's code")
 	onset := fs.String("onset", "", "symptom onset date, YYYY-MM-DD (optional)")
 	out := fs.String("out", "", "write the bundle to this file")
-	if err := fs.Parse(args); err != nil || *cardURI == "" || *attURI == "" || *code == "" || *out == "" {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if *cardURI == "" || *attURI == "" || *code == "" || *out == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: vouch bundle issue -card URI -attestation URI -code CODE -out FILE  (PINs from VOUCH_CARD_PIN, VOUCH_HSM_PIN)")
 		return exitError(2)
 	}

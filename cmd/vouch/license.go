@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,23 +31,23 @@ const licenseUsage = "usage: vouch license check [-type Z -role 01.015] [-lang n
 // may come before or after the number. Exit status 0 may vouch, 1 may
 // not, 2 could not run.
 func runLicense(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, licenseUsage)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "check" {
 		fmt.Fprintln(stderr, licenseUsage)
 		return exitError(2)
 	}
 	fs := flag.NewFlagSet("license check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, licenseUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), licenseUsage); fs.PrintDefaults() }
 	cardType := fs.String("type", "", "card type the card claims (default: the register's)")
 	role := fs.String("role", "", "role the card claims (default: the register's)")
 	lang := fs.String("lang", defaultLang(), "en or nl")
 	var pos []string
 	for rest := args[1:]; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return exitError(2)
+		if err := parseFlags(fs, rest, stdout, stderr); err != nil {
+			return err
 		}
 		if fs.NArg() == 0 {
 			break

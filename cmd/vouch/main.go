@@ -16,7 +16,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,16 +35,17 @@ func main() {
 	switch {
 	case errors.As(err, &exit):
 		os.Exit(int(exit))
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
 	case err != nil:
+		// Refusals return exitError(1) themselves; any other error means
+		// the command could not run.
 		fmt.Fprintln(os.Stderr, "vouch:", err)
-		os.Exit(1)
+		os.Exit(2)
 	}
 }
 
 // exitError ends the program with a status and no further message; the
-// command has already said what there was to say.
+// command has already said what there was to say. Statuses: 0 done (or
+// help shown), 1 refused, 2 could not run.
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
@@ -68,13 +68,18 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError(2)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	if _, plain := plainHelp[args[0]]; plain {
+		if done, err := runPlain(args[0], args[1:], stdout, stderr); done {
+			return err
+		}
+	}
 	switch args[0] {
 	case "all":
-		return runAll(ctx, log, args[1:])
+		return runAll(ctx, log)
 	case "migrate":
 		return runMigrate(ctx, log)
 	case "registry-sync":
-		return runRegistrySync(ctx, log, args[1:], stderr)
+		return runRegistrySync(ctx, log, args[1:], stdout, stderr)
 	case "license":
 		return runLicense(ctx, log, args[1:], stdout, stderr)
 	case "bundle":

@@ -478,3 +478,33 @@ func TestAllRefusesBadTrust(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestHelpChangesNothing: every command answers -h with its help on
+// standard output and status 0, and runs nothing — DATABASE_URL points
+// nowhere, so a command that ran would fail.
+func TestHelpChangesNothing(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1")
+	for _, args := range [][]string{
+		{"all", "-h"}, {"migrate", "-h"}, {"migrate", "--help"}, {"version", "-h"},
+		{"registry-sync", "-h"}, {"registry-sync", "-once", "-h"},
+		{"license", "-h"}, {"license", "check", "-h"}, {"license", "check", "900000024", "-h"},
+		{"bundle", "-h"}, {"bundle", "verify", "-h"}, {"bundle", "issue", "-h"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := realMain(context.Background(), args, &stdout, &stderr)
+		var exit exitError
+		if err != nil && (!errors.As(err, &exit) || exit != 0) {
+			t.Errorf("%v: %v, want status 0\n%s", args, err, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), "usage") && !strings.Contains(stdout.String(), "Usage") {
+			t.Errorf("%v: no help on stdout: %q (stderr %q)", args, stdout.String(), stderr.String())
+		}
+	}
+	// Arguments a command does not take are a usage error, and it does not run.
+	for _, args := range [][]string{{"all", "now"}, {"migrate", "-f"}} {
+		var stderr bytes.Buffer
+		if err := realMain(context.Background(), args, &bytes.Buffer{}, &stderr); err != exitError(2) || !strings.Contains(stderr.String(), "takes no arguments") {
+			t.Errorf("%v: %v, %q", args, err, stderr.String())
+		}
+	}
+}

@@ -31,14 +31,13 @@ type registrySyncConfig struct {
 
 // runRegistrySync mirrors the register: once (-once) or in a loop that
 // serves health and metrics.
-func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stderr io.Writer) error {
+func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("registry-sync", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	once := fs.Bool("once", false, "sync once (full or incremental, as due) and exit")
 	full := fs.Bool("full", false, "with -once: a full sync even when an incremental one would do")
 	acceptShrink := fs.Bool("accept-shrink", false, "with -once -full: accept however much the register shrank")
-	if err := fs.Parse(args); err != nil {
-		return exitError(2)
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	switch {
 	case fs.NArg() > 0:

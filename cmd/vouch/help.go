@@ -1,0 +1,68 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Every command answers -h with its help on standard output, status 0, and
+// does nothing else: a support engineer reading about `vouch migrate` must
+// not migrate a database by asking.
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help" }
+
+// plainHelp is the help of commands without flags.
+var plainHelp = map[string]string{
+	"all": `usage: vouch all
+
+Runs every server role in one process — the register's sync, revocation,
+the HTTP edge — with an embedded bus. Configuration comes from the
+environment (README.md, Configuration). It needs a revocation source
+(VOUCH_UZI_CRL_SOURCES or VOUCH_UZI_CRLS) and stops at start when the trust
+configuration does not load.
+`,
+	"migrate": `usage: vouch migrate
+
+Creates the database named by DATABASE_URL when it is missing, applies the
+migrations, and exits. Safe from several machines at once.
+`,
+	"version": "usage: vouch version\n",
+}
+
+// runPlain checks the arguments of a command without flags: -h prints its
+// help, anything else is a usage error (status 2). It returns done when
+// the command must not run.
+func runPlain(cmd string, args []string, stdout, stderr io.Writer) (done bool, err error) {
+	switch {
+	case len(args) == 0:
+		return false, nil
+	case len(args) == 1 && isHelp(args[0]):
+		fmt.Fprint(stdout, plainHelp[cmd])
+		return true, nil
+	}
+	fmt.Fprintf(stderr, "vouch %s takes no arguments, got %q\n\n%s", cmd, args, plainHelp[cmd])
+	return true, exitError(2)
+}
+
+// parseFlags parses args into fs. -h anywhere before "--" prints fs's help
+// on standard output and ends the command with status 0 before anything
+// runs; a bad flag says why on standard error, status 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitError(0)
+		}
+	}
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	return nil
+}
