@@ -20,17 +20,23 @@ import (
 type Config struct {
 	// URL of an external NATS server or cluster; empty starts an embedded server.
 	URL string `env:"NATS_URL"`
-	// StoreDir is the embedded server's JetStream store; empty means a
-	// directory under os.TempDir.
+	// Token authenticates this process to the server: to an external one,
+	// and the embedded one requires it of every client when it listens.
+	// Read it from a file with VOUCH_BUS_TOKEN_FILE.
+	Token string `env:"VOUCH_BUS_TOKEN"`
+	// StoreDir is the embedded server's JetStream store; empty means
+	// $XDG_STATE_HOME/vouch/bus (~/.local/state/vouch/bus). Other users
+	// may not write it: whoever can write it can write license states.
 	StoreDir string `env:"VOUCH_BUS_DIR"`
-	// Host and Port the embedded server listens on for other processes.
+	// Listen lets other processes reach the embedded server on Host:Port,
+	// with Token. Off by default: the roles of `vouch all` connect in
+	// process, and nothing else needs to.
+	Listen bool `env:"VOUCH_BUS_LISTEN"`
+	// Host and Port the embedded server listens on when Listen is set.
 	// Port 0 or -1 picks a free port (nats-server's own 0 would mean 4222,
 	// which another server on the machine may already hold).
 	Host string `env:"VOUCH_BUS_HOST, default=127.0.0.1"`
 	Port int    `env:"VOUCH_BUS_PORT, default=-1"`
-	// DontListen keeps the embedded server off the network; only this
-	// process can connect, in process.
-	DontListen bool `env:"VOUCH_BUS_DONT_LISTEN"`
 	// Name identifies this client (and the embedded server) in monitoring.
 	Name string `env:"VOUCH_BUS_NAME, default=vouch"`
 	// StartTimeout bounds waiting for the embedded server to accept clients.
@@ -58,11 +64,18 @@ func Start(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("bus: start: %w", err)
 	}
 
+	if cfg.URL == "" && cfg.Listen && len(cfg.Token) < minTokenLen {
+		return nil, fmt.Errorf("bus: an embedded server that listens (VOUCH_BUS_LISTEN) needs VOUCH_BUS_TOKEN of at least %d characters: "+
+			"without it any local user could write license states", minTokenLen)
+	}
 	b := &Bus{url: cfg.URL}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		// Keep reconnecting forever: a server restart must not kill a role.
 		nats.MaxReconnects(-1),
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
 	}
 	if cfg.URL == "" {
 		srv, err := startEmbedded(cfg)
@@ -92,10 +105,19 @@ func Start(ctx context.Context, cfg Config) (*Bus, error) {
 func startEmbedded(cfg Config) (*server.Server, error) {
 	dir := cfg.StoreDir
 	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "vouch-bus")
+		var err error
+		if dir, err = defaultStoreDir(); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bus: store dir: %w", err)
+	}
+	if st, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("bus: store dir: %w", err)
+	} else if st.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("bus: store dir %s is writable by other users (mode %04o): make it 0700, or name another with VOUCH_BUS_DIR",
+			dir, st.Mode().Perm())
 	}
 	host := cfg.Host
 	if host == "" {
@@ -109,7 +131,9 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		ServerName: cfg.Name,
 		Host:       host,
 		Port:       port,
-		DontListen: cfg.DontListen,
+		DontListen: !cfg.Listen,
+		// Every client, in process or not, shows the token when there is one.
+		Authorization: cfg.Token,
 		JetStream:  true,
 		StoreDir:   dir,
 		// The process owns signals and logging; the server must not.
@@ -132,6 +156,23 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		return nil, errors.New("bus: embedded server started without JetStream")
 	}
 	return srv, nil
+}
+
+// minTokenLen is the shortest token a listening server accepts: long enough
+// that guessing it is hopeless.
+const minTokenLen = 32
+
+// defaultStoreDir is $XDG_STATE_HOME/vouch/bus, or ~/.local/state/vouch/bus:
+// the user's own, never a shared temporary directory.
+func defaultStoreDir() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "vouch", "bus"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("bus: no VOUCH_BUS_DIR and no home directory for the store: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "vouch", "bus"), nil
 }
 
 // Conn returns the core NATS connection.

@@ -2,6 +2,9 @@ package bus_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,8 +46,8 @@ func TestEmbedded(t *testing.T) {
 		name string
 		cfg  bus.Config
 	}{
-		{"listening", bus.Config{}},
-		{"in process only", bus.Config{DontListen: true}},
+		{"in process only (the default)", bus.Config{}},
+		{"listening, with a token", bus.Config{Listen: true, Token: token}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,8 +110,8 @@ func exercise(t *testing.T, js jetstream.JetStream) {
 
 func TestExternalByURL(t *testing.T) {
 	t.Parallel()
-	server := start(t, bus.Config{StoreDir: t.TempDir()})
-	client := start(t, bus.Config{URL: server.ClientURL()})
+	server := start(t, bus.Config{StoreDir: t.TempDir(), Listen: true, Token: token})
+	client := start(t, bus.Config{URL: server.ClientURL(), Token: token})
 	if client.Embedded() {
 		t.Fatal("client started its own server")
 	}
@@ -132,11 +135,11 @@ func TestExternalByURL(t *testing.T) {
 
 func TestUnhealthyAfterServerStops(t *testing.T) {
 	t.Parallel()
-	server, err := bus.Start(t.Context(), bus.Config{StoreDir: t.TempDir()})
+	server, err := bus.Start(t.Context(), bus.Config{StoreDir: t.TempDir(), Listen: true, Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := start(t, bus.Config{URL: server.ClientURL()})
+	client := start(t, bus.Config{URL: server.ClientURL(), Token: token})
 	server.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for client.Healthy() == nil {
@@ -155,5 +158,68 @@ func TestStartFailsOnUnreachableURL(t *testing.T) {
 	if b, err := bus.Start(t.Context(), bus.Config{URL: "nats://127.0.0.1:1"}); err == nil {
 		b.Close()
 		t.Fatal("Start succeeded")
+	}
+}
+
+const token = "0123456789abcdef0123456789abcdef"
+
+// TestEmbeddedIsNotOpen: the embedded bus holds the license states, so no
+// other local process may write them. By default it does not listen at
+// all; it listens only with a token, and refuses clients without it; its
+// store may not be open to other users.
+func TestEmbeddedIsNotOpen(t *testing.T) {
+	t.Parallel()
+	quiet := start(t, bus.Config{StoreDir: t.TempDir(), Port: 0})
+	if nc, err := nats.Connect(quiet.ClientURL(), nats.Timeout(time.Second)); err == nil {
+		nc.Close()
+		t.Errorf("a client reached the default embedded bus at %s", quiet.ClientURL())
+	}
+
+	if b, err := bus.Start(t.Context(), bus.Config{StoreDir: t.TempDir(), Listen: true}); err == nil {
+		b.Close()
+		t.Error("a listening bus started without a token")
+	}
+	if b, err := bus.Start(t.Context(), bus.Config{StoreDir: t.TempDir(), Listen: true, Token: "short"}); err == nil {
+		b.Close()
+		t.Error("a listening bus started with a short token")
+	}
+	loud := start(t, bus.Config{StoreDir: t.TempDir(), Listen: true, Token: token})
+	for name, opts := range map[string][]nats.Option{"no token": nil, "wrong token": {nats.Token(token[1:] + "x")}} {
+		if nc, err := nats.Connect(loud.ClientURL(), append(opts, nats.Timeout(time.Second))...); err == nil {
+			nc.Close()
+			t.Errorf("%s: connected", name)
+		}
+	}
+	nc, err := nats.Connect(loud.ClientURL(), nats.Token(token))
+	if err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	nc.Close()
+
+	open := filepath.Join(t.TempDir(), "bus")
+	if err := os.MkdirAll(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := bus.Start(t.Context(), bus.Config{StoreDir: open}); err == nil || !strings.Contains(err.Error(), "writable by other users") {
+		if b != nil {
+			b.Close()
+		}
+		t.Errorf("a store open to all: %v", err)
+	}
+}
+
+// TestDefaultStoreDir: without VOUCH_BUS_DIR the store is the user's own,
+// under XDG_STATE_HOME, never a shared temporary directory.
+func TestDefaultStoreDir(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	b := start(t, bus.Config{})
+	b.Close()
+	st, err := os.Stat(filepath.Join(state, "vouch", "bus"))
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("store: %v, %v", st, err)
 	}
 }
