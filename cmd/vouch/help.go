@@ -11,7 +11,9 @@ import (
 // not migrate a database by asking.
 
 // isHelp reports whether arg asks for help.
-func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help" }
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
 
 // plainHelp is the help of commands without flags.
 var plainHelp = map[string]string{

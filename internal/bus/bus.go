@@ -134,8 +134,8 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		DontListen: !cfg.Listen,
 		// Every client, in process or not, shows the token when there is one.
 		Authorization: cfg.Token,
-		JetStream:  true,
-		StoreDir:   dir,
+		JetStream:     true,
+		StoreDir:      dir,
 		// The process owns signals and logging; the server must not.
 		NoSigs: true,
 		NoLog:  true,
