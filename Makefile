@@ -46,6 +46,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz FuzzReadEntry -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz FuzzPagingCookie -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz '^FuzzResultError$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz '^FuzzGeneralizedTime$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz '^FuzzCookieCSNs$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime 20s -fuzzminimizetime 5s ./internal/p11
 
 clean:

@@ -35,6 +35,12 @@ const (
 	tagSearchRef    = 0x73 // [APPLICATION 19]
 	tagControls     = 0xa0 // [0]
 	maxMessage      = 16 << 20
+	// maxPageBytes bounds what one page may hold in memory; a page of
+	// 1000 entries of a real register is well under 1 MiB.
+	maxPageBytes = 64 << 20
+	// maxEmptyPages bounds pages in a row that hold no entry but promise
+	// more: a register that keeps doing that is looping.
+	maxEmptyPages = 16
 )
 
 // berReader walks a BER value in place; an error sticks.
@@ -243,11 +249,15 @@ func (lc *ldapConn) bind(dn, password string, timeout time.Duration) error {
 // resultError reads an LDAPResult and returns its error, if any.
 func resultError(res []byte) error {
 	r := &berReader{b: res}
-	code := berInt(r.expect(tagEnumerated))
+	v := r.expect(tagEnumerated)
+	code := berInt(v)
 	r.expect(tagOctetString) // matched DN
 	msg := r.expect(tagOctetString)
 	if r.err != nil {
 		return r.err
+	}
+	if len(v) == 0 || len(v) > 4 {
+		return errBER // an empty result code is not success
 	}
 	if code != 0 {
 		return ldap.NewError(uint16(code), errors.New(string(msg)))
@@ -279,6 +289,7 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 	}
 	paging := ldap.NewControlPaging(uint32(pageSize))
 	raw := &rawEntry{}
+	empty := 0 // pages in a row without an entry
 	for {
 		op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
 		op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, c.cfg.BaseDN, "Base DN"))
@@ -301,6 +312,11 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 			entries = make([]Entry, 0, pageSize)
 		}
 		var cookie []byte
+		// A hostile or broken register must not make the scan hold its
+		// lock forever or fill memory: a page holds at most what was asked
+		// for, in a bounded number of bytes, answers this request, and the
+		// cookie moves on.
+		var inPage, pageBytes int
 		for done := false; !done; {
 			lc.c.SetReadDeadline(time.Now().Add(c.scanTimeout()))
 			if lc.buf, err = readMessage(lc.br, lc.buf); err != nil {
@@ -309,11 +325,22 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 				}
 				return fmt.Errorf("%w: paged search: %v", ErrUnavailable, err)
 			}
+			if pageBytes += len(lc.buf); pageBytes > maxPageBytes {
+				return fmt.Errorf("%w: paged search: a page of more than %d MiB", ErrUnavailable, maxPageBytes>>20)
+			}
 			r := &berReader{b: lc.buf}
-			r.expect(tagInteger)
+			id := berInt(r.expect(tagInteger))
 			tag, body := r.next()
 			if r.err != nil {
 				return r.err
+			}
+			if id != int64(lc.msgID) {
+				return fmt.Errorf("%w: paged search: an answer to message %d, not to %d", ErrUnavailable, id, lc.msgID)
+			}
+			if tag == tagSearchEntry || tag == tagSearchRef {
+				if inPage++; inPage > pageSize {
+					return fmt.Errorf("%w: paged search: more than the %d entries asked for in one page", ErrUnavailable, pageSize)
+				}
 			}
 			switch tag {
 			case tagSearchEntry:
@@ -361,6 +388,16 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 		}
 		if len(cookie) == 0 {
 			return nil
+		}
+		switch {
+		case string(cookie) == string(paging.Cookie):
+			return fmt.Errorf("%w: paged search: the register's cookie did not move", ErrUnavailable)
+		case inPage == 0:
+			if empty++; empty > maxEmptyPages {
+				return fmt.Errorf("%w: paged search: %d pages in a row without an entry", ErrUnavailable, empty)
+			}
+		default:
+			empty = 0
 		}
 		paging.SetCookie(cookie)
 	}

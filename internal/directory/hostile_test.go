@@ -1,0 +1,143 @@
+package directory
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	ber "github.com/go-asn1-ber/asn1-ber"
+	"github.com/go-ldap/ldap/v3"
+)
+
+// hostile is an LDAP server that answers a bind and then every search
+// request with answer(request id, page number), for the scan's bounds.
+func hostile(t *testing.T, answer func(id int64, page int) [][]byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for page := 0; ; page++ {
+					msg, err := readMessage(br, nil)
+					if err != nil {
+						return
+					}
+					r := &berReader{b: msg}
+					id := berInt(r.expect(tagInteger))
+					tag, _ := r.next()
+					if tag == 0x60 { // bind
+						c.Write(message(id, done(0x61, nil)))
+						page--
+						continue
+					}
+					for _, m := range answer(id, page) {
+						if _, err := c.Write(m); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return "ldap://" + l.Addr().String()
+}
+
+func message(id int64, op *ber.Packet, controls ...*ber.Packet) []byte {
+	m := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "msg")
+	m.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "id"))
+	m.AppendChild(op)
+	if len(controls) > 0 {
+		ctl := ber.Encode(ber.ClassContext, ber.TypeConstructed, 0, nil, "controls")
+		for _, c := range controls {
+			ctl.AppendChild(c)
+		}
+		m.AppendChild(ctl)
+	}
+	return m.Bytes()
+}
+
+// done is a bind response (0x61) or a search done (0x65) with success.
+func done(tag byte, _ []byte) *ber.Packet {
+	p := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ber.Tag(tag&0x1f), nil, "done")
+	p.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, 0, "code"))
+	p.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "", "dn"))
+	p.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "", "msg"))
+	return p
+}
+
+func entryPacket(uzi string) *ber.Packet {
+	body := searchEntry("vouchUziNumber="+uzi+",ou=people", map[string][]string{
+		"vouchUziNumber": {uzi}, "vouchCardType": {"Z"}, "vouchRoleCode": {"01.015"}, "vouchLicenseStatus": {"active"}})
+	raw := append([]byte{0x64}, berLen(len(body))...)
+	return ber.DecodePacket(append(raw, body...))
+}
+
+func berLen(n int) []byte {
+	if n < 0x80 {
+		return []byte{byte(n)}
+	}
+	return []byte{0x82, byte(n >> 8), byte(n)}
+}
+
+func pagingControl(cookie string) *ber.Packet {
+	c := ldap.NewControlPaging(2)
+	c.SetCookie([]byte(cookie))
+	return c.Encode()
+}
+
+// TestScanBoundsHostileRegister: a register that answers another request,
+// pages more entries than asked, repeats its cookie or pages emptily
+// forever fails the scan at once, rather than holding the sync's lock or
+// filling memory.
+func TestScanBoundsHostileRegister(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		answer func(id int64, page int) [][]byte
+		want   string
+	}{
+		{"answers another message", func(id int64, page int) [][]byte {
+			return [][]byte{message(id+7, entryPacket("123456789"))}
+		}, "not to"},
+		{"more entries than asked", func(id int64, page int) [][]byte {
+			return [][]byte{message(id, entryPacket("123456781")), message(id, entryPacket("123456782")),
+				message(id, entryPacket("123456783")), message(id, done(0x65, nil), pagingControl(""))}
+		}, "more than the 2 entries"},
+		{"cookie that does not move", func(id int64, page int) [][]byte {
+			return [][]byte{message(id, entryPacket("123456789")), message(id, done(0x65, nil), pagingControl("same"))}
+		}, "did not move"},
+		{"empty pages forever", func(id int64, page int) [][]byte {
+			return [][]byte{message(id, done(0x65, nil), pagingControl(string(rune('a'+page%26))+string(rune('a'+page/26))))}
+		}, "pages in a row"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := New(Config{URL: hostile(t, tt.answer), BaseDN: "ou=people", Filter: "(objectClass=*)", Timeout: time.Second, PageSize: 2,
+				BindDN: "cn=x", BindPassword: "y", ScanTimeout: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = c.Scan(ctx, func([]Entry) error { return nil }, func(string, error) {})
+			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("scan: %v, want unavailable: %q", err, tt.want)
+			}
+		})
+	}
+}
+
