@@ -140,4 +140,3 @@ func TestScanBoundsHostileRegister(t *testing.T) {
 		})
 	}
 }
-
