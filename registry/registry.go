@@ -54,12 +54,12 @@ func Schema() []byte {
 // the database, and returns the path of slapd.conf. Pid and args files go to
 // dir too. rootPW is stored salted and hashed ({SSHA}).
 func WriteConfig(dir, rootPW string) (confPath string, err error) {
-	return writeConfig(dir, rootPW, false)
+	return writeConfig(dir, rootPW, false, false)
 }
 
 // writeConfig is WriteConfig; noSyncprov leaves out the syncprov overlay,
 // to stand in for registers that do not offer syncrepl.
-func writeConfig(dir, rootPW string, noSyncprov bool) (confPath string, err error) {
+func writeConfig(dir, rootPW string, noSyncprov, withTLS bool) (confPath string, err error) {
 	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("registry: %w", err)
@@ -79,11 +79,18 @@ func writeConfig(dir, rootPW string, noSyncprov bool) (confPath string, err erro
 	if err != nil {
 		return "", err
 	}
+	var tlsDir string
+	if withTLS {
+		if tlsDir, err = writeTLS(dir); err != nil {
+			return "", err
+		}
+	}
 	var buf bytes.Buffer
 	err = tmpl.Execute(&buf, struct {
-		SchemaDir, ModuleDir, RunDir, DataDir, Suffix, RootDN, RootPW string
-		NoSyncprov                                                    bool
+		SchemaDir, ModuleDir, RunDir, DataDir, Suffix, RootDN, RootPW, TLSDir string
+		NoSyncprov                                                            bool
 	}{
+		TLSDir:     tlsDir,
 		NoSyncprov: noSyncprov,
 		SchemaDir:  SchemaDir,
 		ModuleDir:  ModuleDir,

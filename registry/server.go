@@ -35,6 +35,9 @@ type ServerOptions struct {
 	// NoSyncprov leaves out the syncprov overlay: a register that offers no
 	// syncrepl, as some do.
 	NoSyncprov bool
+	// TLS makes a throwaway CA and server certificate (Server.CAFile) and
+	// lets clients use StartTLS.
+	TLS bool
 	// Log, if set, receives the output of slapadd and slapd.
 	Log io.Writer
 }
@@ -48,6 +51,7 @@ type Server struct {
 	BindDN       string // RootDN, which may write
 	BindPassword string
 	Dir          string // config, database, pid file
+	CAFile       string // with ServerOptions.TLS: the CA of the server's certificate
 
 	conf, slapd string
 	port        int
@@ -91,7 +95,7 @@ func NewServer(dir string, opts ServerOptions) (*Server, error) {
 		}
 		pw = hex.EncodeToString(b)
 	}
-	conf, err := writeConfig(dir, pw, opts.NoSyncprov)
+	conf, err := writeConfig(dir, pw, opts.NoSyncprov, opts.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +136,12 @@ func NewServer(dir string, opts ServerOptions) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(dir, passwordFile), []byte(pw), 0o600); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	var caFile string
+	if opts.TLS {
+		caFile = filepath.Join(dir, "tls", "ca.pem")
+	}
 	s := &Server{
+		CAFile:       caFile,
 		BaseDN:       Suffix,
 		BindDN:       RootDN,
 		BindPassword: pw,
@@ -181,6 +190,9 @@ func OpenServer(dir string, port int, log io.Writer) (*Server, error) {
 	}
 	s := &Server{BaseDN: Suffix, BindDN: RootDN, BindPassword: string(pw), Dir: dir, conf: conf, slapd: slapd,
 		port: port, portFixed: port != 0, log: log}
+	if ca := filepath.Join(dir, "tls", "ca.pem"); fileExists(ca) {
+		s.CAFile = ca
+	}
 	if s.port == 0 {
 		if s.port, err = freePort(); err != nil {
 			return nil, err
@@ -189,6 +201,8 @@ func OpenServer(dir string, port int, log io.Writer) (*Server, error) {
 	s.URL = loopbackURL(s.port)
 	return s, nil
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // HasDatabase reports whether dir holds a register that OpenServer can
 // serve.

@@ -9,9 +9,9 @@ package directory
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -30,8 +30,15 @@ type Config struct {
 	// of a paged scan before the scan gives up: a frozen register must not
 	// hold the sync's transaction and lock open.
 	ScanTimeout time.Duration `env:"VOUCH_REGISTRY_SCAN_TIMEOUT, default=30s"`
-	PageSize    int           `env:"VOUCH_REGISTRY_PAGE_SIZE, default=1000"`
-	Attributes  Attributes
+	// CAFile holds the PEM certificates that may issue the register's TLS
+	// certificate; empty trusts the system's roots.
+	CAFile string `env:"VOUCH_REGISTRY_CA_FILE"`
+	// StartTLS upgrades an ldap:// connection to TLS before anything is
+	// sent; a bind password crosses the network only encrypted (plain
+	// ldap:// is allowed to a register on this machine only).
+	StartTLS   bool `env:"VOUCH_REGISTRY_STARTTLS"`
+	PageSize   int  `env:"VOUCH_REGISTRY_PAGE_SIZE, default=1000"`
+	Attributes Attributes
 }
 
 // Attributes names the register's attributes Vouch reads.
@@ -71,6 +78,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("directory: page size %d outside 1..10000", c.PageSize)
 	case c.ScanTimeout < 0:
 		return fmt.Errorf("directory: VOUCH_REGISTRY_SCAN_TIMEOUT must not be negative, got %s", c.ScanTimeout)
+	case strings.HasPrefix(c.URL, "ldap://") && !c.StartTLS && c.BindPassword != "" && !c.plaintextAllowed():
+		return errors.New("directory: a bind password would cross the network in clear: use ldaps:// or VOUCH_REGISTRY_STARTTLS")
+	case strings.HasPrefix(c.URL, "ldaps://") && c.StartTLS:
+		return errors.New("directory: VOUCH_REGISTRY_STARTTLS is for ldap:// URLs; ldaps:// is TLS from the start")
 	case c.Timeout <= 0:
 		return errors.New("directory: timeout must be positive")
 	}
@@ -97,6 +108,7 @@ var ErrUnavailable = errors.New("directory: register unavailable")
 // outage.
 type Client struct {
 	cfg Config
+	tls *tls.Config
 }
 
 // New returns a client for a validated configuration.
@@ -107,7 +119,11 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg}, nil
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, tls: tc}, nil
 }
 
 // Config returns the client's configuration.
@@ -115,14 +131,12 @@ func (c *Client) Config() Config { return c.cfg }
 
 // dial connects and binds within the configured timeout.
 func (c *Client) dial(ctx context.Context) (*ldap.Conn, error) {
-	d := &net.Dialer{Timeout: c.cfg.Timeout}
-	if dl, ok := ctx.Deadline(); ok {
-		d.Deadline = dl
-	}
-	conn, err := ldap.DialURL(c.cfg.URL, ldap.DialWithDialer(d))
+	nc, secure, err := c.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, err
 	}
+	conn := ldap.NewConn(nc, secure)
+	conn.Start()
 	conn.SetTimeout(c.cfg.Timeout)
 	if c.cfg.BindDN != "" {
 		if err := conn.Bind(c.cfg.BindDN, c.cfg.BindPassword); err != nil {

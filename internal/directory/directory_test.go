@@ -232,3 +232,66 @@ func TestChanges(t *testing.T) {
 		t.Errorf("no changes since: %+v %v", again, err)
 	}
 }
+
+// TestTLS: with StartTLS, lookups and the paged scan run over TLS to a real
+// slapd whose certificate the configured CA issued; a register whose
+// certificate the client cannot verify is unavailable, never used in clear.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true, TLS: true})
+	cfg := directory.Config{URL: l.URL, BindDN: l.BindDN, BindPassword: l.BindPassword, BaseDN: "ou=people," + l.BaseDN,
+		Filter: "(objectClass=vouchCareProvider)", Timeout: 2 * time.Second, PageSize: 5, StartTLS: true, CAFile: l.CAFile}
+	c, err := directory.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if e, err := c.Lookup(ctx, "900000001"); err != nil || e.License != "active" {
+		t.Fatalf("lookup over TLS: %+v %v", e, err)
+	}
+	n := 0
+	if err := c.Scan(ctx, func(p []directory.Entry) error { n += len(p); return nil }, func(string, error) {}); err != nil || n == 0 {
+		t.Fatalf("scan over TLS: %d entries, %v", n, err)
+	}
+	if _, err := c.Changes(ctx, nil, func(string, error) {}); err != nil {
+		t.Fatalf("changes over TLS: %v", err)
+	}
+	untrusted := cfg
+	untrusted.CAFile = ""
+	u, err := directory.New(untrusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Lookup(ctx, "900000001"); !errors.Is(err, directory.ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("lookup against an unverifiable register: %v", err)
+	}
+	if err := u.Scan(ctx, func([]directory.Entry) error { return nil }, func(string, error) {}); !errors.Is(err, directory.ErrUnavailable) {
+		t.Errorf("scan against an unverifiable register: %v", err)
+	}
+}
+
+// TestNoPlaintextBind: a bind password crosses the network only
+// encrypted; plain ldap:// is for a register on this machine.
+func TestNoPlaintextBind(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		url      string
+		starttls bool
+		wantOK   bool
+	}{
+		{"ldap://register.example.nl", false, false},
+		{"ldap://10.0.0.5:389", false, false},
+		{"ldap://register.example.nl", true, true},
+		{"ldaps://register.example.nl", false, true},
+		{"ldaps://register.example.nl", true, false},
+		{"ldap://127.0.0.1:3890", false, true},
+		{"ldap://[::1]:3890", false, true},
+		{"ldap://localhost", false, true},
+	} {
+		_, err := directory.New(directory.Config{URL: tt.url, BindDN: "cn=x", BindPassword: "secret", BaseDN: "o=x",
+			Filter: "(objectClass=*)", Timeout: time.Second, PageSize: 10, StartTLS: tt.starttls})
+		if (err == nil) != tt.wantOK {
+			t.Errorf("%s starttls=%v: %v, want ok=%v", tt.url, tt.starttls, err, tt.wantOK)
+		}
+	}
+}

@@ -3,12 +3,10 @@ package directory
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -175,27 +173,9 @@ type ldapConn struct {
 }
 
 func (c *Client) dialRaw(ctx context.Context) (*ldapConn, error) {
-	u, err := url.Parse(c.cfg.URL)
+	nc, _, err := c.connect(ctx)
 	if err != nil {
 		return nil, err
-	}
-	host := u.Host
-	d := &net.Dialer{Timeout: c.cfg.Timeout}
-	var nc net.Conn
-	switch u.Scheme {
-	case "ldaps":
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "636")
-		}
-		nc, err = (&tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}}).DialContext(ctx, "tcp", host)
-	default:
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "389")
-		}
-		nc, err = d.DialContext(ctx, "tcp", host)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	lc := &ldapConn{c: nc, br: bufio.NewReaderSize(nc, 256<<10)}
 	if c.cfg.BindDN != "" {

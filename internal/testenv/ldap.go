@@ -22,6 +22,7 @@ type LDAPServer struct {
 	BaseDN       string // registry.Suffix
 	BindDN       string // the rootdn, which may write
 	BindPassword string
+	CAFile       string // with TLS: the CA of the server's certificate
 
 	srv *registry.Server
 }
@@ -45,7 +46,7 @@ func LDAPWith(t testing.TB, opts registry.ServerOptions) *LDAPServer {
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	s := &LDAPServer{BaseDN: srv.BaseDN, BindDN: srv.BindDN, BindPassword: srv.BindPassword, srv: srv}
+	s := &LDAPServer{BaseDN: srv.BaseDN, BindDN: srv.BindDN, BindPassword: srv.BindPassword, CAFile: srv.CAFile, srv: srv}
 	// Registered after TempDir, so it runs first: slapd stops before its
 	// directory goes.
 	t.Cleanup(func() {
