@@ -54,3 +54,8 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) $(STATE)
+	@# The demo's database too, but only the default one: a DATABASE_URL
+	@# someone set is theirs.
+	@if [ -n "$$DATABASE_URL" ]; then echo "DATABASE_URL is set: its database is left alone"; \
+	elif command -v psql >/dev/null; then psql -q "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" \
+		-c 'drop database if exists vouch with (force)' && echo "dropped the demo database vouch"; fi
