@@ -13,11 +13,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"vouch/internal/database"
 	"vouch/internal/directory"
 	"vouch/internal/i18n"
+	"vouch/internal/registrysync"
 	"vouch/internal/uzi"
 )
 
@@ -194,40 +193,5 @@ func (d *Decider) fromMirror(ctx context.Context, uziNumber string) (*directory.
 	if d.db == nil {
 		return nil, time.Time{}, errors.New("license: the register cannot be reached and there is no mirror")
 	}
-	var asOf *time.Time
-	err := d.db.Pool().QueryRow(ctx, `select synced_at from registry_sync_state where id`).Scan(&asOf)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && asOf == nil) {
-		return nil, time.Time{}, errors.New("license: the mirror has never been synced")
-	}
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("license: mirror state: %w", err)
-	}
-	var e directory.Entry
-	var big, role, agb, serial, dn *string
-	var from, until *time.Time
-	err = d.db.Pool().QueryRow(ctx, `select uzi_number, big_number, card_type, role_code, agb_code, license_status,
-			valid_from, valid_until, cert_serial, dn
-		from registry_entries where uzi_number = $1`, uziNumber).
-		Scan(&e.UZI, &big, &e.CardType, &role, &agb, &e.License, &from, &until, &serial, &dn)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, *asOf, nil
-	}
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("license: mirror: %w", err)
-	}
-	e.BIG, e.Role, e.AGB, e.CertSerial, e.DN = val(big), val(role), val(agb), val(serial), val(dn)
-	if from != nil {
-		e.ValidFrom = *from
-	}
-	if until != nil {
-		e.ValidUntil = *until
-	}
-	return &e, *asOf, nil
-}
-
-func val(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
+	return registrysync.Lookup(ctx, d.db.Pool(), uziNumber)
 }
