@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,5 +222,48 @@ func TestDefaultStoreDir(t *testing.T) {
 	st, err := os.Stat(filepath.Join(state, "vouch", "bus"))
 	if err != nil || st.Mode().Perm() != 0o700 {
 		t.Errorf("store: %v, %v", st, err)
+	}
+}
+
+// TestBucketPutAllWaitsForAcks: PutAll returns nil only once the bus has
+// acknowledged every put; when the bucket's stream is gone the puts are not
+// acknowledged and PutAll says so, so the caller keeps them to publish again.
+func TestBucketPutAllWaitsForAcks(t *testing.T) {
+	t.Parallel()
+	b := start(t, bus.Config{StoreDir: t.TempDir()})
+	ctx := t.Context()
+	k, err := b.Bucket(ctx, "licenses", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := make([]bus.KeyValue, 3000) // more than one batch of pending acks
+	for i := range entries {
+		entries[i] = bus.KeyValue{Key: fmt.Sprintf("9%08d", i), Value: []byte(fmt.Sprint(i))}
+	}
+	entries = append(entries, bus.KeyValue{Key: "900000000", Value: []byte("last")})
+	if err := k.PutAll(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	all, err := k.All(ctx)
+	if err != nil || len(all) != 3000 || string(all["900000000"]) != "last" || string(all["900002999"]) != "2999" {
+		t.Fatalf("after PutAll: %d keys, %v", len(all), err)
+	}
+	if v, err := k.Get(ctx, "900000000"); err != nil || string(v) != "last" {
+		t.Errorf("Get: %q %v", v, err)
+	}
+	if v, err := k.Get(ctx, "nobody"); err != nil || v != nil {
+		t.Errorf("Get of a missing key: %q %v", v, err)
+	}
+	if err := b.JetStream().DeleteKeyValue(ctx, "licenses"); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.PutAll(ctx, entries[:10]); err == nil {
+		t.Error("PutAll into a deleted bucket returned nil")
+	}
+	if created, err := k.Ensure(ctx); err != nil || !created {
+		t.Errorf("Ensure after the loss: created %v, %v", created, err)
+	}
+	if created, err := k.Ensure(ctx); err != nil || created {
+		t.Errorf("Ensure again: created %v, %v", created, err)
 	}
 }

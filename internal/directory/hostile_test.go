@@ -140,3 +140,23 @@ func TestScanBoundsHostileRegister(t *testing.T) {
 		})
 	}
 }
+
+// TestLookupTrustsOnlyAnExactMatch: a register that answers a lookup with
+// another card holder's entry (a loose matching rule) has not found the one
+// asked for.
+func TestLookupTrustsOnlyAnExactMatch(t *testing.T) {
+	t.Parallel()
+	url := hostile(t, func(id int64, page int) [][]byte {
+		return [][]byte{message(id, entryPacket("123456780")), message(id, done(0x65, nil))}
+	})
+	c, err := New(Config{URL: url, BaseDN: "ou=people", Filter: "(objectClass=*)", Timeout: time.Second, PageSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := c.Lookup(context.Background(), "123456789"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("lookup of 123456789 answered with 123456780: %+v, %v", e, err)
+	}
+	if e, err := c.Lookup(context.Background(), "123456780"); err != nil || e.UZI != "123456780" {
+		t.Errorf("exact match: %+v, %v", e, err)
+	}
+}

@@ -205,3 +205,23 @@ func TestNotAUZINumberAsksNobody(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidRegisterEntryNeverFallsBack: when the register answers with
+// something that is not one readable entry — here the UZI number listed
+// twice — the decision refuses, although the mirror still says active.
+func TestInvalidRegisterEntryNeverFallsBack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if _, err := w.sync.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dec := decide(t, w.mirror, gp); !dec.Allowed {
+		t.Fatalf("mirror before: %+v", dec)
+	}
+	w.ldap.LDIF(t, "dn: cn=twin,ou=people,dc=registry,dc=test\nobjectClass: inetOrgPerson\nobjectClass: vouchCareProvider\ncn: twin\nsn: twin\n"+
+		"vouchUziNumber: 900000001\nvouchCardType: Z\nvouchRoleCode: 01.015\nvouchLicenseStatus: active")
+	dec := decide(t, w.live, gp)
+	if dec.Allowed || dec.Reason != license.ReasonRegisterEntryInvalid || dec.Source != "register" {
+		t.Errorf("register lists the GP twice: %+v, want register-entry-invalid from the register", dec)
+	}
+}
