@@ -84,7 +84,7 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 			}
 			switch state.State {
 			case ldap.SyncStateAdd, ldap.SyncStateModify:
-				e, err := c.cfg.Attributes.Parse(le)
+				e, err := c.parseEntry(le, le.DN)
 				if err != nil {
 					skip(le.DN, err)
 					ch.Invalid = append(ch.Invalid, state.EntryUUID.String())

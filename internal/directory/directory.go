@@ -107,8 +107,9 @@ var ErrUnavailable = errors.New("directory: register unavailable")
 // short, and a fresh connection never carries a half-broken state across an
 // outage.
 type Client struct {
-	cfg Config
-	tls *tls.Config
+	cfg  Config
+	tls  *tls.Config
+	base *ldap.DN
 }
 
 // New returns a client for a validated configuration.
@@ -123,7 +124,25 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, tls: tc}, nil
+	base, err := ldap.ParseDN(cfg.BaseDN)
+	if err != nil {
+		return nil, fmt.Errorf("directory: base DN %q: %w", cfg.BaseDN, err)
+	}
+	return &Client{cfg: cfg, tls: tc, base: base}, nil
+}
+
+// parseEntry reads an entry the register returned: its attributes, and a
+// DN that is a well-formed name under the base DN — the DN is stored and
+// logged, so a register must not put just anything there.
+func (c *Client) parseEntry(le attributeSource, dn string) (Entry, error) {
+	if d, err := ldap.ParseDN(dn); err != nil || !c.base.AncestorOfFold(d) {
+		err := &EntryError{Attribute: "dn", Problem: "is not a name under the base DN"}
+		if v := le.GetEqualFoldAttributeValues("entryUUID"); len(v) == 1 && isUUID(v[0]) {
+			err.EntryUUID = v[0]
+		}
+		return Entry{}, err
+	}
+	return c.cfg.Attributes.parse(le, dn)
 }
 
 // Config returns the client's configuration.
@@ -179,7 +198,7 @@ func (c *Client) Lookup(ctx context.Context, uzi string) (Entry, error) {
 	default:
 		return Entry{}, fmt.Errorf("directory: %d entries for one UZI number", len(res.Entries))
 	}
-	e, err := c.cfg.Attributes.Parse(res.Entries[0])
+	e, err := c.parseEntry(res.Entries[0], res.Entries[0].DN)
 	if err != nil {
 		return Entry{}, err
 	}

@@ -160,3 +160,33 @@ func TestLookupTrustsOnlyAnExactMatch(t *testing.T) {
 		t.Errorf("exact match: %+v, %v", e, err)
 	}
 }
+
+// TestEntriesOutsideTheBaseAreSkipped: an entry whose DN is not a name
+// under the base DN is skipped, not mirrored.
+func TestEntriesOutsideTheBaseAreSkipped(t *testing.T) {
+	t.Parallel()
+	outside := func(id int64, dn string) []byte {
+		body := searchEntry(dn, map[string][]string{"vouchUziNumber": {"123456781"}, "vouchCardType": {"Z"},
+			"vouchRoleCode": {"01.015"}, "vouchLicenseStatus": {"active"}})
+		return message(id, ber.DecodePacket(append(append([]byte{0x64}, berLen(len(body))...), body...)))
+	}
+	url := hostile(t, func(id int64, page int) [][]byte {
+		return [][]byte{message(id, entryPacket("123456789")), outside(id, "cn=x,o=elsewhere"), outside(id, "not a DN"),
+			message(id, done(0x65, nil), pagingControl(""))}
+	})
+	c, err := New(Config{URL: url, BaseDN: "ou=people", Filter: "(objectClass=*)", Timeout: time.Second, PageSize: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var skipped []string
+	err = c.Scan(context.Background(), func(p []Entry) error {
+		for _, e := range p {
+			got = append(got, e.UZI)
+		}
+		return nil
+	}, func(dn string, err error) { skipped = append(skipped, dn+": "+err.Error()) })
+	if err != nil || len(got) != 1 || got[0] != "123456789" || len(skipped) != 2 {
+		t.Errorf("scan: %v, entries %v, skipped %q", err, got, skipped)
+	}
+}

@@ -334,7 +334,7 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 					}
 					continue
 				}
-				e, err := c.cfg.Attributes.parse(raw, dn)
+				e, err := c.parseEntry(raw, dn)
 				if err != nil {
 					skip(dn, err)
 					continue
