@@ -266,6 +266,11 @@ func batches[T any](ctx context.Context, tx pgx.Tx, query string, scan func(pgx.
 	h := fnv.New64a()
 	h.Write([]byte(query))
 	cursor := fmt.Sprintf("vouch_batches_%x", h.Sum64())
+	// A cursor is planned for its first rows unless told otherwise; these
+	// are read to the end.
+	if _, err := tx.Exec(ctx, `set local cursor_tuple_fraction = 1`); err != nil {
+		return fmt.Errorf("registrysync: cursor: %w", err)
+	}
 	if _, err := tx.Exec(ctx, `declare `+cursor+` no scroll cursor for `+query); err != nil {
 		return fmt.Errorf("registrysync: cursor: %w", err)
 	}
