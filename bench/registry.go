@@ -35,7 +35,7 @@ type registryBench struct {
 }
 
 type registryResult struct {
-	syncSeconds, dumpSeconds, peakMB, incrSeconds float64
+	syncSeconds, dumpSeconds, peakMB, incrSeconds, reconcileSeconds float64
 }
 
 func (b registryBench) run(ctx context.Context) (registryResult, error) {
@@ -98,6 +98,15 @@ func (b registryBench) run(ctx context.Context) (registryResult, error) {
 		dumps, syncs, peaks = append(dumps, d), append(syncs, s), append(peaks, rss)
 	}
 	r.dumpSeconds, r.syncSeconds, r.peakMB = mid(dumps), mid(syncs), slices.Max(peaks)
+	var recs []float64
+	for i := 0; i < b.rounds; i++ {
+		s, _, err := timed(ctx, env, b.vouch, "registry-sync", "-once", "-reconcile")
+		if err != nil {
+			return r, err
+		}
+		recs = append(recs, s)
+	}
+	r.reconcileSeconds = mid(recs)
 	if ok, err := mirrorHas(ctx, dbURL, b.n); err != nil || !ok {
 		return r, fmt.Errorf("the mirror does not hold the %d entries (%v)", b.n, err)
 	}

@@ -428,12 +428,16 @@ func TestRegistrySyncOnce(t *testing.T) {
 		}
 	}
 	// Flags that would be ignored are refused, and nothing runs.
-	for _, args := range [][]string{{"-accept-shrink"}, {"-once", "-accept-shrink"}, {"-full"}, {"-once", "extra"}} {
+	for _, args := range [][]string{{"-accept-shrink"}, {"-once", "-accept-shrink"}, {"-full"}, {"-once", "extra"}, {"-reconcile"}, {"-once", "-full", "-reconcile"}} {
 		var stderr bytes.Buffer
 		err := realMain(context.Background(), append([]string{"registry-sync"}, args...), &bytes.Buffer{}, &stderr)
 		if status, ok := err.(exitError); !ok || status != 2 || !strings.Contains(stderr.String(), "vouch registry-sync:") {
 			t.Errorf("registry-sync %v: %v, stderr %q; want exit 2 and why", args, err, stderr.String())
 		}
+	}
+	// An operator reconciles the bucket by hand.
+	if err := realMain(context.Background(), []string{"registry-sync", "-once", "-reconcile"}, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Errorf("registry-sync -once -reconcile: %v", err)
 	}
 	t.Setenv("VOUCH_REGISTRY_URL", "")
 	if err := realMain(context.Background(), []string{"registry-sync", "-once"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "VOUCH_REGISTRY_URL") {

@@ -36,6 +36,7 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdou
 	once := fs.Bool("once", false, "sync once (full or incremental, as due) and exit")
 	full := fs.Bool("full", false, "with -once: a full sync even when an incremental one would do")
 	acceptShrink := fs.Bool("accept-shrink", false, "with -once -full: accept however much the register shrank")
+	reconcile := fs.Bool("reconcile", false, "with -once: only compare the whole license bucket with the mirror and correct it")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -43,10 +44,10 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdou
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "vouch registry-sync: unexpected arguments %q\n", fs.Args())
 		return exitError(2)
-	case *full && !*once, *acceptShrink && !(*once && *full):
+	case *full && !*once, *acceptShrink && !(*once && *full), *reconcile && (!*once || *full):
 		// Silently ignoring one would leave an operator believing a
 		// shrink was accepted, or a full sync run.
-		fmt.Fprintln(stderr, "vouch registry-sync: -full needs -once, and -accept-shrink needs -once -full")
+		fmt.Fprintln(stderr, "vouch registry-sync: -full needs -once, -accept-shrink needs -once -full, -reconcile needs -once without -full")
 		return exitError(2)
 	}
 	var cfg registrySyncConfig
@@ -61,6 +62,13 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdou
 	s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, in, log)
 	if err != nil {
 		return err
+	}
+	if *once && *reconcile {
+		if err := s.Reconcile(ctx); err != nil {
+			return err
+		}
+		log.Info("license bucket reconciled with the mirror")
+		return nil
 	}
 	if *once {
 		sync := s.Once

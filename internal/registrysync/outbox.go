@@ -86,6 +86,13 @@ func (o *outbox) flush(ctx context.Context) error {
 	return nil
 }
 
+// Reconcile publishes what the outbox holds and compares the whole bucket
+// with the mirror, correcting every difference: what an operator runs when
+// the bucket is in doubt (`vouch registry-sync -once -reconcile`).
+func (s *Syncer) Reconcile(ctx context.Context) error {
+	return s.settle(ctx, true)
+}
+
 // settle brings the bucket up to the mirror: it creates the bucket again if
 // it is gone, publishes the outbox and, when asked, at this process's first
 // call, or when the bucket was created again, reconciles the whole bucket.
