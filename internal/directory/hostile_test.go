@@ -190,3 +190,25 @@ func TestEntriesOutsideTheBaseAreSkipped(t *testing.T) {
 		t.Errorf("scan: %v, entries %v, skipped %q", err, got, skipped)
 	}
 }
+
+// FuzzDNFastPath: the fast path never accepts a DN that the full parse
+// would refuse or place outside the base.
+func FuzzDNFastPath(f *testing.F) {
+	for _, dn := range []string{"vouchUziNumber=123456789,ou=people,dc=registry,dc=test", "cn=a\\,b,ou=people,dc=registry,dc=test",
+		"cn=*)(uid\\3D*,ou=people,dc=registry,dc=test", "cn=x,o=elsewhere", "=x,ou=people,dc=registry,dc=test", "cn= x ,OU=People,dc=registry,dc=test"} {
+		f.Add(dn)
+	}
+	c, err := New(Config{URL: "ldap://127.0.0.1:1", BaseDN: "ou=people,dc=registry,dc=test", Filter: "(objectClass=*)", Timeout: time.Second, PageSize: 5})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, dn string) {
+		if !c.simplyUnderBase(dn) {
+			return
+		}
+		d, err := ldap.ParseDN(dn)
+		if err != nil || !c.base.AncestorOfFold(d) {
+			t.Fatalf("fast path took %q; the parser says %v, under base %v", dn, err, err == nil && c.base.AncestorOfFold(d))
+		}
+	})
+}
