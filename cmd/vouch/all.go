@@ -67,7 +67,7 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 	srv := server.New(cfg.HTTP, log, in.reg, checks)
 	g, gctx := errgroup.WithContext(ctx)
 	if syncRuns {
-		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, in, log)
+		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, tr.CAs(), in, log)
 		if err != nil {
 			return err
 		}

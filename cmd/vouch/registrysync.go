@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,7 +60,7 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdou
 		return err
 	}
 	defer in.Close()
-	s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, in, log)
+	s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, nil, in, log)
 	if err != nil {
 		return err
 	}
@@ -95,8 +96,9 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdou
 	return nil
 }
 
-// newSyncer builds the sync job from its configuration.
-func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Config, tcfg trust.Config,
+// newSyncer builds the sync job from its configuration. cas are the CAs
+// whose CRLs it fetches; nil loads them from tcfg.
+func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Config, tcfg trust.Config, cas []*x509.Certificate,
 	in *infra, log *slog.Logger) (*registrysync.Syncer, error) {
 	dir, err := directory.New(dcfg)
 	if err != nil {
@@ -104,17 +106,16 @@ func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Con
 	}
 	var crls *registrysync.CRLConfig
 	if len(scfg.CRLSources) > 0 {
-		crls = &registrysync.CRLConfig{Sources: scfg.CRLSources}
-		for _, f := range tcfg.CAFiles() {
-			certs, err := trust.ReadCertificates(f)
+		// The CAs come from the trust configuration as every verifier
+		// loads it: the same roots, issuing CAs and checks.
+		if cas == nil {
+			tr, err := tcfg.Load(time.Now())
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("registry sync: VOUCH_UZI_CRL_SOURCES needs the CAs to check them against: %w", err)
 			}
-			crls.CAs = append(crls.CAs, certs...)
+			cas = tr.CAs()
 		}
-		if len(crls.CAs) == 0 {
-			return nil, fmt.Errorf("registry sync: VOUCH_UZI_CRL_SOURCES set but no CA to check them against (VOUCH_UZI_CAS)")
-		}
+		crls = &registrysync.CRLConfig{Sources: scfg.CRLSources, CAs: cas}
 	}
 	if scfg.Interval > time.Minute {
 		log.Warn("license changes reach the public tier only every sync interval", "interval", scfg.Interval)

@@ -40,18 +40,6 @@ type Config struct {
 	Professions     []string      `env:"VOUCH_VOUCH_PROFESSIONS" json:"professions,omitempty"` // default: uzi.DefaultVouchProfessions()
 }
 
-// CAFiles lists every CA certificate file c names: roots, intermediates and
-// issuing CAs (the issuers of CRLs).
-func (c Config) CAFiles() []string {
-	files := append(append([]string{}, c.Roots...), c.Intermediates...)
-	for _, t := range cardTypes {
-		if f, ok := c.CAs[string(t)]; ok {
-			files = append(files, f)
-		}
-	}
-	return files
-}
-
 var cardTypes = []uzi.CardType{uzi.CardCareProvider, uzi.CardNamedEmployee, uzi.CardNameless, uzi.CardServer}
 
 // Load reads and checks everything c names. Roots must belong to the card
