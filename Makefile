@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzGeneralizedTime$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz '^FuzzCookieCSNs$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz '^FuzzDNFastPath$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime 20s -fuzzminimizetime 5s ./internal/p11
 
 clean:

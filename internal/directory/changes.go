@@ -77,49 +77,11 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 	ch := &Changes{Cookie: cookie}
 	doneSeen := false
 	for res.Next() {
-		if le := res.Entry(); le != nil {
-			state := findSyncState(res.Controls())
-			if state == nil {
-				return nil, errors.New("directory: sync entry without sync state")
-			}
-			switch state.State {
-			case ldap.SyncStateAdd, ldap.SyncStateModify:
-				e, err := c.parseEntry(le, le.DN)
-				if err != nil {
-					skip(le.DN, err)
-					ch.Invalid = append(ch.Invalid, state.EntryUUID.String())
-					// Still present: a malformed change is not a deletion.
-					ch.Present = append(ch.Present, state.EntryUUID.String())
-					continue
-				}
-				e.EntryUUID = state.EntryUUID.String()
-				ch.Upserts = append(ch.Upserts, e)
-			case ldap.SyncStateDelete:
-				ch.Deleted = append(ch.Deleted, state.EntryUUID.String())
-			case ldap.SyncStatePresent:
-				ch.Present = append(ch.Present, state.EntryUUID.String())
-			}
-			ch.Cookie = pickCookie(res.Controls(), ch.Cookie)
-			continue
+		done, err := c.take(ch, res.Entry(), res.Controls(), skip)
+		if err != nil {
+			return nil, err
 		}
-		for _, ctl := range res.Controls() {
-			switch v := ctl.(type) {
-			case *ldap.ControlSyncInfo:
-				if v.SyncIdSet != nil {
-					for _, u := range v.SyncIdSet.SyncUUIDs {
-						if v.SyncIdSet.RefreshDeletes {
-							ch.Deleted = append(ch.Deleted, u.String())
-						} else {
-							ch.Present = append(ch.Present, u.String())
-						}
-					}
-				}
-			case *ldap.ControlSyncDone:
-				doneSeen = true
-				ch.PresentPhase = !v.RefreshDeletes
-			}
-		}
-		ch.Cookie = pickCookie(res.Controls(), ch.Cookie)
+		doneSeen = doneSeen || done
 	}
 	if err := res.Err(); err != nil {
 		switch {
@@ -208,6 +170,58 @@ func cookieCSNs(cookie []byte) map[string]string {
 		}
 	}
 	return out
+}
+
+// take adds one message of a sync answer to ch: an entry with its sync
+// state, or the controls of an intermediate or final message. done is set
+// by the final one.
+func (c *Client) take(ch *Changes, le *ldap.Entry, ctls []ldap.Control, skip func(dn string, err error)) (done bool, err error) {
+	if le != nil {
+		state := findSyncState(ctls)
+		if state == nil {
+			return false, errors.New("directory: sync entry without sync state")
+		}
+		switch state.State {
+		case ldap.SyncStateAdd, ldap.SyncStateModify:
+			e, err := c.parseEntry(le, le.DN)
+			if err != nil {
+				skip(le.DN, err)
+				ch.Invalid = append(ch.Invalid, state.EntryUUID.String())
+				// Still present: a malformed change is not a deletion.
+				ch.Present = append(ch.Present, state.EntryUUID.String())
+				return false, nil
+			}
+			e.EntryUUID = state.EntryUUID.String()
+			ch.Upserts = append(ch.Upserts, e)
+		case ldap.SyncStateDelete:
+			ch.Deleted = append(ch.Deleted, state.EntryUUID.String())
+		case ldap.SyncStatePresent:
+			ch.Present = append(ch.Present, state.EntryUUID.String())
+		default:
+			return false, fmt.Errorf("directory: sync entry with unknown state %d", state.State)
+		}
+		ch.Cookie = pickCookie(ctls, ch.Cookie)
+		return false, nil
+	}
+	for _, ctl := range ctls {
+		switch v := ctl.(type) {
+		case *ldap.ControlSyncInfo:
+			if v.SyncIdSet != nil {
+				for _, u := range v.SyncIdSet.SyncUUIDs {
+					if v.SyncIdSet.RefreshDeletes {
+						ch.Deleted = append(ch.Deleted, u.String())
+					} else {
+						ch.Present = append(ch.Present, u.String())
+					}
+				}
+			}
+		case *ldap.ControlSyncDone:
+			done = true
+			ch.PresentPhase = !v.RefreshDeletes
+		}
+	}
+	ch.Cookie = pickCookie(ctls, ch.Cookie)
+	return done, nil
 }
 
 func findSyncState(ctls []ldap.Control) *ldap.ControlSyncState {

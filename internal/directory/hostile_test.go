@@ -212,3 +212,51 @@ func FuzzDNFastPath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSyncMessage feeds the sync reader controls decoded from arbitrary
+// bytes, with and without an entry: it never panics, never takes an entry
+// without a sync state, and never loses the cookie it had.
+func FuzzSyncMessage(f *testing.F) {
+	done := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "controls")
+	ctl := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "control")
+	ctl.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, ldap.ControlTypeSyncDone, "oid"))
+	val := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "done")
+	val.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "rid=000,csn=20261122041234.000001Z#000000#000#000000", "cookie"))
+	ctl.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, string(val.Bytes()), "value"))
+	done.AppendChild(ctl)
+	f.Add(done.Bytes(), false)
+	f.Add(done.Bytes(), true)
+	f.Add([]byte{0x30, 0x00}, true)
+	c, err := New(Config{URL: "ldap://127.0.0.1:1", BaseDN: "ou=people", Filter: "(objectClass=*)", Timeout: time.Second, PageSize: 5})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, controls []byte, withEntry bool) {
+		p, err := ber.DecodePacketErr(controls)
+		if err != nil {
+			return
+		}
+		var ctls []ldap.Control
+		for _, child := range p.Children {
+			if ctl, err := ldap.DecodeControl(child); err == nil && ctl != nil {
+				ctls = append(ctls, ctl)
+			}
+		}
+		var le *ldap.Entry
+		if withEntry {
+			le = ldap.NewEntry("vouchUziNumber=123456789,ou=people", map[string][]string{"vouchUziNumber": {"123456789"},
+				"vouchCardType": {"Z"}, "vouchRoleCode": {"01.015"}, "vouchLicenseStatus": {"active"}})
+		}
+		ch := &Changes{Cookie: []byte("before")}
+		_, err = c.take(ch, le, ctls, func(string, error) {})
+		if len(ch.Cookie) == 0 {
+			t.Fatal("the cookie was lost")
+		}
+		if withEntry && err == nil && findSyncState(ctls) == nil {
+			t.Fatal("an entry without a sync state was taken")
+		}
+		if !withEntry && len(ch.Upserts) > 0 {
+			t.Fatal("upserts without an entry")
+		}
+	})
+}
