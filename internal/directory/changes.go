@@ -99,7 +99,16 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 		return nil, fmt.Errorf("%w: sync ended without its done control", ErrUnavailable)
 	}
 	if err := c.checkAhead(ctx, conn, ch.Cookie); err != nil {
-		return nil, err
+		// A write that landed after the answer is newer than its cookie
+		// too: ask for the register's state now, and believe it behind only
+		// if it still holds changes newer than that.
+		now, cerr := c.Cookie(ctx)
+		if cerr != nil {
+			return nil, cerr
+		}
+		if err := c.checkAhead(ctx, conn, now); err != nil {
+			return nil, err
+		}
 	}
 	if sid, ok := cookieBehind(ch.Cookie, cookie); ok {
 		// The register's state is older than ours: after a crash its
@@ -297,7 +306,7 @@ func (c *Client) ChangesSince(ctx context.Context, cookie []byte, skip func(dn s
 	}
 	err = c.scanRaw(ctx, c.cfg.Filter, []string{"entryUUID"}, c.cfg.PageSize, func(dn string, raw *rawEntry) error {
 		if v := raw.GetEqualFoldAttributeValues("entryUUID"); len(v) == 1 && isUUID(v[0]) {
-			ch.Present = append(ch.Present, v[0])
+			ch.Present = append(ch.Present, strings.ToLower(v[0]))
 		}
 		return nil
 	}, nil, nil)

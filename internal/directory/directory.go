@@ -139,7 +139,7 @@ func (c *Client) parseEntry(le attributeSource, dn string) (Entry, error) {
 		if d, err := ldap.ParseDN(dn); err != nil || !c.base.AncestorOfFold(d) {
 			err := &EntryError{Attribute: "dn", Problem: "is not a name under the base DN"}
 			if v := le.GetEqualFoldAttributeValues("entryUUID"); len(v) == 1 && isUUID(v[0]) {
-				err.EntryUUID = v[0]
+				err.EntryUUID = strings.ToLower(v[0])
 			}
 			return Entry{}, err
 		}

@@ -106,6 +106,10 @@ func TestParse(t *testing.T) {
 			}
 		})
 	}
+	// entryUUID in one spelling, as the mirror searches it.
+	if e, err := a.Parse(mk("entryUUID", "0F8FAD5B-D9CB-469F-A165-70867728950E")); err != nil || e.EntryUUID != "0f8fad5b-d9cb-469f-a165-70867728950e" {
+		t.Errorf("entryUUID: %q %v", e.EntryUUID, err)
+	}
 	// Other registers use other names.
 	custom := directory.Attributes{UZI: "uziNr", CardType: "pasType", License: "status", Role: "rol"}
 	e, err := custom.Parse(ldap.NewEntry("cn=y", map[string][]string{"uziNr": {"123456789"}, "pasType": {"N"}, "status": {"active"}}))

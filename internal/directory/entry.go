@@ -59,7 +59,7 @@ func (a Attributes) parse(le attributeSource, dn string) (Entry, error) {
 	e, err := a.parseFields(le, dn)
 	if ee, ok := err.(*EntryError); ok {
 		if v := le.GetEqualFoldAttributeValues("entryUUID"); len(v) == 1 && isUUID(v[0]) {
-			ee.EntryUUID = v[0]
+			ee.EntryUUID = strings.ToLower(v[0])
 		}
 	}
 	return e, err
@@ -119,6 +119,9 @@ func (a Attributes) parseFields(le attributeSource, dn string) (Entry, error) {
 	case e.EntryUUID != "" && !isUUID(e.EntryUUID):
 		return Entry{}, &EntryError{Attribute: "entryUUID", Problem: "is not a UUID"}
 	}
+	// One spelling, as PostgreSQL's uuid prints it: the mirror is searched
+	// by the text.
+	e.EntryUUID = strings.ToLower(e.EntryUUID)
 	switch e.License {
 	case LicenseActive, LicenseSuspended, LicenseRevoked, LicenseDeceased:
 	default:

@@ -119,7 +119,10 @@ func TestScanBoundsHostileRegister(t *testing.T) {
 		}, "more than the 2 entries"},
 		{"cookie that does not move", func(id int64, page int) [][]byte {
 			return [][]byte{message(id, entryPacket("123456789")), message(id, done(0x65, nil), pagingControl("same"))}
-		}, "did not move"},
+		}, "came back"},
+		{"two cookies in turn", func(id int64, page int) [][]byte {
+			return [][]byte{message(id, entryPacket("123456789")), message(id, done(0x65, nil), pagingControl([]string{"A", "B"}[page%2]))}
+		}, "came back"},
 		{"empty pages forever", func(id int64, page int) [][]byte {
 			return [][]byte{message(id, done(0x65, nil), pagingControl(string(rune('a'+page%26))+string(rune('a'+page/26))))}
 		}, "pages in a row"},

@@ -270,6 +270,9 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 	paging := ldap.NewControlPaging(uint32(pageSize))
 	raw := &rawEntry{}
 	empty := 0 // pages in a row without an entry
+	// Every cookie of this scan: one that comes back would loop forever
+	// (a page's cookie is short; a scan has a page per thousand entries).
+	seen := map[string]bool{}
 	for {
 		op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
 		op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, c.cfg.BaseDN, "Base DN"))
@@ -285,6 +288,9 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 		}
 		op.AppendChild(al)
 		if err := lc.send(op, paging.Encode()); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return fmt.Errorf("%w: paged search: %v", ErrUnavailable, err)
 		}
 		var entries []Entry
@@ -370,8 +376,8 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 			return nil
 		}
 		switch {
-		case string(cookie) == string(paging.Cookie):
-			return fmt.Errorf("%w: paged search: the register's cookie did not move", ErrUnavailable)
+		case seen[string(cookie)]:
+			return fmt.Errorf("%w: paged search: the register's cookie came back to one it gave before", ErrUnavailable)
 		case inPage == 0:
 			if empty++; empty > maxEmptyPages {
 				return fmt.Errorf("%w: paged search: %d pages in a row without an entry", ErrUnavailable, empty)
@@ -379,6 +385,7 @@ func (c *Client) scanRaw(ctx context.Context, filterText string, attrs []string,
 		default:
 			empty = 0
 		}
+		seen[string(cookie)] = true
 		paging.SetCookie(cookie)
 	}
 }

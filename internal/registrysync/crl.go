@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -56,17 +57,22 @@ func (f *crlFetcher) fetch(ctx context.Context, src string, now time.Time) error
 	err = f.db.InTx(ctx, func(tx pgx.Tx) error {
 		// Only a CRL at least as new as the stored one replaces it, by the
 		// same rule a verifier applies (CRL.NotOlder).
-		var number pgtype.Numeric
+		// As text: PostgreSQL's binary numeric drops trailing zero groups
+		// (10000 arrives as 1e4), and a CRL number is an integer of up to
+		// 20 octets.
+		var number string
 		var thisUpdate time.Time
-		err := tx.QueryRow(ctx, `select number, this_update from uzi_crls where issuer_key = $1 for update`, key[:]).Scan(&number, &thisUpdate)
+		err := tx.QueryRow(ctx, `select number::text, this_update from uzi_crls where issuer_key = $1 for update`, key[:]).Scan(&number, &thisUpdate)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
 			return fmt.Errorf("read stored CRL: %w", err)
-		case number.Int == nil || number.Exp != 0:
-			return fmt.Errorf("stored CRL number %v is not an integer", number)
 		default:
-			if err := crl.NotOlder(number.Int, thisUpdate); err != nil {
+			n, ok := new(big.Int).SetString(number, 10)
+			if !ok {
+				return fmt.Errorf("stored CRL number %q is not an integer", number)
+			}
+			if err := crl.NotOlder(n, thisUpdate); err != nil {
 				return err
 			}
 		}

@@ -88,36 +88,56 @@ func (o *outbox) flush(ctx context.Context) error {
 
 // Reconcile publishes what the outbox holds and compares the whole bucket
 // with the mirror, correcting every difference: what an operator runs when
-// the bucket is in doubt (`vouch registry-sync -once -reconcile`).
+// the bucket is in doubt (`vouch registry-sync -once -reconcile`). Unlike
+// the sync's own settling it does not pass when another instance holds the
+// lock: it returns ErrBusy, and the operator runs it again.
 func (s *Syncer) Reconcile(ctx context.Context) error {
-	return s.settle(ctx, true)
+	return s.settleMode(ctx, true, true)
 }
 
-// settle brings the bucket up to the mirror: it creates the bucket again if
-// it is gone, publishes the outbox and, when asked, at this process's first
-// call, or when the bucket was created again, reconciles the whole bucket.
-func (s *Syncer) settle(ctx context.Context, reconcile bool) error {
+// ensureBucket creates the bucket again if it is gone; a bucket created
+// again is empty, so a reconciliation becomes due, and stays due until one
+// has run.
+func (s *Syncer) ensureBucket(ctx context.Context) error {
 	created, err := s.bucket.Ensure(ctx)
 	if err != nil {
 		return fmt.Errorf("registrysync: license bucket: %w", err)
 	}
 	if created {
 		s.log.Warn("the license bucket was missing and has been created again; filling it from the mirror")
-		reconcile = true
+		s.reconciled = false
 	}
-	err = s.withLock(ctx, func(tx pgx.Tx) error { return markAbandoned(ctx, tx) })
-	if err != nil && !errors.Is(err, ErrBusy) {
+	return nil
+}
+
+// settle brings the bucket up to the mirror: it creates the bucket again if
+// it is gone, publishes the outbox and, when asked, at this process's first
+// call, or when the bucket was created again, reconciles the whole bucket.
+// When another instance holds the lock, what it could not do stays due.
+func (s *Syncer) settle(ctx context.Context, reconcile bool) error {
+	return s.settleMode(ctx, reconcile, false)
+}
+
+func (s *Syncer) settleMode(ctx context.Context, reconcile, strict bool) error {
+	if err := s.ensureBucket(ctx); err != nil {
 		return err
 	}
-	if err := s.drain(ctx); err != nil {
+	err := s.withLock(ctx, func(tx pgx.Tx) error { return markAbandoned(ctx, tx) })
+	if err != nil && (strict || !errors.Is(err, ErrBusy)) {
+		return err
+	}
+	if err := s.drain(ctx, strict); err != nil {
 		return err
 	}
 	if !reconcile && s.reconciled {
 		return nil
 	}
 	n, err := s.reconcile(ctx)
-	if errors.Is(err, ErrBusy) {
-		return nil // the instance holding the lock reconciles after its own run
+	if errors.Is(err, ErrBusy) && !strict {
+		// The instance holding the lock may not know the bucket was lost:
+		// this one tries again at its next run.
+		s.reconciled = false
+		return nil
 	}
 	if err != nil {
 		return err
@@ -126,20 +146,21 @@ func (s *Syncer) settle(ctx context.Context, reconcile bool) error {
 		s.log.Warn("license bucket differed from the mirror; corrected", "records", n)
 	}
 	s.reconciled = true
-	return s.drain(ctx)
+	return s.drain(ctx, strict)
 }
 
 // drain publishes license_outbox in order, a batch per transaction, and
-// deletes each batch once the bus acknowledged it.
-func (s *Syncer) drain(ctx context.Context) error {
+// deletes each batch once the bus acknowledged it. Unless strict, another
+// instance holding the lock is left to do it after its commit.
+func (s *Syncer) drain(ctx context.Context, strict bool) error {
 	for {
 		var n int
 		err := s.withLock(ctx, func(tx pgx.Tx) (err error) {
 			n, err = s.drainBatch(ctx, tx)
 			return err
 		})
-		if errors.Is(err, ErrBusy) {
-			return nil // the instance holding the lock drains after its commit
+		if errors.Is(err, ErrBusy) && !strict {
+			return nil
 		}
 		if err != nil || n < outboxBatch {
 			return err

@@ -216,3 +216,106 @@ func TestRunReconcilesAtStart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// holdLock takes the sync's advisory lock in a transaction of its own, as
+// another instance mid-run would; release ends it.
+func (f *fixture) holdLock(t *testing.T) (release func()) {
+	t.Helper()
+	tx, err := f.db.Pool().Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `select pg_advisory_xact_lock($1)`, int64(lockKey)); err != nil {
+		t.Fatal(err)
+	}
+	return func() { tx.Rollback(context.Background()) }
+}
+
+// TestLostBucketWhileAnotherSyncs: the bucket is lost while another
+// instance holds the lock; the reconciliation that could not run then stays
+// due, and the next run fills the bucket.
+func TestLostBucketWhileAnotherSyncs(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.js.DeleteKeyValue(ctx, "licenses"); err != nil {
+		t.Fatal(err)
+	}
+	release := f.holdLock(t)
+	if _, err := f.s.Once(ctx); !errors.Is(err, ErrBusy) {
+		t.Fatalf("with the lock held: %v", err)
+	}
+	if err := f.s.Reconcile(ctx); !errors.Is(err, ErrBusy) {
+		t.Errorf("an operator's reconcile with the lock held: %v, want ErrBusy, not a silent success", err)
+	}
+	release()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := f.js.KeyValue(ctx, "licenses")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.kv = kv
+	if r := f.license(t, "900000024"); r == nil || r.MayVouch {
+		t.Errorf("the suspension is not back in the bucket: %+v", r)
+	}
+	f.checkBucketFollowsMirror(t)
+}
+
+// TestFullSyncIntoLostBucketWithPendingOutbox: records waiting in the
+// outbox and a lost bucket do not stop the full sync.
+func TestFullSyncIntoLostBucketWithPendingOutbox(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(LicenseRecord{Status: "suspended", ChangedAt: time.Now()})
+	if _, err := f.db.Pool().Exec(ctx, `insert into license_outbox (uzi_number, record) values ('900000024', $1)`, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.js.DeleteKeyValue(ctx, "licenses"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := f.s.Full(ctx); err != nil {
+			t.Fatalf("full sync: %v", err)
+		}
+	}
+	kv, err := f.js.KeyValue(ctx, "licenses")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.kv = kv
+	f.checkBucketFollowsMirror(t)
+}
+
+// TestLicenseExpiringByTheClock: a license whose validity ends, with
+// nothing changing in the register, is published as no longer vouching at
+// the next run.
+func TestLicenseExpiringByTheClock(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	until := time.Now().Add(3 * time.Second).UTC()
+	f.ldap.LDIF(t, entry("100000009")+"\nvouchLicenseValidUntil: "+until.Format("20060102150405Z"))
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Once(ctx); err != nil { // announces the newcomer
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(until) + time.Second)
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.license(t, "100000009"); r == nil || r.MayVouch {
+		t.Errorf("an expired license still vouches in the bucket: %+v", r)
+	}
+	f.checkBucketFollowsMirror(t)
+}

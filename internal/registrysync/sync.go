@@ -202,7 +202,12 @@ var ErrBusy = errors.New("registrysync: another sync is running")
 // publishes the license states that changed and reconciles the whole bucket
 // with the new mirror.
 func (s *Syncer) Full(ctx context.Context) (Result, error) {
-	if err := s.drain(ctx); err != nil {
+	// The bucket first: publishing what is pending into a lost bucket
+	// would fail every full sync for good.
+	if err := s.ensureBucket(ctx); err != nil {
+		return Result{}, err
+	}
+	if err := s.drain(ctx, false); err != nil {
 		return Result{}, err
 	}
 	res, err := s.full(ctx)
@@ -359,8 +364,19 @@ func (s *Syncer) incremental(ctx context.Context, cookie []byte) (res Result, er
 		if err != nil {
 			return err
 		}
+		var since *time.Time
+		if err := tx.QueryRow(ctx, `select synced_at from registry_sync_state where id`).Scan(&since); err != nil {
+			return fmt.Errorf("registrysync: sync state: %w", err)
+		}
 		if err := s.apply(ctx, tx, ch, start, &res); err != nil {
 			return err
+		}
+		if since != nil {
+			n, err := s.clockChanges(ctx, tx, *since, start)
+			if err != nil {
+				return err
+			}
+			res.Changes += n
 		}
 		return s.step(stepOutboxWritten)
 	})
@@ -503,6 +519,24 @@ func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, st
 	}
 	res.Entries = int64(len(upserts) + len(gone))
 	return saveState(ctx, tx, ch.Cookie, start)
+}
+
+// clockChanges publishes the card holders whose license became valid, or
+// stopped being valid, by the clock alone since the last sync: nothing in
+// the register changed, but whether they may vouch did, and the bucket's
+// may_vouch must say so.
+func (s *Syncer) clockChanges(ctx context.Context, tx pgx.Tx, since, now time.Time) (int, error) {
+	m, err := states(ctx, tx, `(valid_from > $1 and valid_from <= $2) or (valid_until > $1 and valid_until <= $2)`, since, now)
+	if err != nil {
+		return 0, err
+	}
+	out := s.outbox(tx, now, true)
+	for _, st := range m {
+		if err := out.put(ctx, st.UZI, transition{UZI: st.UZI, New: &st}.record(now)); err != nil {
+			return 0, err
+		}
+	}
+	return len(m), out.flush(ctx)
 }
 
 // listedTwice asks the register whether e's UZI number has more than one
