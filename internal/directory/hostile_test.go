@@ -56,18 +56,9 @@ func hostile(t *testing.T, answer func(id int64, page int) [][]byte) string {
 	return "ldap://" + l.Addr().String()
 }
 
+// message is what a server sends: the same envelope as a request.
 func message(id int64, op *ber.Packet, controls ...*ber.Packet) []byte {
-	m := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "msg")
-	m.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "id"))
-	m.AppendChild(op)
-	if len(controls) > 0 {
-		ctl := ber.Encode(ber.ClassContext, ber.TypeConstructed, 0, nil, "controls")
-		for _, c := range controls {
-			ctl.AppendChild(c)
-		}
-		m.AppendChild(ctl)
-	}
-	return m.Bytes()
+	return envelope(id, op, controls...)
 }
 
 // done is a bind response (0x61) or a search done (0x65) with success.

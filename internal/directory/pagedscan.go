@@ -189,8 +189,14 @@ func (c *Client) dialRaw(ctx context.Context) (*ldapConn, error) {
 
 func (lc *ldapConn) send(op *ber.Packet, controls ...*ber.Packet) error {
 	id := atomic.AddInt32(&lc.msgID, 1)
-	msg := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAP Request")
-	msg.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(id), "MessageID"))
+	_, err := lc.c.Write(envelope(int64(id), op, controls...))
+	return err
+}
+
+// envelope encodes an LDAPMessage: message id, operation, controls.
+func envelope(id int64, op *ber.Packet, controls ...*ber.Packet) []byte {
+	msg := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAP Message")
+	msg.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "MessageID"))
 	msg.AppendChild(op)
 	if len(controls) > 0 {
 		ctl := ber.Encode(ber.ClassContext, ber.TypeConstructed, 0, nil, "Controls")
@@ -199,8 +205,7 @@ func (lc *ldapConn) send(op *ber.Packet, controls ...*ber.Packet) error {
 		}
 		msg.AppendChild(ctl)
 	}
-	_, err := lc.c.Write(msg.Bytes())
-	return err
+	return msg.Bytes()
 }
 
 func (lc *ldapConn) bind(dn, password string, timeout time.Duration) error {

@@ -104,10 +104,7 @@ func startTLS(nc net.Conn, timeout time.Duration) error {
 	defer nc.SetDeadline(time.Time{})
 	req := ber.Encode(ber.ClassApplication, ber.TypeConstructed, 23, nil, "Extended Request")
 	req.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, oidStartTLS, "Request Name"))
-	msg := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAP Request")
-	msg.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(1), "MessageID"))
-	msg.AppendChild(req)
-	if _, err := nc.Write(msg.Bytes()); err != nil {
+	if _, err := nc.Write(envelope(1, req)); err != nil {
 		return err
 	}
 	// Unbuffered beyond this one message: what follows is the TLS

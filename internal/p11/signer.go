@@ -180,19 +180,27 @@ func (s *Session) publicKey(kt uint, id []byte) (crypto.PublicKey, error) {
 	if len(id) == 0 {
 		return nil, nil // an empty template would match every public key
 	}
-	tmpl := append(objectTemplate(pkcs11.CKO_PUBLIC_KEY, URI{ID: id}), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, kt))
-	objs, err := s.find(tmpl, 2)
-	if err != nil {
+	o, ok, err := s.one(append(objectTemplate(pkcs11.CKO_PUBLIC_KEY, URI{ID: id}), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, kt)), "public key")
+	if !ok || err != nil {
 		return nil, err
 	}
-	switch len(objs) {
-	case 0:
-		return nil, nil
-	case 1:
-	default:
-		return nil, errors.New("more than one public key under the key's id")
+	return s.readPublic(o, kt)
+}
+
+// one finds the one object tmpl matches: none is not an error, two are,
+// since which one belongs to the key would be a guess. The caller holds
+// s.mu.
+func (s *Session) one(tmpl []*pkcs11.Attribute, what string) (o pkcs11.ObjectHandle, ok bool, err error) {
+	objs, err := s.find(tmpl, 2)
+	switch {
+	case err != nil:
+		return 0, false, err
+	case len(objs) == 0:
+		return 0, false, nil
+	case len(objs) > 1:
+		return 0, false, fmt.Errorf("more than one %s under the key's id", what)
 	}
-	return s.readPublic(objs[0], kt)
+	return objs[0], true, nil
 }
 
 // readPublic reads a public key object. The caller holds s.mu.
@@ -225,18 +233,11 @@ func (s *Session) certificate(id []byte) (*x509.Certificate, error) {
 	if len(id) == 0 {
 		return nil, nil // an empty template would match every certificate
 	}
-	certs, err := s.find(objectTemplate(pkcs11.CKO_CERTIFICATE, URI{ID: id}), 2)
-	if err != nil {
+	o, ok, err := s.one(objectTemplate(pkcs11.CKO_CERTIFICATE, URI{ID: id}), "certificate")
+	if !ok || err != nil {
 		return nil, err
 	}
-	switch len(certs) {
-	case 0:
-		return nil, nil
-	case 1:
-	default:
-		return nil, errors.New("more than one certificate under the key's id")
-	}
-	ca, err := s.attrs(certs[0], pkcs11.CKA_VALUE)
+	ca, err := s.attrs(o, pkcs11.CKA_VALUE)
 	if err != nil {
 		return nil, err
 	}

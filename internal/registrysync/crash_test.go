@@ -3,11 +3,17 @@ package registrysync
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"vouch/internal/directory"
+	"vouch/internal/testenv"
+	"vouch/internal/testpki"
+	"vouch/registry"
 )
 
 // register reads every card holder's license status from the register
@@ -108,5 +114,33 @@ func TestAbandonedRunsAreClosed(t *testing.T) {
 	f.db.Pool().QueryRow(ctx, `select count(*) from registry_sync_runs where finished_at is null`).Scan(&open)
 	if open != 0 {
 		t.Errorf("%d runs left open", open)
+	}
+}
+
+// TestSharedEntryUUIDIsSkipped: a register that gives two card holders one
+// entryUUID (a restore gone wrong) contradicts itself about both; they are
+// left out, every other card holder is mirrored, and the full sync does not
+// fail for it.
+func TestSharedEntryUUIDIsSkipped(t *testing.T) {
+	t.Parallel()
+	const uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+	seed := entry("100000001") + "\nentryUUID: " + uuid + "\n\n" + entry("100000002") + "\nentryUUID: " + uuid + "\n"
+	l := testenv.LDAPWith(t, registry.ServerOptions{Fixtures: true, Seed: []io.Reader{strings.NewReader(seed)}})
+	f := setup(t, 5, nil)
+	dir, err := directory.New(directory.Config{URL: l.URL, BindDN: l.BindDN, BindPassword: l.BindPassword,
+		BaseDN: "ou=people," + l.BaseDN, Filter: "(objectClass=vouchCareProvider)", Timeout: 2 * time.Second, PageSize: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s.dir = dir
+	res, err := f.s.Full(context.Background())
+	if err != nil {
+		t.Fatalf("full sync: %v", err)
+	}
+	m := f.mirror(t)
+	_, one := m["100000001"]
+	_, two := m["100000002"]
+	if one || two || len(m) != len(testpki.Cards()) || res.Skipped != 2 {
+		t.Errorf("mirror %d rows (100000001 %v, 100000002 %v), skipped %d", len(m), one, two, res.Skipped)
 	}
 }

@@ -87,28 +87,14 @@ func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, no
 	}
 	n = tag.RowsAffected()
 	phase("copied")
-	// The primary key is built first, inside a savepoint: in the common case
-	// it finds no duplicate and no separate pass over the table is needed.
-	if _, err := tx.Exec(ctx, `savepoint mirror_pkey`); err != nil {
+	// The primary key is built first: in the common case it finds no
+	// duplicate and no separate pass over the table is needed.
+	dropped, err := uniqueOrDrop(ctx, tx, "uzi_number", skip,
+		`alter table registry_entries_next add constraint registry_entries_next_pkey primary key (uzi_number)`)
+	if err != nil {
 		return 0, err
 	}
-	const addPK = `alter table registry_entries_next add constraint registry_entries_next_pkey primary key (uzi_number)`
-	_, err = tx.Exec(ctx, addPK)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
-		if _, err := tx.Exec(ctx, `rollback to savepoint mirror_pkey`); err != nil {
-			return 0, err
-		}
-		dropped, derr := dropDuplicates(ctx, tx, "uzi_number", skip)
-		if derr != nil {
-			return 0, derr
-		}
-		n -= dropped
-		_, err = tx.Exec(ctx, addPK)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("index next mirror: %w", err)
-	}
+	n -= dropped
 	phase("primary key")
 	// Every other index of the mirror, as the migrations defined it.
 	defs, err := tx.Query(ctx, `select indexname, indexdef from pg_indexes
@@ -134,34 +120,43 @@ func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, no
 	// The unique index on entryUUID fails when the register gives two card
 	// holders one entryUUID: like a UZI number listed twice, neither entry
 	// is trusted, and the others are mirrored.
-	for attempt := 0; ; attempt++ {
-		if _, err := tx.Exec(ctx, `savepoint mirror_indexes`); err != nil {
-			return 0, err
-		}
-		err := func() error {
-			for _, q := range stmts {
-				if _, err := tx.Exec(ctx, q); err != nil {
-					return err
-				}
-			}
-			return nil
-		}()
-		if err == nil {
-			break
-		}
-		if !errors.As(err, &pgErr) || pgErr.Code != "23505" || attempt > 0 {
-			return 0, fmt.Errorf("index next mirror: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `rollback to savepoint mirror_indexes`); err != nil {
-			return 0, err
-		}
-		dropped, err := dropDuplicates(ctx, tx, "entry_uuid", skip)
-		if err != nil {
-			return 0, err
-		}
-		n -= dropped
+	if dropped, err = uniqueOrDrop(ctx, tx, "entry_uuid", skip, stmts...); err != nil {
+		return 0, err
 	}
-	return n, nil
+	return n - dropped, nil
+}
+
+// uniqueOrDrop runs stmts, which build the next mirror's indexes, inside a
+// savepoint. When a unique index finds a value of column listed more than
+// once — the register contradicts itself — it rolls back, drops every row
+// holding such a value (dropDuplicates) and builds them again, once.
+func uniqueOrDrop(ctx context.Context, tx pgx.Tx, column string, skip func(dn string, err error), stmts ...string) (dropped int64, err error) {
+	build := func() error {
+		for _, q := range stmts {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `savepoint mirror_unique`); err != nil {
+		return 0, err
+	}
+	err = build()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
+		if _, err := tx.Exec(ctx, `rollback to savepoint mirror_unique`); err != nil {
+			return 0, err
+		}
+		if dropped, err = dropDuplicates(ctx, tx, column, skip); err != nil {
+			return 0, err
+		}
+		err = build()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("index next mirror: %w", err)
+	}
+	return dropped, nil
 }
 
 // dropDuplicates removes every card holder listed more than once.

@@ -335,7 +335,12 @@ func (s *Syncer) Incremental(ctx context.Context, cookie []byte) (Result, error)
 	if err != nil {
 		return res, err
 	}
-	return res, s.settle(ctx, false)
+	// Once settled the bucket before this run; what is left is this run's
+	// own changes.
+	if err := s.ensureBucket(ctx); err != nil {
+		return res, err
+	}
+	return res, s.drain(ctx, false)
 }
 
 func (s *Syncer) incremental(ctx context.Context, cookie []byte) (res Result, err error) {

@@ -27,6 +27,7 @@ var (
 )
 
 type issuerState struct {
+	der        [32]byte // SHA-256 of the CRL in force
 	serials    map[string]struct{}
 	number     *big.Int
 	thisUpdate time.Time
@@ -157,7 +158,7 @@ func (s *Set) AddCRL(der []byte, issuer *x509.Certificate, now time.Time) error 
 // Add puts a parsed CRL in force for its issuer, unless it is older than
 // the one in force.
 func (s *Set) Add(c *CRL) error {
-	st := &issuerState{serials: make(map[string]struct{}, len(c.List.RevokedCertificateEntries)), number: c.List.Number,
+	st := &issuerState{der: sha256.Sum256(c.DER), serials: make(map[string]struct{}, len(c.List.RevokedCertificateEntries)), number: c.List.Number,
 		thisUpdate: c.List.ThisUpdate, nextUpdate: c.List.NextUpdate}
 	for _, e := range c.List.RevokedCertificateEntries {
 		st.serials[e.SerialNumber.Text(16)] = struct{}{}
@@ -249,6 +250,9 @@ func (s *Set) Refresh(ctx context.Context, src Source, cas []*x509.Certificate, 
 		errs = append(errs, err)
 	}
 	for _, der := range ders {
+		if s.inForce(sha256.Sum256(der), now) {
+			continue // read again unchanged: verified when it was added
+		}
 		c, err := Parse(der, cas, now)
 		if err == nil {
 			err = s.Add(c)
@@ -258,6 +262,18 @@ func (s *Set) Refresh(ctx context.Context, src Source, cas []*x509.Certificate, 
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// inForce reports whether the CRL with this SHA-256 is in force and current.
+func (s *Set) inForce(sum [32]byte, now time.Time) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, st := range s.issuers {
+		if st.der == sum && !now.After(st.nextUpdate) {
+			return true
+		}
+	}
+	return false
 }
 
 // Missing lists the CAs among cas that have no CRL current at now: every

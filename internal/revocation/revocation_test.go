@@ -125,11 +125,7 @@ func TestSet(t *testing.T) {
 // rules.
 func TestParseRules(t *testing.T) {
 	t.Parallel()
-	now := time.Now().Truncate(time.Second)
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now, pki := newPKI(t)
 	cas := []*x509.Certificate{pki.Root.Cert, pki.CAs[testpki.CACareProvider].Cert, pki.CAs[testpki.CANamedEmployee].Cert}
 	ext := func(id asn1.ObjectIdentifier, critical bool) []pkix.Extension {
 		return []pkix.Extension{{Id: id, Critical: critical, Value: []byte{0x30, 0}}}
@@ -220,17 +216,9 @@ func resign(t *testing.T, pki *testpki.PKI, tmpl x509.RevocationList) []byte {
 // same CRL again is no change (a refresh re-reads it every minute).
 func TestReplay(t *testing.T) {
 	t.Parallel()
-	now := time.Now().Truncate(time.Second)
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now, pki := newPKI(t)
 	care := pki.CAs[testpki.CACareProvider].Cert
-	key, _ := rsa.GenerateKey(rand.Reader, 2048)
-	card, err := pki.IssueNamed("gp", testpki.UsageSign, key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	card := gpCard(t, pki)
 	crl := func(number int64, thisUpdate time.Time, revoked ...*big.Int) []byte {
 		entries := make([]x509.RevocationListEntry, len(revoked))
 		for i, s := range revoked {
@@ -279,18 +267,10 @@ func TestReplay(t *testing.T) {
 // file takes effect; an unreadable or refused one does not stop the others.
 func TestRefreshFiles(t *testing.T) {
 	t.Parallel()
-	now := time.Now().Truncate(time.Second)
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now, pki := newPKI(t)
 	care, named := pki.CAs[testpki.CACareProvider].Cert, pki.CAs[testpki.CANamedEmployee].Cert
 	cas := []*x509.Certificate{care, named}
-	key, _ := rsa.GenerateKey(rand.Reader, 2048)
-	card, err := pki.IssueNamed("gp", testpki.UsageSign, key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	card := gpCard(t, pki)
 	dir := t.TempDir()
 	write := func(name string, der []byte) string {
 		p := filepath.Join(dir, name)
@@ -303,12 +283,17 @@ func TestRefreshFiles(t *testing.T) {
 	rogue, _ := pki.CRL(testpki.CAUnknown, nil, now)
 	src := revocation.Files{write("care.crl", first), write("rogue.crl", rogue), filepath.Join(dir, "missing.crl")}
 	s := revocation.NewSet()
-	err = s.Refresh(t.Context(), src, cas, now)
+	err := s.Refresh(t.Context(), src, cas, now)
 	if err == nil || !strings.Contains(err.Error(), "missing.crl") || !strings.Contains(err.Error(), "not a configured CA") {
 		t.Errorf("refresh: %v, want the missing and the rogue file named", err)
 	}
 	if err := s.Check(card, care, now); err != nil {
 		t.Fatalf("the good file was not taken: %v", err)
+	}
+	// The same file again is not parsed and verified again (with no CA to
+	// verify against, a parse would fail): the CRL in force is that one.
+	if err := s.Refresh(t.Context(), src[:1], nil, now); err != nil {
+		t.Errorf("refreshing an unchanged file: %v", err)
 	}
 	second, _ := pki.CRL(testpki.CACareProvider, []*big.Int{card.SerialNumber}, now.Add(time.Second))
 	write("care.crl", second)
@@ -371,11 +356,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // refreshes while it runs, and Missing names the CAs without a current CRL.
 func TestStoredKeepMissing(t *testing.T) {
 	t.Parallel()
-	now := time.Now().Truncate(time.Second)
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now, pki := newPKI(t)
 	care, named := pki.CAs[testpki.CACareProvider].Cert, pki.CAs[testpki.CANamedEmployee].Cert
 	cas := []*x509.Certificate{care, named}
 	db := testenv.Database(t)
@@ -423,11 +404,7 @@ func TestStoredKeepMissing(t *testing.T) {
 // that succeeds is not.
 func TestKeepLogsFailures(t *testing.T) {
 	t.Parallel()
-	now := time.Now().Truncate(time.Second)
-	pki, err := testpki.New(now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now, pki := newPKI(t)
 	care := pki.CAs[testpki.CACareProvider].Cert
 	der, _ := pki.CRL(testpki.CACareProvider, nil, now)
 	dir := t.TempDir()
@@ -478,3 +455,28 @@ func (w *syncBuffer) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 func (w *syncBuffer) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+
+// newPKI is a fresh test PKI made now (to the second).
+func newPKI(t *testing.T) (time.Time, *testpki.PKI) {
+	t.Helper()
+	now := time.Now().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return now, pki
+}
+
+// gpCard is a GP's signature certificate from the care-provider CA.
+func gpCard(t *testing.T, pki *testpki.PKI) *x509.Certificate {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card, err := pki.IssueNamed("gp", testpki.UsageSign, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return card
+}
