@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/protocol"
 )
 
 // genuine is a bundle a clinician's card really signed, as the vectors hold

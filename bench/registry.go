@@ -17,8 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"vouch/internal/database"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 // registryBench measures a full sync of a generated register of n entries

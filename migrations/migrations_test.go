@@ -10,17 +10,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/tern/v2/migrate"
 
-	"vouch/internal/database"
-	"vouch/internal/testenv"
-	"vouch/migrations"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/migrations"
 )
 
 func TestAuditLogIsAppendOnly(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t)
 	ctx := t.Context()
-	const insertSQL = `insert into audit_log (actor, action, subject, detail, prev_hash, hash)
-		values ($1, $2, $3, $4, $5, $6)`
+	const insertSQL = `insert into audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
+		values (1, now(), $1, $2, $3, $4, $5, $6)`
 	if _, err := db.Pool().Exec(ctx, insertSQL, "alice", "vouch", "code", `{"k":1}`, nil, []byte{1}); err != nil {
 		t.Fatalf("insert: %v", err)
 	}

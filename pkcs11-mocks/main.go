@@ -19,7 +19,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 func main() {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 func TestMissingModule(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"vouch/internal/testpki"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 var update = flag.Bool("update", false, "rewrite registry/fixtures.ldif from testpki.Cards()")

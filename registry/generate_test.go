@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 // record is one parsed LDIF record: attribute → values, in file order.

@@ -9,8 +9,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/internal/testenv"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func TestWriteConfigPassesSlaptest(t *testing.T) {

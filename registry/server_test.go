@@ -14,7 +14,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func newServer(t *testing.T, opts registry.ServerOptions) *registry.Server {

@@ -15,7 +15,7 @@ import (
 	"os/signal"
 	"text/tabwriter"
 
-	"vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/p11"
 )
 
 func main() {

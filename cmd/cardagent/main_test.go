@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testenv"
 )
 
 func TestTokens(t *testing.T) {

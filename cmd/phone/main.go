@@ -19,7 +19,7 @@ import (
 	"os/signal"
 	"strings"
 
-	"vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/phonecode"
 )
 
 func main() {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/phonecode"
 )
 
 func TestNewAndCode(t *testing.T) {

@@ -8,13 +8,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"vouch/internal/bus"
-	"vouch/internal/database"
-	"vouch/internal/directory"
-	"vouch/internal/protocol"
-	"vouch/internal/registrysync"
-	"vouch/internal/server"
-	"vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/server"
+	"github.com/vouch-nl/vouch/internal/trust"
 )
 
 // allConfig is the configuration of `vouch all`: every role's, together.

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"vouch/internal/i18n"
-	"vouch/internal/protocol"
-	"vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/trust"
 )
 
 type bundleConfig struct {
@@ -26,15 +26,9 @@ type bundleConfig struct {
 var stdin io.Reader = os.Stdin
 
 // Remarks under an accepted bundle: what the verdict did not cover.
-var (
-	noteNoPhoneKey = i18n.Text{
-		EN: "no -phone-key given: whether the bundle belongs to the phone was not checked",
-		NL: "geen -phone-key opgegeven: niet nagegaan of de bundel bij de telefoon hoort",
-	}
-	noteNoCRLs = i18n.Text{
-		EN: "revocation not checked: no CRLs configured (VOUCH_UZI_CRLS)",
-		NL: "niet nagegaan of de pas is ingetrokken: geen CRL's ingesteld (VOUCH_UZI_CRLS)",
-	}
+const (
+	noteNoPhoneKey = "bundle.note.no-phone-key"
+	noteNoCRLs     = "bundle.note.no-crls"
 )
 
 // runBundle is `vouch bundle verify`: it tells support staff, in plain words,
@@ -155,10 +149,10 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	case fromCase != "":
 		fmt.Fprintf(stdout, "  phone key       from the vectors' case %q\n", fromCase)
 	case phone == nil:
-		fmt.Fprintf(stdout, "  note            %s\n", noteNoPhoneKey.In(*lang))
+		fmt.Fprintf(stdout, "  note            %s\n", i18n.T(*lang, noteNoPhoneKey))
 	}
 	if tr.Revocation == nil {
-		fmt.Fprintf(stdout, "  note            %s\n", noteNoCRLs.In(*lang))
+		fmt.Fprintf(stdout, "  note            %s\n", i18n.T(*lang, noteNoCRLs))
 	}
 	return nil
 }

@@ -11,13 +11,13 @@ import (
 	"os"
 	"time"
 
-	"vouch/internal/directory"
-	"vouch/internal/license"
-	"vouch/internal/p11"
-	"vouch/internal/phonecode"
-	"vouch/internal/protocol"
-	"vouch/internal/trust"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/license"
+	"github.com/vouch-nl/vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 type issueConfig struct {

@@ -12,11 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	"vouch/internal/p11"
-	"vouch/internal/phonecode"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 // TestIssueWithSoftHSMCards signs bundles with the real test cards on

@@ -8,10 +8,10 @@ import (
 	"log/slog"
 	"time"
 
-	"vouch/internal/database"
-	"vouch/internal/directory"
-	"vouch/internal/license"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/license"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 type licenseConfig struct {

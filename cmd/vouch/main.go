@@ -7,6 +7,7 @@
 //	vouch license check UZI    may this card holder vouch now, and why (not)
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
 //	vouch bundle issue         sign a bundle with a test card (test profiles only)
+//	vouch audit verify         check the audit log's hash chain
 //	vouch version
 //
 // Configuration comes from the environment (see README.md); every variable
@@ -59,6 +60,7 @@ commands:
   license check UZI    may this card holder vouch now, and why (not)
   bundle verify FILE   verify an authorization bundle and explain the verdict
   bundle issue         sign a bundle with a test card (test profiles only)
+  audit verify         check the audit log's hash chain
   version              print the version
 `
 
@@ -84,6 +86,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runLicense(ctx, log, args[1:], stdout, stderr)
 	case "bundle":
 		return runBundle(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "vouch", version)
 		return nil

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,11 +18,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"vouch/internal/protocol"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
-	"vouch/internal/trust"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/trust"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 const (
@@ -493,6 +495,7 @@ func TestHelpChangesNothing(t *testing.T) {
 		{"registry-sync", "-h"}, {"registry-sync", "-once", "-h"},
 		{"license", "-h"}, {"license", "check", "-h"}, {"license", "check", "900000024", "-h"},
 		{"bundle", "-h"}, {"bundle", "verify", "-h"}, {"bundle", "issue", "-h"},
+		{"audit", "-h"}, {"audit", "verify", "-h"}, {"audit", "verify", "-head", "00", "-h"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := realMain(context.Background(), args, &stdout, &stderr)
@@ -510,5 +513,43 @@ func TestHelpChangesNothing(t *testing.T) {
 		if err := realMain(context.Background(), args, &bytes.Buffer{}, &stderr); err != exitError(2) || !strings.Contains(stderr.String(), "takes no arguments") {
 			t.Errorf("%v: %v, %q", args, err, stderr.String())
 		}
+	}
+}
+
+// TestMigrateCreatesDatabase: `vouch migrate` creates a database that is
+// not there yet (asking the maintenance database only then) and migrates it.
+func TestMigrateCreatesDatabase(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(testenv.DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/") + "_new"
+	u.Path = "/" + name
+	admin := *u
+	admin.Path = "/postgres"
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), admin.String())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close(context.Background())
+		c.Exec(context.Background(), "drop database if exists "+name+" with (force)")
+	})
+	ctx := t.Context()
+	for range 2 { // the second run finds the database and the schema there
+		if err := migrate(ctx, database.Config{URL: u.String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var v int
+	if err := c.QueryRow(ctx, `select version from `+database.VersionTable).Scan(&v); err != nil || v == 0 {
+		t.Fatalf("schema version %d, %v", v, err)
 	}
 }

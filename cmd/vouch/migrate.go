@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
-	"vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/database"
 )
 
 type migrateConfig struct {
@@ -27,11 +27,17 @@ func runMigrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
+// migrate creates the database only when it is missing: asking the
+// maintenance database first would cost every start a connection.
 func migrate(ctx context.Context, cfg database.Config) error {
-	if err := database.EnsureDatabase(ctx, cfg.URL); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	err := database.Migrate(ctx, cfg.URL)
+	if database.IsMissingDatabase(err) {
+		if err := database.EnsureDatabase(ctx, cfg.URL); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		err = database.Migrate(ctx, cfg.URL)
 	}
-	if err := database.Migrate(ctx, cfg.URL); err != nil {
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil

@@ -12,12 +12,12 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"vouch/internal/bus"
-	"vouch/internal/database"
-	"vouch/internal/directory"
-	"vouch/internal/registrysync"
-	"vouch/internal/server"
-	"vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/server"
+	"github.com/vouch-nl/vouch/internal/trust"
 )
 
 // registrySyncConfig is the configuration of `vouch registry-sync`.

@@ -8,12 +8,12 @@ import (
 	"strings"
 	"time"
 
-	"vouch/internal/database"
-	"vouch/internal/protocol"
-	"vouch/internal/registrysync"
-	"vouch/internal/revocation"
-	"vouch/internal/server"
-	"vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/server"
+	"github.com/vouch-nl/vouch/internal/trust"
 )
 
 // errNoRevocation: a server that checks cards must know which are revoked.

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/protocol"
-	"vouch/internal/registrysync"
-	"vouch/internal/revocation"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
-	"vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/trust"
 )
 
 // testTrust is the trust configuration of the SoftHSM test cards, with

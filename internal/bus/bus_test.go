@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sethvargo/go-envconfig"
 
-	"vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/bus"
 )
 
 func start(t *testing.T, cfg bus.Config) *bus.Bus {

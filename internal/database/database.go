@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/tern/v2/migrate"
 
-	"vouch/migrations"
+	"github.com/vouch-nl/vouch/migrations"
 )
 
 // DefaultURL is the development server: local PostgreSQL with trust auth.
@@ -152,6 +152,12 @@ func EnsureDatabase(ctx context.Context, url string) error {
 		return fmt.Errorf("database: create %q: %w", name, err)
 	}
 	return nil
+}
+
+// IsMissingDatabase reports whether err says the database does not exist.
+func IsMissingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
 }
 
 // IsDuplicateDatabase reports whether err says the database already exists.

@@ -14,9 +14,9 @@ import (
 	"github.com/jackc/tern/v2/migrate"
 	"github.com/sethvargo/go-envconfig"
 
-	"vouch/internal/database"
-	"vouch/internal/testenv"
-	"vouch/migrations"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/migrations"
 )
 
 func TestConfigFromEnv(t *testing.T) {
@@ -254,5 +254,23 @@ func TestMigrateFSReportsBadSQL(t *testing.T) {
 	var pgErr migrate.MigrationPgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "42601" {
 		t.Fatalf("err = %v, want a syntax error from 002", err)
+	}
+}
+
+func TestIsMissingDatabase(t *testing.T) {
+	t.Parallel()
+	u := freshURL(t)
+	err := database.Migrate(t.Context(), u)
+	if !database.IsMissingDatabase(err) {
+		t.Fatalf("migrating a database that is not there: %v, want it recognised as missing", err)
+	}
+	if err := database.EnsureDatabase(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.Migrate(t.Context(), u); err != nil || database.IsMissingDatabase(err) {
+		t.Fatalf("after creating it: %v", err)
+	}
+	if database.IsMissingDatabase(errors.New("3D000")) {
+		t.Error("a plain error taken for a missing database")
 	}
 }

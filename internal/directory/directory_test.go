@@ -10,9 +10,9 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/internal/directory"
-	"vouch/internal/testenv"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func client(t *testing.T, l *testenv.LDAPServer, pageSize int) *directory.Client {

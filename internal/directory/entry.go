@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // License states a register may hold. Only Active may vouch.

@@ -13,11 +13,11 @@ import (
 	"slices"
 	"time"
 
-	"vouch/internal/database"
-	"vouch/internal/directory"
-	"vouch/internal/i18n"
-	"vouch/internal/registrysync"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // Config of license decisions.
@@ -51,23 +51,18 @@ const (
 	ReasonRoleMayNotVouch Reason = "role-may-not-vouch"
 )
 
-var texts = map[Reason]i18n.Text{
-	ReasonActive:               {EN: "The license is active.", NL: "De registratie is actief."},
-	ReasonSuspended:            {EN: "Your registration is suspended, so you cannot vouch now.", NL: "Uw registratie is geschorst; u kunt nu niet autoriseren."},
-	ReasonRevoked:              {EN: "Your registration has been revoked, so you cannot vouch.", NL: "Uw registratie is doorgehaald; u kunt niet autoriseren."},
-	ReasonDeceased:             {EN: "The register lists this card holder as deceased.", NL: "Het register vermeldt deze pashouder als overleden."},
-	ReasonNotYetValid:          {EN: "Your registration is not valid yet.", NL: "Uw registratie is nog niet geldig."},
-	ReasonExpired:              {EN: "Your registration has expired.", NL: "Uw registratie is verlopen."},
-	ReasonNotRegistered:        {EN: "Your card is not in the register of care providers.", NL: "Uw pas staat niet in het register van zorgverleners."},
-	ReasonCardMismatch:         {EN: "The register describes your card differently (type or role); contact the register.", NL: "Het register beschrijft uw pas anders (soort of rol); neem contact op met het register."},
-	ReasonRegisterEntryInvalid: {EN: "The register's entry for your card cannot be read; please contact the register.", NL: "Uw inschrijving in het register is niet leesbaar; neem contact op met het register."},
-	ReasonCardMayNotVouch:      {EN: "The license is active, but this card is not a care provider's card (Z), so it may not vouch.", NL: "De registratie is actief, maar dit is geen zorgverlenerspas (Z); met deze pas kunt u niet autoriseren."},
-	ReasonRoleMayNotVouch:      {EN: "The license is active, but this role may not vouch.", NL: "De registratie is actief, maar met deze rol kunt u niet autoriseren."},
-	ReasonUnavailable:          {EN: "The register cannot be checked right now, so vouching is paused. Please try again later.", NL: "Het register kan nu niet worden geraadpleegd; autoriseren is tijdelijk niet mogelijk. Probeer het later opnieuw."},
+// Reasons lists every reason; what each means for a clinician is the
+// message "license.<code>" of the catalogues in internal/i18n.
+func Reasons() []Reason {
+	return []Reason{ReasonActive, ReasonSuspended, ReasonRevoked, ReasonDeceased, ReasonNotYetValid, ReasonExpired,
+		ReasonNotRegistered, ReasonCardMismatch, ReasonRegisterEntryInvalid, ReasonCardMayNotVouch, ReasonRoleMayNotVouch, ReasonUnavailable}
 }
 
-// Text says what r means for a clinician, in "en" or "nl".
-func (r Reason) Text(lang string) string { return i18n.Of(texts, r, lang) }
+// MessageID is r's message in the catalogues.
+func (r Reason) MessageID() string { return "license." + string(r) }
+
+// Text says what r means for a clinician, in lang.
+func (r Reason) Text(lang string) string { return i18n.T(lang, r.MessageID()) }
 
 // Decision is the answer, with what it rests on.
 type Decision struct {

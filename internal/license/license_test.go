@@ -5,17 +5,19 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"vouch/internal/directory"
-	"vouch/internal/license"
-	"vouch/internal/registrysync"
-	"vouch/internal/testenv"
-	"vouch/internal/uzi"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/license"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func id(uziNumber string, typ uzi.CardType, role string) uzi.Identity {
@@ -223,5 +225,26 @@ func TestInvalidRegisterEntryNeverFallsBack(t *testing.T) {
 	dec := decide(t, w.live, gp)
 	if dec.Allowed || dec.Reason != license.ReasonRegisterEntryInvalid || dec.Source != "register" {
 		t.Errorf("register lists the GP twice: %+v, want register-entry-invalid from the register", dec)
+	}
+}
+
+// TestReasonTexts: every reason has its message in every catalogue, and
+// every "license." message is a reason.
+func TestReasonTexts(t *testing.T) {
+	t.Parallel()
+	cat := i18n.Default()
+	known := map[string]bool{}
+	for _, r := range license.Reasons() {
+		known[r.MessageID()] = true
+		for _, lang := range cat.Languages() {
+			if !cat.Has(lang, r.MessageID()) {
+				t.Errorf("reason %q has no text in %s", r, lang)
+			}
+		}
+	}
+	for _, id := range cat.IDs() {
+		if strings.HasPrefix(id, "license.") && !known[id] {
+			t.Errorf("catalogue message %q is no reason of license.Reasons()", id)
+		}
 	}
 }

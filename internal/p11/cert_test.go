@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/p11"
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 // privateSoftHSMEnv names the test a child process runs in its own SoftHSM.

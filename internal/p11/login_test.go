@@ -11,8 +11,8 @@ import (
 	"reflect"
 	"testing"
 
-	"vouch/internal/p11"
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 // These tests log in and out of the shared test cards. PKCS#11 login state is

@@ -15,9 +15,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"vouch/internal/p11"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 // parseURITests is TestParseURI's table and FuzzParseURI's seed corpus.

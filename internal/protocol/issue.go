@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"time"
 
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // SignStatement has the card's signature key sign the encoded statement.

@@ -11,14 +11,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	"vouch/internal/protocol"
-	"vouch/internal/revocation"
-	"vouch/internal/testpki"
-	"vouch/internal/trust"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 func TestVerifyLogin(t *testing.T) {
@@ -146,12 +148,26 @@ func mustOID(t testing.TB, s string) x509.OID {
 	return o
 }
 
+// TestReasonTexts: every reason has its message in every catalogue, and
+// every "reason." message of the catalogues is a reason.
 func TestReasonTexts(t *testing.T) {
 	t.Parallel()
+	cat := i18n.Default()
+	known := map[string]bool{}
 	for _, r := range protocol.Reasons() {
-		en, nl := r.Text("en"), r.Text("nl")
-		if en == string(r) || nl == string(r) || en == nl {
-			t.Errorf("reason %q lacks a text in English or Dutch", r)
+		known[r.MessageID()] = true
+		for _, lang := range cat.Languages() {
+			if !cat.Has(lang, r.MessageID()) {
+				t.Errorf("reason %q has no text in %s", r, lang)
+			}
+		}
+		if en, nl := r.Text("en"), r.Text("nl"); en == string(r) || en == nl {
+			t.Errorf("reason %q: English %q, Dutch %q", r, en, nl)
+		}
+	}
+	for _, id := range cat.IDs() {
+		if strings.HasPrefix(id, "reason.") && !known[id] {
+			t.Errorf("catalogue message %q is no reason of protocol.Reasons()", id)
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/phonecode"
 )
 
 // Labels: type and version of each message, and its signing domain.

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/protocol"
-	"vouch/internal/revocation"
-	"vouch/internal/testpki"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // mkCA signs a CA certificate for key under parent.

@@ -25,11 +25,11 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/phonecode"
-	"vouch/internal/protocol"
-	"vouch/internal/testpki"
-	"vouch/internal/trust"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/trust"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 var update = flag.Bool("update", false, "regenerate testdata/bundle (new keys, new bytes)")

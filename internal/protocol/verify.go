@@ -20,8 +20,8 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
-	"vouch/internal/revocation"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // RevocationChecker says whether cert, issued by issuer, may still be used at

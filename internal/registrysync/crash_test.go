@@ -10,10 +10,10 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/internal/directory"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 // register reads every card holder's license status from the register

@@ -15,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"vouch/internal/database"
-	"vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/revocation"
 )
 
 // CRLConfig names where the issuing CAs publish their CRLs, and the CAs

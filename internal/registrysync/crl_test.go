@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/revocation"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 // TestReadCRLBounded shows that a CRL source, file or download, is read up to

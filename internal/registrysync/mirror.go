@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/directory"
 )
 
 // ErrNeverSynced means the mirror has not been brought up to date even once.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/bus"
 )
 
 // The license bucket follows the mirror, never leads it. A sync writes the
@@ -20,8 +20,9 @@ import (
 // (before commit) or rows that the next run publishes (after): republishing
 // is harmless. Whatever else goes wrong with the bucket — deleted, lost with
 // the bus's store, written by hand — reconcile compares all of it with the
-// mirror at start, after every full sync and whenever the bucket had to be
-// created again, and corrects it through the same outbox.
+// mirror and corrects it through the same outbox: when the loop starts,
+// whenever the bucket had to be created again, and once the last
+// comparison is older than the full-sync interval (a day by default).
 
 // outbox collects a transaction's license changes and writes them to
 // license_outbox with COPY, a batch at a time.
@@ -130,7 +131,10 @@ func (s *Syncer) settleMode(ctx context.Context, reconcile, strict bool) error {
 		return err
 	}
 	if !reconcile && s.reconciled {
-		return nil
+		due, err := s.reconcileDue(ctx)
+		if err != nil || !due {
+			return err
+		}
 	}
 	n, err := s.reconcile(ctx)
 	if errors.Is(err, ErrBusy) && !strict {
@@ -269,9 +273,24 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 		if err := out.flush(ctx); err != nil {
 			return err
 		}
+		if _, err := tx.Exec(ctx, `insert into registry_sync_state (id, reconciled_at) values (true, $1)
+			on conflict (id) do update set reconciled_at = excluded.reconciled_at`, now); err != nil {
+			return fmt.Errorf("registrysync: record reconciliation: %w", err)
+		}
 		return s.step(stepOutboxWritten)
 	})
 	return n, err
+}
+
+// reconcileDue reports whether the whole bucket was last compared with the
+// mirror longer ago than the full-sync interval, or never.
+func (s *Syncer) reconcileDue(ctx context.Context) (bool, error) {
+	var at *time.Time
+	err := s.db.Pool().QueryRow(ctx, `select reconciled_at from registry_sync_state where id`).Scan(&at)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("registrysync: last reconciliation: %w", err)
+	}
+	return at == nil || s.now().Sub(*at) >= s.cfg.FullInterval, nil
 }
 
 // sameLicense reports whether the record b in the bucket says what want

@@ -176,7 +176,19 @@ func TestBucketLostOrWrong(t *testing.T) {
 	if _, err := f.kv.Put(ctx, "900000003", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
+	// A full sync within the day publishes what changed in the register
+	// and leaves the rest of the bucket unread: reading it whole at every
+	// run would cost as much as the sync.
 	if _, err := f.s.Full(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.license(t, "123456789"); r == nil || !r.MayVouch {
+		t.Fatalf("the bucket was read whole before a reconciliation was due: %+v", r)
+	}
+	// A day later the comparison is due, whichever run comes first.
+	later := time.Now().Add(f.s.cfg.FullInterval)
+	f.s.now = func() time.Time { return later }
+	if _, err := f.s.Once(ctx); err != nil {
 		t.Fatal(err)
 	}
 	f.checkBucketFollowsMirror(t)

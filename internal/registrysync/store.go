@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/directory"
 )
 
 // mirrorColumns are the columns of registry_entries the sync writes, in

@@ -18,9 +18,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"vouch/internal/bus"
-	"vouch/internal/database"
-	"vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/directory"
 )
 
 // Config of the sync job.
@@ -65,10 +65,10 @@ type Syncer struct {
 	acceptShrink bool
 
 	// reconciled is cleared when Run starts, so that the loop compares the
-	// whole bucket with the mirror at its first run (a one-off Once from
-	// the command line does not, unless it is a full sync); it is set again
-	// after every reconciliation: after every full sync, and when the
-	// bucket had to be created again.
+	// whole bucket with the mirror at its first run, and when the bucket
+	// had to be created again; it is set after every reconciliation. While
+	// it is set, a reconciliation runs only when the last one (in the
+	// database, whoever ran it) is older than FullInterval.
 	reconciled bool
 
 	// afterPage, when set (tests), runs after each page of a full sync has
@@ -133,7 +133,7 @@ func (s *Syncer) Once(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	if cookie == nil || s.fullDue(ctx) {
-		return s.Full(ctx) // publishes what is pending first, reconciles after
+		return s.Full(ctx) // publishes what is pending first, reconciles after when due
 	}
 	// What an earlier run committed but did not publish goes out first, in
 	// order; at the loop's start the whole bucket is compared with the
@@ -184,8 +184,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 // withLock runs f holding the sync job's advisory lock on one connection.
 func (s *Syncer) withLock(ctx context.Context, f func(tx pgx.Tx) error) error {
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
+		// JIT compiling pays off for queries that run long and often; the
+		// sync's run once over a table and spent more compiling than running.
 		var got bool
-		if err := tx.QueryRow(ctx, `select pg_try_advisory_xact_lock($1)`, int64(lockKey)).Scan(&got); err != nil {
+		if err := tx.QueryRow(ctx, `select pg_try_advisory_xact_lock($1), set_config('jit', 'off', true)`, int64(lockKey)).Scan(&got, nil); err != nil {
 			return fmt.Errorf("registrysync: lock: %w", err)
 		}
 		if !got {
@@ -199,8 +201,8 @@ func (s *Syncer) withLock(ctx context.Context, f func(tx pgx.Tx) error) error {
 var ErrBusy = errors.New("registrysync: another sync is running")
 
 // Full reads the whole register and replaces the mirror with it, then
-// publishes the license states that changed and reconciles the whole bucket
-// with the new mirror.
+// publishes the license states that changed, and reconciles the whole
+// bucket with the new mirror when that is due.
 func (s *Syncer) Full(ctx context.Context) (Result, error) {
 	// The bucket first: publishing what is pending into a lost bucket
 	// would fail every full sync for good.
@@ -214,7 +216,7 @@ func (s *Syncer) Full(ctx context.Context) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	return res, s.settle(ctx, true)
+	return res, s.settle(ctx, false)
 }
 
 func (s *Syncer) full(ctx context.Context) (res Result, err error) {
@@ -283,24 +285,30 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 			return err
 		}
 		res.Entries = n
-		// The guard counts who leaves, not the total: half the register
-		// replaced by as many strangers is no less wrong than half gone.
-		var before, leaving int
-		if err := tx.QueryRow(ctx, `select count(*),
-				count(*) filter (where not exists (select 1 from registry_entries_next n where n.uzi_number = o.uzi_number))
-			from registry_entries o`).Scan(&before, &leaving); err != nil {
+		var before int
+		if err := tx.QueryRow(ctx, `select count(*) from registry_entries`).Scan(&before); err != nil {
 			return fmt.Errorf("count mirror: %w", err)
-		}
-		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(before) {
-			return fmt.Errorf("%w: %d of the mirror's %d card holders are no longer in the register, which now lists %d (run registry-sync -once -full -accept-shrink to accept)",
-				ErrShrink, leaving, before, n)
 		}
 		// A first sync into an empty mirror need not announce everyone who
 		// may vouch: an absent key means "as attested", and the
-		// reconciliation after it corrects an old refusal in the bucket.
+		// reconciliation after it (due: there was none) corrects an old
+		// refusal in the bucket.
 		out := s.outbox(tx, start, before > 0)
-		if res.Changes, err = fullTransitions(ctx, tx, out.add); err != nil {
+		leaving := 0
+		if res.Changes, err = fullTransitions(ctx, tx, func(ctx context.Context, t transition) error {
+			if t.New == nil {
+				leaving++
+			}
+			return out.add(ctx, t)
+		}); err != nil {
 			return err
+		}
+		// The guard counts who leaves, not the total: half the register
+		// replaced by as many strangers is no less wrong than half gone.
+		// Refused, the transaction and the outbox rows written go back.
+		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(before) {
+			return fmt.Errorf("%w: %d of the mirror's %d card holders are no longer in the register, which now lists %d (run registry-sync -once -full -accept-shrink to accept)",
+				ErrShrink, leaving, before, n)
 		}
 		if err := out.flush(ctx); err != nil {
 			return err

@@ -22,13 +22,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"vouch/internal/bus"
-	"vouch/internal/database"
-	"vouch/internal/directory"
-	"vouch/internal/revocation"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 type fixture struct {

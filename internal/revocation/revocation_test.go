@@ -20,9 +20,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"vouch/internal/revocation"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 func TestSet(t *testing.T) {

@@ -2,21 +2,23 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
-	"vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/i18n"
 )
 
 // Error is an error with what the user may see: a status, a stable code and
-// a message per language. The cause is logged, never sent.
+// a message of the catalogues in internal/i18n. The cause is logged, never
+// sent.
 type Error struct {
-	Status int
-	Code   string
-	Text   i18n.Text
-	Cause  error
+	Status  int
+	Code    string
+	Message string // message id; "error.<status>" when empty
+	Cause   error
 }
 
 func (e *Error) Error() string {
@@ -28,13 +30,19 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Cause }
 
-// Message picks the text for an Accept-Language header.
-func (e *Error) Message(acceptLanguage string) string {
-	return e.Text.In(i18n.FromAcceptLanguage(acceptLanguage))
+// Text is the message for an Accept-Language header.
+func (e *Error) Text(acceptLanguage string) string {
+	id := e.Message
+	if id == "" {
+		id = fmt.Sprintf("error.%d", e.Status)
+		if !i18n.Default().Has(i18n.Source, id) {
+			id = "error.request"
+		}
+	}
+	return i18n.T(i18n.FromAcceptLanguage(acceptLanguage), id)
 }
 
-var internalError = &Error{Status: http.StatusInternalServerError, Code: "internal",
-	Text: i18n.Text{EN: "Something went wrong on our side. Please try again.", NL: "Er ging bij ons iets mis. Probeer het opnieuw."}}
+var internalError = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "error.internal"}
 
 // handleError is the one place errors become responses.
 func (s *Server) handleError(err error, c echo.Context) {
@@ -47,8 +55,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	switch {
 	case errors.As(err, &ve):
 	case errors.As(err, &he):
-		ve = &Error{Status: he.Code, Code: strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "-")),
-			Text: i18n.Text{EN: http.StatusText(he.Code)}}
+		ve = &Error{Status: he.Code, Code: strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "-"))}
 	default:
 		ve = internalError
 	}
@@ -57,7 +64,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	} else if ve.Cause != nil {
 		s.log.Info("request refused", "request_id", reqID, "route", c.Path(), "code", ve.Code, "err", ve.Cause)
 	}
-	body := map[string]string{"error": ve.Code, "message": ve.Message(c.Request().Header.Get("Accept-Language")), "request_id": reqID}
+	body := map[string]string{"error": ve.Code, "message": ve.Text(c.Request().Header.Get("Accept-Language")), "request_id": reqID}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ve.Status)
 		return

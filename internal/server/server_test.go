@@ -15,7 +15,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"vouch/internal/i18n"
 )
 
 func newTest(t *testing.T, checks map[string]Checker) (*Server, *strings.Builder) {
@@ -76,7 +75,7 @@ func TestErrorsAreSafe(t *testing.T) {
 	s.Echo().GET("/boom", func(echo.Context) error { return errors.New("pq: password=hunter2 leaked") })
 	s.Echo().GET("/panic", func(echo.Context) error { panic("nil map") })
 	s.Echo().GET("/refuse", func(echo.Context) error {
-		return &Error{Status: 409, Code: "already-used", Text: i18n.Text{EN: "Already used.", NL: "Al gebruikt."}, Cause: errors.New("row 7")}
+		return &Error{Status: 409, Code: "already-used", Message: "error.409", Cause: errors.New("row 7")}
 	})
 	for _, path := range []string{"/boom", "/panic"} {
 		code, body := do(t, s, "GET", path, nil)
@@ -91,7 +90,7 @@ func TestErrorsAreSafe(t *testing.T) {
 		t.Error("internal cause not logged")
 	}
 	code, body := do(t, s, "GET", "/refuse", map[string]string{"Accept-Language": "nl-NL,nl;q=0.9,en;q=0.8"})
-	if code != 409 || body["message"] != "Al gebruikt." {
+	if code != 409 || body["message"] != "Dit is al gedaan." {
 		t.Errorf("refusal: %d %v", code, body)
 	}
 	if code, body := do(t, s, "GET", "/nope", nil); code != 404 || body["error"] != "not-found" {

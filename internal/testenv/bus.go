@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/bus"
 )
 
 // Bus starts an embedded JetStream server with its store in a temporary

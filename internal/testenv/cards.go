@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 // cardsVersion changes whenever the way cards are made changes, so a stale

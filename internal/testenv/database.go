@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"vouch/internal/database"
-	"vouch/migrations"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/migrations"
 )
 
 // templateLockKey serializes building the template database across the test

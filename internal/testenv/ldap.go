@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 // LDAPServer is a running slapd holding the registry suffix and ou=people.

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"vouch/internal/testenv"
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func TestDatabaseIsFreshAndMigrated(t *testing.T) {

@@ -11,7 +11,7 @@ package testpki
 import (
 	"time"
 
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // Issuing CAs below the test root, as in the UZI register.

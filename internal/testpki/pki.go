@@ -16,7 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // CA is one certificate authority of the test PKI.

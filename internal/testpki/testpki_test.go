@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/revocation"
-	"vouch/internal/testenv"
-	"vouch/internal/testpki"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 func TestProvisionedCards(t *testing.T) {

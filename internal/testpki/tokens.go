@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"vouch/internal/p11"
+	"github.com/vouch-nl/vouch/internal/p11"
 )
 
 // DefaultModule is Debian's SoftHSM2 module.

@@ -17,9 +17,9 @@ import (
 	"slices"
 	"time"
 
-	"vouch/internal/protocol"
-	"vouch/internal/revocation"
-	"vouch/internal/uzi"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // Config names the trust files. Lists are comma-separated in the environment.

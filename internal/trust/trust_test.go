@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 const vec = "../../testdata/bundle/"

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/protocol"
 )
 
 // Vectors is the format of testdata/bundle/vectors.json: a trust

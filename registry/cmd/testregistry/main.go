@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func main() {

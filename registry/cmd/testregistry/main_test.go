@@ -16,7 +16,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"vouch/registry"
+	"github.com/vouch-nl/vouch/registry"
 )
 
 func TestGenerateCommand(t *testing.T) {
