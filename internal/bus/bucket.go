@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,6 +44,16 @@ func (k *Bucket) Ensure(ctx context.Context) (created bool, err error) {
 	}
 	k.kv = kv
 	return created, nil
+}
+
+// Empty reports whether the bucket holds no entry at all, not even a
+// deleted one.
+func (k *Bucket) Empty(ctx context.Context) (bool, error) {
+	st, err := k.kv.Status(ctx)
+	if err != nil {
+		return false, fmt.Errorf("bus: bucket %s: status: %w", k.cfg.Bucket, err)
+	}
+	return st.Values() == 0, nil
 }
 
 // KeyValue is one entry to put.
@@ -105,26 +116,76 @@ func (k *Bucket) Get(ctx context.Context, key string) ([]byte, error) {
 	return e.Value(), nil
 }
 
-// All returns the current value of every key.
-func (k *Bucket) All(ctx context.Context) (map[string][]byte, error) {
-	w, err := k.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+// eachBatch is how many entries Each asks the bus for at a time: memory
+// holds one batch, however large the bucket.
+const eachBatch = 1024
+
+// Each calls fn with the current value of every key, in the order the bus
+// stored them, reading a batch at a time through an ordered consumer, so
+// that memory stays flat however many keys the bucket holds. Deleted and
+// purged keys are left out. An error from fn ends it.
+func (k *Bucket) Each(ctx context.Context, fn func(key string, value []byte) error) error {
+	stream := "KV_" + k.cfg.Bucket
+	prefix := "$KV." + k.cfg.Bucket + "."
+	cons, err := k.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{prefix + ">"},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: bucket %s: read: %w", k.cfg.Bucket, err)
+		return fmt.Errorf("bus: bucket %s: read: %w", k.cfg.Bucket, err)
 	}
-	defer w.Stop()
-	out := map[string][]byte{}
-	for {
-		select {
-		case e, ok := <-w.Updates():
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("bus: bucket %s: read: %w", k.cfg.Bucket, err)
+	}
+	left := info.NumPending
+	for left > 0 {
+		batch, err := cons.Fetch(int(min(left, eachBatch)), jetstream.FetchMaxWait(k.wait))
+		if err != nil {
+			return fmt.Errorf("bus: bucket %s: read: %w", k.cfg.Bucket, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("bus: bucket %s: read: %w", k.cfg.Bucket, err)
+			}
+			left = md.NumPending
+			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				continue
+			}
+			key, ok := strings.CutPrefix(m.Subject(), prefix)
 			if !ok {
-				return nil, fmt.Errorf("bus: bucket %s: read ended early", k.cfg.Bucket)
+				continue
 			}
-			if e == nil { // every current value has been delivered
-				return out, nil
+			if err := fn(key, m.Data()); err != nil {
+				return err
 			}
-			out[e.Key()] = e.Value()
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("bus: bucket %s: read: %w", k.cfg.Bucket, err)
+		}
+		if got == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("bus: bucket %s: read stalled with %d entries left", k.cfg.Bucket, left)
 		}
 	}
+	return nil
+}
+
+// All returns the current value of every key (Each, collected): for
+// buckets known to be small, and for tests.
+func (k *Bucket) All(ctx context.Context) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := k.Each(ctx, func(key string, value []byte) error {
+		out[key] = value
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -265,5 +266,79 @@ func TestBucketPutAllWaitsForAcks(t *testing.T) {
 	}
 	if created, err := k.Ensure(ctx); err != nil || created {
 		t.Errorf("Ensure again: created %v, %v", created, err)
+	}
+}
+
+// TestBucketEach: Each hands over the current value of every key, more
+// than one batch of them, once each, and leaves deleted and purged keys
+// out; an empty bucket gives nothing, at once; fn's error ends it.
+func TestBucketEach(t *testing.T) {
+	t.Parallel()
+	b := start(t, bus.Config{StoreDir: t.TempDir()})
+	ctx := t.Context()
+	k, err := b.Bucket(ctx, "each", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func() (map[string]string, error) {
+		got := map[string]string{}
+		err := k.Each(ctx, func(key string, value []byte) error {
+			if _, dup := got[key]; dup {
+				t.Errorf("key %s given twice", key)
+			}
+			got[key] = string(value)
+			return nil
+		})
+		return got, err
+	}
+	if got, err := count(); err != nil || len(got) != 0 {
+		t.Fatalf("empty bucket: %v, %v", got, err)
+	}
+	if empty, err := k.Empty(ctx); err != nil || !empty {
+		t.Errorf("Empty of a new bucket: %v, %v", empty, err)
+	}
+	entries := make([]bus.KeyValue, 2500)
+	for i := range entries {
+		entries[i] = bus.KeyValue{Key: fmt.Sprintf("9%08d", i), Value: []byte("old")}
+	}
+	if err := k.PutAll(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	for i := range entries {
+		entries[i].Value = []byte(fmt.Sprint(i))
+	}
+	if err := k.PutAll(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := b.JetStream().KeyValue(ctx, "each")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "900000007"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx, "900000008"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if empty, err := k.Empty(ctx); err != nil || empty {
+		t.Errorf("Empty of a filled bucket: %v, %v", empty, err)
+	}
+	if len(got) != 2498 || got["900000000"] != "0" || got["900002499"] != "2499" {
+		t.Errorf("Each gave %d keys (want 2498), first %q, last %q", len(got), got["900000000"], got["900002499"])
+	}
+	if _, ok := got["900000007"]; ok {
+		t.Error("a deleted key was given")
+	}
+	if _, ok := got["900000008"]; ok {
+		t.Error("a purged key was given")
+	}
+	stop := errors.New("stop")
+	n := 0
+	if err := k.Each(ctx, func(string, []byte) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Errorf("fn's error: %v after %d calls", err, n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/directory"
 )
 
 // The license bucket follows the mirror, never leads it. A sync writes the
@@ -136,7 +137,9 @@ func (s *Syncer) settleMode(ctx context.Context, reconcile, strict bool) error {
 			return err
 		}
 	}
+	start := s.now()
 	n, err := s.reconcile(ctx)
+	s.log.Debug("license bucket: compared with the mirror", "seconds", s.now().Sub(start).Seconds(), "err", err)
 	if errors.Is(err, ErrBusy) && !strict {
 		// The instance holding the lock may not know the bucket was lost:
 		// this one tries again at its next run.
@@ -157,16 +160,21 @@ func (s *Syncer) settleMode(ctx context.Context, reconcile, strict bool) error {
 // deletes each batch once the bus acknowledged it. Unless strict, another
 // instance holding the lock is left to do it after its commit.
 func (s *Syncer) drain(ctx context.Context, strict bool) error {
+	start, total := s.now(), 0
 	for {
 		var n int
 		err := s.withLock(ctx, func(tx pgx.Tx) (err error) {
 			n, err = s.drainBatch(ctx, tx)
 			return err
 		})
+		total += n
 		if errors.Is(err, ErrBusy) && !strict {
 			return nil
 		}
 		if err != nil || n < outboxBatch {
+			if total > 0 {
+				s.log.Debug("license bucket: outbox published", "records", total, "seconds", s.now().Sub(start).Seconds())
+			}
 			return err
 		}
 	}
@@ -231,12 +239,24 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 				break
 			}
 		}
-		have, err := s.bucket.All(ctx)
+		have, err := s.bucketStates(ctx)
 		if err != nil {
-			return fmt.Errorf("registrysync: license bucket: %w", err)
+			return err
+		}
+		// Only two kinds of card holder can need a correction: those who
+		// may not vouch (their refusal must be there) and those the bucket
+		// has a record of. Who may vouch and has none is as attested; at a
+		// million card holders, most are, and are not read.
+		if _, err := tx.Exec(ctx, `create temporary table reconcile_keys (uzi_number text primary key) on commit drop`); err != nil {
+			return fmt.Errorf("registrysync: bucket keys: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"reconcile_keys"}, []string{"uzi_number"}, pgx.CopyFromFunc(keysOf(have))); err != nil {
+			return fmt.Errorf("registrysync: bucket keys: %w", err)
 		}
 		out := s.outbox(tx, now, true)
-		err = batches(ctx, tx, `select uzi_number, license_status, valid_from, valid_until from registry_entries`,
+		err = batches(ctx, tx, `select uzi_number, license_status, valid_from, valid_until from registry_entries r
+			where license_status <> 'active' or valid_from > $1 or valid_until <= $1
+			   or exists (select 1 from reconcile_keys k where k.uzi_number = r.uzi_number)`,
 			func(r pgx.CollectableRow) (licenseState, error) {
 				var st licenseState
 				err := r.Scan(&st.UZI, &st.Status, &st.ValidFrom, &st.ValidUntil)
@@ -247,7 +267,7 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 					want := transition{UZI: st.UZI, New: &st}.record(now)
 					b, ok := have[st.UZI]
 					delete(have, st.UZI)
-					if !ok && want.MayVouch || ok && sameLicense(b, want) {
+					if !ok && want.MayVouch || ok && b == compactRecord(want) {
 						continue
 					}
 					n++
@@ -256,13 +276,12 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 					}
 				}
 				return out.flush(ctx)
-			})
+			}, now)
 		if err != nil {
 			return err
 		}
 		for uzi, b := range have {
-			var rec LicenseRecord
-			if json.Unmarshal(b, &rec) == nil && !rec.MayVouch && rec.Status != "" {
+			if b.readable && !b.mayVouch && b.status != "" {
 				continue // removed, invalid or duplicate: still true
 			}
 			n++
@@ -273,13 +292,22 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 		if err := out.flush(ctx); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `insert into registry_sync_state (id, reconciled_at) values (true, $1)
-			on conflict (id) do update set reconciled_at = excluded.reconciled_at`, now); err != nil {
-			return fmt.Errorf("registrysync: record reconciliation: %w", err)
+		if err := recordReconciled(ctx, tx, now); err != nil {
+			return err
 		}
 		return s.step(stepOutboxWritten)
 	})
 	return n, err
+}
+
+// recordReconciled notes that the bucket equals the mirror as of at, once
+// the outbox written with it is published.
+func recordReconciled(ctx context.Context, tx pgx.Tx, at time.Time) error {
+	if _, err := tx.Exec(ctx, `insert into registry_sync_state (id, reconciled_at) values (true, $1)
+		on conflict (id) do update set reconciled_at = excluded.reconciled_at`, at); err != nil {
+		return fmt.Errorf("registrysync: record reconciliation: %w", err)
+	}
+	return nil
 }
 
 // reconcileDue reports whether the whole bucket was last compared with the
@@ -293,21 +321,77 @@ func (s *Syncer) reconcileDue(ctx context.Context) (bool, error) {
 	return at == nil || s.now().Sub(*at) >= s.cfg.FullInterval, nil
 }
 
-// sameLicense reports whether the record b in the bucket says what want
-// says; when it was written does not matter.
-func sameLicense(b []byte, want LicenseRecord) bool {
-	var got LicenseRecord
-	if json.Unmarshal(b, &got) != nil {
-		return false
-	}
-	return got.Status == want.Status && got.MayVouch == want.MayVouch &&
-		eqTime(got.ValidFrom, want.ValidFrom) && eqTime(got.ValidUntil, want.ValidUntil)
+// bucketRecord is what a bucket record says, without when it was written:
+// what reconcile compares, held for every key of the bucket, so small.
+type bucketRecord struct {
+	readable    bool // the value is a LicenseRecord
+	status      string
+	mayVouch    bool
+	from, until int64 // Unix microseconds; 0 for none
 }
 
-// batches runs query through a cursor and hands fn its rows a batch at a
+func compactRecord(r LicenseRecord) bucketRecord {
+	micros := func(t *time.Time) int64 {
+		if t == nil {
+			return 0
+		}
+		return t.UnixMicro()
+	}
+	return bucketRecord{readable: true, status: internStatus(r.Status), mayVouch: r.MayVouch,
+		from: micros(r.ValidFrom), until: micros(r.ValidUntil)}
+}
+
+// internStatus shares the strings of the known statuses: a bucket of a
+// million refusals would otherwise hold a million copies of "suspended".
+func internStatus(s string) string {
+	for _, known := range []string{directory.LicenseActive, directory.LicenseSuspended, directory.LicenseRevoked,
+		directory.LicenseDeceased, StatusRemoved, StatusInvalid, StatusDuplicate} {
+		if s == known {
+			return known
+		}
+	}
+	return s
+}
+
+// keysOf feeds COPY the keys of m, one row each.
+func keysOf(m map[string]bucketRecord) func() ([]any, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return func() ([]any, error) {
+		if len(keys) == 0 {
+			return nil, nil
+		}
+		k := keys[0]
+		keys = keys[1:]
+		return []any{k}, nil
+	}
+}
+
+// bucketStates reads the whole bucket, a batch at a time, into what
+// reconcile compares.
+func (s *Syncer) bucketStates(ctx context.Context) (map[string]bucketRecord, error) {
+	have := map[string]bucketRecord{}
+	err := s.bucket.Each(ctx, func(key string, value []byte) error {
+		var rec LicenseRecord
+		if json.Unmarshal(value, &rec) != nil {
+			have[key] = bucketRecord{}
+			return nil
+		}
+		have[key] = compactRecord(rec)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registrysync: license bucket: %w", err)
+	}
+	return have, nil
+}
+
+// batches runs query (with args) through a cursor and hands fn its rows a batch at a
 // time: the rows of a plain query hold the connection, and fn must be able
 // to write in the same transaction; memory stays flat at any size.
-func batches[T any](ctx context.Context, tx pgx.Tx, query string, scan func(pgx.CollectableRow) (T, error), fn func([]T) error) error {
+func batches[T any](ctx context.Context, tx pgx.Tx, query string, scan func(pgx.CollectableRow) (T, error), fn func([]T) error, args ...any) error {
 	// One cursor name per query: pgx caches the fetch's statement with the
 	// columns of the first cursor it read.
 	h := fnv.New64a()
@@ -318,7 +402,7 @@ func batches[T any](ctx context.Context, tx pgx.Tx, query string, scan func(pgx.
 	if _, err := tx.Exec(ctx, `set local cursor_tuple_fraction = 1`); err != nil {
 		return fmt.Errorf("registrysync: cursor: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `declare `+cursor+` no scroll cursor for `+query); err != nil {
+	if _, err := tx.Exec(ctx, `declare `+cursor+` no scroll cursor for `+query, args...); err != nil {
 		return fmt.Errorf("registrysync: cursor: %w", err)
 	}
 	for {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vouch-nl/vouch/internal/testpki"
 )
 
 // bucket reads every record in the license bucket.
@@ -328,6 +330,101 @@ func TestLicenseExpiringByTheClock(t *testing.T) {
 	}
 	if r := f.license(t, "100000009"); r == nil || r.MayVouch {
 		t.Errorf("an expired license still vouches in the bucket: %+v", r)
+	}
+	f.checkBucketFollowsMirror(t)
+}
+
+// TestFirstSyncAnnouncesEveryRefusal: a first sync into an empty mirror
+// writes to the outbox, in its own transaction, exactly the card holders
+// who may not vouch — suspended, not yet valid, expired by date — and
+// nobody who may. Read before anything is published, so that the
+// reconciliation after it cannot hide a refusal it missed.
+func TestFirstSyncAnnouncesEveryRefusal(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	day := 24 * time.Hour
+	f.ldap.LDIF(t,
+		entry("100000001"),
+		entry("100000002")+"\nvouchLicenseValidFrom: "+time.Now().Add(day).UTC().Format("20060102150405Z"),
+		entry("100000003")+"\nvouchLicenseValidUntil: "+time.Now().Add(-day).UTC().Format("20060102150405Z"),
+		entry("100000004")+"\nvouchLicenseValidFrom: "+time.Now().Add(-day).UTC().Format("20060102150405Z")+
+			"\nvouchLicenseValidUntil: "+time.Now().Add(day).UTC().Format("20060102150405Z"),
+		entry("100000005", "vouchLicenseStatus: revoked"))
+	injected := errors.New("stop before publishing")
+	f.s.fault = func(step string) error {
+		if step == stepCommitted {
+			return injected
+		}
+		return nil
+	}
+	if _, err := f.s.Once(ctx); !errors.Is(err, injected) {
+		t.Fatal(err)
+	}
+	rows, err := f.db.Pool().Query(ctx, `select uzi_number, record from license_outbox`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]LicenseRecord{}
+	for rows.Next() {
+		var uzi string
+		var b []byte
+		var rec LicenseRecord
+		if err := rows.Scan(&uzi, &b); err != nil || json.Unmarshal(b, &rec) != nil {
+			t.Fatal(err)
+		}
+		got[uzi] = rec
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, c := range testpki.Cards() {
+		if c.License != "active" {
+			want = append(want, c.UZI)
+		}
+	}
+	want = append(want, "100000002", "100000003", "100000005")
+	for _, uzi := range want {
+		if r, ok := got[uzi]; !ok || r.MayVouch {
+			t.Errorf("%s may not vouch, but the outbox has %+v (present %v)", uzi, r, ok)
+		}
+		delete(got, uzi)
+	}
+	for uzi, r := range got {
+		t.Errorf("%s may vouch, but the outbox announces %+v", uzi, r)
+	}
+	f.s.fault = nil
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.checkBucketFollowsMirror(t)
+}
+
+// TestFirstSyncIntoAFullBucket: a first sync into an empty mirror counts as
+// a reconciliation only when the bucket was empty too. A bucket that
+// already holds records — a mirror dropped and made again, say — is
+// compared with the new mirror, and its lies are corrected in that run.
+func TestFirstSyncIntoAFullBucket(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 100, nil)
+	ctx := context.Background()
+	lie, _ := json.Marshal(LicenseRecord{Status: "active", MayVouch: true, ChangedAt: time.Now()})
+	if _, err := f.kv.Put(ctx, "900000024", lie); err != nil { // suspended in the register
+		t.Fatal(err)
+	}
+	stale, _ := json.Marshal(LicenseRecord{Status: "suspended", ChangedAt: time.Now()})
+	if _, err := f.kv.Put(ctx, "900000001", stale); err != nil { // active in the register
+		t.Fatal(err)
+	}
+	if _, err := f.s.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.license(t, "900000024"); r == nil || r.MayVouch {
+		t.Errorf("the suspended clinician may vouch in the bucket: %+v", r)
+	}
+	if r := f.license(t, "900000001"); r != nil && !r.MayVouch {
+		t.Errorf("the active GP is refused in the bucket: %+v", r)
 	}
 	f.checkBucketFollowsMirror(t)
 }

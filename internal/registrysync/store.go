@@ -64,15 +64,95 @@ type transition struct {
 	GoneAs   string // with New nil: why they left (StatusRemoved when empty)
 }
 
-// fullSwap builds registry_entries_next from pages: COPY without indexes
-// (faster), then card holders listed more than once are dropped — the
-// register contradicts itself about them, so neither entry is trusted — and
-// the mirror's indexes are built. Until the caller commits, readers see the
-// previous mirror, whole.
-func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, now time.Time, skip func(dn string, err error), phase func(string)) (n int64, err error) {
+// scanFunc starts a scan of the whole register: its pages, and a wait that
+// ends the scan and returns the register's error, if it failed mid-scan.
+type scanFunc func(ctx context.Context) (pages <-chan []directory.Entry, wait func() error)
+
+// fullSwap builds registry_entries_next from a scan of the register. The
+// mirror's indexes are made on the empty table first, so PostgreSQL keeps
+// them while the COPY runs, in the time it waits for the register anyway.
+// When a unique index finds a card holder listed more than once — the
+// register contradicts itself about them, so neither entry is trusted — the
+// table is made again without indexes from a second scan, those card holders
+// are dropped, and the indexes built after. Until the caller commits,
+// readers see the previous mirror, whole.
+func fullSwap(ctx context.Context, tx pgx.Tx, scan scanFunc, skip func(dn string, err error), phase func(string)) (n int64, err error) {
+	indexes, err := mirrorIndexes(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `savepoint mirror_next`); err != nil {
+		return 0, err
+	}
+	n, err = copyNext(ctx, tx, scan, indexes)
+	if !isUniqueViolation(err) {
+		if err == nil {
+			phase("copied, indexed")
+		}
+		return n, err
+	}
+	phase("a card holder listed twice: copy again")
+	if _, err := tx.Exec(ctx, `rollback to savepoint mirror_next`); err != nil {
+		return 0, err
+	}
+	if n, err = copyNext(ctx, tx, scan, nil); err != nil {
+		return 0, err
+	}
+	phase("copied")
+	dropped, err := uniqueOrDrop(ctx, tx, "uzi_number", skip, indexes[0])
+	if err != nil {
+		return 0, err
+	}
+	n -= dropped
+	// The unique index on entryUUID fails when the register gives two card
+	// holders one entryUUID: like a UZI number listed twice, neither entry
+	// is trusted, and the others are mirrored.
+	if dropped, err = uniqueOrDrop(ctx, tx, "entry_uuid", skip, indexes[1:]...); err != nil {
+		return 0, err
+	}
+	return n - dropped, nil
+}
+
+// mirrorIndexes are the statements that give registry_entries_next the
+// mirror's primary key and then every other index, as the migrations defined
+// them, under names that swapTables turns into the mirror's.
+func mirrorIndexes(ctx context.Context, tx pgx.Tx) ([]string, error) {
+	stmts := []string{`alter table registry_entries_next add constraint registry_entries_next_pkey primary key (uzi_number)`}
+	defs, err := tx.Query(ctx, `select indexname, indexdef from pg_indexes
+		where schemaname = current_schema() and tablename = 'registry_entries' and indexname <> 'registry_entries_pkey'
+		order by indexname`)
+	if err != nil {
+		return nil, fmt.Errorf("read mirror indexes: %w", err)
+	}
+	defer defs.Close()
+	for defs.Next() {
+		var name, def string
+		if err := defs.Scan(&name, &def); err != nil {
+			return nil, err
+		}
+		def = strings.Replace(def, " INDEX "+name+" ON ", " INDEX "+strings.Replace(name, "registry_entries", "registry_entries_next", 1)+" ON ", 1)
+		def = strings.Replace(def, ".registry_entries USING ", ".registry_entries_next USING ", 1)
+		stmts = append(stmts, def)
+	}
+	if err := defs.Err(); err != nil {
+		return nil, fmt.Errorf("read mirror indexes: %w", err)
+	}
+	return stmts, nil
+}
+
+// copyNext makes registry_entries_next with the indexes given and copies a
+// scan of the register into it. The register's error, when the scan failed,
+// wins over the COPY's: a COPY cut short by it is its consequence.
+func copyNext(ctx context.Context, tx pgx.Tx, scan scanFunc, indexes []string) (int64, error) {
 	if _, err := tx.Exec(ctx, `create table registry_entries_next (like registry_entries including all excluding indexes)`); err != nil {
 		return 0, fmt.Errorf("create next mirror: %w", err)
 	}
+	for _, q := range indexes {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return 0, fmt.Errorf("index next mirror: %w", err)
+		}
+	}
+	pages, wait := scan(ctx)
 	// COPY in binary format, written here: pgx's generic CopyFrom boxes every
 	// value and looks up an encode plan for it, which cost more than
 	// reading the register. FREEZE: the table is new in this transaction,
@@ -81,49 +161,22 @@ func fullSwap(ctx context.Context, tx pgx.Tx, pages <-chan []directory.Entry, no
 	go func() { pw.CloseWithError(writeCopyBinary(pw, pages)) }()
 	tag, err := tx.Conn().PgConn().CopyFrom(ctx, pr,
 		`copy registry_entries_next (`+strings.Join(copyColumns, ", ")+`) from stdin (format binary, freeze)`)
-	pr.CloseWithError(err) // unblocks the writer when COPY failed first
+	pr.CloseWithError(errCopyEnded) // unblocks the writer when COPY failed first
+	if serr := wait(); serr != nil {
+		return 0, serr
+	}
 	if err != nil {
 		return 0, fmt.Errorf("copy mirror: %w", err)
 	}
-	n = tag.RowsAffected()
-	phase("copied")
-	// The primary key is built first: in the common case it finds no
-	// duplicate and no separate pass over the table is needed.
-	dropped, err := uniqueOrDrop(ctx, tx, "uzi_number", skip,
-		`alter table registry_entries_next add constraint registry_entries_next_pkey primary key (uzi_number)`)
-	if err != nil {
-		return 0, err
-	}
-	n -= dropped
-	phase("primary key")
-	// Every other index of the mirror, as the migrations defined it.
-	defs, err := tx.Query(ctx, `select indexname, indexdef from pg_indexes
-		where schemaname = current_schema() and tablename = 'registry_entries' and indexname <> 'registry_entries_pkey'`)
-	if err != nil {
-		return 0, fmt.Errorf("read mirror indexes: %w", err)
-	}
-	var stmts []string
-	for defs.Next() {
-		var name, def string
-		if err := defs.Scan(&name, &def); err != nil {
-			defs.Close()
-			return 0, err
-		}
-		def = strings.Replace(def, " INDEX "+name+" ON ", " INDEX "+strings.Replace(name, "registry_entries", "registry_entries_next", 1)+" ON ", 1)
-		def = strings.Replace(def, ".registry_entries USING ", ".registry_entries_next USING ", 1)
-		stmts = append(stmts, def)
-	}
-	defs.Close()
-	if err := defs.Err(); err != nil {
-		return 0, err
-	}
-	// The unique index on entryUUID fails when the register gives two card
-	// holders one entryUUID: like a UZI number listed twice, neither entry
-	// is trusted, and the others are mirrored.
-	if dropped, err = uniqueOrDrop(ctx, tx, "entry_uuid", skip, stmts...); err != nil {
-		return 0, err
-	}
-	return n - dropped, nil
+	return tag.RowsAffected(), nil
+}
+
+// errCopyEnded stops the COPY's writer once the COPY is over.
+var errCopyEnded = errors.New("registrysync: copy ended")
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
 
 // uniqueOrDrop runs stmts, which build the next mirror's indexes, inside a
@@ -143,8 +196,7 @@ func uniqueOrDrop(ctx context.Context, tx pgx.Tx, column string, skip func(dn st
 		return 0, err
 	}
 	err = build()
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
+	if isUniqueViolation(err) {
 		if _, err := tx.Exec(ctx, `rollback to savepoint mirror_unique`); err != nil {
 			return 0, err
 		}
@@ -250,6 +302,32 @@ func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(context.Context, tr
 		return n, fmt.Errorf("compare mirrors: %w", err)
 	}
 	return n, nil
+}
+
+// firstTransitions calls fn with the card holders of registry_entries_next
+// who may not vouch at now, each as new: what a first sync into an empty
+// mirror announces. The query may only ever select more than that — fn's
+// outbox decides again — never fewer.
+func firstTransitions(ctx context.Context, tx pgx.Tx, now time.Time, fn func(context.Context, transition) error) error {
+	err := batches(ctx, tx, `select uzi_number, license_status, valid_from, valid_until from registry_entries_next
+		where license_status <> 'active' or valid_from > $1 or valid_until <= $1`,
+		func(rows pgx.CollectableRow) (licenseState, error) {
+			var st licenseState
+			err := rows.Scan(&st.UZI, &st.Status, &st.ValidFrom, &st.ValidUntil)
+			return st, err
+		},
+		func(batch []licenseState) error {
+			for i := range batch {
+				if err := fn(ctx, transition{UZI: batch[i].UZI, New: &batch[i]}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, now)
+	if err != nil {
+		return fmt.Errorf("first mirror: %w", err)
+	}
+	return nil
 }
 
 func deref(s *string) string {

@@ -85,7 +85,8 @@ type Syncer struct {
 type LicenseBucket interface {
 	Ensure(ctx context.Context) (created bool, err error)
 	PutAll(ctx context.Context, entries []bus.KeyValue) error
-	All(ctx context.Context) (map[string][]byte, error)
+	Each(ctx context.Context, fn func(key string, value []byte) error) error
+	Empty(ctx context.Context) (bool, error)
 }
 
 var _ LicenseBucket = (*bus.Bucket)(nil)
@@ -252,37 +253,48 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 		s.log.Warn("register entry skipped", "dn", dn, "err", err)
 	}
 	defer func() { res.Skipped = int(skipped.Load()) }()
+	reconciled := false
 	err = s.withLock(ctx, func(tx pgx.Tx) error {
-		pages := make(chan []directory.Entry, 4)
-		scanErr := make(chan error, 1)
-		sctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			defer close(pages)
-			n := 0
-			scanErr <- s.dir.Scan(sctx, func(p []directory.Entry) error {
-				n++
-				select {
-				case pages <- p:
-				case <-sctx.Done():
-					return sctx.Err()
+		scan := func(ctx context.Context) (<-chan []directory.Entry, func() error) {
+			skipped.Store(0) // a second scan counts afresh
+			pages := make(chan []directory.Entry, 4)
+			scanErr := make(chan error, 1)
+			sctx, cancel := context.WithCancel(ctx)
+			go func() {
+				defer close(pages)
+				n := 0
+				scanErr <- s.dir.Scan(sctx, func(p []directory.Entry) error {
+					n++
+					select {
+					case pages <- p:
+					case <-sctx.Done():
+						return sctx.Err()
+					}
+					if s.afterPage != nil {
+						s.afterPage(n)
+					}
+					return nil
+				}, skip)
+			}()
+			// wait ends the scan (the COPY may have stopped reading) and
+			// says whether the register failed mid-scan.
+			wait := func() error {
+				cancel()
+				for range pages {
 				}
-				if s.afterPage != nil {
-					s.afterPage(n)
+				if err := <-scanErr; err != nil && !errors.Is(err, context.Canceled) {
+					return err
 				}
 				return nil
-			}, skip)
-		}()
-		n, err := fullSwap(ctx, tx, pages, start, skip, func(what string) {
+			}
+			return pages, wait
+		}
+		n, err := fullSwap(ctx, tx, scan, skip, func(what string) {
 			s.log.Debug("full sync: "+what, "seconds", s.now().Sub(start).Seconds())
 		})
 		s.log.Debug("full sync: mirror built", "seconds", s.now().Sub(start).Seconds())
-		cancel()
-		if serr := <-scanErr; serr != nil && !errors.Is(serr, context.Canceled) {
-			return serr // the register failed mid-scan: roll back, keep the old mirror
-		}
 		if err != nil {
-			return err
+			return err // the register failed mid-scan, or the COPY: roll back, keep the old mirror
 		}
 		res.Entries = n
 		var before int
@@ -295,7 +307,21 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 		// refusal in the bucket.
 		out := s.outbox(tx, start, before > 0)
 		leaving := 0
-		if res.Changes, err = fullTransitions(ctx, tx, func(ctx context.Context, t transition) error {
+		firstIntoEmpty := false
+		if before == 0 {
+			// Everyone is new, and only who may not vouch is announced:
+			// no comparison to make, and only those rows to read.
+			if err := firstTransitions(ctx, tx, start, func(ctx context.Context, t transition) error { return out.add(ctx, t) }); err != nil {
+				return err
+			}
+			res.Changes = int(n)
+			// Into an empty bucket, what this run announces is the whole
+			// bucket the mirror implies: as good as a reconciliation. (Under
+			// the lock nobody else writes the bucket.)
+			if firstIntoEmpty, err = s.bucket.Empty(ctx); err != nil {
+				return fmt.Errorf("registrysync: license bucket: %w", err)
+			}
+		} else if res.Changes, err = fullTransitions(ctx, tx, func(ctx context.Context, t transition) error {
 			if t.New == nil {
 				leaving++
 			}
@@ -321,8 +347,20 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 		if err := saveState(ctx, tx, cookie, start); err != nil {
 			return err
 		}
-		return s.step(stepOutboxWritten)
+		if firstIntoEmpty {
+			if err := recordReconciled(ctx, tx, start); err != nil {
+				return err
+			}
+		}
+		if err := s.step(stepOutboxWritten); err != nil {
+			return err
+		}
+		reconciled = firstIntoEmpty
+		return nil
 	})
+	if err == nil && reconciled {
+		s.reconciled = true
+	}
 	return res, err
 }
 
