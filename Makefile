@@ -53,6 +53,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDNFastPath$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz '^FuzzSyncMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime 20s -fuzzminimizetime 5s ./internal/p11
+	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/cardagent
+	$(GO) test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/cardagent
+	$(GO) test -run '^$$' -fuzz '^FuzzTransmit$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/virtualcard
 
 clean:
 	rm -rf $(BIN) $(STATE)

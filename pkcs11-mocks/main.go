@@ -19,7 +19,9 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/vouch-nl/vouch/internal/p11"
 	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/virtualcard"
 )
 
 func main() {
@@ -31,7 +33,7 @@ func main() {
 	}
 }
 
-func realMain(_ context.Context, args []string) error {
+func realMain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("pkcs11-mocks", flag.ContinueOnError)
 	dir := fs.String("dir", defaultDir(), "directory for the PKI, the tokens and cards.json")
 	module := fs.String("module", testpki.DefaultModule, "PKCS#11 module (SoftHSM2)")
@@ -55,6 +57,12 @@ func realMain(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if fs.Arg(0) == "insert" {
+		return runInsert(ctx, man, fs.Args()[1:])
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown command %q (insert)", fs.Arg(0))
+	}
 	if *env {
 		return printEnv(os.Stdout, man)
 	}
@@ -72,6 +80,52 @@ func realMain(_ context.Context, args []string) error {
 	}
 	fmt.Printf("\nPIN of every card: %s. Tokens: SOFTHSM2_CONF=%s\nManifest: %s\n", testpki.CardPIN, conf, filepath.Join(abs, "cards.json"))
 	return nil
+}
+
+// runInsert puts a test card into a virtual card reader (pcscd with
+// vsmartcard's vpcd) until interrupted or the reader goes away: the card
+// agent then finds it as it finds a real card.
+func runInsert(ctx context.Context, man *testpki.Manifest, args []string) error {
+	fs := flag.NewFlagSet("pkcs11-mocks insert", flag.ContinueOnError)
+	reader := fs.String("reader", "127.0.0.1:35963", "the virtual reader's address (vpcd: :35963 for its first reader, :35964 for its second)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: pkcs11-mocks [-dir D] insert [-reader ADDR] CARD")
+	}
+	var mc *testpki.ManifestCard
+	for i := range man.Cards {
+		if man.Cards[i].Name == fs.Arg(0) {
+			mc = &man.Cards[i]
+		}
+	}
+	if mc == nil {
+		return fmt.Errorf("no test card %q", fs.Arg(0))
+	}
+	os.Setenv("SOFTHSM2_CONF", man.SoftHSMConf)
+	m, err := p11.Open(man.Module)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	card, closeCard, err := virtualcard.FromTestCard(m, *mc)
+	if err != nil {
+		return err
+	}
+	defer closeCard()
+	in, err := card.Insert(ctx, *reader)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("card %s (%s) is in the reader at %s; PIN %s. Ctrl-C pulls it out.\n", mc.Name, mc.CommonName, *reader, mc.PIN)
+	select {
+	case <-ctx.Done():
+		in.Remove()
+		return nil
+	case <-in.Done():
+		return fmt.Errorf("the reader went away: %v", in.Err())
+	}
 }
 
 // printEnv writes the configuration of a test deployment trusting these

@@ -23,6 +23,9 @@ var (
 	// ErrCertificateMismatch: the certificate under the key's id holds
 	// another public key; the card was personalised wrongly.
 	ErrCertificateMismatch = errors.New("p11: the certificate beside the key is another key's; the card was personalised wrongly")
+	// ErrCancelled: the person cancelled on the reader's PIN pad, or let it
+	// time out.
+	ErrCancelled = errors.New("p11: cancelled on the reader")
 )
 
 // PINError is a wrong PIN. TriesLeft comes from the token flags, which tell
@@ -70,6 +73,8 @@ func classify(op string, err error) error {
 			return fmt.Errorf("%s: %w", op, ErrPINLocked)
 		case pkcs11.CKR_USER_NOT_LOGGED_IN:
 			return fmt.Errorf("%s: %w", op, ErrLoggedOut)
+		case pkcs11.CKR_FUNCTION_CANCELED:
+			return fmt.Errorf("%s: %w", op, ErrCancelled)
 		}
 	}
 	return fmt.Errorf("p11: %s: %w", op, err)

@@ -46,6 +46,9 @@ func TestClassify(t *testing.T) {
 	if err := classify("login", pkcs11.Error(pkcs11.CKR_PIN_LOCKED)); !errors.Is(err, ErrPINLocked) {
 		t.Errorf("locked: got %v", err)
 	}
+	if err := classify("sign", pkcs11.Error(pkcs11.CKR_FUNCTION_CANCELED)); !errors.Is(err, ErrCancelled) {
+		t.Errorf("cancelled on the PIN pad: got %v", err)
+	}
 }
 
 // TestSignaturePIN covers where the per-signature PIN comes from, the PIN pad

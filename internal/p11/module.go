@@ -127,19 +127,23 @@ func (m *Module) Close() error {
 
 // Token describes a token present in a slot.
 type Token struct {
-	Slot           uint
-	Label          string
-	Serial         string
-	ProtectedPath  bool // PIN is entered on the reader's pad
-	LoginRequired  bool
-	UserPINCountLo bool
+	Slot   uint
+	Label  string
+	Serial string
+	// SlotDescription names the slot; a card middleware such as OpenSC
+	// names it after the card reader, which is how a card in a PC/SC
+	// reader is found among the tokens.
+	SlotDescription string
+	ProtectedPath   bool // PIN is entered on the reader's pad
+	LoginRequired   bool
+	UserPINCountLo  bool
 }
 
 // Tokens lists the tokens present.
 func (m *Module) Tokens() ([]Token, error) {
-	slots, err := m.lib.ctx.GetSlotList(true)
+	slots, err := m.slots()
 	if err != nil {
-		return nil, classify("list slots", err)
+		return nil, err
 	}
 	var out []Token
 	for _, s := range slots {
@@ -147,9 +151,31 @@ func (m *Module) Tokens() ([]Token, error) {
 		if err != nil || ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
 			continue // vanished between the two calls, or an empty slot
 		}
-		out = append(out, tokenFromInfo(s, ti))
+		t := tokenFromInfo(s, ti)
+		if si, err := m.lib.ctx.GetSlotInfo(s); err == nil {
+			t.SlotDescription = strings.TrimRight(si.SlotDescription, " \x00")
+		}
+		out = append(out, t)
 	}
 	return out, nil
+}
+
+// slots lists the slots with a token. A reader plugged in or a card
+// inserted between the two calls C_GetSlotList takes (count, then fill)
+// makes the second answer CKR_BUFFER_TOO_SMALL; asking again is what the
+// standard prescribes, and a few times is plenty for a person at a desk.
+func (m *Module) slots() ([]uint, error) {
+	var err error
+	for range 5 {
+		var slots []uint
+		if slots, err = m.lib.ctx.GetSlotList(true); err == nil {
+			return slots, nil
+		}
+		if !errors.Is(err, pkcs11.Error(pkcs11.CKR_BUFFER_TOO_SMALL)) {
+			break
+		}
+	}
+	return nil, classify("list slots", err)
 }
 
 func tokenFromInfo(slot uint, ti pkcs11.TokenInfo) Token {
@@ -434,9 +460,9 @@ func (s *Session) attrs(o pkcs11.ObjectHandle, types ...uint) (map[uint][]byte, 
 // a real card is personalised elsewhere.
 func (m *Module) InitToken(label, soPIN, userPIN string) error {
 	ctx := m.lib.ctx
-	slots, err := ctx.GetSlotList(true)
+	slots, err := m.slots()
 	if err != nil {
-		return classify("list slots", err)
+		return err
 	}
 	for _, slot := range slots {
 		ti, err := ctx.GetTokenInfo(slot)

@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-
 )
 
 func newTest(t *testing.T, checks map[string]Checker) (*Server, *strings.Builder) {

@@ -1,0 +1,166 @@
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Chromium is Debian's browser, the one the browser tests drive.
+const Chromium = "/usr/bin/chromium"
+
+var agentBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// repoRoot is the module's root, found from this file.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// CardAgent builds cmd/cardagent once per test process and returns its path.
+func CardAgent(t testing.TB) string {
+	t.Helper()
+	agentBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "vouch-cardagent-")
+		if err != nil {
+			agentBin.err = err
+			return
+		}
+		agentBin.path = filepath.Join(dir, "cardagent")
+		cmd := exec.Command("go", "build", "-o", agentBin.path, "./cmd/cardagent")
+		cmd.Dir = repoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentBin.err = &buildError{out: string(out), err: err}
+		}
+	})
+	if agentBin.err != nil {
+		t.Fatalf("testenv: build cardagent: %v", agentBin.err)
+	}
+	return agentBin.path
+}
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+// Browser starts headless Chromium with the Vouch extension (web/extension)
+// loaded and the card agent installed as its native messaging host, signing
+// for origins with the test cards of module (SoftHSM, configured by conf).
+// It returns the browser's context; the browser ends with the test.
+func Browser(t testing.TB, origins []string, module, conf string) context.Context {
+	t.Helper()
+	if _, err := os.Stat(Chromium); err != nil {
+		missing(t, "Chromium ("+Chromium+")", err)
+	}
+	agent := CardAgent(t)
+	// Not t.TempDir: Chromium's helper processes may still write to the
+	// profile for a moment after the browser is closed, and TempDir's
+	// removal would fail the test for it.
+	dir, err := os.MkdirTemp("", "vouch-browser-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 20 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	profile := filepath.Join(dir, "profile") // fresh: an old service worker would outlive an edit
+	cfg := filepath.Join(dir, "cardagent.json")
+	args := []string{"install", "-module", module, "-env", "SOFTHSM2_CONF=" + conf,
+		"-manifest-dir", filepath.Join(profile, "NativeMessagingHosts"), "-path", agent}
+	for _, o := range origins {
+		args = append(args, "-origin", o)
+	}
+	install := exec.Command(agent, args...)
+	install.Env = append(os.Environ(), "VOUCH_CARDAGENT_CONFIG="+cfg)
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("testenv: cardagent install: %v\n%s", err, out)
+	}
+	ext := filepath.Join(repoRoot(), "web", "extension")
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(Chromium),
+		chromedp.Flag("headless", "new"),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		// A tab or window that is not in front must go on running: the
+		// test drives a page and the extension's PIN window at once.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-features", "CalculateNativeWinOcclusion,IntensiveWakeUpThrottling"),
+		chromedp.Flag("lang", "en-US"),
+		chromedp.Flag("load-extension", ext),
+		chromedp.Flag("disable-extensions-except", ext),
+		chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(profile),
+		// The browser starts the agent with its own environment.
+		chromedp.Env("VOUCH_CARDAGENT_CONFIG=" + cfg),
+	}
+	// The browser's output holds the card agent's log (its standard
+	// error): kept beside the profile for a failing test to be read.
+	logf, err := os.Create(filepath.Join(dir, "browser.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logf.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				t.Logf("browser log:\n%s", tail(b, 8<<10))
+			}
+		}
+	})
+	opts = append(opts, chromedp.CombinedOutput(logf))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	// Start it now, so that a browser that does not come up fails here.
+	// Not with a timeout context: the browser lives as long as the context
+	// of this first Run.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Run(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("testenv: start Chromium: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("testenv: Chromium did not start in 30 s")
+	}
+	return ctx
+}
+
+// tail is the last n bytes of b.
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

@@ -1,0 +1,250 @@
+package web_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/testenv"
+	"github.com/vouch-nl/vouch/internal/testpki"
+	"github.com/vouch-nl/vouch/internal/trust"
+	"github.com/vouch-nl/vouch/web"
+)
+
+// testPage serves the page library and a page that uses it, on a loopback
+// address of its own (host is 127.0.0.1 or localhost: two origins).
+func testPage(t *testing.T, host string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(web.Static, "static")
+	mux.Handle("/static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `<!doctype html><html><head><meta charset="utf-8"><title>test</title>
+<script src="/static/vouchcard.js"></script></head><body><p id="ready">ready</p></body></html>`)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return "http://" + host + ":" + port
+}
+
+// artifacts is where the browser tests keep their screenshots.
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("VOUCH_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", ".vouch", "artifacts")
+	}
+	dir = filepath.Join(dir, t.Name())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	var png []byte
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := chromedp.Run(sctx, chromedp.FullScreenshot(&png, 90)); err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(artifacts(t), name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type reply struct {
+	Type        string `json:"type"`
+	Error       string `json:"error"`
+	TriesLeft   int    `json:"triesLeft"`
+	Signature   []byte `json:"signature"`
+	Certificate []byte `json:"certificate"`
+	Cards       []struct {
+		Token, Reader, Holder string
+	} `json:"cards"`
+}
+
+// stepTimeout bounds each browser step, so that a page that never answers
+// fails the test with its step named, instead of hanging the suite.
+const stepTimeout = 60 * time.Second
+
+// run runs actions in ctx's tab, within stepTimeout.
+func run(ctx context.Context, actions ...chromedp.Action) error {
+	rctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	return chromedp.Run(rctx, actions...)
+}
+
+func eval(t *testing.T, ctx context.Context, js string) reply {
+	t.Helper()
+	var r reply
+	// Runtime.evaluate itself, not chromedp.Evaluate: that one waits for
+	// the frame's execution context as chromedp tracked it, and with the
+	// extension's content script in the page (a second, isolated world)
+	// this Chromium leaves it waiting forever.
+	err := run(ctx, chromedp.ActionFunc(func(ctx context.Context) error {
+		res, exc, err := runtime.Evaluate(js).WithAwaitPromise(true).WithReturnByValue(true).Do(ctx)
+		switch {
+		case err != nil:
+			return err
+		case exc != nil:
+			return fmt.Errorf("%s", exc.Text)
+		}
+		return json.Unmarshal(res.Value, &r)
+	}))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return r
+}
+
+// serviceWorker is the context of the extension's service worker.
+func serviceWorker(t *testing.T, browser context.Context) context.Context {
+	t.Helper()
+	targets, err := chromedp.Targets(browser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range targets {
+		if ti.Type == "service_worker" && strings.HasSuffix(ti.URL, "/background.js") {
+			ctx, cancel := chromedp.NewContext(browser, chromedp.WithTargetID(ti.TargetID))
+			t.Cleanup(cancel)
+			return ctx
+		}
+	}
+	t.Fatal("the extension's service worker is not running")
+	return nil
+}
+
+// pinWindow waits for the extension's PIN window and returns its context.
+func pinWindow(t *testing.T, browser context.Context) (context.Context, context.CancelFunc) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		targets, err := chromedp.Targets(browser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ti := range targets {
+			if strings.HasSuffix(ti.URL, "/pin.html") {
+				return chromedp.NewContext(browser, chromedp.WithTargetID(ti.TargetID))
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no PIN window opened")
+	return nil, nil
+}
+
+// TestExtensionSignsLogin: a page of the back office's origin lists the
+// cards and has the GP's card sign a login challenge, the PIN typed in the
+// extension's own window; the signature verifies for that origin. A page of
+// another origin gets nothing.
+func TestExtensionSignsLogin(t *testing.T) {
+	man := testenv.Cards(t)
+	origin := testPage(t, "127.0.0.1")
+	other := testPage(t, "localhost")
+	browser := testenv.Browser(t, []string{origin}, man.Module, man.SoftHSMConf)
+	// The browser's first tab: a tab opened through CDP next to the
+	// extension never answers Runtime.evaluate with this Chromium (156).
+	page := browser
+	if err := run(page, chromedp.Navigate(origin), chromedp.WaitVisible("#ready")); err != nil {
+		t.Fatal(err)
+	}
+	r := eval(t, page, `VouchCard.cards()`)
+	var gp string
+	for _, c := range r.Cards {
+		if c.Reader == "vouch-gp" {
+			gp = c.Token
+		}
+	}
+	if r.Type != "cards" || gp == "" {
+		t.Fatalf("cards: %+v", r)
+	}
+
+	challenge := make([]byte, 32)
+	rand.Read(challenge)
+	eval(t, page, fmt.Sprintf(`window.signing = VouchCard.signLogin(%q, %q); ({})`, gp, base64.StdEncoding.EncodeToString(challenge)))
+	pin, cancelPIN := pinWindow(t, browser)
+	defer cancelPIN()
+	var shown string
+	if err := run(pin, chromedp.WaitVisible("#pin"), chromedp.Text("#origin", &shown)); err != nil {
+		t.Fatal(err)
+	}
+	if shown != origin {
+		t.Errorf("PIN window shows origin %q, want %q", shown, origin)
+	}
+	screenshot(t, pin, "01-pin-window")
+	// Headless Chromium 156 answers no script and no input in the popup
+	// (DOM queries only), so the PIN reaches the worker as the window's
+	// form would hand it over.
+	eval(t, serviceWorker(t, browser), fmt.Sprintf(`(() => { for (const [, p] of pending) p.resolve(%q); return {}; })()`, testpki.CardPIN))
+	r = eval(t, page, `window.signing`)
+	if r.Type != "signature" {
+		t.Fatalf("sign: %+v", r)
+	}
+	v := verifier(t, man)
+	if res, err := v.VerifyLogin(r.Certificate, origin, challenge, r.Signature, time.Now()); err != nil || res.Identity.UZI != "900000001" {
+		t.Fatalf("VerifyLogin: %v", err)
+	}
+
+	// Another origin: refused before any card is listed or a PIN asked.
+	if err := run(page, chromedp.Navigate(other), chromedp.WaitVisible("#ready")); err != nil {
+		t.Fatal(err)
+	}
+	if r := eval(t, page, `VouchCard.cards()`); r.Error != "origin-refused" || len(r.Cards) != 0 {
+		t.Fatalf("another origin: %+v", r)
+	}
+	if r := eval(t, page, fmt.Sprintf(`VouchCard.signLogin(%q, %q)`, gp, base64.StdEncoding.EncodeToString(challenge))); r.Error != "origin-refused" {
+		t.Fatalf("another origin signing: %+v", r)
+	}
+}
+
+func verifier(t *testing.T, man *testpki.Manifest) *protocol.Verifier {
+	t.Helper()
+	cfg := trust.Config{Roots: []string{man.RootCA}, CAs: map[string]string{}, Jurisdiction: "NL", Profile: "test"}
+	for name, f := range man.CAs {
+		if typ, ok := testpki.CATypes[name]; ok {
+			cfg.CAs[string(typ)] = f
+		}
+	}
+	cfg.CRLs = append(cfg.CRLs, mapValues(man.CRLs)...)
+	tr, err := cfg.Load(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := protocol.NewVerifier(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func mapValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
