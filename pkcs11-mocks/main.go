@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -131,21 +130,13 @@ func runInsert(ctx context.Context, man *testpki.Manifest, args []string) error 
 // printEnv writes the configuration of a test deployment trusting these
 // cards, as shell exports with single-quoted values.
 func printEnv(w io.Writer, man *testpki.Manifest) error {
-	var cas, crls []string
-	for _, name := range sortedKeys(man.CAs) {
-		if typ, ok := testpki.CATypes[name]; ok {
-			cas = append(cas, string(typ)+":"+man.CAs[name])
-		}
-	}
-	for _, name := range sortedKeys(man.CRLs) {
-		crls = append(crls, man.CRLs[name])
-	}
+	files := man.TrustFiles()
 	vars := [][2]string{
 		{"SOFTHSM2_CONF", man.SoftHSMConf},
 		{"VOUCH_CARD_PROFILE", "test"},
-		{"VOUCH_UZI_ROOTS", man.RootCA},
-		{"VOUCH_UZI_CAS", strings.Join(cas, ",")},
-		{"VOUCH_UZI_CRLS", strings.Join(crls, ",")},
+		{"VOUCH_UZI_ROOTS", strings.Join(files.Roots, ",")},
+		{"VOUCH_UZI_CAS", files.CAsEnv()},
+		{"VOUCH_UZI_CRLS", strings.Join(files.CRLs, ",")},
 		{"VOUCH_ATTESTATION_KEYS", man.Backend.AttestationPub},
 		{"VOUCH_ATTESTATION_URI", man.Backend.AttestationURI},
 	}
@@ -158,15 +149,6 @@ func printEnv(w io.Writer, man *testpki.Manifest) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func defaultDir() string {

@@ -223,13 +223,8 @@ func TestExtensionSignsLogin(t *testing.T) {
 
 func verifier(t *testing.T, man *testpki.Manifest) *protocol.Verifier {
 	t.Helper()
-	cfg := trust.Config{Roots: []string{man.RootCA}, CAs: map[string]string{}, Jurisdiction: "NL", Profile: "test"}
-	for name, f := range man.CAs {
-		if typ, ok := testpki.CATypes[name]; ok {
-			cfg.CAs[string(typ)] = f
-		}
-	}
-	cfg.CRLs = append(cfg.CRLs, mapValues(man.CRLs)...)
+	files := man.TrustFiles()
+	cfg := trust.Config{Roots: files.Roots, CAs: files.CAs(), CRLs: files.CRLs, Jurisdiction: "NL", Profile: "test"}
 	tr, err := cfg.Load(time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -239,12 +234,4 @@ func verifier(t *testing.T, man *testpki.Manifest) *protocol.Verifier {
 		t.Fatal(err)
 	}
 	return v
-}
-
-func mapValues(m map[string]string) []string {
-	var out []string
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }

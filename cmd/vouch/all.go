@@ -8,9 +8,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vouch-nl/vouch/internal/backoffice"
 	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/license"
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/registrysync"
 	"github.com/vouch-nl/vouch/internal/server"
@@ -19,12 +21,14 @@ import (
 
 // allConfig is the configuration of `vouch all`: every role's, together.
 type allConfig struct {
-	Database  database.Config
-	Bus       bus.Config
-	HTTP      server.Config
-	Trust     trust.Config
-	Directory directory.Config
-	Sync      registrysync.Config
+	Database   database.Config
+	Bus        bus.Config
+	HTTP       server.Config
+	Trust      trust.Config
+	Directory  directory.Config
+	Sync       registrysync.Config
+	License    license.Config
+	Backoffice backoffice.Config
 }
 
 // runAll starts everything in one process: migrations, the embedded bus, the
@@ -66,6 +70,16 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 	checks["revocation"] = crlsReady
 	srv := server.New(cfg.HTTP, log, in.reg, checks)
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.Backoffice.AttestationURI != "" {
+		bo, err := startBackoffice(ctx, cfg.Backoffice, cfg.Directory, cfg.License, tr, in, srv, log)
+		if err != nil {
+			return err
+		}
+		defer bo.close()
+		g.Go(func() error { return bo.run(gctx) })
+	} else {
+		log.Warn("no attestation key configured (VOUCH_ATTESTATION_URI): the back office does not start")
+	}
 	if syncRuns {
 		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, tr.CAs(), in, log)
 		if err != nil {

@@ -24,19 +24,11 @@ import (
 // staff would.
 func TestIssueWithSoftHSMCards(t *testing.T) {
 	man := testenv.Cards(t)
-	var cas, crls []string
-	for name, f := range man.CAs {
-		if typ, ok := testpki.CATypes[name]; ok {
-			cas = append(cas, string(typ)+":"+f)
-		}
-	}
-	for _, f := range man.CRLs {
-		crls = append(crls, f)
-	}
+	files := man.TrustFiles()
 	t.Setenv("VOUCH_CARD_PROFILE", "test")
-	t.Setenv("VOUCH_UZI_ROOTS", man.RootCA)
-	t.Setenv("VOUCH_UZI_CAS", strings.Join(cas, ","))
-	t.Setenv("VOUCH_UZI_CRLS", strings.Join(crls, ","))
+	t.Setenv("VOUCH_UZI_ROOTS", strings.Join(files.Roots, ","))
+	t.Setenv("VOUCH_UZI_CAS", files.CAsEnv())
+	t.Setenv("VOUCH_UZI_CRLS", strings.Join(files.CRLs, ","))
 	t.Setenv("VOUCH_ATTESTATION_KEYS", man.Backend.AttestationPub)
 	t.Setenv("VOUCH_CARD_PIN", testpki.CardPIN)
 	t.Setenv("VOUCH_HSM_PIN", man.Backend.PIN)

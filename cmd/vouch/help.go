@@ -25,6 +25,15 @@ environment (README.md, Configuration). It needs a revocation source
 (VOUCH_UZI_CRL_SOURCES or VOUCH_UZI_CRLS) and stops at start when the trust
 configuration does not load.
 `,
+	"backoffice": `usage: vouch backoffice
+
+Serves the clinicians' back office: sign-in with a UZI card through the
+Vouch card extension, the vouch page, sessions in PostgreSQL. It needs the
+attestation key (VOUCH_ATTESTATION_URI, VOUCH_HSM_PIN), the back office's
+origin as browsers see it (VOUCH_BACKOFFICE_ORIGIN; https under the
+production profile) and a revocation source; the register's sync runs
+elsewhere (vouch registry-sync). ` + "`vouch all`" + ` runs it too.
+`,
 	"migrate": `usage: vouch migrate
 
 Creates the database named by DATABASE_URL when it is missing, applies the

@@ -2,6 +2,7 @@
 // the tools operators and support staff need:
 //
 //	vouch all                  every role in one process, with an embedded bus
+//	vouch backoffice           the clinicians' web application
 //	vouch migrate              apply the database migrations
 //	vouch registry-sync        mirror the register into PostgreSQL
 //	vouch license check UZI    may this card holder vouch now, and why (not)
@@ -55,6 +56,7 @@ const usage = `usage: vouch <command> [arguments]
 
 commands:
   all                  run every role in one process (embedded bus)
+  backoffice           the clinicians' web application (sign in with a card, vouch)
   migrate              apply database migrations and exit
   registry-sync        mirror the register into PostgreSQL (-once, or a loop)
   license check UZI    may this card holder vouch now, and why (not)
@@ -78,6 +80,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "all":
 		return runAll(ctx, log)
+	case "backoffice":
+		return runBackoffice(ctx, log)
 	case "migrate":
 		return runMigrate(ctx, log)
 	case "registry-sync":

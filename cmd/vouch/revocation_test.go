@@ -24,16 +24,9 @@ import (
 func testTrust(t *testing.T) (trust.Config, *testpki.Manifest) {
 	t.Helper()
 	man := testenv.Cards(t)
-	cfg := trust.Config{Roots: []string{man.RootCA}, CAs: map[string]string{}, Jurisdiction: "NL", Profile: "test",
+	files := man.TrustFiles()
+	cfg := trust.Config{Roots: files.Roots, CAs: files.CAs(), CRLs: files.CRLs, Jurisdiction: "NL", Profile: "test",
 		CRLRefresh: 20 * time.Millisecond}
-	for name, f := range man.CAs {
-		if typ, ok := testpki.CATypes[name]; ok {
-			cfg.CAs[string(typ)] = f
-		}
-	}
-	for _, f := range man.CRLs {
-		cfg.CRLs = append(cfg.CRLs, f)
-	}
 	return cfg, man
 }
 

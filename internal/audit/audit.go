@@ -48,7 +48,11 @@ const (
 	ActionVouchRefused  = "vouch-refused"
 	ActionLock          = "lock"
 	ActionUnlock        = "unlock"
+	ActionUnlockRefused = "unlock-refused"
 	ActionSignOut       = "sign-out"
+	// ActionRequestRefused: a request refused before it reached an action
+	// (another site's page posting to the back office).
+	ActionRequestRefused = "request-refused"
 )
 
 // Row is an entry as stored: its place in the chain, its time and hashes.
@@ -187,9 +191,7 @@ func (r Report) HeadHex() string { return hex.EncodeToString(r.Head) }
 // not read.
 func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 	var rep Report
-	rows, err := tx.Query(ctx, `select seq, at, actor, action, coalesce(subject, ''), coalesce(reason, ''), coalesce(ip, ''),
-			coalesce(user_agent, ''), coalesce(detail, ''), prev_hash, hash
-		from audit_log order by seq`)
+	rows, err := tx.Query(ctx, rowColumns+` order by seq`)
 	if err != nil {
 		return rep, fmt.Errorf("audit: read: %w", err)
 	}
@@ -198,7 +200,7 @@ func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 	foundKnown := known == nil
 	for rows.Next() {
 		var r Row
-		if err := rows.Scan(&r.Seq, &r.At, &r.Actor, &r.Action, &r.Subject, &r.Reason, &r.IP, &r.UserAgent, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
+		if err := r.scan(rows); err != nil {
 			return rep, fmt.Errorf("audit: read: %w", err)
 		}
 		switch {
@@ -223,4 +225,39 @@ func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 		return rep, Problem{Kind: Missing}
 	}
 	return rep, nil
+}
+
+// rowColumns reads a whole row, in the order scan takes it.
+const rowColumns = `select seq, at, actor, action, coalesce(subject, ''), coalesce(reason, ''), coalesce(ip, ''),
+		coalesce(user_agent, ''), coalesce(detail, ''), prev_hash, hash from audit_log`
+
+func (r *Row) scan(rows pgx.Rows) error {
+	return rows.Scan(&r.Seq, &r.At, &r.Actor, &r.Action, &r.Subject, &r.Reason, &r.IP, &r.UserAgent, &r.Detail, &r.PrevHash, &r.Hash)
+}
+
+// Querier runs a query: a pool or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// ByActor returns the newest rows of one actor, newest first, at most
+// limit: what a card holder may read of their own activity.
+func ByActor(ctx context.Context, q Querier, actor string, limit int) ([]Row, error) {
+	rows, err := q.Query(ctx, rowColumns+` where actor = $1 order by seq desc limit $2`, actor, limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read: %w", err)
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		var r Row
+		if err := r.scan(rows); err != nil {
+			return nil, fmt.Errorf("audit: read: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read: %w", err)
+	}
+	return out, nil
 }

@@ -30,6 +30,18 @@ func (b *Bus) Bucket(ctx context.Context, name, description string) (*Bucket, er
 	return k, nil
 }
 
+// ExpiringBucket opens the bucket name whose entries the bus forgets ttl
+// after they were put, creating it when it does not exist: the
+// authorizations the phones pick up, which are worth nothing after their
+// validity. Only the latest value of a key is kept.
+func (b *Bus) ExpiringBucket(ctx context.Context, name, description string, ttl time.Duration) (*Bucket, error) {
+	k := &Bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name, History: 1, TTL: ttl, Description: description}, wait: 30 * time.Second}
+	if _, err := k.Ensure(ctx); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
 // Ensure makes sure the bucket exists and reports whether it had to create
 // it: a bucket deleted by an operator, or lost with the bus's store, is
 // empty, and its writer must fill it again.

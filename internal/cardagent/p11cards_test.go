@@ -107,15 +107,8 @@ func TestSoftHSMCards(t *testing.T) {
 
 func verifier(t *testing.T, man *testpki.Manifest) *protocol.Verifier {
 	t.Helper()
-	cfg := trust.Config{Roots: []string{man.RootCA}, CAs: map[string]string{}, Jurisdiction: "NL", Profile: "test"}
-	for name, f := range man.CAs {
-		if typ, ok := testpki.CATypes[name]; ok {
-			cfg.CAs[string(typ)] = f
-		}
-	}
-	for _, f := range man.CRLs {
-		cfg.CRLs = append(cfg.CRLs, f)
-	}
+	files := man.TrustFiles()
+	cfg := trust.Config{Roots: files.Roots, CAs: files.CAs(), CRLs: files.CRLs, Jurisdiction: "NL", Profile: "test"}
 	tr, err := cfg.Load(time.Now())
 	if err != nil {
 		t.Fatal(err)

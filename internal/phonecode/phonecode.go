@@ -95,10 +95,18 @@ func (c Code) URI() string { return URIScheme + c.Compact() }
 // matter, hyphens and spaces are ignored, O reads as 0 and I and L as 1, and a
 // "vouch:" prefix is allowed. The check character must match.
 func Parse(s string) (Code, error) {
-	var c Code
+	syms, err := symbols(s)
+	if err != nil {
+		return Code{}, err
+	}
+	return decode(syms)
+}
+
+// symbols normalises what a person typed into the 17 symbols of a code.
+func symbols(s string) ([]byte, error) {
 	s = strings.TrimPrefix(strings.TrimSpace(s), URIScheme)
 	if len(s) > 64 {
-		return c, ErrLength
+		return nil, ErrLength
 	}
 	syms := make([]byte, 0, 17)
 	for i := 0; i < len(s); i++ {
@@ -118,14 +126,20 @@ func Parse(s string) (Code, error) {
 		syms = append(syms, ch)
 	}
 	if len(syms) != 17 {
-		return c, ErrLength
+		return nil, ErrLength
 	}
+	return syms, nil
+}
+
+// decode reads 17 normalised symbols and checks the check character.
+func decode(syms []byte) (Code, error) {
+	var c Code
 	var acc uint64
 	bits, n := 0, 0
 	for _, ch := range syms[:16] {
 		v := strings.IndexByte(alphabet, ch)
 		if v < 0 {
-			return c, ErrCharacter
+			return Code{}, ErrCharacter
 		}
 		acc = acc<<5 | uint64(v)
 		bits += 5
@@ -137,12 +151,73 @@ func Parse(s string) (Code, error) {
 	}
 	chk := strings.IndexByte(checkSymbols, syms[16])
 	if chk < 0 {
-		return c, ErrCharacter
+		return Code{}, ErrCharacter
 	}
 	if chk != c.check() {
 		return Code{}, ErrCheck
 	}
 	return c, nil
+}
+
+// lookalikes are symbols people misread for one another on a phone's screen.
+var lookalikes = [][2]byte{{'5', 'S'}, {'2', 'Z'}, {'8', 'B'}, {'6', 'G'}, {'0', 'D'}, {'0', 'Q'}, {'1', '7'}, {'M', 'N'}, {'V', 'W'}, {'V', 'U'}}
+
+// LikelyGroup says, for a code whose check character does not match, which
+// group of four (1 to 4; 5 for the check character) was most likely
+// mistyped: the one group where swapping two neighbouring symbols — the
+// commonest slip — makes the check character match, or, when no swap does,
+// the one group where reading a symbol as its lookalike does. It returns 0
+// when the code is well formed, or when no single group explains the
+// mistake: the check character is one symbol, and cannot say more.
+func LikelyGroup(s string) int {
+	syms, err := symbols(s)
+	if err != nil {
+		return 0
+	}
+	if _, err := decode(syms); err != ErrCheck {
+		return 0
+	}
+	cand := make([]byte, len(syms))
+	var swaps, looks []int // groups where a fix works
+	for i := 0; i+1 < len(syms); i++ {
+		// Neighbours across a hyphen are rarely swapped; the check
+		// character is typed right after the last group, so that swap is
+		// tried.
+		if syms[i] == syms[i+1] || i/4 != (i+1)/4 && i+1 != 16 {
+			continue
+		}
+		copy(cand, syms)
+		cand[i], cand[i+1] = cand[i+1], cand[i]
+		if _, err := decode(cand); err == nil {
+			swaps = append(swaps, i/4+1)
+		}
+	}
+	for i := range syms {
+		for _, pair := range lookalikes {
+			for k := range 2 {
+				if syms[i] != pair[k] {
+					continue
+				}
+				copy(cand, syms)
+				cand[i] = pair[1-k]
+				if _, err := decode(cand); err == nil {
+					looks = append(looks, i/4+1)
+				}
+			}
+		}
+	}
+	for _, groups := range [][]int{swaps, looks} {
+		if len(groups) == 0 {
+			continue
+		}
+		for _, g := range groups[1:] {
+			if g != groups[0] {
+				return 0
+			}
+		}
+		return groups[0]
+	}
+	return 0
 }
 
 // Equal compares two codes in constant time.

@@ -3,6 +3,7 @@ package phonecode
 import (
 	"crypto/ed25519"
 	"errors"
+	mrand "math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -86,4 +87,76 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%q parsed to %v which does not round-trip: %v", s, c, err)
 		}
 	})
+}
+
+// TestLikelyGroup: two neighbours swapped in one group are blamed on that
+// group or on none, never on another, and mostly on that group; a symbol
+// read as its lookalike mostly too.
+func TestLikelyGroup(t *testing.T) {
+	t.Parallel()
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	named := map[string]int{}
+	for i := range 400 {
+		var c Code
+		for j := range c {
+			c[j] = byte(rng.IntN(256))
+		}
+		s := []byte(c.String()) // XXXX-XXXX-XXXX-XXXX-C
+		group := i%4 + 1
+		at := (group-1)*5 + rng.IntN(3)
+		kind := "swap"
+		if s[at] == s[at+1] {
+			continue
+		}
+		if i%2 == 0 {
+			s[at], s[at+1] = s[at+1], s[at]
+		} else {
+			kind = "lookalike"
+			found := false
+			for _, p := range lookalikes {
+				for k := range 2 {
+					if !found && s[at] == p[k] {
+						s[at], found = p[1-k], true
+					}
+				}
+			}
+			if !found {
+				continue
+			}
+		}
+		typed := string(s)
+		if _, err := Parse(typed); err == nil {
+			continue // the mistake happens to keep the check character
+		}
+		got := LikelyGroup(typed)
+		if got != 0 && got != group {
+			// A swap is always found, so another group is never blamed
+			// for one; a lookalike can look like a swap elsewhere.
+			if kind == "swap" {
+				t.Fatalf("%s in group %d of %s: blamed on group %d", kind, group, typed, got)
+			}
+			named[kind+"-wrong"]++
+		}
+		if got == group {
+			named[kind]++
+		}
+		named[kind+"-all"]++
+	}
+	// The check character is one symbol: about one other slip in 37 fits
+	// it too, and then no group is named. A lookalike loses to any swap
+	// that fits.
+	for kind, share := range map[string]float64{"swap": 0.65, "lookalike": 0.5} {
+		if n, all := named[kind], named[kind+"-all"]; all == 0 || float64(n) < share*float64(all) {
+			t.Errorf("%s: the group was named for %d of %d mistakes", kind, n, all)
+		}
+	}
+	if n, all := named["lookalike-wrong"], named["lookalike-all"]; float64(n) > 0.25*float64(all) {
+		t.Errorf("lookalike: another group was named for %d of %d mistakes", n, all)
+	}
+	if g := LikelyGroup(Code{1, 2, 3}.String()); g != 0 {
+		t.Errorf("a right code: group %d", g)
+	}
+	if g := LikelyGroup("12"); g != 0 {
+		t.Errorf("a short code: group %d", g)
+	}
 }

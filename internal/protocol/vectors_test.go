@@ -320,6 +320,14 @@ func writeVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Named as in a card manifest, so the vectors trust the files the way a
+	// test deployment of the SoftHSM cards does.
+	files := &testpki.Manifest{RootCA: "root.pem", CAs: map[string]string{testpki.CACareProvider: "care-provider-ca.pem"},
+		CRLs: map[string]string{}}
+	writeCRL := func(ca string, der []byte) {
+		write(ca+".crl", der)
+		files.CRLs[ca] = ca + ".crl"
+	}
 	write("root.pem", testpki.CertPEM(pki.Root.Cert))
 	write("care-provider-ca.pem", append(append(testpki.CertPEM(pki.CAs[testpki.CACareProvider].Cert),
 		testpki.CertPEM(revokedCA.Cert)...), testpki.CertPEM(noCRLCA.Cert)...))
@@ -329,10 +337,8 @@ func writeVectors(t *testing.T) {
 		Description: "Vouch bundle test vectors (docs/protocol.md). Verify each case's bundle at 'now' with the phone key given, " +
 			"trusting the roots, the issuing CAs per card type, the attestation keys and the CRLs listed, under the named card profile and jurisdiction; " +
 			"the verdict must equal 'want'.",
-		Now: g.now,
-		Trust: trust.Config{Roots: []string{"root.pem"}, CAs: map[string]string{"Z": "care-provider-ca.pem"},
-			CRLs: []string{"root.crl", "care-provider.crl", "care-provider-revoked.crl"}, AttestationKeys: []string{"attestation.pub.pem"},
-			Jurisdiction: "NL", Profile: "test"},
+		Now:   g.now,
+		Trust: trust.Config{AttestationKeys: []string{"attestation.pub.pem"}, Jurisdiction: "NL", Profile: "test"},
 	}
 	phone, otherPhone := g.phone, phoneKey("another phone")
 
@@ -354,17 +360,17 @@ func writeVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("care-provider.crl", crl)
+	writeCRL(testpki.CACareProvider, crl)
 	rootCRL, err := pki.CRL("root", []*big.Int{revokedCA.Cert.SerialNumber}, g.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("root.crl", rootCRL)
+	writeCRL("root", rootCRL)
 	revokedCACRL, err := pki.CRL("care-provider-revoked", nil, g.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("care-provider-revoked.crl", revokedCACRL)
+	writeCRL("care-provider-revoked", revokedCACRL)
 	// The other issuing CAs revoke nothing, but their CRLs must be current:
 	// without one a card's status is unknown, and that refuses.
 	for _, ca := range []string{testpki.CANamedEmployee, testpki.CAServices, testpki.CAServer} {
@@ -372,11 +378,12 @@ func writeVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		write(ca+".crl", empty)
+		writeCRL(ca, empty)
 		write(ca+"-ca.pem", testpki.CertPEM(pki.CAs[ca].Cert))
-		g.vec.Trust.CRLs = append(g.vec.Trust.CRLs, ca+".crl")
-		g.vec.Trust.CAs[string(testpki.CATypes[ca])] = ca + "-ca.pem"
+		files.CAs[ca] = ca + "-ca.pem"
 	}
+	tf := files.TrustFiles()
+	g.vec.Trust.Roots, g.vec.Trust.CAs, g.vec.Trust.CRLs = tf.Roots, tf.CAs(), tf.CRLs
 
 	// Certificates a real UZI relying party refuses, each signed by a
 	// trusted CA (as by a careless CA, or an attacker holding its key).

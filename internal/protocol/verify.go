@@ -492,19 +492,50 @@ func (v *Verifier) Verify(raw []byte, phone ed25519.PublicKey, now time.Time) (*
 	if err != nil {
 		return nil, refuse(decodeReason(err), err)
 	}
-	st, err := ParseStatement(b.Statement)
-	if err != nil {
-		return nil, refuse(decodeReason(err), fmt.Errorf("statement: %w", err))
-	}
-	vc, r := v.card(b.Cert, uzi.PurposeVouch, now)
+	res, r := v.signedStatement(b.Statement, b.StatementSignature, b.Cert, phone, now)
 	if r != nil {
 		return nil, r
 	}
 	digest := sha256.Sum256(b.Statement)
-	if err := rsa.VerifyPKCS1v15(vc.pub, crypto.SHA256, digest[:], b.StatementSignature); err != nil {
+	at, r := v.attestation(b, res.Statement, res.Identity, digest, now)
+	if r != nil {
+		return nil, r
+	}
+	res.Attestation = at
+	return res, nil
+}
+
+// VerifyStatement checks a statement the card signed, before the back end
+// countersigns it: the card's signature certificate (DER), its signature
+// over the encoded statement, that the statement names that certificate,
+// the card profile for vouching and the statement itself, as Verify does
+// for a bundle. The result has no attestation.
+func (v *Verifier) VerifyStatement(statement, sig, cert []byte, now time.Time) (*Result, error) {
+	if len(statement)+len(sig)+len(cert) > MaxBundleSize {
+		return nil, refuse(ReasonTooLarge, fmt.Errorf("%d bytes", len(statement)+len(sig)+len(cert)))
+	}
+	res, r := v.signedStatement(statement, sig, cert, nil, now)
+	if r != nil {
+		return nil, r
+	}
+	return res, nil
+}
+
+// signedStatement is the part of Verify before the attestation.
+func (v *Verifier) signedStatement(statement, sig, cert []byte, phone ed25519.PublicKey, now time.Time) (*Result, *Refusal) {
+	st, err := ParseStatement(statement)
+	if err != nil {
+		return nil, refuse(decodeReason(err), fmt.Errorf("statement: %w", err))
+	}
+	vc, r := v.card(cert, uzi.PurposeVouch, now)
+	if r != nil {
+		return nil, r
+	}
+	digest := sha256.Sum256(statement)
+	if err := rsa.VerifyPKCS1v15(vc.pub, crypto.SHA256, digest[:], sig); err != nil {
 		return nil, refuse(ReasonSignature, err)
 	}
-	certHash := sha256.Sum256(b.Cert)
+	certHash := sha256.Sum256(cert)
 	if subtle.ConstantTimeCompare(certHash[:], st.SignerCertHash[:]) != 1 {
 		return nil, refuse(ReasonSignerMismatch, nil)
 	}
@@ -514,11 +545,7 @@ func (v *Verifier) Verify(raw []byte, phone ed25519.PublicKey, now time.Time) (*
 	if r := v.statement(st, phone, now); r != nil {
 		return nil, r
 	}
-	at, r := v.attestation(b, st, vc.id, digest, now)
-	if r != nil {
-		return nil, r
-	}
-	return &Result{Statement: st, Attestation: at, Identity: vc.id, Signer: vc.cert}, nil
+	return &Result{Statement: st, Identity: vc.id, Signer: vc.cert}, nil
 }
 
 func (v *Verifier) profile(vc *verifiedCard, purpose uzi.Purpose) *Refusal {

@@ -17,9 +17,14 @@ import (
 type Error struct {
 	Status  int
 	Code    string
-	Message string // message id; "error.<status>" when empty
+	Message string         // message id; "error.<status>" when empty
+	Data    map[string]any // values the message names
 	Cause   error
 }
+
+// LangKey is the echo context key under which a feature keeps the
+// request's language (a session's choice); Accept-Language otherwise.
+const LangKey = "vouch.lang"
 
 func (e *Error) Error() string {
 	if e.Cause != nil {
@@ -32,6 +37,11 @@ func (e *Error) Unwrap() error { return e.Cause }
 
 // Text is the message for an Accept-Language header.
 func (e *Error) Text(acceptLanguage string) string {
+	return e.TextIn(i18n.FromAcceptLanguage(acceptLanguage))
+}
+
+// TextIn is the message in lang.
+func (e *Error) TextIn(lang string) string {
 	id := e.Message
 	if id == "" {
 		id = fmt.Sprintf("error.%d", e.Status)
@@ -39,7 +49,7 @@ func (e *Error) Text(acceptLanguage string) string {
 			id = "error.request"
 		}
 	}
-	return i18n.T(i18n.FromAcceptLanguage(acceptLanguage), id)
+	return i18n.T(lang, id, e.Data)
 }
 
 var internalError = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "error.internal"}
@@ -64,7 +74,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	} else if ve.Cause != nil {
 		s.log.Info("request refused", "request_id", reqID, "route", c.Path(), "code", ve.Code, "err", ve.Cause)
 	}
-	body := map[string]string{"error": ve.Code, "message": ve.Text(c.Request().Header.Get("Accept-Language")), "request_id": reqID}
+	lang, _ := c.Get(LangKey).(string)
+	if lang == "" {
+		lang = i18n.FromAcceptLanguage(c.Request().Header.Get("Accept-Language"))
+	}
+	body := map[string]string{"error": ve.Code, "message": ve.TextIn(lang), "request_id": reqID}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ve.Status)
 		return

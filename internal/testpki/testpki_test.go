@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/vouch-nl/vouch/internal/revocation"
 	"github.com/vouch-nl/vouch/internal/testenv"
 	"github.com/vouch-nl/vouch/internal/testpki"
@@ -126,4 +128,39 @@ func readCert(t *testing.T, file string) *x509.Certificate {
 		t.Fatalf("%s: %v", file, err)
 	}
 	return c
+}
+
+func TestTrustFiles(t *testing.T) {
+	t.Parallel()
+	man := &testpki.Manifest{RootCA: "/p/root.crt",
+		CAs: map[string]string{
+			testpki.CAServices: "/p/services.crt", testpki.CACareProvider: "/p/care-provider.crt", testpki.CAServer: "/p/server.crt",
+			testpki.CANamedEmployee: "/p/named-employee.crt", testpki.CAUnknown: "/p/unknown.crt",
+		},
+		CRLs: map[string]string{
+			testpki.CAServices: "/c/services.crl", "root": "/c/root.crl", testpki.CACareProvider: "/c/care-provider.crl",
+			testpki.CAServer: "/c/server.crl", testpki.CANamedEmployee: "/c/named-employee.crl",
+		},
+	}
+	// The CA nobody trusts stays out; the rest are in CA name order.
+	want := testpki.TrustFiles{
+		Roots: []string{"/p/root.crt"},
+		IssuingCAs: []testpki.IssuingCAFile{
+			{Type: uzi.CardCareProvider, File: "/p/care-provider.crt"},
+			{Type: uzi.CardNamedEmployee, File: "/p/named-employee.crt"},
+			{Type: uzi.CardServer, File: "/p/server.crt"},
+			{Type: uzi.CardNameless, File: "/p/services.crt"},
+		},
+		CRLs: []string{"/c/care-provider.crl", "/c/named-employee.crl", "/c/root.crl", "/c/server.crl", "/c/services.crl"},
+	}
+	got := man.TrustFiles()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("TrustFiles (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{"Z": "/p/care-provider.crt", "N": "/p/named-employee.crt", "S": "/p/server.crt", "M": "/p/services.crt"}, got.CAs()); diff != "" {
+		t.Errorf("CAs (-want +got):\n%s", diff)
+	}
+	if want, got := "Z:/p/care-provider.crt,N:/p/named-employee.crt,S:/p/server.crt,M:/p/services.crt", got.CAsEnv(); got != want {
+		t.Errorf("CAsEnv = %q, want %q", got, want)
+	}
 }

@@ -1,0 +1,262 @@
+// Package backoffice is the web application clinicians sign in to with
+// their card and vouch from: the sign-in with a card's login signature,
+// sessions bound to that card (kept in PostgreSQL), the lock when the card
+// leaves the reader, the vouch page where the card signs an authorization
+// statement that the back end verifies, checks against the register and
+// countersigns, and the audit row of every step. It reuses the verifier of
+// internal/protocol and the license decisions of internal/license; it
+// verifies nothing itself.
+//
+// Handlers read bind → validate → authorize → act → audit → render. Every
+// refusal is an *server.Error with a message of the catalogues, and an
+// audit row; it changes nothing else.
+package backoffice
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vouch-nl/vouch/internal/audit"
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/license"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/uzi"
+)
+
+// Config of the back office.
+type Config struct {
+	// Origin is the back office's origin as the clinician's browser sees
+	// it (scheme://host[:port]). Login signatures are bound to it; it is
+	// never taken from a request.
+	Origin string `env:"VOUCH_BACKOFFICE_ORIGIN, default=http://127.0.0.1:8080"`
+	// AttestationURI names the back end's attestation key in the HSM
+	// (pkcs11: URI); its PIN is VOUCH_HSM_PIN.
+	AttestationURI string `env:"VOUCH_ATTESTATION_URI"`
+	HSMPIN         string `env:"VOUCH_HSM_PIN"`
+	// DailyQuota is how many codes one card holder may vouch for in a day
+	// (DayZone's day): a stolen card cannot vouch for thousands.
+	DailyQuota int    `env:"VOUCH_VOUCH_DAILY_QUOTA, default=60"`
+	DayZone    string `env:"VOUCH_VOUCH_DAY_ZONE, default=Europe/Amsterdam"`
+	// Bucket is the public tier's key-value bucket of authorizations.
+	Bucket          string        `env:"VOUCH_AUTHORIZATION_BUCKET, default=authorizations"`
+	IdleTimeout     time.Duration `env:"VOUCH_SESSION_IDLE, default=15m"`
+	AbsoluteTimeout time.Duration `env:"VOUCH_SESSION_MAX, default=12h"`
+	// Rates per minute: sign-in attempts per IP address, vouches per card.
+	SignInPerMinute float64 `env:"VOUCH_SIGNIN_PER_MINUTE, default=20"`
+	VouchPerMinute  float64 `env:"VOUCH_VOUCH_PER_MINUTE, default=20"`
+}
+
+// Validate checks the configuration and returns the origin, parsed.
+func (c Config) Validate() (*url.URL, error) {
+	u, err := url.Parse(c.Origin)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("VOUCH_BACKOFFICE_ORIGIN: %w", err)
+	case u.Scheme != "https" && u.Scheme != "http", u.Host == "", u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
+		return nil, fmt.Errorf("VOUCH_BACKOFFICE_ORIGIN must be scheme://host[:port], got %q", c.Origin)
+	case c.DailyQuota < 1:
+		return nil, fmt.Errorf("VOUCH_VOUCH_DAILY_QUOTA must be at least 1, got %d", c.DailyQuota)
+	case c.IdleTimeout <= 0 || c.AbsoluteTimeout < c.IdleTimeout:
+		return nil, errors.New("VOUCH_SESSION_IDLE must be positive and at most VOUCH_SESSION_MAX")
+	case c.SignInPerMinute <= 0 || c.VouchPerMinute <= 0:
+		return nil, errors.New("VOUCH_SIGNIN_PER_MINUTE and VOUCH_VOUCH_PER_MINUTE must be positive")
+	}
+	if _, err := time.LoadLocation(c.DayZone); err != nil {
+		return nil, fmt.Errorf("VOUCH_VOUCH_DAY_ZONE: %w", err)
+	}
+	return u, nil
+}
+
+// Verifier is what the back office needs of protocol.Verifier.
+type Verifier interface {
+	VerifyLogin(cert []byte, origin string, challenge, sig []byte, now time.Time) (*protocol.LoginResult, error)
+	VerifyCard(cert []byte, purpose uzi.Purpose, now time.Time) (uzi.Identity, error)
+	VerifyStatement(statement, sig, cert []byte, now time.Time) (*protocol.Result, error)
+}
+
+var _ Verifier = (*protocol.Verifier)(nil)
+
+// Licenses decides whether a card holder may work now (license.Decider).
+type Licenses interface {
+	Decide(ctx context.Context, id uzi.Identity) (license.Decision, error)
+}
+
+var _ Licenses = (*license.Decider)(nil)
+
+// Publisher puts authorizations in the public tier's bucket (bus.Bucket)
+// and returns once the bus acknowledged them.
+type Publisher interface {
+	PutAll(ctx context.Context, entries []bus.KeyValue) error
+}
+
+var _ Publisher = (*bus.Bucket)(nil)
+
+// Deps are what the back office runs on.
+type Deps struct {
+	DB           *database.DB
+	Verifier     Verifier
+	Licenses     Licenses
+	Attestation  crypto.Signer // the back end's attestation key, in the HSM
+	Publisher    Publisher
+	Jurisdiction string
+	Professions  []string // professions that may vouch
+	Log          *slog.Logger
+	Metrics      prometheus.Registerer
+	Now          func() time.Time // time.Now when nil
+}
+
+// Service is the back office.
+type Service struct {
+	cfg      Config
+	origin   *url.URL
+	secure   bool // the origin is https: cookies are Secure and __Host-
+	zone     *time.Location
+	deps     Deps
+	now      func() time.Time
+	pages    map[string]*template.Template
+	signins  *limiter
+	vouches  *limiter
+	metrics  *metrics
+	attestMu chan struct{} // one signature at a time on the HSM session
+	echo     *echo.Echo
+}
+
+// New prepares the back office.
+func New(cfg Config, deps Deps) (*Service, error) {
+	origin, err := cfg.Validate()
+	if err != nil {
+		return nil, err
+	}
+	if deps.DB == nil || deps.Verifier == nil || deps.Licenses == nil || deps.Attestation == nil || deps.Publisher == nil {
+		return nil, errors.New("backoffice: a dependency is missing")
+	}
+	zone, _ := time.LoadLocation(cfg.DayZone) // checked by Validate
+	s := &Service{
+		cfg: cfg, origin: origin, secure: origin.Scheme == "https", zone: zone, deps: deps, now: deps.Now,
+		signins:  newLimiter(cfg.SignInPerMinute),
+		vouches:  newLimiter(cfg.VouchPerMinute),
+		attestMu: make(chan struct{}, 1),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.deps.Log == nil {
+		s.deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if s.deps.Metrics == nil {
+		s.deps.Metrics = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(s.deps.Metrics)
+	if s.pages, err = loadPages(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Origin is the configured origin, as login signatures are bound to it.
+func (s *Service) Origin() string { return s.origin.Scheme + "://" + s.origin.Host }
+
+// Register adds the back office's routes to e: the one route table.
+func (s *Service) Register(e *echo.Echo) {
+	s.echo = e
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(s.crossOrigin))
+	// The configured origin may differ from the Host a proxy passes on.
+	_ = cop.AddTrustedOrigin(s.Origin())
+	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16K"), s.language, s.loadSession)
+
+	g.GET("/", s.home)
+	g.GET("/signin", s.signInPage)
+	g.GET("/vouch", s.vouchPage)
+	g.GET("/staff", s.staffPage)
+	g.POST("/lang", s.switchLanguage)
+
+	api := g.Group("/api", requireJSON)
+	api.POST("/challenge", s.challenge)
+	api.POST("/signin", s.signIn)
+	api.POST("/signout", s.signOut)
+	api.POST("/lock", s.lock)
+	api.POST("/unlock", s.unlock)
+	api.POST("/vouch/prepare", s.prepare)
+	api.POST("/vouch/sign", s.sign)
+}
+
+// Run publishes what was stored but not acknowledged by the bus, and
+// deletes expired challenges and sessions, every interval until ctx ends.
+func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := s.publishPending(ctx); err != nil && ctx.Err() == nil {
+			s.deps.Log.Warn("authorizations: publishing failed; retrying", "err", err)
+		}
+		if err := s.deps.DB.InTx(ctx, func(tx pgx.Tx) error {
+			return sweep(ctx, tx, s.now(), s.cfg.IdleTimeout, s.cfg.AbsoluteTimeout)
+		}); err != nil && ctx.Err() == nil {
+			s.deps.Log.Warn("sessions: sweep failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// echoContext wraps a plain handler's request for echo's error handler.
+func (s *Service) echoContext(w http.ResponseWriter, r *http.Request) echo.Context {
+	return s.echo.NewContext(r, w)
+}
+
+// record writes one audit row in its own transaction: for refusals, which
+// change nothing else.
+func (s *Service) record(c echo.Context, e audit.Entry) {
+	e.IP, e.UserAgent = c.RealIP(), c.Request().UserAgent()
+	err := s.deps.DB.InTx(c.Request().Context(), func(tx pgx.Tx) error {
+		_, err := audit.Append(c.Request().Context(), tx, e, s.now())
+		return err
+	})
+	if err != nil {
+		// The refusal stands; the missing row is an operator's alarm.
+		s.deps.Log.Error("audit row not written", "action", e.Action, "reason", e.Reason, "err", err,
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+	}
+}
+
+// entry is an audit entry of the request's card holder.
+func entry(c echo.Context, action, reason string) audit.Entry {
+	e := audit.Entry{Action: action, Reason: reason, IP: c.RealIP(), UserAgent: c.Request().UserAgent()}
+	if sess := sessionOf(c); sess != nil {
+		e.Actor = sess.UZI
+	}
+	return e
+}
+
+type metrics struct {
+	signins *prometheus.CounterVec
+	vouches *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		signins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_backoffice_signins_total",
+			Help: "Sign-ins to the back office, by result (ok or a reason code)."}, []string{"result"}),
+		vouches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_backoffice_vouches_total",
+			Help: "Vouches, by result (ok or a reason code)."}, []string{"result"}),
+	}
+	reg.MustRegister(m.signins, m.vouches)
+	return m
+}

@@ -1,0 +1,149 @@
+package backoffice
+
+import (
+	"bytes"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vouch-nl/vouch/internal/audit"
+	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/web"
+)
+
+// pageNames are the back office's pages, each templates/<name>.html on
+// top of templates/layout.html.
+var pageNames = []string{"signin", "vouch", "staff"}
+
+func loadPages() (map[string]*template.Template, error) {
+	pages := map[string]*template.Template{}
+	for _, name := range pageNames {
+		t, err := template.New("layout.html").ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("backoffice: page %s: %w", name, err)
+		}
+		pages[name] = t
+	}
+	return pages, nil
+}
+
+func languages() []string { return i18n.Default().Languages() }
+
+// tr is the catalogue in one language, for templates: {{.Tr.T "id"}}.
+type tr struct{ lang string }
+
+func (t tr) T(id string) string { return i18n.T(t.lang, id) }
+
+// Tf fills in values given as name, value pairs.
+func (t tr) Tf(id string, kv ...any) string {
+	data := map[string]any{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		data[fmt.Sprint(kv[i])] = kv[i+1]
+	}
+	return i18n.T(t.lang, id, data)
+}
+
+// page is what every template gets.
+type page struct {
+	Name      string
+	Lang      string
+	Languages []string
+	Tr        tr
+	Session   *session
+	Locked    bool
+	// Messages are the texts the page's script shows (the card agent's
+	// answers, progress), in the page's language.
+	Messages map[string]string
+	// Vouch page.
+	Today, OldestOnset string
+	Quota              int
+	// Staff page.
+	Activity []activity
+}
+
+type activity struct {
+	At     string
+	Action string
+	Reason string
+}
+
+// scriptMessages are the message ids whose texts the scripts need.
+var scriptMessagePrefixes = []string{"agent.", "page."}
+
+func (s *Service) render(c echo.Context, name string, p page) error {
+	lang := langOf(c)
+	p.Name, p.Lang, p.Languages, p.Tr = name, lang, languages(), tr{lang}
+	p.Session = sessionOf(c)
+	p.Locked = p.Session != nil && p.Session.locked()
+	p.Messages = map[string]string{}
+	for _, id := range i18n.Default().IDs() {
+		for _, prefix := range scriptMessagePrefixes {
+			if strings.HasPrefix(id, prefix) {
+				p.Messages[id] = i18n.T(lang, id)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := s.pages[name].Execute(&buf, p); err != nil {
+		return fmt.Errorf("backoffice: render %s: %w", name, err)
+	}
+	// Pages show who is signed in: never cached.
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.HTMLBlob(http.StatusOK, buf.Bytes())
+}
+
+// home sends a person where they belong.
+func (s *Service) home(c echo.Context) error {
+	switch sess := sessionOf(c); {
+	case sess == nil:
+		return c.Redirect(http.StatusSeeOther, "/signin")
+	case sess.Role == roleClinician:
+		return c.Redirect(http.StatusSeeOther, "/vouch")
+	}
+	return c.Redirect(http.StatusSeeOther, "/staff")
+}
+
+func (s *Service) signInPage(c echo.Context) error {
+	return s.render(c, "signin", page{})
+}
+
+func (s *Service) vouchPage(c echo.Context) error {
+	sess := sessionOf(c)
+	switch {
+	case sess == nil:
+		return c.Redirect(http.StatusSeeOther, "/signin")
+	case sess.Role != roleClinician:
+		return c.Redirect(http.StatusSeeOther, "/staff")
+	}
+	today := s.dayStart(s.now())
+	return s.render(c, "vouch", page{
+		Today: today.Format(time.DateOnly), OldestOnset: today.AddDate(0, 0, -MaxOnsetDays).Format(time.DateOnly),
+		Quota: s.cfg.DailyQuota,
+	})
+}
+
+// staffPage shows a card holder their own activity.
+func (s *Service) staffPage(c echo.Context) error {
+	sess := sessionOf(c)
+	if sess == nil {
+		return c.Redirect(http.StatusSeeOther, "/signin")
+	}
+	rows, err := audit.ByActor(c.Request().Context(), s.deps.DB.Pool(), sess.UZI, 50)
+	if err != nil {
+		return err
+	}
+	lang := langOf(c)
+	p := page{}
+	for _, r := range rows {
+		a := activity{At: r.At.In(s.zone).Format("2006-01-02 15:04"), Action: i18n.T(lang, "audit.action."+r.Action)}
+		if r.Reason != "" {
+			a.Reason = r.Reason
+		}
+		p.Activity = append(p.Activity, a)
+	}
+	return s.render(c, "staff", p)
+}

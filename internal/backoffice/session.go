@@ -1,0 +1,124 @@
+package backoffice
+
+import (
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/server"
+)
+
+// Cookies. With an https origin the session cookie is __Host-: Secure,
+// Path=/ and no Domain, so no other host or path can set or read it.
+const (
+	sessionCookie = "vouch_session"
+	langCookie    = "vouch_lang"
+	sessionKey    = "vouch.session"
+)
+
+func (s *Service) sessionCookieName() string {
+	if s.secure {
+		return "__Host-" + sessionCookie
+	}
+	return sessionCookie
+}
+
+// language picks the request's language: the session's choice (read
+// later, in loadSession), else the language cookie, else Accept-Language.
+func (s *Service) language(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		lang := ""
+		if ck, err := c.Cookie(langCookie); err == nil {
+			lang = i18n.Default().Match(ck.Value)
+			if lang == i18n.Source && !strings.HasPrefix(ck.Value, i18n.Source) {
+				lang = ""
+			}
+		}
+		if lang == "" {
+			lang = i18n.FromAcceptLanguage(c.Request().Header.Get("Accept-Language"))
+		}
+		c.Set(server.LangKey, lang)
+		return next(c)
+	}
+}
+
+// loadSession finds the request's session, if its cookie names a live one,
+// and marks it seen: idle time starts again.
+func (s *Service) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ck, err := c.Cookie(s.sessionCookieName())
+		if err != nil || len(ck.Value) != 43 { // 32 bytes, base64url without padding
+			return next(c)
+		}
+		token, err := b64url.DecodeString(ck.Value)
+		if err != nil {
+			return next(c)
+		}
+		sess, err := touchSession(c.Request().Context(), s.deps.DB.Pool(), hashOf(token), s.now(),
+			s.cfg.IdleTimeout, s.cfg.AbsoluteTimeout)
+		switch {
+		case errors.Is(err, errNotFound):
+			s.clearSessionCookie(c)
+		case err != nil:
+			return err
+		default:
+			c.Set(sessionKey, sess)
+			c.Set(server.LangKey, sess.Lang)
+		}
+		return next(c)
+	}
+}
+
+func sessionOf(c echo.Context) *session {
+	sess, _ := c.Get(sessionKey).(*session)
+	return sess
+}
+
+func langOf(c echo.Context) string {
+	lang, _ := c.Get(server.LangKey).(string)
+	if lang == "" {
+		return i18n.Source
+	}
+	return lang
+}
+
+// Refusals of the session checks.
+var (
+	errSignedOut = &server.Error{Status: http.StatusUnauthorized, Code: "signed-out", Message: "session.signed-out"}
+	errLocked    = &server.Error{Status: http.StatusLocked, Code: "locked", Message: "session.locked"}
+)
+
+// needSession returns the request's unlocked session, or the refusal.
+func needSession(c echo.Context) (*session, error) {
+	sess := sessionOf(c)
+	switch {
+	case sess == nil:
+		return nil, errSignedOut
+	case sess.locked():
+		return nil, errLocked
+	}
+	return sess, nil
+}
+
+// newToken makes a session token: 32 random bytes, for the cookie.
+func newToken() ([]byte, string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, "", err
+	}
+	return b, b64url.EncodeToString(b), nil
+}
+
+func (s *Service) setSessionCookie(c echo.Context, value string) {
+	c.SetCookie(&http.Cookie{Name: s.sessionCookieName(), Value: value, Path: "/", HttpOnly: true, Secure: s.secure,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(s.cfg.AbsoluteTimeout.Seconds())})
+}
+
+func (s *Service) clearSessionCookie(c echo.Context) {
+	c.SetCookie(&http.Cookie{Name: s.sessionCookieName(), Value: "", Path: "/", HttpOnly: true, Secure: s.secure,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+}

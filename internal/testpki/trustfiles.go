@@ -1,0 +1,59 @@
+package testpki
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/vouch-nl/vouch/internal/uzi"
+)
+
+// TrustFiles names the files a verifier of a manifest's cards is configured
+// with. It holds plain paths, so that testpki need not import trust (whose
+// tests import testpki).
+type TrustFiles struct {
+	Roots      []string
+	IssuingCAs []IssuingCAFile // in CA name order
+	CRLs       []string        // in CA name order
+}
+
+// IssuingCAFile is an issuing CA's certificate file and the card type the
+// CA issues.
+type IssuingCAFile struct {
+	Type uzi.CardType
+	File string
+}
+
+// TrustFiles returns the files trusting m's cards: the root, the issuing CAs
+// of CATypes (so not the CA nobody trusts), and every CRL.
+func (m *Manifest) TrustFiles() TrustFiles {
+	f := TrustFiles{Roots: []string{m.RootCA}}
+	for _, name := range slices.Sorted(maps.Keys(m.CAs)) {
+		if typ, ok := CATypes[name]; ok {
+			f.IssuingCAs = append(f.IssuingCAs, IssuingCAFile{Type: typ, File: m.CAs[name]})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.CRLs)) {
+		f.CRLs = append(f.CRLs, m.CRLs[name])
+	}
+	return f
+}
+
+// CAs returns the issuing CA files by card type, as trust.Config.CAs holds
+// them.
+func (f TrustFiles) CAs() map[string]string {
+	cas := make(map[string]string, len(f.IssuingCAs))
+	for _, ca := range f.IssuingCAs {
+		cas[string(ca.Type)] = ca.File
+	}
+	return cas
+}
+
+// CAsEnv returns the issuing CAs as VOUCH_UZI_CAS spells them: "Z:file,N:file".
+func (f TrustFiles) CAsEnv() string {
+	cas := make([]string, len(f.IssuingCAs))
+	for i, ca := range f.IssuingCAs {
+		cas[i] = string(ca.Type) + ":" + ca.File
+	}
+	return strings.Join(cas, ",")
+}

@@ -1,0 +1,334 @@
+// backoffice.js: the back office pages' script. It asks the card through
+// VouchCard (vouchcard.js and the Vouch extension), and the server through
+// its JSON API. It never sees a PIN: the extension's own window asks for it.
+// The server checks everything again; what this script checks is only to
+// tell the clinician sooner.
+"use strict";
+
+(() => {
+  const msgs = JSON.parse(document.getElementById("vouch-messages").textContent || "{}");
+  const t = (id) => msgs[id] || id;
+  const $ = (id) => document.getElementById(id);
+  const body = document.body;
+  const lang = document.documentElement.lang || "en";
+
+  // api posts JSON to the back office; a refusal throws an Error with the
+  // server's message (already in the page's language) and code.
+  async function api(path, data) {
+    let r;
+    try {
+      r = await fetch(path, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(data || {}),
+      });
+    } catch (e) {
+      throw Object.assign(new Error(t("page.offline")), { code: "offline" });
+    }
+    let j = {};
+    try { j = await r.json(); } catch (e) { /* an empty or non-JSON answer */ }
+    if (r.status === 401 && path !== "/api/signin") {
+      location.assign("/signin");
+    }
+    if (r.status === 423) showLock();
+    if (!r.ok) throw Object.assign(new Error(j.message || t("page.error")), { code: j.error, status: r.status });
+    return j;
+  }
+
+  // agentProblem is the card agent's or extension's error, in words.
+  function agentProblem(resp) {
+    let m = t("agent." + resp.error);
+    if (m === "agent." + resp.error) m = t("agent.card-error");
+    if (resp.error === "pin-wrong" && resp.triesLeft === 1) m += " " + t("agent.tries-left-one");
+    if (resp.error === "pin-wrong" && resp.triesLeft > 1) m += " " + t("agent.tries-left-few");
+    return m;
+  }
+
+  function say(text) { const s = $("status"); if (s) s.textContent = text || ""; }
+  function problem(text) {
+    const p = $("problem");
+    if (!p) return;
+    p.textContent = text || "";
+    p.hidden = !text;
+  }
+
+  // --- cards ---------------------------------------------------------
+
+  let cards = [];
+  let refreshing = null;
+  const cardListeners = [];
+
+  async function refreshCards() {
+    if (refreshing) return refreshing;
+    refreshing = (async () => {
+      const r = await VouchCard.cards();
+      if (r.type === "error") {
+        cards = null;
+        cardListeners.forEach((f) => f(r));
+      } else {
+        cards = (r.cards || []).filter((c) => c.state === "ready");
+        cardListeners.forEach((f) => f(null));
+      }
+    })().finally(() => { refreshing = null; });
+    return refreshing;
+  }
+
+  // Cards come and go: the extension tells when it can (VouchCard.watch);
+  // otherwise the page looks again every second.
+  function watchCards() {
+    if (typeof VouchCard.watch === "function") {
+      VouchCard.watch(() => refreshCards());
+    }
+    setInterval(refreshCards, typeof VouchCard.watch === "function" ? 5000 : 1000);
+    refreshCards();
+  }
+
+  // mine is the signed-in card holder's card, if it is in a reader.
+  function mine() {
+    if (!cards) return undefined;
+    return cards.find((c) => c.uzi === body.dataset.uzi && c.type === body.dataset.cardType);
+  }
+
+  // --- sign in -------------------------------------------------------
+
+  function signInPage() {
+    const list = $("cards");
+    const button = $("signin");
+    let chosen = null;
+    let busy = false;
+    const blocked = new Set();
+
+    function draw(err) {
+      list.textContent = "";
+      if (err) {
+        const p = document.createElement("p");
+        p.className = "problem";
+        p.textContent = agentProblem(err);
+        list.append(p);
+        button.disabled = true;
+        return;
+      }
+      if (cards.length === 0) {
+        const p = document.createElement("p");
+        p.className = "status";
+        p.textContent = t("page.cards.none");
+        list.append(p);
+      }
+      if (!cards.some((c) => c.token === chosen)) chosen = cards.length === 1 ? cards[0].token : null;
+      for (const c of cards) {
+        const label = document.createElement("label");
+        label.className = "card";
+        const input = document.createElement("input");
+        input.type = "radio";
+        input.name = "card";
+        input.value = c.token;
+        input.checked = c.token === chosen;
+        input.addEventListener("change", () => { chosen = c.token; button.disabled = busy || blocked.has(chosen); });
+        const name = document.createElement("strong");
+        name.textContent = c.holder;
+        const detail = document.createElement("span");
+        detail.textContent = t("page.cards.type-" + c.type) + " · " + c.reader;
+        label.append(input, name, detail);
+        list.append(label);
+      }
+      button.disabled = busy || !chosen || blocked.has(chosen);
+    }
+    cardListeners.push(draw);
+
+    button.addEventListener("click", async () => {
+      const card = cards && cards.find((c) => c.token === chosen);
+      if (!card || busy) return;
+      busy = true;
+      button.disabled = true;
+      problem("");
+      try {
+        say(t("page.signin.asking"));
+        const ch = await api("/api/challenge", { purpose: "sign-in" });
+        say(t("page.signin.pin"));
+        const r = await VouchCard.signLogin(card.token, ch.challenge);
+        if (r.type === "error") {
+          if (r.error === "pin-blocked") blocked.add(card.token);
+          say("");
+          problem(agentProblem(r));
+          return;
+        }
+        say(t("page.signin.checking"));
+        const res = await api("/api/signin", {
+          challenge: ch.challenge, authCert: r.certificate || card.authCert,
+          signCert: card.signCert, signature: r.signature,
+        });
+        say(t("page.signin.done"));
+        location.assign(res.redirect);
+      } catch (e) {
+        say("");
+        problem(e.message);
+      } finally {
+        busy = false;
+        button.disabled = !chosen || blocked.has(chosen);
+      }
+    });
+    watchCards();
+  }
+
+  // --- lock ----------------------------------------------------------
+
+  let locked = false;
+  function showLock() {
+    const l = $("lock");
+    if (!l) return;
+    locked = true;
+    l.hidden = false;
+    $("unlock").disabled = !mine();
+  }
+
+  function lockWatch() {
+    const l = $("lock");
+    if (!l) return;
+    if (body.dataset.locked === "true") showLock();
+    cardListeners.push((err) => {
+      if (err) return; // no word from the extension: the server still asks the card for every vouch
+      const m = mine();
+      if (!m && !locked) {
+        showLock();
+        api("/api/lock").catch(() => {});
+      }
+      $("unlock").disabled = !m;
+      $("lock-text").textContent = m ? t("page.lock.card-back") : t("page.lock.text");
+    });
+    $("unlock").addEventListener("click", async () => {
+      const m = mine();
+      if (!m) return;
+      $("unlock").disabled = true;
+      $("lock-status").textContent = t("page.signin.pin");
+      try {
+        const ch = await api("/api/challenge", { purpose: "unlock" });
+        const r = await VouchCard.signLogin(m.token, ch.challenge);
+        if (r.type === "error") {
+          $("lock-status").textContent = agentProblem(r);
+          return;
+        }
+        await api("/api/unlock", { challenge: ch.challenge, authCert: r.certificate || m.authCert, signature: r.signature });
+        locked = false;
+        l.hidden = true;
+        $("lock-status").textContent = "";
+      } catch (e) {
+        $("lock-status").textContent = e.message;
+      } finally {
+        $("unlock").disabled = !mine();
+      }
+    });
+  }
+
+  // --- vouch ---------------------------------------------------------
+
+  function vouchPage() {
+    const form = $("vouch-form");
+    const button = $("vouch");
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (locked) return;
+      problem("");
+      const card = mine();
+      if (!card) {
+        problem(t("page.vouch.no-card"));
+        return;
+      }
+      button.disabled = true;
+      try {
+        say(t("page.vouch.checking"));
+        const p = await api("/api/vouch/prepare", {
+          code: $("code").value, consent: $("consent").checked, onset: $("onset").value,
+        });
+        say(t("page.vouch.pin"));
+        const r = await VouchCard.signStatement(card.token, p.statement);
+        if (r.type === "error") {
+          say("");
+          problem(agentProblem(r));
+          return;
+        }
+        say(t("page.vouch.storing"));
+        const done = await api("/api/vouch/sign", { signature: r.signature });
+        say("");
+        $("done-code").textContent = done.code;
+        $("done-at").textContent = new Date(done.vouchedAt).toLocaleString(lang);
+        $("done-until").textContent = new Date(done.validUntil).toLocaleString(lang);
+        $("vouch-form-section").hidden = true;
+        $("done").hidden = false;
+        $("again").focus();
+      } catch (e) {
+        say("");
+        problem(e.message);
+      } finally {
+        button.disabled = false;
+      }
+    });
+    $("again").addEventListener("click", () => {
+      form.reset();
+      $("done").hidden = true;
+      $("vouch-form-section").hidden = false;
+      $("code").focus();
+    });
+    scanner();
+  }
+
+  // scanner reads the phone's QR code with the camera where the browser
+  // can (BarcodeDetector); handheld scanners type into the field instead.
+  function scanner() {
+    if (!("BarcodeDetector" in window)) return;
+    const scan = $("scan");
+    const video = $("camera");
+    scan.hidden = false;
+    scan.addEventListener("click", async () => {
+      let stream;
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+      } catch (e) {
+        problem(t("page.vouch.no-camera"));
+        return;
+      }
+      const detector = new BarcodeDetector({ formats: ["qr_code"] });
+      video.srcObject = stream;
+      video.hidden = false;
+      await video.play();
+      const stop = () => { stream.getTracks().forEach((tr) => tr.stop()); video.hidden = true; };
+      const started = Date.now();
+      const look = async () => {
+        const found = (await detector.detect(video).catch(() => [])).find((b) => b.rawValue.startsWith("vouch:"));
+        if (found) {
+          $("code").value = found.rawValue;
+          stop();
+          $("consent").focus();
+        } else if (Date.now() - started < 60000) {
+          setTimeout(look, 200);
+        } else {
+          stop();
+        }
+      };
+      look();
+    });
+  }
+
+  // --- every page ----------------------------------------------------
+
+  const out = $("signout");
+  if (out) {
+    out.addEventListener("click", async () => {
+      await api("/api/signout").catch(() => {});
+      location.assign("/signin");
+    });
+  }
+  switch (body.dataset.page) {
+    case "signin":
+      signInPage();
+      break;
+    case "vouch":
+      lockWatch();
+      vouchPage();
+      watchCards();
+      break;
+    case "staff":
+      lockWatch();
+      watchCards();
+      break;
+  }
+})();
