@@ -34,7 +34,7 @@ vet:
 	$(GO) build -tags production -o /dev/null ./cmd/vouch ./cmd/cardagent ./cmd/phone
 
 ## bench: speed targets as ratios against bare references; writes bench/results.json
-bench: deps build
+bench: deps build cards
 	$(GO) run ./bench -vouch $(BIN)/vouch -out bench/results.json
 
 ## fuzz: run every fuzz target for a short while

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"testing"
 	"text/tabwriter"
+	"time"
 
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/trust"
@@ -55,6 +56,8 @@ func main() {
 	registryN := flag.Int("registry", 100_000, "entries of the generated register for the sync rows (0: skip)")
 	bigN := flag.Int("registry-big", 1_000_000, "entries of the register for the memory row (0: skip)")
 	trustRows := flag.Bool("trust", true, "measure the bundle verifier rows (false: the register's rows only)")
+	clinicians := flag.Int("clinicians", 50, "concurrent clinicians for the back office's rows (0: skip)")
+	cardsDir := flag.String("cards", filepath.Join(envOr("VOUCH_STATE_DIR", ".vouch"), "cards"), "the test cards (make cards)")
 	flag.Parse()
 	var rows []Row
 	if *trustRows {
@@ -91,6 +94,24 @@ func main() {
 		rows = append(rows, Row{Name: fmt.Sprintf("registry full sync, %dk entries: peak RSS", *bigN/1000), Value: r.peakMB, Unit: "MB", Target: target(150)},
 			Row{Name: fmt.Sprintf("registry full sync, %dk entries", *bigN/1000), Value: r.syncSeconds, Unit: "s", Reference: "paged ldapsearch dump of the same entries, same slapd",
 				ReferenceValue: r.dumpSeconds, Ratio: r.syncSeconds / r.dumpSeconds, Target: target(1.25)})
+	}
+	if *clinicians > 0 {
+		r, err := backofficeBench{dbURL: *dbURL, cardsDir: *cardsDir, clinicians: *clinicians, perEach: 4}.run(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: back office:", err)
+			os.Exit(1)
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		c := fmt.Sprintf("%d concurrent clinicians", *clinicians)
+		rows = append(rows,
+			Row{Name: "back-office sign-in, server side, " + c + ": p50", Value: ms(r.signinP50), Unit: "ms"},
+			Row{Name: "back-office sign-in, server side, " + c + ": p99", Value: ms(r.signinP99), Unit: "ms", Target: target(20)},
+			Row{Name: "vouch, server side, " + c + ": p50", Value: ms(r.vouchP50), Unit: "ms"},
+			Row{Name: "vouch, server side, " + c + ": p99", Value: ms(r.vouchP99), Unit: "ms", Target: target(20)},
+			Row{Name: "vouches per second, " + c, Value: r.vouchesPerSecond, Unit: "vouches/s"},
+			Row{Name: "vouch, server side, one at a time", Value: ms(r.vouchSerial), Unit: "ms",
+				Reference: "statement verify + attestation sign on the HSM (SoftHSM), bare", ReferenceValue: ms(r.bare),
+				Ratio: float64(r.vouchSerial) / float64(r.bare), Target: target(3)})
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tVALUE\tREFERENCE\tREF VALUE\tRATIO\tTARGET\tMEETS")

@@ -130,19 +130,7 @@ func runInsert(ctx context.Context, man *testpki.Manifest, args []string) error 
 // printEnv writes the configuration of a test deployment trusting these
 // cards, as shell exports with single-quoted values.
 func printEnv(w io.Writer, man *testpki.Manifest) error {
-	files := man.TrustFiles()
-	vars := [][2]string{
-		{"SOFTHSM2_CONF", man.SoftHSMConf},
-		{"VOUCH_CARD_PROFILE", "test"},
-		{"VOUCH_UZI_ROOTS", strings.Join(files.Roots, ",")},
-		{"VOUCH_UZI_CAS", files.CAsEnv()},
-		{"VOUCH_UZI_CRLS", strings.Join(files.CRLs, ",")},
-		{"VOUCH_ATTESTATION_KEYS", man.Backend.AttestationPub},
-		{"VOUCH_ATTESTATION_URI", man.Backend.AttestationURI},
-	}
-	for _, c := range man.Cards {
-		vars = append(vars, [2]string{"VOUCH_TEST_CARD_" + strings.ToUpper(strings.ReplaceAll(c.Name, "-", "_")), c.SignURI})
-	}
+	vars := man.Env()
 	for _, v := range vars {
 		if _, err := fmt.Fprintf(w, "export %s='%s'\n", v[0], strings.ReplaceAll(v[1], "'", `'\''`)); err != nil {
 			return err

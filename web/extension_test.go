@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
 	"github.com/vouch-nl/vouch/internal/protocol"
@@ -26,8 +27,9 @@ import (
 )
 
 // testPage serves the page library and a page that uses it, on a loopback
-// address of its own (host is 127.0.0.1 or localhost: two origins).
-func testPage(t *testing.T, host string) string {
+// address of its own (host is 127.0.0.1 or localhost: two origins), and
+// more pages at the paths of extra.
+func testPage(t *testing.T, host string, extra ...map[string]string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,6 +38,11 @@ func testPage(t *testing.T, host string) string {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(web.Static, "static")
 	mux.Handle("/static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	for _, pages := range extra {
+		for path, html := range pages {
+			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, html) })
+		}
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `<!doctype html><html><head><meta charset="utf-8"><title>test</title>
 <script src="/static/vouchcard.js"></script></head><body><p id="ready">ready</p></body></html>`)
@@ -65,7 +72,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	var png []byte
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := chromedp.Run(sctx, chromedp.FullScreenshot(&png, 90)); err != nil {
+	if err := chromedp.Run(sctx, chromedp.FullScreenshot(&png, 100)); err != nil {
 		t.Logf("screenshot %s: %v", name, err)
 		return
 	}
@@ -122,39 +129,15 @@ func eval(t *testing.T, ctx context.Context, js string) reply {
 // serviceWorker is the context of the extension's service worker.
 func serviceWorker(t *testing.T, browser context.Context) context.Context {
 	t.Helper()
-	targets, err := chromedp.Targets(browser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ti := range targets {
-		if ti.Type == "service_worker" && strings.HasSuffix(ti.URL, "/background.js") {
-			ctx, cancel := chromedp.NewContext(browser, chromedp.WithTargetID(ti.TargetID))
-			t.Cleanup(cancel)
-			return ctx
-		}
-	}
-	t.Fatal("the extension's service worker is not running")
-	return nil
+	return attach(t, browser, "the extension's service worker", func(ti *target.Info) bool {
+		return ti.Type == "service_worker" && strings.HasSuffix(ti.URL, "/background.js")
+	})
 }
 
 // pinWindow waits for the extension's PIN window and returns its context.
 func pinWindow(t *testing.T, browser context.Context) (context.Context, context.CancelFunc) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		targets, err := chromedp.Targets(browser)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ti := range targets {
-			if strings.HasSuffix(ti.URL, "/pin.html") {
-				return chromedp.NewContext(browser, chromedp.WithTargetID(ti.TargetID))
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("no PIN window opened")
-	return nil, nil
+	return attach(t, browser, "PIN window", func(ti *target.Info) bool { return strings.HasSuffix(ti.URL, "/pin.html") }), func() {}
 }
 
 // TestExtensionSignsLogin: a page of the back office's origin lists the

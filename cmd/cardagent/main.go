@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/vouch-nl/vouch/internal/cardagent"
 	"github.com/vouch-nl/vouch/internal/p11"
@@ -107,7 +108,8 @@ func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr
 		log.Error("PKCS#11 module", "module", cfg.Module, "err", err)
 		return exitError(2)
 	}
-	defer m.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer closeBounded(m, cancel, log)
 	// The readers, through PC/SC: which card is in which reader, and an
 	// event for the page whenever one goes in or out.
 	readers := cardagent.WatchReaders(ctx, log)
@@ -119,6 +121,24 @@ func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr
 	changed, unsubscribe := readers.Subscribe()
 	defer unsubscribe()
 	return a.Serve(ctx, stdin, stdout, changed)
+}
+
+// closeBounded stops watching the readers and closes the module once the
+// browser has gone (Serve returned): a module that does not finalize in a
+// few seconds is left to the process's exit, so that a host whose browser
+// died never lingers holding the readers.
+func closeBounded(m *p11.Module, stopWatching context.CancelFunc, log *slog.Logger) {
+	stopWatching()
+	done := make(chan struct{})
+	go func() {
+		m.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		log.Warn("the PKCS#11 module did not close in 3 s; exiting anyway")
+	}
 }
 
 // newCheckedAgent checks a configuration as the host will at its start.

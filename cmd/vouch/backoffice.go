@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -77,6 +78,10 @@ func runBackoffice(ctx context.Context, log *slog.Logger) error {
 	return err
 }
 
+// attestationSessions is how many HSM sessions the back office signs
+// attestations on.
+const attestationSessions = 4
+
 // backofficeRole is a started back office: run it, close it after.
 type backofficeRole struct {
 	run   func(ctx context.Context) error
@@ -117,15 +122,26 @@ func startBackoffice(ctx context.Context, cfg backoffice.Config, dcfg directory.
 	if err != nil {
 		return nil, fmt.Errorf("attestation key: %w", err)
 	}
-	att, err := mod.Signer(au, cfg.HSMPIN)
-	if err != nil {
-		mod.Close()
-		return nil, fmt.Errorf("attestation key: %w", err)
-	}
+	// One HSM session per signer; a few let several vouches be
+	// countersigned at once.
+	var signers []crypto.Signer
+	var opened []*p11.Signer
 	closeAll := func() {
-		att.Close()
+		for _, g := range opened {
+			g.Close()
+		}
 		mod.Close()
 	}
+	for range attestationSessions {
+		g, err := mod.Signer(au, cfg.HSMPIN)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("attestation key: %w", err)
+		}
+		opened = append(opened, g)
+		signers = append(signers, g)
+	}
+	att := opened[0]
 	// An attestation the phones do not trust would be refused by every one
 	// of them: better not to start.
 	kid, err := protocol.KeyID(att.Public())
@@ -149,7 +165,7 @@ func startBackoffice(ctx context.Context, cfg backoffice.Config, dcfg directory.
 		return nil, err
 	}
 	svc, err := backoffice.New(cfg, backoffice.Deps{
-		DB: in.db, Verifier: verifier, Licenses: license.New(lcfg, dir, in.db, log), Attestation: att, Publisher: bucket,
+		DB: in.db, Verifier: verifier, Licenses: license.New(lcfg, dir, in.db, log), Attestation: signers, Publisher: bucket,
 		Jurisdiction: tr.Jurisdiction, Professions: tr.Profile.VouchProfessions(), Log: log, Metrics: in.reg,
 	})
 	if err != nil {

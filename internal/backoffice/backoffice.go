@@ -106,10 +106,13 @@ var _ Publisher = (*bus.Bucket)(nil)
 
 // Deps are what the back office runs on.
 type Deps struct {
-	DB           *database.DB
-	Verifier     Verifier
-	Licenses     Licenses
-	Attestation  crypto.Signer // the back end's attestation key, in the HSM
+	DB       *database.DB
+	Verifier Verifier
+	Licenses Licenses
+	// Attestation is the back end's attestation key in the HSM, once per
+	// HSM session: each signs one attestation at a time, so several let
+	// vouches of several clinicians be countersigned at once.
+	Attestation  []crypto.Signer
 	Publisher    Publisher
 	Jurisdiction string
 	Professions  []string // professions that may vouch
@@ -120,18 +123,19 @@ type Deps struct {
 
 // Service is the back office.
 type Service struct {
-	cfg      Config
-	origin   *url.URL
-	secure   bool // the origin is https: cookies are Secure and __Host-
-	zone     *time.Location
-	deps     Deps
-	now      func() time.Time
-	pages    map[string]*template.Template
-	signins  *limiter
-	vouches  *limiter
-	metrics  *metrics
-	attestMu chan struct{} // one signature at a time on the HSM session
-	echo     *echo.Echo
+	cfg     Config
+	origin  *url.URL
+	secure  bool // the origin is https: cookies are Secure and __Host-
+	zone    *time.Location
+	deps    Deps
+	now     func() time.Time
+	pages   map[string]*template.Template
+	signins *limiter
+	vouches *limiter
+	metrics *metrics
+	signers chan crypto.Signer // the HSM sessions not in use
+	acked   chan [16]byte      // authorizations the bus acknowledged, to mark published
+	echo    *echo.Echo
 }
 
 // New prepares the back office.
@@ -140,15 +144,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if deps.DB == nil || deps.Verifier == nil || deps.Licenses == nil || deps.Attestation == nil || deps.Publisher == nil {
+	if deps.DB == nil || deps.Verifier == nil || deps.Licenses == nil || len(deps.Attestation) == 0 || deps.Publisher == nil {
 		return nil, errors.New("backoffice: a dependency is missing")
 	}
 	zone, _ := time.LoadLocation(cfg.DayZone) // checked by Validate
 	s := &Service{
 		cfg: cfg, origin: origin, secure: origin.Scheme == "https", zone: zone, deps: deps, now: deps.Now,
-		signins:  newLimiter(cfg.SignInPerMinute),
-		vouches:  newLimiter(cfg.VouchPerMinute),
-		attestMu: make(chan struct{}, 1),
+		signins: newLimiter(cfg.SignInPerMinute),
+		vouches: newLimiter(cfg.VouchPerMinute),
+		signers: make(chan crypto.Signer, len(deps.Attestation)),
+		acked:   make(chan [16]byte, 4096),
+	}
+	for _, a := range deps.Attestation {
+		s.signers <- a
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -195,10 +203,15 @@ func (s *Service) Register(e *echo.Echo) {
 }
 
 // Run publishes what was stored but not acknowledged by the bus, and
-// deletes expired challenges and sessions, every interval until ctx ends.
+// deletes expired challenges and sessions, every interval until ctx ends;
+// in between it records which authorizations the bus acknowledged, in
+// batches, off the clinicians' requests. Every copy of the back office
+// runs it; a bundle put twice is the same bundle.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	sweepT := time.NewTicker(interval)
+	defer sweepT.Stop()
+	markT := time.NewTicker(markEvery)
+	defer markT.Stop()
 	for {
 		if err := s.publishPending(ctx); err != nil && ctx.Err() == nil {
 			s.deps.Log.Warn("authorizations: publishing failed; retrying", "err", err)
@@ -208,11 +221,42 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 		}); err != nil && ctx.Err() == nil {
 			s.deps.Log.Warn("sessions: sweep failed", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+	marks:
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-sweepT.C:
+				break marks
+			case <-markT.C:
+				s.markAcknowledged(ctx)
+			}
 		}
+	}
+}
+
+// markEvery is how often acknowledged authorizations are marked published.
+const markEvery = 200 * time.Millisecond
+
+// markAcknowledged marks published what the bus acknowledged since the
+// last time. A mark lost (the back office stopped first) only means the
+// sweep puts the same bundle again.
+func (s *Service) markAcknowledged(ctx context.Context) {
+	var ids [][16]byte
+	for {
+		select {
+		case id := <-s.acked:
+			ids = append(ids, id)
+			continue
+		default:
+		}
+		break
+	}
+	if len(ids) == 0 {
+		return
+	}
+	if err := markPublished(ctx, s.deps.DB.Pool(), ids, s.now()); err != nil && ctx.Err() == nil {
+		s.deps.Log.Warn("authorizations: marking published failed; the sweep publishes them again", "count", len(ids), "err", err)
 	}
 }
 

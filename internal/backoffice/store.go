@@ -107,21 +107,31 @@ func createSession(ctx context.Context, q querier, s *session) error {
 	return nil
 }
 
+// touchEvery: a session's last-seen time is written at most this often, so
+// that most requests only read their session; idle time is measured to
+// within it.
+const touchEvery = 30 * time.Second
+
 // touchSession finds a live session — seen within idle, opened within
 // absolute — and marks it seen now. An expired one is errNotFound.
 func touchSession(ctx context.Context, q querier, hash []byte, now time.Time, idle, absolute time.Duration) (*session, error) {
 	s := &session{}
-	err := q.QueryRow(ctx, `update backoffice_sessions set seen_at = $2
-		where hash = $1 and seen_at > $3 and created_at > $4
-		returning hash, uzi_number, holder, role, card_type, role_code, auth_cert_hash, sign_cert, lang,
-			created_at, seen_at, locked_at, pending_statement, pending_at`,
-		hash, now, now.Add(-idle), now.Add(-absolute)).Scan(&s.Hash, &s.UZI, &s.Holder, &s.Role, &s.CardType, &s.RoleCode,
+	err := q.QueryRow(ctx, `select hash, uzi_number, holder, role, card_type, role_code, auth_cert_hash, sign_cert, lang,
+			created_at, seen_at, locked_at, pending_statement, pending_at
+		from backoffice_sessions where hash = $1 and seen_at > $2 and created_at > $3`,
+		hash, now.Add(-idle), now.Add(-absolute)).Scan(&s.Hash, &s.UZI, &s.Holder, &s.Role, &s.CardType, &s.RoleCode,
 		&s.AuthCertHash, &s.SignCert, &s.Lang, &s.CreatedAt, &s.SeenAt, &s.LockedAt, &s.Pending, &s.PendingAt)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, errNotFound
 	case err != nil:
 		return nil, fmt.Errorf("backoffice: read session: %w", err)
+	}
+	if now.Sub(s.SeenAt) >= touchEvery {
+		if _, err := q.Exec(ctx, `update backoffice_sessions set seen_at = $2 where hash = $1`, hash, now); err != nil {
+			return nil, fmt.Errorf("backoffice: touch session: %w", err)
+		}
+		s.SeenAt = now
 	}
 	return s, nil
 }

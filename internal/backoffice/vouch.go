@@ -2,6 +2,7 @@ package backoffice
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
@@ -261,21 +262,29 @@ func (s *Service) sign(c echo.Context) error {
 	}
 	s.metrics.vouches.WithLabelValues("ok").Inc()
 	// Stored: the phone gets it once the bucket has it. If the bus does
-	// not acknowledge now, the next sweep publishes it (Run).
-	published := s.publish(ctx, []authorization{*a}) == nil
+	// not acknowledge now, the next sweep publishes it (Run), which also
+	// marks it published once it did.
+	published := s.put(ctx, []authorization{*a}) == nil
+	if published {
+		select {
+		case s.acked <- a.ID:
+		default: // full: the sweep will put it again, harmlessly
+		}
+	}
 	return c.JSON(http.StatusOK, signResponse{ID: idHex, Code: st.PhoneCode.String(), VouchedAt: now, ValidUntil: st.ExpiresAt, Published: published})
 }
 
-// attest has the HSM countersign, one signature at a time: the key's
-// PKCS#11 session is not shared by concurrent operations.
+// attest has the HSM countersign, on an HSM session no other request is
+// using: a PKCS#11 session runs one operation at a time.
 func (s *Service) attest(ctx context.Context, statement []byte, id uzi.Identity, expires, now time.Time) ([]byte, []byte, error) {
+	var signer crypto.Signer
 	select {
-	case s.attestMu <- struct{}{}:
+	case signer = <-s.signers:
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
-	defer func() { <-s.attestMu }()
-	enc, sig, err := protocol.Attest(s.deps.Attestation, statement, id, protocol.LicenseActive, expires, now)
+	defer func() { s.signers <- signer }()
+	enc, sig, err := protocol.Attest(signer, statement, id, protocol.LicenseActive, expires, now)
 	if err != nil {
 		return nil, nil, fmt.Errorf("backoffice: attest: %w", err)
 	}
@@ -306,22 +315,33 @@ func BucketKey(code phonecode.Code) string { return hex.EncodeToString(code[:]) 
 // publish puts authorizations in the bucket and marks them published once
 // the bus acknowledged them.
 func (s *Service) publish(ctx context.Context, as []authorization) error {
+	if err := s.put(ctx, as); err != nil {
+		return err
+	}
+	ids := make([][16]byte, len(as))
+	for i := range as {
+		ids[i] = as[i].ID
+	}
+	return markPublished(ctx, s.deps.DB.Pool(), ids, s.now())
+}
+
+// put puts authorizations in the bucket and returns once the bus
+// acknowledged them.
+func (s *Service) put(ctx context.Context, as []authorization) error {
 	if len(as) == 0 {
 		return nil
 	}
 	entries := make([]bus.KeyValue, len(as))
-	ids := make([][16]byte, len(as))
 	for i := range as {
 		var code phonecode.Code
 		copy(code[:], as[i].PhoneCode)
 		entries[i] = bus.KeyValue{Key: BucketKey(code), Value: bundleOf(&as[i])}
-		ids[i] = as[i].ID
 	}
 	if err := s.deps.Publisher.PutAll(ctx, entries); err != nil {
 		s.deps.Log.Warn("authorizations: the bus did not acknowledge; the sweep retries", "count", len(as), "err", err)
 		return err
 	}
-	return markPublished(ctx, s.deps.DB.Pool(), ids, s.now())
+	return nil
 }
 
 // publishPending publishes what was stored but not acknowledged.

@@ -146,9 +146,10 @@ func newWorld(t *testing.T, tune func(*backoffice.Config)) *world {
 	}
 	att := w.signer(w.man.Backend.AttestationURI, w.man.Backend.PIN)
 	deps := backoffice.Deps{DB: w.db, Verifier: w.verifier, Licenses: license.New(license.Config{MaxMirrorAge: 24 * time.Hour}, dir, w.db, log),
-		Attestation: att, Publisher: w.pub, Jurisdiction: "NL", Professions: tr.Profile.VouchProfessions(), Log: log, Now: w.clock.Now}
+		Attestation: []crypto.Signer{att, w.signer(w.man.Backend.AttestationURI, w.man.Backend.PIN)}, Publisher: w.pub, Jurisdiction: "NL", Professions: tr.Profile.VouchProfessions(), Log: log, Now: w.clock.Now}
 	w.deps = deps
 	w.svc = w.start(deps)
+	w.run(w.svc)
 	return w
 }
 
@@ -165,6 +166,31 @@ func (w *world) start(deps backoffice.Deps) *backoffice.Service {
 	svc.Register(srv.Echo())
 	w.handler.Store(srv.Echo())
 	return svc
+}
+
+// run runs svc's sweeps (publish, mark published, expire) until the test
+// ends, as every copy of the back office does.
+func (w *world) run(svc *backoffice.Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx, 200*time.Millisecond); close(done) }()
+	w.t.Cleanup(func() { cancel(); <-done })
+}
+
+// eventually waits until the count of sql is want.
+func (w *world) eventually(want int, sql string, args ...any) {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := w.count(sql, args...)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("%s: %d, want %d", sql, n, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (w *world) signer(uri, pin string) *p11.Signer {

@@ -6,7 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +20,13 @@ import (
 // Chromium is Debian's browser, the one the browser tests drive.
 const Chromium = "/usr/bin/chromium"
 
-var agentBin struct {
+// built holds the binaries built for this test process, by package.
+var built struct {
+	mu   sync.Mutex
+	bins map[string]*binary
+}
+
+type binary struct {
 	once sync.Once
 	path string
 	err  error
@@ -28,26 +38,43 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Build builds the command at pkg (relative to the module's root, such as
+// "./cmd/vouch") once per test process and returns its path.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	built.mu.Lock()
+	if built.bins == nil {
+		built.bins = map[string]*binary{}
+	}
+	b := built.bins[pkg]
+	if b == nil {
+		b = &binary{}
+		built.bins[pkg] = b
+	}
+	built.mu.Unlock()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "vouch-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
+		cmd.Dir = repoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = &buildError{out: string(out), err: err}
+		}
+	})
+	if b.err != nil {
+		t.Fatalf("testenv: build %s: %v", pkg, b.err)
+	}
+	return b.path
+}
+
 // CardAgent builds cmd/cardagent once per test process and returns its path.
 func CardAgent(t testing.TB) string {
 	t.Helper()
-	agentBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "vouch-cardagent-")
-		if err != nil {
-			agentBin.err = err
-			return
-		}
-		agentBin.path = filepath.Join(dir, "cardagent")
-		cmd := exec.Command("go", "build", "-o", agentBin.path, "./cmd/cardagent")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentBin.err = &buildError{out: string(out), err: err}
-		}
-	})
-	if agentBin.err != nil {
-		t.Fatalf("testenv: build cardagent: %v", agentBin.err)
-	}
-	return agentBin.path
+	return Build(t, "./cmd/cardagent")
 }
 
 type buildError struct {
@@ -140,6 +167,9 @@ func Browser(t testing.TB, origins []string, module, conf string) context.Contex
 	t.Cleanup(func() {
 		cancel()
 		cancelAlloc()
+		// A card agent the browser started and did not end would go on
+		// holding the readers for the next test.
+		killStarted("VOUCH_CARDAGENT_CONFIG=" + cfg)
 	})
 	// Start it now, so that a browser that does not come up fails here.
 	// Not with a timeout context: the browser lives as long as the context
@@ -163,4 +193,19 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// killStarted kills the processes whose environment holds env: those a
+// browser started with it.
+func killStarted(env string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/environ")
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil || !slices.Contains(strings.Split(string(b), "\x00"), env) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }

@@ -26,8 +26,10 @@ var cards struct {
 // Cards returns the standard test cards on SoftHSM2 tokens. They are made
 // once per machine in a shared cache directory (under a file lock, because
 // test packages run as parallel processes) and reused: making 30 RSA keys on
-// a token takes seconds. SOFTHSM2_CONF is set for this process; the module
-// must not have been loaded with another configuration before.
+// a token takes seconds. VOUCH_TEST_CARDS names another directory (make demo
+// runs the browser test against its own cards). SOFTHSM2_CONF is set for
+// this process; the module must not have been loaded with another
+// configuration before.
 func Cards(t testing.TB) *testpki.Manifest {
 	t.Helper()
 	if _, err := os.Stat(testpki.DefaultModule); err != nil {
@@ -37,6 +39,9 @@ func Cards(t testing.TB) *testpki.Manifest {
 		spec, _ := json.Marshal(testpki.Cards())
 		sum := sha256.Sum256(append([]byte(cardsVersion), spec...))
 		dir := filepath.Join(os.TempDir(), "vouch-testcards-"+hex.EncodeToString(sum[:6]))
+		if d := os.Getenv("VOUCH_TEST_CARDS"); d != "" {
+			dir = d
+		}
 		if cards.err = os.MkdirAll(dir, 0o700); cards.err != nil {
 			return
 		}

@@ -57,3 +57,23 @@ func (f TrustFiles) CAsEnv() string {
 	}
 	return strings.Join(cas, ",")
 }
+
+// Env is the configuration of a test deployment trusting m's cards, as
+// environment variables in a fixed order: the trust files, the back end's
+// attestation key, and each card's signature key as VOUCH_TEST_CARD_<NAME>.
+func (m *Manifest) Env() [][2]string {
+	files := m.TrustFiles()
+	vars := [][2]string{
+		{"SOFTHSM2_CONF", m.SoftHSMConf},
+		{"VOUCH_CARD_PROFILE", "test"},
+		{"VOUCH_UZI_ROOTS", strings.Join(files.Roots, ",")},
+		{"VOUCH_UZI_CAS", files.CAsEnv()},
+		{"VOUCH_UZI_CRLS", strings.Join(files.CRLs, ",")},
+		{"VOUCH_ATTESTATION_KEYS", m.Backend.AttestationPub},
+		{"VOUCH_ATTESTATION_URI", m.Backend.AttestationURI},
+	}
+	for _, c := range m.Cards {
+		vars = append(vars, [2]string{"VOUCH_TEST_CARD_" + strings.ToUpper(strings.ReplaceAll(c.Name, "-", "_")), c.SignURI})
+	}
+	return vars
+}

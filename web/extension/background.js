@@ -7,7 +7,10 @@
 //     the extension's own window, where the PIN is typed; the page never
 //     sees the PIN;
 //   - the page can ask for nothing but a card list and a signature over a
-//     Vouch login challenge or authorization statement (the agent checks).
+//     Vouch login challenge or authorization statement (the agent checks);
+//   - a page may watch the readers: its tab gets the agent's card events,
+//     but only while the agent accepts the tab's origin (see "Watching the
+//     readers" below).
 "use strict";
 
 const HOST = "nl.vouch.cardagent";
@@ -97,3 +100,216 @@ chrome.windows.onRemoved.addListener((winId) => {
     p.resolve(null);
   }
 });
+
+// ---- Watching the readers ----
+//
+// A back-office tab that wants to know at once when a card goes in or out
+// (to lock the page when the clinician pulls it) connects a port named
+// WATCH_PORT from its content script. While at least one tab watches, the
+// worker keeps one long-lived connection to the agent (connectNative): the
+// agent then runs as long as the port and sends an event {type: "changed"}
+// whenever a reader changes. The event names nothing and no origin, so the
+// worker never hands it on as such to just anyone: for every origin that
+// watches it asks the agent for the cards again, with that origin (the
+// browser's sender.origin), and
+//   - an origin the agent accepts gets the fresh list, {type: "cards"};
+//     a tab is "accepted" once the agent answered its origin with a list,
+//     and only accepted tabs get the bare {type: "changed"} that goes ahead
+//     of the list (sent at once: a page may lock before the list is read);
+//   - an origin the agent refuses gets {type: "error", error:
+//     "origin-refused"}, once, and its tab is dropped: it never learns that
+//     a card moved.
+// A new agent process (after the port dropped) may have another
+// configuration: every tab is "not accepted" again until the new agent
+// answered its origin. The port is closed when the last tab stops
+// watching; while it is open it also keeps this service worker alive.
+
+const WATCH_PORT = "vouch-watch";
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 30000;
+const AGENT_ANSWER_MS = 15000;
+
+// Watching tabs: content-script Port → {origin, accepted}.
+const watchers = new Map();
+// The agent's long-lived port, null when closed.
+let agentPort = null;
+let agentSeq = 0;
+// Requests sent on agentPort: id → resolve (with the answer, or null).
+const agentWaiting = new Map();
+let retryMs = 0;
+let retryTimer = null;
+// Per origin: a card list being asked for, and whether to ask again after
+// it (changes that came meanwhile are folded into one more list).
+const listing = new Map(); // origin → {again}
+
+chrome.runtime.onConnect.addListener((port) => {
+  const sender = port.sender || {};
+  if (port.name !== WATCH_PORT || sender.id !== chrome.runtime.id || !sender.tab || !sender.origin ||
+      sender.frameId !== 0 || sender.origin === OWN_ORIGIN) {
+    port.disconnect();
+    return;
+  }
+  watchers.set(port, { origin: sender.origin, accepted: false });
+  port.onDisconnect.addListener(() => {
+    watchers.delete(port);
+    if (watchers.size === 0) closeAgent();
+  });
+  // The tab sends nothing on the port: it stops watching by closing it
+  // (or by going away, which closes it too).
+  openAgent();
+  if (!agentPort) post(port, { type: "error", error: "agent-missing" }); // waiting to start it again
+  list(sender.origin);
+});
+
+function openAgent() {
+  if (agentPort || retryTimer !== null || watchers.size === 0) return;
+  let port;
+  try {
+    port = chrome.runtime.connectNative(HOST);
+  } catch (e) {
+    agentGone(null);
+    return;
+  }
+  agentPort = port;
+  port.onMessage.addListener((m) => fromAgent(port, m));
+  port.onDisconnect.addListener(() => {
+    void chrome.runtime.lastError; // read, so that Chromium does not log it as unchecked
+    agentGone(port);
+  });
+}
+
+function closeAgent() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  retryMs = 0;
+  if (agentPort) {
+    const port = agentPort;
+    agentPort = null;
+    port.disconnect(); // the agent sees its input end and stops
+  }
+  for (const resolve of agentWaiting.values()) resolve(null);
+  agentWaiting.clear();
+}
+
+// agentGone: the agent's port dropped (the agent stopped, or could not be
+// started). Every tab is told (the page cannot know the card is in any
+// more: it should lock) and the port is opened again, later and later,
+// while tabs watch.
+function agentGone(port) {
+  if (port !== null && port !== agentPort) return; // an old port, already replaced
+  agentPort = null;
+  for (const resolve of agentWaiting.values()) resolve(null);
+  agentWaiting.clear();
+  for (const [tab, w] of watchers) {
+    w.accepted = false;
+    post(tab, { type: "error", error: "agent-missing" });
+  }
+  if (watchers.size === 0) return;
+  retryMs = Math.min(Math.max(retryMs * 2, RETRY_MIN_MS), RETRY_MAX_MS);
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    openAgent();
+    for (const origin of new Set([...watchers.values()].map((w) => w.origin))) list(origin);
+  }, retryMs);
+}
+
+function fromAgent(port, m) {
+  if (port !== agentPort || !m || typeof m !== "object") return;
+  if (typeof m.id === "string" && m.id !== "") {
+    const resolve = agentWaiting.get(m.id);
+    if (resolve) {
+      agentWaiting.delete(m.id);
+      resolve(m);
+    }
+    return;
+  }
+  if (m.type !== "changed") return;
+  const origins = new Set();
+  for (const [tab, w] of watchers) {
+    if (!w.accepted) continue; // not (yet) answered by this agent: no event
+    post(tab, { type: "changed" });
+    origins.add(w.origin);
+  }
+  for (const origin of origins) list(origin);
+}
+
+// agentAsk sends one request on the agent's port; it resolves with the
+// answer, or null when the port closed or the agent did not answer.
+function agentAsk(req) {
+  if (!agentPort) return Promise.resolve(null);
+  const id = "watch-" + ++agentSeq;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      if (agentWaiting.delete(id)) resolve(null);
+    }, AGENT_ANSWER_MS);
+    agentWaiting.set(id, (m) => {
+      clearTimeout(timer);
+      resolve(m);
+    });
+    try {
+      agentPort.postMessage({ ...req, id });
+    } catch (e) {
+      agentWaiting.delete(id);
+      clearTimeout(timer);
+      resolve(null);
+    }
+  });
+}
+
+// list asks the agent for the cards with origin and hands the answer to
+// that origin's tabs, and nobody else's.
+async function list(origin) {
+  const l = listing.get(origin);
+  if (l) {
+    l.again = true;
+    return;
+  }
+  const state = { again: true };
+  listing.set(origin, state);
+  try {
+    while (state.again) {
+      state.again = false;
+      const resp = await agentAsk({ type: "cards", origin });
+      if (resp) {
+        deliver(origin, resp);
+      } else if (agentPort && !state.again) {
+        // No answer in time (a reader that hangs, an agent still
+        // starting): the tabs are told, and their pages ask again.
+        deliver(origin, { type: "error", error: "agent-unavailable" });
+      }
+    }
+  } finally {
+    listing.delete(origin);
+  }
+}
+
+function deliver(origin, resp) {
+  const refused = resp.type === "error" && resp.error === "origin-refused";
+  if (resp.type === "cards") retryMs = 0; // the agent works
+  for (const [tab, w] of watchers) {
+    if (w.origin !== origin) continue;
+    if (refused) {
+      // Told once; never an event after it.
+      watchers.delete(tab);
+      post(tab, { type: "error", error: "origin-refused" });
+      tab.disconnect();
+    } else if (resp.type === "cards") {
+      w.accepted = true;
+      post(tab, { type: "cards", cards: Array.isArray(resp.cards) ? resp.cards : [] });
+    } else {
+      // The cards could not be listed (the agent checked the origin
+      // first): what VouchCard.cards() would say too.
+      post(tab, { type: "error", error: typeof resp.error === "string" ? resp.error : "card-error" });
+    }
+  }
+  if (watchers.size === 0) closeAgent();
+}
+
+function post(tab, msg) {
+  try {
+    tab.postMessage(msg);
+  } catch (e) {
+    watchers.delete(tab); // the tab went away
+  }
+}

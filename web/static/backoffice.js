@@ -54,7 +54,7 @@
 
   // --- cards ---------------------------------------------------------
 
-  let cards = [];
+  let cards = null; // null until the extension listed them
   let refreshing = null;
   const cardListeners = [];
 
@@ -63,8 +63,9 @@
     refreshing = (async () => {
       const r = await VouchCard.cards();
       if (r.type === "error") {
+        const had = cards !== null;
         cards = null;
-        cardListeners.forEach((f) => f(r));
+        cardListeners.forEach((f) => f(r, had));
       } else {
         cards = (r.cards || []).filter((c) => c.state === "ready");
         cardListeners.forEach((f) => f(null));
@@ -73,14 +74,33 @@
     return refreshing;
   }
 
-  // Cards come and go: the extension tells when it can (VouchCard.watch);
-  // otherwise the page looks again every second.
+  // Cards come and go: the extension tells, with a new list after every
+  // change (VouchCard.watch); an extension without watch is asked every
+  // second instead.
   function watchCards() {
-    if (typeof VouchCard.watch === "function") {
-      VouchCard.watch(() => refreshCards());
+    if (typeof VouchCard.watch !== "function") {
+      setInterval(refreshCards, 1000);
+      refreshCards();
+      return;
     }
-    setInterval(refreshCards, typeof VouchCard.watch === "function" ? 5000 : 1000);
-    refreshCards();
+    let heard = 0;
+    // A watch that goes quiet without a word (it should not) is not
+    // trusted for long: the page then asks itself.
+    setInterval(() => { if (Date.now() - heard > 10000) refreshCards(); }, 5000);
+    VouchCard.watch((ev) => {
+      heard = Date.now();
+      if (ev.type === "cards") {
+        cards = (ev.cards || []).filter((c) => c.state === "ready");
+        cardListeners.forEach((f) => f(null));
+      } else if (ev.type === "error" && ev.error !== "origin-refused") {
+        // The extension lost the agent or its worker for a moment (it
+        // reconnects by itself): ask once more before saying so.
+        setTimeout(refreshCards, 1500);
+      } else if (ev.type === "error") {
+        cards = null;
+        cardListeners.forEach((f) => f(ev, false));
+      }
+    });
   }
 
   // mine is the signed-in card holder's card, if it is in a reader.
@@ -185,8 +205,18 @@
     const l = $("lock");
     if (!l) return;
     if (body.dataset.locked === "true") showLock();
-    cardListeners.push((err) => {
-      if (err) return; // no word from the extension: the server still asks the card for every vouch
+    cardListeners.push((err, had) => {
+      if (err) {
+        // The readers cannot be seen any more (the agent stopped): what
+        // is in them is unknown, so the page locks. Without any word from
+        // the start it cannot (the server still asks the card to sign
+        // every vouch).
+        if (had && !locked) {
+          showLock();
+          api("/api/lock").catch(() => {});
+        }
+        return;
+      }
       const m = mine();
       if (!m && !locked) {
         showLock();
@@ -228,7 +258,11 @@
       ev.preventDefault();
       if (locked) return;
       problem("");
-      const card = mine();
+      let card = mine();
+      if (!card) {
+        await refreshCards(); // the first list may still be on its way
+        card = mine();
+      }
       if (!card) {
         problem(t("page.vouch.no-card"));
         return;
