@@ -71,22 +71,38 @@ type activity struct {
 	Reason string
 }
 
-// scriptMessages are the message ids whose texts the scripts need.
-var scriptMessagePrefixes = []string{"agent.", "page."}
+// scriptMessages are the message ids whose texts the page's script
+// shows: the card agent's answers (agent.*, built from its error codes),
+// the card types, and its progress and problems.
+var (
+	scriptMessagePrefixes = []string{"agent.", "page.cards."}
+	scriptMessages        = []string{"page.offline", "page.error", "page.signin.asking", "page.signin.pin", "page.signin.checking",
+		"page.signin.done", "page.lock.text", "page.lock.card-back", "page.vouch.no-card", "page.vouch.checking", "page.vouch.pin",
+		"page.vouch.storing", "page.vouch.no-camera"}
+)
+
+// scriptTexts are the texts of the page's script, in lang.
+func scriptTexts(lang string) map[string]string {
+	texts := map[string]string{}
+	for _, id := range i18n.Default().IDs() {
+		for _, prefix := range scriptMessagePrefixes {
+			if strings.HasPrefix(id, prefix) {
+				texts[id] = i18n.T(lang, id)
+			}
+		}
+	}
+	for _, id := range scriptMessages {
+		texts[id] = i18n.T(lang, id)
+	}
+	return texts
+}
 
 func (s *Service) render(c echo.Context, name string, p page) error {
 	lang := langOf(c)
 	p.Name, p.Lang, p.Languages, p.Tr = name, lang, languages(), tr{lang}
 	p.Session = sessionOf(c)
 	p.Locked = p.Session != nil && p.Session.locked()
-	p.Messages = map[string]string{}
-	for _, id := range i18n.Default().IDs() {
-		for _, prefix := range scriptMessagePrefixes {
-			if strings.HasPrefix(id, prefix) {
-				p.Messages[id] = i18n.T(lang, id)
-			}
-		}
-	}
+	p.Messages = scriptTexts(lang)
 	var buf bytes.Buffer
 	if err := s.pages[name].Execute(&buf, p); err != nil {
 		return fmt.Errorf("backoffice: render %s: %w", name, err)
