@@ -43,7 +43,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzOtherNames -fuzztime 20s -fuzzminimizetime 5s ./internal/uzi
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s -fuzzminimizetime 5s ./internal/phonecode
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyStatement$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz FuzzReadEntry -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz FuzzPagingCookie -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory

@@ -382,3 +382,62 @@ func TestRenewedCA(t *testing.T) {
 		t.Error("a CA configured for two card types was accepted")
 	}
 }
+
+// TestVerifyStatementAgreesWithVerify: for every vector, the back office's
+// check of the card's statement (before the attestation exists) gives the
+// verdict the phone's full check gives, but for what only the full check
+// can see: the attestation, and the phone's key.
+func TestVerifyStatementAgreesWithVerify(t *testing.T) {
+	t.Parallel()
+	vec, v := loadVectors(t)
+	onlyInBundle := map[protocol.Reason]bool{
+		protocol.ReasonAttestationUnknownKey: true, protocol.ReasonAttestationSignature: true,
+		protocol.ReasonAttestationMismatch: true, protocol.ReasonLicenseNotActive: true, protocol.ReasonCodeMismatch: true,
+	}
+	checked := 0
+	for _, c := range vec.Cases {
+		raw, err := os.ReadFile(c.Bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := protocol.ParseBundle(raw)
+		if err != nil || len(raw) > protocol.MaxBundleSize {
+			continue // nothing to take apart
+		}
+		want := protocol.Reason(c.Want)
+		if onlyInBundle[want] {
+			want = protocol.ReasonOK
+		}
+		if _, err := protocol.ParseAttestation(b.Attestation); err != nil && protocol.Verdict(err) == want {
+			want = protocol.ReasonOK // the attestation's own encoding
+		}
+		_, err = v.VerifyStatement(b.Statement, b.StatementSignature, b.Cert, vec.Now)
+		if got := protocol.Verdict(err); got != want {
+			t.Errorf("%s: VerifyStatement says %s, want %s", c.Name, got, want)
+		}
+		checked++
+	}
+	if checked < 20 {
+		t.Fatalf("only %d vectors checked", checked)
+	}
+}
+
+// FuzzVerifyStatement: only the statement, signature and certificate of a
+// valid bundle, byte for byte, pass the back office's check.
+func FuzzVerifyStatement(f *testing.F) {
+	vec, v := loadVectors(f)
+	valid := map[string]bool{}
+	for raw := range validCases(f) {
+		b, err := protocol.ParseBundle([]byte(raw))
+		if err != nil {
+			f.Fatal(err)
+		}
+		valid[string(b.Statement)+"|"+string(b.StatementSignature)+"|"+string(b.Cert)] = true
+		f.Add(b.Statement, b.StatementSignature, b.Cert)
+	}
+	f.Fuzz(func(t *testing.T, st, sig, cert []byte) {
+		if _, err := v.VerifyStatement(st, sig, cert, vec.Now); err == nil && !valid[string(st)+"|"+string(sig)+"|"+string(cert)] {
+			t.Fatalf("accepted a statement that is not one of the valid vectors'")
+		}
+	})
+}
