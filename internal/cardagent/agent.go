@@ -212,12 +212,17 @@ func (a *Agent) handle(ctx context.Context, req Request) Response {
 }
 
 func (a *Agent) card(ctx context.Context, token string) (Card, error) {
+	if token == "" {
+		// A reader without a usable card is listed without a token: an
+		// empty one names no card, not whichever reader is busy.
+		return Card{}, ErrCardNotFound
+	}
 	cards, err := a.cards.List(ctx)
 	if err != nil {
 		return Card{}, err
 	}
 	for _, c := range cards {
-		if c.Token == token && token != "" && c.State == CardReady {
+		if c.Token == token && c.State == CardReady {
 			return c, nil
 		}
 		if c.Token == token && c.State == CardInUse {

@@ -35,13 +35,16 @@ var _ ReaderSource = (*Readers)(nil)
 type P11Cards struct {
 	m       *p11.Module
 	readers ReaderSource // nil: tokens only (SoftHSM's test cards have no reader)
+	// The clock of pulled (time.Now and time.Sleep; a fake in unit tests).
+	now   func() time.Time
+	sleep func(time.Duration)
 }
 
 var _ Cards = (*P11Cards)(nil)
 
 // NewP11Cards uses the open module m and, when not nil, the readers.
 func NewP11Cards(m *p11.Module, readers ReaderSource) *P11Cards {
-	return &P11Cards{m: m, readers: readers}
+	return &P11Cards{m: m, readers: readers, now: time.Now, sleep: time.Sleep}
 }
 
 // List reads every token's certificates, without a PIN, and every reader's
@@ -197,7 +200,7 @@ func (c *P11Cards) pulled(reader string) bool {
 	if c.readers == nil {
 		return false
 	}
-	for deadline := time.Now().Add(pulledWait); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := c.now().Add(pulledWait); ; c.sleep(50 * time.Millisecond) {
 		r, ok := c.readers.Probe(reader)
 		if !ok {
 			return false
@@ -205,7 +208,7 @@ func (c *P11Cards) pulled(reader string) bool {
 		if !r.Present {
 			return true
 		}
-		if time.Now().After(deadline) {
+		if c.now().After(deadline) {
 			return false
 		}
 	}

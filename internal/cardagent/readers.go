@@ -26,12 +26,30 @@ type Reader struct {
 // tells whoever subscribed.
 type Readers struct {
 	log *slog.Logger
+	// establish opens a PC/SC context (establishPCSC; a fake in unit
+	// tests), after waits before PC/SC is tried again (time.After).
+	establish func() (pcscContext, error)
+	after     func(time.Duration) <-chan time.Time
 
 	first chan struct{} // closed at the first answer, or the first failure, of PC/SC
 
 	mu      sync.Mutex
 	current []Reader
 	subs    []chan struct{}
+}
+
+// pcscContext is what Readers asks of PC/SC: a *scard.Context.
+type pcscContext interface {
+	ListReaders() ([]string, error)
+	GetStatusChange(states []scard.ReaderState, timeout time.Duration) error
+	Cancel() error
+	Release() error
+}
+
+// establishPCSC opens a context of the machine's PC/SC.
+func establishPCSC() (pcscContext, error) {
+	sc, err := scard.EstablishContext()
+	return sc, err
 }
 
 // pnpNotification is PC/SC's pseudo reader that changes whenever a reader
@@ -42,9 +60,13 @@ const pnpNotification = `\\?PnP?\Notification`
 // is not running it keeps trying, every few seconds: pcscd may start later
 // (a reader plugged in starts it on many systems).
 func WatchReaders(ctx context.Context, log *slog.Logger) *Readers {
-	r := &Readers{log: log, first: make(chan struct{})}
+	r := newReaders(log, establishPCSC)
 	go r.run(ctx)
 	return r
+}
+
+func newReaders(log *slog.Logger, establish func() (pcscContext, error)) *Readers {
+	return &Readers{log: log, establish: establish, after: time.After, first: make(chan struct{})}
 }
 
 // firstWait bounds how long Current waits for PC/SC's first answer.
@@ -67,7 +89,7 @@ func (r *Readers) Current() []Reader {
 // the one answer that cannot lag behind a card pulled a moment ago. ok is
 // false when PC/SC or the reader is not there.
 func (r *Readers) Probe(name string) (reader Reader, ok bool) {
-	sc, err := scard.EstablishContext()
+	sc, err := r.establish()
 	if err != nil {
 		return Reader{}, false
 	}
@@ -140,14 +162,14 @@ func (r *Readers) run(ctx context.Context) {
 		r.publish([]Reader{})
 		select {
 		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
+		case <-r.after(2 * time.Second):
 		}
 	}
 }
 
 // watch runs one PC/SC context until it fails or ctx ends.
 func (r *Readers) watch(ctx context.Context) error {
-	sc, err := scard.EstablishContext()
+	sc, err := r.establish()
 	if err != nil {
 		return err
 	}
