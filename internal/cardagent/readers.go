@@ -213,7 +213,7 @@ func (r *Readers) watch(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		readers := make([]Reader, 0, len(states)-1)
+		readers := make([]Reader, 0, len(states))
 		for i := range states {
 			s := &states[i]
 			changed := s.EventState&scard.StateChanged != 0
