@@ -76,12 +76,9 @@ func (s *Service) prepare(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	sess, err := needSession(c)
+	sess, err := s.clinician(c)
 	if err != nil {
 		return err
-	}
-	if sess.Role != roleClinician || len(sess.SignCert) == 0 {
-		return s.refuseVouch(c, errStaff)
 	}
 	now := s.now()
 	if !s.vouches.allow(sess.UZI, now) {
@@ -119,6 +116,19 @@ func (s *Service) prepare(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, prepareResponse{Statement: enc, Code: code.String()})
+}
+
+// clinician is the request's unlocked session if a clinician's; a staff
+// session is refused, and recorded.
+func (s *Service) clinician(c echo.Context) (*session, error) {
+	sess, err := needSession(c)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Role != roleClinician || len(sess.SignCert) == 0 {
+		return nil, s.refuseVouch(c, errStaff)
+	}
+	return sess, nil
 }
 
 // checkOnset: empty, or a date neither in the future nor more than
@@ -189,12 +199,9 @@ func (s *Service) sign(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	sess, err := needSession(c)
+	sess, err := s.clinician(c)
 	if err != nil {
 		return err
-	}
-	if sess.Role != roleClinician || len(sess.SignCert) == 0 {
-		return s.refuseVouch(c, errStaff)
 	}
 	now := s.now()
 	if len(sess.Pending) == 0 || sess.PendingAt == nil || now.Sub(*sess.PendingAt) > PendingLifetime {
