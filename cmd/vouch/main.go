@@ -3,6 +3,12 @@
 //
 //	vouch all                  every role in one process, with an embedded bus
 //	vouch backoffice           the clinicians' web application
+//	vouch ingest               the public phone API (pickup, upload)
+//	vouch store                readers: bus → PostgreSQL
+//	vouch aggregate            the signed export of the last days, to the origin
+//	vouch cdn                  the export's static origin
+//	vouch cleanup              delete what is kept no longer (-once, or a loop)
+//	vouch federate pull        import another site's exports
 //	vouch migrate              apply the database migrations
 //	vouch registry-sync        mirror the register into PostgreSQL
 //	vouch license check UZI    may this card holder vouch now, and why (not)
@@ -57,6 +63,12 @@ const usage = `usage: vouch <command> [arguments]
 commands:
   all                  run every role in one process (embedded bus)
   backoffice           the clinicians' web application (sign in with a card, vouch)
+  ingest               the public phone API: pickup and upload
+  store                readers: keys from the bus into PostgreSQL
+  aggregate            build, sign and publish the export (-once, or every period)
+  cdn                  serve the export directory as the CDN's origin
+  cleanup              delete keys, authorizations, logs and audit rows past retention
+  federate pull        import another site's signed exports
   migrate              apply database migrations and exit
   registry-sync        mirror the register into PostgreSQL (-once, or a loop)
   license check UZI    may this card holder vouch now, and why (not)
@@ -82,6 +94,18 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAll(ctx, log)
 	case "backoffice":
 		return runBackoffice(ctx, log)
+	case "ingest":
+		return runIngest(ctx, log)
+	case "store":
+		return runStore(ctx, log)
+	case "aggregate":
+		return runAggregate(ctx, log, args[1:])
+	case "cdn":
+		return runCDN(ctx, log)
+	case "cleanup":
+		return runCleanup(ctx, log, args[1:])
+	case "federate":
+		return runFederate(ctx, log, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, log)
 	case "registry-sync":

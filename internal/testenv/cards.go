@@ -55,15 +55,37 @@ func Cards(t testing.TB) *testpki.Manifest {
 			return
 		}
 		defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		// Every process that uses the tokens holds .users shared until it
+		// exits (the descriptor is never closed), so the cache is never
+		// rebuilt under a test that is using it.
+		users, err := os.OpenFile(filepath.Join(dir, ".users"), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			cards.err = err
+			return
+		}
 		cards.man, cards.err = testpki.Provision(dir, testpki.DefaultModule, testpki.Cards())
 		if cards.err != nil {
-			// A cache left broken (a test killed while making cards, or a
-			// mutation test running a broken p11 against it): start
-			// again from nothing, once.
+			// A cache left broken (a test killed while making cards): start
+			// again from nothing, once — but only when no other process is
+			// using it. When one is, the cache works for it, and the fault
+			// is more likely this process's (a mutation test running a
+			// broken p11): report it instead of pulling the tokens from
+			// under the others.
+			if syscall.Flock(int(users.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+				users.Close()
+				return
+			}
 			if err := os.Remove(filepath.Join(dir, "layout")); err != nil && !os.IsNotExist(err) {
+				users.Close()
 				return
 			}
 			cards.man, cards.err = testpki.Provision(dir, testpki.DefaultModule, testpki.Cards())
+		}
+		if cards.err == nil {
+			cards.err = syscall.Flock(int(users.Fd()), syscall.LOCK_SH)
+		}
+		if cards.err != nil {
+			users.Close()
 		}
 	})
 	if cards.err != nil {

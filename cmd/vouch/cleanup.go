@@ -1,0 +1,12 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+)
+
+// STUB: replaced by the role's implementation.
+func runCleanup(ctx context.Context, log *slog.Logger, args []string) error {
+	return errors.New("vouch cleanup: not built yet")
+}
