@@ -1,0 +1,56 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig describes a work stream: messages kept on disk for a bounded
+// age, long enough to ride out an outage or a peak of their consumers, and
+// dropped as duplicates when published again with the same message id
+// within Duplicates.
+type StreamConfig struct {
+	Name       string
+	Subjects   []string
+	MaxAge     time.Duration
+	Duplicates time.Duration // the dedupe window; default 2 minutes
+	Replicas   int           // 1 on one machine, 3 in a cluster
+}
+
+// Stream opens the stream cfg names, creating it when it does not exist and
+// updating its bounds when they changed: every role that writes or reads it
+// calls Stream with the same configuration, so whichever starts first
+// creates it.
+func (b *Bus) Stream(ctx context.Context, cfg StreamConfig) (jetstream.Stream, error) {
+	if cfg.Name == "" || len(cfg.Subjects) == 0 || cfg.MaxAge <= 0 {
+		return nil, errors.New("bus: a stream needs a name, subjects and a positive age")
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	if cfg.Duplicates > cfg.MaxAge {
+		cfg.Duplicates = cfg.MaxAge
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	js := jetstream.StreamConfig{
+		Name:       cfg.Name,
+		Subjects:   cfg.Subjects,
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.LimitsPolicy,
+		MaxAge:     cfg.MaxAge,
+		Duplicates: cfg.Duplicates,
+		Replicas:   cfg.Replicas,
+		Discard:    jetstream.DiscardOld,
+	}
+	s, err := b.js.CreateOrUpdateStream(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("bus: stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
