@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseName -fuzztime 20s -fuzzminimizetime 5s ./internal/uzi
 	$(GO) test -run '^$$' -fuzz FuzzOtherNames -fuzztime 20s -fuzzminimizetime 5s ./internal/uzi
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s -fuzzminimizetime 5s ./internal/phonecode
+	$(GO) test -run '^$$' -fuzz FuzzUnmarshalRecord -fuzztime 20s -fuzzminimizetime 5s ./internal/exposure
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyStatement$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
