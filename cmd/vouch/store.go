@@ -4,9 +4,62 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/keystore"
+	"github.com/vouch-nl/vouch/internal/server"
 )
 
-// STUB: replaced by the role's implementation.
+// storeConfig is the configuration of `vouch store`.
+type storeConfig struct {
+	Database database.Config
+	Bus      bus.Config
+	HTTP     server.Config // /metrics, /healthz and /readyz only
+	Store    keystore.Config
+}
+
+// runStore is `vouch store`: readers that drain the keys from the bus into
+// PostgreSQL. Run several processes at once to share the work.
 func runStore(ctx context.Context, log *slog.Logger) error {
-	return errors.New("vouch store: not built yet")
+	var cfg storeConfig
+	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	if err := cfg.Store.Validate(); err != nil {
+		return err
+	}
+	in, err := openInfra(ctx, cfg.Database, cfg.Bus, log)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := startStore(ctx, cfg.Store, in, in.reg, log)
+	if err != nil {
+		return err
+	}
+	srv := server.New(cfg.HTTP, log, in.reg, in.checks())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return st.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("stopped")
+	return err
+}
+
+// startStore opens the readers on in's database and bus, their metrics on
+// reg; Run drains until its context ends. `vouch all` calls it too.
+func startStore(ctx context.Context, cfg keystore.Config, in *infra, reg prometheus.Registerer, log *slog.Logger) (*keystore.Store, error) {
+	st, err := keystore.New(ctx, cfg, in.db.Pool(), in.bus, reg, log.With("role", "store"))
+	if err != nil {
+		return nil, err
+	}
+	log.Info("store readers started", "readers", cfg.Readers, "consumer", cfg.Consumer, "batch", cfg.Batch)
+	return st, nil
 }

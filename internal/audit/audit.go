@@ -9,6 +9,11 @@
 // database: Verify reports the head of the chain for an auditor to keep,
 // and checks that a head kept earlier is still in it.
 //
+// Rows older than six years are pruned from the start of the chain (Prune):
+// the database lets them go only through its audit_prune function, which
+// records an anchor — the first row kept and the hash it chains from — and
+// Verify starts from the newest anchor instead of from row 1.
+//
 // A row holds no patient datum and never a PIN: the actor is a UZI number,
 // the subject an identifier of what was acted on (an authorization id),
 // never a phone code.
@@ -53,6 +58,8 @@ const (
 	// ActionRequestRefused: a request refused before it reached an action
 	// (another site's page posting to the back office).
 	ActionRequestRefused = "request-refused"
+	// ActionPrune: rows past retention were deleted from the chain's start.
+	ActionPrune = "prune"
 )
 
 // Row is an entry as stored: its place in the chain, its time and hashes.
@@ -178,8 +185,9 @@ func (p Problem) Error() string {
 
 // Report is what Verify found.
 type Report struct {
-	Rows int64
-	Head []byte // hash of the last row: note it, and pass it to a later Verify
+	Rows  int64
+	First int64  // the first row: 1, or the anchor's after a prune
+	Head  []byte // hash of the last row: note it, and pass it to a later Verify
 }
 
 // HeadHex is the head as an auditor writes it down.
@@ -191,6 +199,14 @@ func (r Report) HeadHex() string { return hex.EncodeToString(r.Head) }
 // not read.
 func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 	var rep Report
+	// Where the chain starts: row 1 from nothing, or the newest anchor a
+	// prune left.
+	first, firstPrev := int64(1), []byte(nil)
+	err := tx.QueryRow(ctx, `select seq, prev_hash from audit_anchor order by seq desc limit 1`).Scan(&first, &firstPrev)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return rep, fmt.Errorf("audit: read anchor: %w", err)
+	}
+	rep.First = first
 	rows, err := tx.Query(ctx, rowColumns+` order by seq`)
 	if err != nil {
 		return rep, fmt.Errorf("audit: read: %w", err)
@@ -204,7 +220,7 @@ func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 			return rep, fmt.Errorf("audit: read: %w", err)
 		}
 		switch {
-		case prev == nil && (r.Seq != 1 || r.PrevHash != nil):
+		case prev == nil && (r.Seq != first || !bytes.Equal(r.PrevHash, firstPrev)):
 			return rep, Problem{Seq: r.Seq, Kind: Start}
 		case prev != nil && r.Seq != prev.Seq+1:
 			return rep, Problem{Seq: r.Seq, Kind: Deleted}
@@ -225,6 +241,28 @@ func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 		return rep, Problem{Kind: Missing}
 	}
 	return rep, nil
+}
+
+// Prune deletes, in tx, the rows at the start of the chain that are all
+// older than before, keeping the newest row, and records the anchor Verify
+// then starts from, and an entry saying so. The database keeps every row
+// younger than six years by its own clock, whatever before says. It
+// returns how many rows went.
+func Prune(ctx context.Context, tx pgx.Tx, before, now time.Time) (int64, error) {
+	if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock($1)`, lockKey); err != nil {
+		return 0, fmt.Errorf("audit: lock: %w", err)
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, `select audit_prune($1)`, before).Scan(&n); err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	if n > 0 {
+		detail := fmt.Sprintf(`{"rows":%d,"before":%q}`, n, before.UTC().Format(time.RFC3339))
+		if _, err := Append(ctx, tx, Entry{Action: ActionPrune, Detail: detail}, now); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // rowColumns reads a whole row, in the order scan takes it.
