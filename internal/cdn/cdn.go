@@ -1,0 +1,254 @@
+// Package cdn is the export's static origin (`vouch cdn`): it serves the
+// directory the aggregator writes — index.txt and content-addressed
+// exports/<sha256>.zip — to a CDN or to phones directly. Files named by
+// their content are immutable and cached for a long time; everything else
+// (the index) must be revalidated. It serves only regular files below the
+// root, with GET and HEAD, and never lists a directory.
+package cdn
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the origin's configuration.
+type Config struct {
+	Addr string `env:"VOUCH_CDN_ADDR, default=127.0.0.1:8082"`
+	// Dir is the export directory the aggregator writes (VOUCH_CDN_DIR).
+	Dir string `env:"VOUCH_CDN_DIR"`
+	// MaxAge is how long caches keep a content-addressed file; such a file
+	// never changes, so a year is right.
+	MaxAge time.Duration `env:"VOUCH_CDN_MAX_AGE, default=8760h"`
+}
+
+// Validate says what is wrong with c, before anything listens.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("cdn: no export directory (VOUCH_CDN_DIR)")
+	}
+	if c.MaxAge <= 0 {
+		return fmt.Errorf("cdn: VOUCH_CDN_MAX_AGE must be positive, not %s", c.MaxAge)
+	}
+	if c.Addr == "" {
+		return errors.New("cdn: no listen address (VOUCH_CDN_ADDR)")
+	}
+	return nil
+}
+
+// Handler serves the files below one root directory.
+type Handler struct {
+	root      *os.Root
+	immutable string // Cache-Control of content-addressed files
+	log       *slog.Logger
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler opens dir as the root. The root is held open: files are
+// opened through it, so neither ".." nor a symbolic link can leave it.
+func NewHandler(dir string, maxAge time.Duration, log *slog.Logger) (*Handler, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cdn: %w", err)
+	}
+	return &Handler{
+		root:      root,
+		immutable: "public, max-age=" + strconv.FormatInt(int64(maxAge/time.Second), 10) + ", immutable",
+		log:       log,
+	}, nil
+}
+
+// Close closes the root.
+func (h *Handler) Close() error { return h.root.Close() }
+
+// ServeHTTP serves one file. ETag, If-None-Match, If-Modified-Since and
+// Range are http.ServeContent's, given the ETag set here.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	name, ok := cleanName(r)
+	if !ok {
+		http.Error(w, "bad path", http.StatusBadRequest)
+		return
+	}
+	f, err := h.root.Open(name)
+	if err != nil {
+		h.notFound(w, name, err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		// Directories are never listed; devices and the like never served.
+		h.notFound(w, name, err)
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", contentType(name))
+	hd.Set("X-Content-Type-Options", "nosniff")
+	if sum, ok := contentAddress(name); ok {
+		hd.Set("ETag", `"`+sum+`"`)
+		hd.Set("Cache-Control", h.immutable)
+	} else {
+		// The index changes in place: its ETag is its content's hash, and
+		// caches must ask again before using it.
+		hs := sha256.New()
+		if _, err := io.Copy(hs, f); err != nil {
+			h.log.Error("cdn: read", "file", name, "err", err)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			h.log.Error("cdn: seek", "file", name, "err", err)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		hd.Set("ETag", `"`+hex.EncodeToString(hs.Sum(nil))+`"`)
+		hd.Set("Cache-Control", "no-cache")
+	}
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+}
+
+func (h *Handler) notFound(w http.ResponseWriter, name string, err error) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// A symbolic link out of the root, a permission: the requester
+		// learns only that there is nothing; the operator learns why.
+		h.log.Warn("cdn: refused", "file", name, "err", err)
+	}
+	http.Error(w, "not found", http.StatusNotFound)
+}
+
+// cleanName is the file a request names, relative to the root, when the
+// path is plain: no percent-encoding (no file here needs it, and decoding
+// is where traversal hides), segments of letters, digits, '.', '_' and
+// '-' only, none empty, none starting with a dot ("..", hidden and
+// temporary files).
+func cleanName(r *http.Request) (string, bool) {
+	p := r.URL.Path
+	if r.URL.RawPath != "" || len(p) < 2 || p[0] != '/' || len(p) > 512 {
+		return "", false
+	}
+	if ep := r.URL.EscapedPath(); ep != p {
+		return "", false
+	}
+	name := p[1:]
+	for seg := range strings.SplitSeq(name, "/") {
+		if seg == "" || seg[0] == '.' {
+			return "", false
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+				return "", false
+			}
+		}
+	}
+	return name, true
+}
+
+// contentAddress is the SHA-256 in a file's name (exports/<hex>.zip).
+func contentAddress(name string) (string, bool) {
+	base := path.Base(name)
+	if i := strings.IndexByte(base, '.'); i >= 0 {
+		base = base[:i]
+	}
+	if len(base) != 2*sha256.Size {
+		return "", false
+	}
+	for i := 0; i < len(base); i++ {
+		c := base[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return "", false
+		}
+	}
+	return base, true
+}
+
+func contentType(name string) string {
+	switch path.Ext(name) {
+	case ".zip":
+		return "application/zip"
+	case ".txt":
+		return "text/plain; charset=utf-8"
+	case ".sig", ".bin":
+		return "application/octet-stream"
+	}
+	return "application/octet-stream"
+}
+
+// Server is the origin: the handler behind an HTTP server with timeouts.
+type Server struct {
+	cfg Config
+	h   *Handler
+	srv *http.Server
+	log *slog.Logger
+}
+
+// New checks cfg and opens the export directory.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h, err := NewHandler(cfg.Dir, cfg.MaxAge, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, h: h, log: log, srv: &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      5 * time.Minute, // a large export to a slow phone
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}, nil
+}
+
+// Handler is the server's handler, for tests and for mounting elsewhere.
+func (s *Server) Handler() http.Handler { return s.h }
+
+// Run listens on cfg.Addr and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("cdn: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.log.Info("cdn: serving", "addr", ln.Addr().String(), "dir", s.cfg.Dir)
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("cdn: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("cdn: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close closes the export directory.
+func (s *Server) Close() error { return s.h.Close() }

@@ -1,0 +1,358 @@
+// Package phoneclient is an HTTP client of the public phone API
+// (internal/phoneapi): pickup and upload as a phone makes them, signed with
+// the phone's key, padded to their block and marked real or chaff. The
+// reference phone (cmd/phone), the end-to-end test and the benchmark use it.
+//
+// It retries with exponential backoff and full jitter on network errors,
+// 429 and 503, so a million phones that lost the server do not come back in
+// step. A retried request sends the identical bytes: the server treats a
+// repeated upload as the same one.
+package phoneclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/phoneapi"
+	"github.com/vouch-nl/vouch/internal/protocol"
+)
+
+// Backoff is how a request is retried: waits grow from Initial by doubling
+// up to Max, each drawn at random below its bound (full jitter), at most
+// Attempts tries in all.
+type Backoff struct {
+	Initial  time.Duration
+	Max      time.Duration
+	Attempts int
+}
+
+// DefaultBackoff is the client's retry policy.
+var DefaultBackoff = Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Attempts: 8}
+
+// Wait is the jittered wait before retry number n (0 for the first retry).
+func (b Backoff) Wait(n int) time.Duration {
+	bound := b.Initial
+	for i := 0; i < n && bound < b.Max; i++ {
+		bound *= 2
+	}
+	if bound > b.Max {
+		bound = b.Max
+	}
+	if bound <= 0 {
+		return 0
+	}
+	return rand.N(bound) + 1
+}
+
+// Client talks to one phone API.
+type Client struct {
+	base  string
+	http  *http.Client
+	retry Backoff
+	now   func() time.Time
+}
+
+// Option changes a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client (timeouts, transport).
+func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+
+// WithBackoff sets the retry policy.
+func WithBackoff(b Backoff) Option { return func(c *Client) { c.retry = b } }
+
+// WithClock sets the clock whose time the phone signs.
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
+// New is a client of the API at baseURL ("http://127.0.0.1:8081").
+func New(baseURL string, opts ...Option) *Client {
+	c := &Client{
+		base:  strings.TrimRight(baseURL, "/"),
+		http:  &http.Client{Timeout: 30 * time.Second},
+		retry: DefaultBackoff,
+		now:   time.Now,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Error is the API's refusal of a request.
+type Error struct {
+	Status  int    // HTTP status
+	Code    string // phoneapi.ErrorResponse.Error, stable
+	Message string
+
+	retryAfter time.Duration // the answer's Retry-After, for Do
+}
+
+func (e *Error) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("phone API: HTTP %d", e.Status)
+	}
+	return fmt.Sprintf("phone API: HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Temporary says whether asking again later may succeed.
+func (e *Error) Temporary() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable
+}
+
+// ErrPending is PickupWait's error when the wait ended before the bundle came.
+var ErrPending = errors.New("phone API: not vouched yet")
+
+// Pickup asks once (with retries on transient failures) for the bundle of
+// the phone with key priv: nil and no error while it is pending.
+func (c *Client) Pickup(ctx context.Context, priv ed25519.PrivateKey) ([]byte, error) {
+	body, err := c.PickupBody(priv, c.now())
+	if err != nil {
+		return nil, err
+	}
+	var resp phoneapi.PickupResponse
+	if err := c.Do(ctx, phoneapi.PathPickup, phoneapi.ChaffReal, body, &resp); err != nil {
+		return nil, err
+	}
+	switch resp.Status {
+	case phoneapi.StatusPending:
+		return nil, nil
+	case phoneapi.StatusReady:
+		if len(resp.Bundle) == 0 {
+			return nil, errors.New("phone API: pickup ready without a bundle")
+		}
+		return resp.Bundle, nil
+	}
+	return nil, fmt.Errorf("phone API: pickup status %q", resp.Status)
+}
+
+// PickupWait polls Pickup, waiting by poll between pending answers
+// (poll.Attempts 0: until ctx ends), and returns the bundle.
+func (c *Client) PickupWait(ctx context.Context, priv ed25519.PrivateKey, poll Backoff) ([]byte, error) {
+	for n := 0; ; n++ {
+		b, err := c.Pickup(ctx, priv)
+		if err != nil && ctx.Err() != nil {
+			// The wait ended during a poll, not a refusal.
+			return nil, fmt.Errorf("%w: %w", ErrPending, err)
+		}
+		if err != nil || b != nil {
+			return b, err
+		}
+		if poll.Attempts > 0 && n+1 >= poll.Attempts {
+			return nil, ErrPending
+		}
+		if err := sleep(ctx, poll.Wait(n)); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrPending, err)
+		}
+	}
+}
+
+// PickupBody is the padded JSON of a pickup request signed at at.
+func (c *Client) PickupBody(priv ed25519.PrivateKey, at time.Time) ([]byte, error) {
+	pub := priv.Public().(ed25519.PublicKey)
+	at = at.Truncate(time.Second)
+	req := phoneapi.PickupRequest{
+		PublicKey: pub,
+		Time:      at.Unix(),
+		Signature: ed25519.Sign(priv, protocol.PickupMessage(pub, at)),
+	}
+	return pad(&req, &req.Padding, phoneapi.PickupRequestBlock)
+}
+
+// Upload publishes keys with the bundle the phone picked up.
+func (c *Client) Upload(ctx context.Context, priv ed25519.PrivateKey, bundle []byte, keys []exposure.Key) (*phoneapi.UploadResponse, error) {
+	body, err := UploadBody(priv, bundle, keys, c.now())
+	if err != nil {
+		return nil, err
+	}
+	var resp phoneapi.UploadResponse
+	if err := c.Do(ctx, phoneapi.PathUploads, phoneapi.ChaffReal, body, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// UploadBody is the padded JSON of an upload signed at at. The benchmark
+// signs its uploads before the clock starts with it.
+func UploadBody(priv ed25519.PrivateKey, bundle []byte, keys []exposure.Key, at time.Time) ([]byte, error) {
+	pub := priv.Public().(ed25519.PublicKey)
+	at = at.Truncate(time.Second)
+	u := protocol.Upload{Bundle: bundle, Phone: pub, At: at, Keys: keys}
+	req := phoneapi.UploadRequest{
+		Bundle:    bundle,
+		PublicKey: pub,
+		Time:      at.Unix(),
+		Keys:      WireKeys(keys),
+		Signature: ed25519.Sign(priv, u.Marshal()),
+	}
+	return pad(&req, &req.Padding, phoneapi.UploadRequestBlock)
+}
+
+// ChaffUpload sends an upload that only looks like one: random content of
+// the size of a real upload of nKeys keys with a bundle of bundleLen
+// bytes, marked chaff. Phones send these so that an upload does not tell
+// an observer that its phone's owner is infected.
+func (c *Client) ChaffUpload(ctx context.Context, bundleLen, nKeys int) error {
+	priv := randomKey()
+	keys := make([]exposure.Key, nKeys)
+	now := exposure.IntervalNumber(c.now())
+	for i := range keys {
+		crand.Read(keys[i].Data[:])
+		keys[i].RollingStart = (now/144 - int32(i) - 1) * 144
+		keys[i].RollingPeriod = 144
+	}
+	bundle := make([]byte, bundleLen)
+	crand.Read(bundle)
+	body, err := UploadBody(priv, bundle, keys, c.now())
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, phoneapi.PathUploads, phoneapi.ChaffFake, body, nil)
+}
+
+// ChaffPickup sends a pickup marked chaff, of a real one's size.
+func (c *Client) ChaffPickup(ctx context.Context) error {
+	body, err := c.PickupBody(randomKey(), c.now())
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, phoneapi.PathPickup, phoneapi.ChaffFake, body, nil)
+}
+
+// Do posts body to path with the chaff header, retrying the identical
+// bytes on network errors, 429 and 503, and decodes a 2xx answer into out
+// (nil: discarded). A refusal is an *Error.
+func (c *Client) Do(ctx context.Context, path, chaff string, body []byte, out any) error {
+	var last error
+	attempts := max(c.retry.Attempts, 1)
+	for n := 0; n < attempts; n++ {
+		if n > 0 {
+			wait := c.retry.Wait(n - 1)
+			var e *Error
+			if errors.As(last, &e) && e.retryAfter > wait && e.retryAfter <= c.retry.Max {
+				wait = e.retryAfter
+			}
+			if err := sleep(ctx, wait); err != nil {
+				return fmt.Errorf("%w (after %w)", err, last)
+			}
+		}
+		err := c.once(ctx, path, chaff, body, out)
+		if err == nil {
+			return nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			return err
+		}
+		var e *Error
+		if errors.As(err, &e) && !e.Temporary() {
+			return err
+		}
+	}
+	return last
+}
+
+func (c *Client) once(ctx context.Context, path, chaff string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("phone API: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(phoneapi.HeaderChaff, chaff)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("phone API: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	if err != nil {
+		return fmt.Errorf("phone API: read answer: %w", err)
+	}
+	if len(b) > maxResponse {
+		return fmt.Errorf("phone API: answer larger than %d bytes", maxResponse)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e := &Error{Status: resp.StatusCode}
+		var er phoneapi.ErrorResponse
+		if json.Unmarshal(b, &er) == nil {
+			e.Code, e.Message = er.Error, er.Message
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			e.retryAfter = time.Duration(s) * time.Second
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("phone API: answer: %w", err)
+	}
+	return nil
+}
+
+// maxResponse bounds an answer: a pickup with a bundle is a few KiB.
+const maxResponse = 1 << 20
+
+// WireKeys are keys as the API carries them.
+func WireKeys(keys []exposure.Key) []phoneapi.Key {
+	out := make([]phoneapi.Key, len(keys))
+	for i, k := range keys {
+		out[i] = phoneapi.Key{Key: k.Data[:], RollingStartIntervalNumber: k.RollingStart, RollingPeriod: k.RollingPeriod, TransmissionRisk: k.TransmissionRisk}
+	}
+	return out
+}
+
+// pad marshals v with an empty padding field, then again with as much
+// padding as brings it to a multiple of block.
+func pad(v any, padding *string, block int) ([]byte, error) {
+	*padding = ""
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	*padding = phoneapi.Padding(phoneapi.PadLen(len(b), block))
+	if b, err = json.Marshal(v); err != nil {
+		return nil, err
+	}
+	if len(b)%block != 0 {
+		return nil, fmt.Errorf("phone API: padded body is %d bytes, not a multiple of %d", len(b), block)
+	}
+	return b, nil
+}
+
+func randomKey() ed25519.PrivateKey {
+	_, priv, _ := ed25519.GenerateKey(crand.Reader)
+	return priv
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// DefaultHTTPClient is an HTTP client for conns phones talking at once to
+// one server: enough idle connections kept that each reuses its own.
+func DefaultHTTPClient(conns int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = conns
+	t.MaxIdleConnsPerHost = conns
+	return &http.Client{Timeout: 30 * time.Second, Transport: t}
+}
