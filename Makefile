@@ -43,6 +43,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzOtherNames -fuzztime 20s -fuzzminimizetime 5s ./internal/uzi
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s -fuzzminimizetime 5s ./internal/phonecode
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshalRecord -fuzztime 20s -fuzzminimizetime 5s ./internal/exposure
+	$(GO) test -run '^$$' -fuzz FuzzUploadDecode -fuzztime 20s -fuzzminimizetime 5s ./internal/ingest
+	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s -fuzzminimizetime 5s ./internal/export
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/export
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyStatement$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/protocol
@@ -56,6 +59,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSyncMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/directory
 	$(GO) test -run '^$$' -fuzz FuzzParseURI -fuzztime 20s -fuzzminimizetime 5s ./internal/p11
 	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/cardagent
+	$(GO) test -run '^$$' -fuzz '^FuzzPath$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/cdn
+	$(GO) test -run '^$$' -fuzz '^FuzzParseIndex$$' -fuzztime 20s -fuzzminimizetime 5s ./cmd/phone
+	$(GO) test -run '^$$' -fuzz '^FuzzReadKeys$$' -fuzztime 20s -fuzzminimizetime 5s ./cmd/phone
 	$(GO) test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/cardagent
 	$(GO) test -run '^$$' -fuzz '^FuzzTransmit$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/virtualcard
 

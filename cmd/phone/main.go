@@ -1,77 +1,70 @@
-// Command phone is the reference phone client and, later, the load
-// simulator. For now it makes the phone's key pair and shows its code, the
-// way the app does before the patient sees a clinician.
+// Command phone is the reference phone client and the load simulator: it
+// does what the app does, against the real phone API and origin.
 //
-//	phone new -key phone.key    make a key pair, print the code
-//	phone code -key phone.key   print the code of an existing key
+//	phone register -key phone.key          make a key pair; print the code and its QR code
+//	phone code -key phone.key              print the code of an existing key
+//	phone pickup -key K -api URL -out B    wait until vouched, verify the bundle offline, save it
+//	phone upload -key K -api URL -bundle B [-keys FILE] [-n 14]
+//	                                       publish temporary exposure keys
+//	phone sync -cdn URL -export-key PEM -state DIR [-seen FILE]
+//	                                       fetch new exports, verify them, report matches
+//	phone simulate -n N -api URL -codes FILE
+//	                                       N phones at once: register, wait, upload
+//
+// pickup verifies the bundle with the trust a server reads from its
+// environment (VOUCH_UZI_ROOTS, VOUCH_UZI_CAS, VOUCH_ATTESTATION_KEYS,
+// VOUCH_CARD_PROFILE, VOUCH_JURISDICTION), standing in for the roots built
+// into an app; it checks no CRL, as a phone offline cannot.
 package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
-
-	"github.com/vouch-nl/vouch/internal/phonecode"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := realMain(ctx, os.Args[1:], os.Stdout); err != nil {
+	err := realMain(ctx, os.Args[1:], os.Stdout)
+	var exit exitError
+	if errors.As(err, &exit) {
+		os.Exit(int(exit))
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "phone:", err)
 		os.Exit(1)
 	}
 }
 
-func realMain(_ context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || (args[0] != "new" && args[0] != "code") {
-		return errors.New("usage: phone new|code -key FILE")
+// exitError ends the program with a status, its message already printed.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+const usage = "usage: phone register|code|pickup|upload|sync|simulate [flags]  (phone CMD -h for each)"
+
+func realMain(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(usage)
 	}
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	keyFile := fs.String("key", "phone.key", "file holding the phone's Ed25519 seed (hex)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+	rest := args[1:]
+	switch args[0] {
+	case "register", "new": // "new" is the older name
+		return runRegister(rest, stdout, true)
+	case "code":
+		return runRegister(rest, stdout, false)
+	case "pickup":
+		return runPickup(ctx, rest, stdout)
+	case "upload":
+		return runUpload(ctx, rest, stdout)
+	case "sync":
+		return runSync(ctx, rest, stdout)
+	case "simulate":
+		return runSimulate(ctx, rest, stdout)
 	}
-	var priv ed25519.PrivateKey
-	if args[0] == "new" {
-		seed := make([]byte, ed25519.SeedSize)
-		if _, err := rand.Read(seed); err != nil {
-			return err
-		}
-		// O_EXCL: never overwrite a phone's identity by accident.
-		f, err := os.OpenFile(*keyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintln(f, hex.EncodeToString(seed)); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		priv = ed25519.NewKeyFromSeed(seed)
-	} else {
-		b, err := os.ReadFile(*keyFile)
-		if err != nil {
-			return err
-		}
-		seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return fmt.Errorf("%s does not hold a 32-byte hex seed", *keyFile)
-		}
-		priv = ed25519.NewKeyFromSeed(seed)
-	}
-	pub := priv.Public().(ed25519.PublicKey)
-	code := phonecode.FromPublicKey(pub)
-	fmt.Fprintf(stdout, "code        %s\nqr          %s\npublic key  %s\n", code, code.URI(), hex.EncodeToString(pub))
-	return nil
+	return errors.New(usage)
 }

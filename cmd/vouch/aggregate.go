@@ -3,10 +3,97 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"log/slog"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/export"
+	"github.com/vouch-nl/vouch/internal/server"
 )
 
-// STUB: replaced by the role's implementation.
+// aggregateConfig is the configuration of `vouch aggregate`.
+type aggregateConfig struct {
+	Database database.Config
+	HTTP     server.Config
+	Export   export.Config
+}
+
+const aggregateUsage = "usage: vouch aggregate [-once]"
+
+// runAggregate is `vouch aggregate`: build, sign and publish the export
+// once (-once) or every VOUCH_EXPORT_PERIOD, serving its metrics
+// (vouch_export_keys_held among them) on VOUCH_HTTP_ADDR meanwhile.
 func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
-	return errors.New("vouch aggregate: not built yet")
+	fs := flag.NewFlagSet("aggregate", flag.ContinueOnError)
+	fs.Usage = func() { _, _ = fs.Output().Write([]byte(aggregateUsage + "\n")); fs.PrintDefaults() }
+	once := fs.Bool("once", false, "publish once and exit (status 1 when it failed or another aggregator held the lease)")
+	if err := parseFlags(fs, args, os.Stdout, os.Stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return exitError(2)
+	}
+	var cfg aggregateConfig
+	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	if err := cfg.Export.Validate(); err != nil {
+		return err
+	}
+	if err := migrate(ctx, cfg.Database); err != nil {
+		return err
+	}
+	db, err := database.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	agg, closeKeys, err := startAggregate(cfg.Export, db, reg, log)
+	if err != nil {
+		return err
+	}
+	defer closeKeys()
+	if *once {
+		res, err := agg.Run(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("export published", "files", len(res.Files), "keys", res.Keys, "held", res.Held, "padded", res.Padded)
+		return nil
+	}
+	srv := server.New(cfg.HTTP, log, reg, map[string]server.Checker{"database": server.CheckFunc(db.Ping)})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return agg.Loop(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info("stopped")
+	return err
+}
+
+// startAggregate opens the export signing keys cfg (validated) names and
+// makes the aggregator on db, its metrics on reg (nil: none). Loop runs it
+// until its context ends; closeKeys releases the HSM sessions after.
+// `vouch all` calls it too.
+func startAggregate(cfg export.Config, db *database.DB, reg prometheus.Registerer, log *slog.Logger) (agg *export.Aggregator, closeKeys func(), err error) {
+	signers, closeKeys, err := export.OpenSigners(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	agg, err = export.New(cfg, db, signers, reg, log.With("role", "aggregate"))
+	if err != nil {
+		closeKeys()
+		return nil, nil, err
+	}
+	return agg, closeKeys, nil
 }

@@ -9,8 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/vouch-nl/vouch/internal/backoffice"
+	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/directory"
 	"github.com/vouch-nl/vouch/internal/license"
 	"github.com/vouch-nl/vouch/internal/p11"
@@ -26,6 +30,8 @@ type issueConfig struct {
 	License   license.Config
 	CardPIN   string `env:"VOUCH_CARD_PIN"`
 	HSMPIN    string `env:"VOUCH_HSM_PIN"`
+	Bus       bus.Config
+	Bucket    string `env:"VOUCH_AUTHORIZATION_BUCKET, default=authorizations"`
 }
 
 // runBundleIssue is `vouch bundle issue`: it has a card on a token sign a
@@ -38,14 +44,16 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := flag.NewFlagSet("bundle issue", flag.ContinueOnError)
 	cardURI := fs.String("card", "", "pkcs11: URI of the card's signature key")
 	attURI := fs.String("attestation", "", "pkcs11: URI of the back end's attestation key")
-	code := fs.String("code", "", "the phone's code")
+	code := fs.String("code", "", "the phone's code; several separated by commas")
+	codesFile := fs.String("codes", "", "a file of phone codes, one a line (phone simulate -codes writes one)")
 	onset := fs.String("onset", "", "symptom onset date, YYYY-MM-DD (optional)")
-	out := fs.String("out", "", "write the bundle to this file")
+	out := fs.String("out", "", "write the bundle to this file; with several codes, a directory for CODE.bundle files")
+	publish := fs.Bool("publish", false, "put the bundles in the authorizations bucket (NATS_URL), for the phones to pick up")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	if *cardURI == "" || *attURI == "" || *code == "" || *out == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: vouch bundle issue -card URI -attestation URI -code CODE -out FILE  (PINs from VOUCH_CARD_PIN, VOUCH_HSM_PIN)")
+	if *cardURI == "" || *attURI == "" || (*code == "" && *codesFile == "") || (*out == "" && !*publish) || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: vouch bundle issue -card URI -attestation URI -code CODE[,CODE...] | -codes FILE  -out FILE|DIR and/or -publish  (PINs from VOUCH_CARD_PIN, VOUCH_HSM_PIN)")
 		return exitError(2)
 	}
 	var cfg issueConfig
@@ -60,7 +68,12 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cfg.Directory.URL == "" {
 		return errors.New("bundle issue asks the register before it attests: set VOUCH_REGISTRY_URL (make demo starts a test register)")
 	}
-	pc, err := phonecode.Parse(*code)
+	// An embedded bus in this short-lived process would hold the bundles
+	// where no phone API looks.
+	if *publish && cfg.Bus.URL == "" {
+		return errors.New("-publish puts the bundles on the running system's bus: set NATS_URL (and VOUCH_BUS_TOKEN)")
+	}
+	codes, err := issueCodes(*code, *codesFile)
 	if err != nil {
 		return err
 	}
@@ -132,32 +145,110 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return exitError(1)
 	}
-	var aid [protocol.AuthorizationIDLen]byte
-	if _, err := rand.Read(aid[:]); err != nil {
-		return err
+	type issued struct {
+		code phonecode.Code
+		aid  [protocol.AuthorizationIDLen]byte
+		raw  []byte
 	}
-	st, err := protocol.NewStatement(tr.Jurisdiction, aid, pc, now, *onset, cert.Raw)
-	if err != nil {
-		return err
+	bundles := make([]issued, 0, len(codes))
+	for _, pc := range codes {
+		var aid [protocol.AuthorizationIDLen]byte
+		if _, err := rand.Read(aid[:]); err != nil {
+			return err
+		}
+		st, err := protocol.NewStatement(tr.Jurisdiction, aid, pc, now, *onset, cert.Raw)
+		if err != nil {
+			return err
+		}
+		enc, sig, err := protocol.SignStatement(card, st)
+		if err != nil {
+			return err
+		}
+		aenc, asig, err := protocol.Attest(att, enc, id, protocol.LicenseActive, st.ExpiresAt, now)
+		if err != nil {
+			return err
+		}
+		raw := (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}).Marshal()
+		if _, err := verifier.Verify(raw, nil, now); err != nil {
+			fmt.Fprintf(stderr, "vouch: the bundle just made does not verify: %v\n", err)
+			return refused(stdout, protocol.Verdict(err))
+		}
+		bundles = append(bundles, issued{pc, aid, raw})
 	}
-	enc, sig, err := protocol.SignStatement(card, st)
-	if err != nil {
-		return err
+	if *out != "" {
+		if len(bundles) > 1 {
+			if err := os.MkdirAll(*out, 0o700); err != nil {
+				return err
+			}
+		}
+		for _, b := range bundles {
+			file := *out
+			if len(bundles) > 1 {
+				file = filepath.Join(*out, b.code.Compact()+".bundle")
+			}
+			if err := os.WriteFile(file, b.raw, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "bundle %x for %s signed by %s, written to %s\n", b.aid, b.code, cert.Subject.CommonName, file)
+		}
 	}
-	aenc, asig, err := protocol.Attest(att, enc, id, protocol.LicenseActive, st.ExpiresAt, now)
-	if err != nil {
-		return err
+	if *publish {
+		entries := make([]bus.KeyValue, len(bundles))
+		for i, b := range bundles {
+			entries[i] = bus.KeyValue{Key: backoffice.BucketKey(b.code), Value: b.raw}
+		}
+		if err := publishBundles(ctx, cfg.Bus, cfg.Bucket, entries); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "published %d bundles to bucket %s, signed by %s\n", len(bundles), cfg.Bucket, cert.Subject.CommonName)
 	}
-	raw := (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}).Marshal()
-	if _, err := verifier.Verify(raw, nil, now); err != nil {
-		fmt.Fprintf(stderr, "vouch: the bundle just made does not verify: %v\n", err)
-		return refused(stdout, protocol.Verdict(err))
-	}
-	if err := os.WriteFile(*out, raw, 0o600); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "bundle %x for %s signed by %s, written to %s\n", aid, pc, cert.Subject.CommonName, *out)
 	return nil
+}
+
+// issueCodes parses the codes of -code (comma-separated) and -codes (a
+// file, one a line), all before anything is signed.
+func issueCodes(list, file string) ([]phonecode.Code, error) {
+	var texts []string
+	if list != "" {
+		texts = strings.Split(list, ",")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		texts = append(texts, strings.Split(string(b), "\n")...)
+	}
+	var codes []phonecode.Code
+	for _, t := range texts {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		pc, err := phonecode.Parse(t)
+		if err != nil {
+			return nil, fmt.Errorf("code %q: %w", t, err)
+		}
+		codes = append(codes, pc)
+	}
+	if len(codes) == 0 {
+		return nil, errors.New("no phone code given")
+	}
+	return codes, nil
+}
+
+// publishBundles puts the bundles where the phone API picks them up, as
+// the back office does, and returns once the bus acknowledged them.
+func publishBundles(ctx context.Context, cfg bus.Config, bucket string, entries []bus.KeyValue) error {
+	b, err := bus.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	kv, err := b.ExpiringBucket(ctx, bucket, "Vouched authorizations by phone code, for pickup", protocol.MaxValidity)
+	if err != nil {
+		return err
+	}
+	return kv.PutAll(ctx, entries)
 }
 
 // moduleOf is the module u names, SoftHSM2's when it names none.

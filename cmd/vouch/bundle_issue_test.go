@@ -11,9 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vouch-nl/vouch/internal/backoffice"
+	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/p11"
 	"github.com/vouch-nl/vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/testenv"
 	"github.com/vouch-nl/vouch/internal/testpki"
 	"github.com/vouch-nl/vouch/registry"
@@ -94,6 +98,77 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 			}
 		})
 	}
+	// -publish puts each code's bundle in the authorizations bucket of a
+	// running bus under the back office's key, for the phones to pick up;
+	// several codes come from -code and -codes together.
+	t.Run("publish", func(t *testing.T) {
+		const token = "bundle-issue-test-token-0123456789abcdef"
+		b, err := bus.Start(t.Context(), bus.Config{StoreDir: t.TempDir(), Listen: true, Host: "127.0.0.1", Port: -1, Token: token, Name: "issue-test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		t.Setenv("NATS_URL", b.ClientURL())
+		t.Setenv("VOUCH_BUS_TOKEN", token)
+		t.Setenv("VOUCH_AUTHORIZATION_BUCKET", "authz-test")
+		var phones []ed25519.PublicKey
+		var codes []string
+		for range 3 {
+			p, _, _ := ed25519.GenerateKey(rand.Reader)
+			phones = append(phones, p)
+			codes = append(codes, phonecode.FromPublicKey(p).String())
+		}
+		codesFile := filepath.Join(t.TempDir(), "codes.txt")
+		if err := os.WriteFile(codesFile, []byte(codes[1]+"\n\n"+codes[2]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", codes[0], "-codes", codesFile, "-publish")
+		if err != nil || !strings.Contains(out, "published 3 bundles to bucket authz-test") {
+			t.Fatalf("issue -publish: %v\n%s", err, out)
+		}
+		kv, err := b.ExpiringBucket(t.Context(), "authz-test", "test", protocol.MaxValidity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := trustFromEnv(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := protocol.NewVerifier(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range phones {
+			raw, err := kv.Get(t.Context(), backoffice.BucketKey(phonecode.FromPublicKey(p)))
+			if err != nil || raw == nil {
+				t.Fatalf("phone %d: no bundle in the bucket: %v", i, err)
+			}
+			// The phone's own key verifies it: the bundle is for its code.
+			if _, err := v.Verify(raw, p, time.Now()); err != nil {
+				t.Errorf("phone %d: published bundle does not verify: %v", i, err)
+			}
+			if _, err := v.Verify(raw, phones[(i+1)%len(phones)], time.Now()); err == nil {
+				t.Errorf("phone %d: bundle verifies for another phone", i)
+			}
+		}
+		t.Setenv("NATS_URL", "")
+		if _, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", codes[0], "-publish"); err == nil || !strings.Contains(err.Error(), "NATS_URL") {
+			t.Errorf("-publish without a bus: %v", err)
+		}
+	})
+	t.Run("several codes to a directory", func(t *testing.T) {
+		p1, _, _ := ed25519.GenerateKey(rand.Reader)
+		c1 := phonecode.FromPublicKey(p1)
+		dir := filepath.Join(t.TempDir(), "bundles")
+		out, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", code+","+c1.String(), "-out", dir)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		out, _ = run("bundle", "verify", "-phone-key", hex.EncodeToString(p1), filepath.Join(dir, c1.Compact()+".bundle"))
+		if !strings.HasPrefix(out, "OK") {
+			t.Errorf("verdict:\n%s", out)
+		}
+	})
 	t.Run("no register", func(t *testing.T) {
 		t.Setenv("VOUCH_REGISTRY_URL", "")
 		_, err := run("bundle", "issue", "-card", cardURI("gp"), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", filepath.Join(t.TempDir(), "b"))
@@ -159,4 +234,13 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 			t.Errorf("got %v", err)
 		}
 	})
+}
+
+// trustFromEnv is the trust the test's environment configures.
+func trustFromEnv(t *testing.T) (protocol.Trust, error) {
+	var cfg issueConfig
+	if err := loadConfig(t.Context(), &cfg); err != nil {
+		return protocol.Trust{}, err
+	}
+	return cfg.Trust.Load(time.Now())
 }
