@@ -8,13 +8,20 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vouch-nl/vouch/internal/backoffice"
 	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/cdn"
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/directory"
+	"github.com/vouch-nl/vouch/internal/export"
+	"github.com/vouch-nl/vouch/internal/ingest"
+	"github.com/vouch-nl/vouch/internal/keystore"
 	"github.com/vouch-nl/vouch/internal/license"
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/retention"
 	"github.com/vouch-nl/vouch/internal/server"
 	"github.com/vouch-nl/vouch/internal/trust"
 )
@@ -29,6 +36,55 @@ type allConfig struct {
 	Sync       registrysync.Config
 	License    license.Config
 	Backoffice backoffice.Config
+	Ingest     ingest.Config
+	Store      keystore.Config
+	Export     export.Config
+	CDN        cdn.Config
+	Retention  retention.Config
+}
+
+// startPipeline adds the public pipeline's roles to g: the phone API on its
+// own listener, the readers and the cleanup always; the aggregator when an
+// export key and directory are configured, and the origin when it has a
+// directory to serve.
+func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context, cfg allConfig, tr protocol.Trust, in *infra, log *slog.Logger) error {
+	// The phone API's listener has metrics of its own: server.New
+	// registers the HTTP metrics on the registry it is given.
+	ing, err := startIngest(ctx, cfg.Ingest, cfg.HTTP, cfg.Trust, tr, in.bus, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return ing.run(gctx) })
+	st, err := startStore(ctx, cfg.Store, in, in.reg, log)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return st.Run(gctx) })
+	cl, err := startCleanup(cfg.Retention, in.db, in.reg, log)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return cl.Run(gctx) })
+	if len(cfg.Export.KeyURIs) > 0 && cfg.Export.Dir != "" {
+		agg, closeKeys, err := startAggregate(cfg.Export, in.db, in.reg, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { defer closeKeys(); return agg.Loop(gctx) })
+	} else {
+		log.Warn("no export key or directory (VOUCH_EXPORT_KEY_URIS, VOUCH_EXPORT_DIR): nothing is published")
+	}
+	if cfg.CDN.Dir == "" {
+		cfg.CDN.Dir = cfg.Export.Dir
+	}
+	if cfg.CDN.Dir != "" {
+		origin, err := startCDN(cfg.CDN, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { defer origin.Close(); return origin.Run(gctx) })
+	}
+	return nil
 }
 
 // runAll starts everything in one process: migrations, the embedded bus, the
@@ -79,6 +135,9 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 		g.Go(func() error { return bo.run(gctx) })
 	} else {
 		log.Warn("no attestation key configured (VOUCH_ATTESTATION_URI): the back office does not start")
+	}
+	if err := startPipeline(ctx, g, gctx, cfg, tr, in, log); err != nil {
+		return err
 	}
 	if syncRuns {
 		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, tr.CAs(), in, log)

@@ -116,6 +116,10 @@ func newSyncer(ctx context.Context, dcfg directory.Config, scfg registrysync.Con
 			cas = tr.CAs()
 		}
 		crls = &registrysync.CRLConfig{Sources: scfg.CRLSources, CAs: cas}
+		// Ingest has no database: it reads the CRLs from the bus.
+		if crls.Bucket, err = in.bus.Bucket(ctx, registrysync.CRLBucket, registrysync.CRLBucketDescription); err != nil {
+			return nil, err
+		}
 	}
 	if scfg.Interval > time.Minute {
 		log.Warn("license changes reach the public tier only every sync interval", "interval", scfg.Interval)

@@ -3,6 +3,7 @@ package registrysync
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,15 +16,36 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/revocation"
 )
+
+// CRLBucket is the bus's key-value bucket of the CRLs the sync fetched, DER
+// keyed by the hex of the issuer key (revocation.CRL.IssuerKey): how they
+// reach ingest, which has no database. Readers check every CRL against
+// their CAs, as they would a file.
+const CRLBucket = "vouch-crls"
+
+// CRLBucketDescription describes CRLBucket in the bus's monitoring.
+const CRLBucketDescription = "UZI CRLs (DER) by issuer key; ingest checks cards against them"
+
+// CRLPublisher puts CRLs in CRLBucket (bus.Bucket).
+type CRLPublisher interface {
+	PutAll(ctx context.Context, entries []bus.KeyValue) error
+}
+
+var _ CRLPublisher = (*bus.Bucket)(nil)
 
 // CRLConfig names where the issuing CAs publish their CRLs, and the CAs
 // whose signatures make a CRL believable.
 type CRLConfig struct {
 	Sources []string // files or http(s) URLs
 	CAs     []*x509.Certificate
+	// Bucket, when set, receives every CRL stored (CRLBucket): after the
+	// database commit, so the bucket never holds a CRL the mirror refused.
+	// A failed put fails the fetch; the next fetch puts it again.
+	Bucket CRLPublisher
 }
 
 type crlFetcher struct {
@@ -89,6 +111,11 @@ func (f *crlFetcher) fetch(ctx context.Context, src string, now time.Time) error
 	})
 	if err != nil {
 		return err
+	}
+	if f.cfg.Bucket != nil {
+		if err := f.cfg.Bucket.PutAll(ctx, []bus.KeyValue{{Key: hex.EncodeToString(key[:]), Value: der}}); err != nil {
+			return fmt.Errorf("put CRL on the bus: %w", err)
+		}
 	}
 	f.log.Info("CRL stored", "issuer", crl.Issuer.Subject.String(), "number", crl.List.Number.String(),
 		"entries", len(crl.List.RevokedCertificateEntries), "next_update", crl.List.NextUpdate)

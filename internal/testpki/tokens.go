@@ -131,7 +131,7 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 			return nil, err
 		}
 		path := filepath.Join(crlDir, name+".crl")
-		if err := os.WriteFile(path, der, 0o644); err != nil {
+		if err := writeFile(path, der); err != nil {
 			return nil, err
 		}
 		man.CRLs[name] = path
@@ -140,7 +140,7 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return man, os.WriteFile(filepath.Join(dir, "cards.json"), b, 0o644)
+	return man, writeFile(filepath.Join(dir, "cards.json"), b)
 }
 
 // layoutVersion changes whenever certificates are made differently, so that
@@ -291,9 +291,29 @@ func provisionBackend(m *p11.Module, dir, module string) (Backend, error) {
 	return b, nil
 }
 
+// writeFile replaces path whole, through a temporary file and a rename:
+// Provision runs again in every test process, and another process may be
+// reading the CRLs and certificates it rewrites.
 func writeFile(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o644)
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }

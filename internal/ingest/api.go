@@ -1,0 +1,441 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vouch-nl/vouch/docs"
+	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/phoneapi"
+	"github.com/vouch-nl/vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/protocol"
+)
+
+// apiError is a refusal as the phone sees it: a status, a stable code and
+// a text for a phone's developer. cause goes to the log, never out.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+	cause  error
+}
+
+func (e *apiError) Error() string {
+	if e.cause != nil {
+		return e.code + ": " + e.cause.Error()
+	}
+	return e.code
+}
+
+func (e *apiError) Unwrap() error { return e.cause }
+
+var (
+	errMalformed   = &apiError{status: http.StatusBadRequest, code: "malformed", msg: "the request is not one JSON object of the documented fields"}
+	errTooLarge    = &apiError{status: http.StatusRequestEntityTooLarge, code: "too-large", msg: "the request body is too large"}
+	errPhoneSig    = &apiError{status: http.StatusForbidden, code: "phone-signature-invalid", msg: "the phone's signature does not verify"}
+	errStale       = &apiError{status: http.StatusForbidden, code: "time-skew", msg: "the signed time is not within 5 minutes of the server's; check the phone's clock"}
+	errReplay      = &apiError{status: http.StatusConflict, code: "replay", msg: "this authorization was already used for another upload"}
+	errUnavailable = &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: "the service cannot take this now; try again later"}
+	errLicense     = &apiError{status: http.StatusForbidden, code: string(protocol.ReasonLicenseNotActive), msg: "the clinician who vouched may not vouch now"}
+)
+
+// blockOf is the padding block of the responses of c's route, 0 outside
+// the phone API.
+func blockOf(c echo.Context) int {
+	p := c.Path()
+	if p == "" || strings.HasSuffix(p, "/*") {
+		p = c.Request().URL.Path
+	}
+	switch {
+	case p == phoneapi.PathPickup:
+		return phoneapi.PickupResponseBlock
+	case p == phoneapi.PathUploads:
+		return phoneapi.UploadResponseBlock
+	case strings.HasPrefix(p, "/v1/"):
+		return phoneapi.UploadResponseBlock
+	}
+	return 0
+}
+
+// refuse answers err as a padded ErrorResponse and logs its cause under
+// the request id (never the payload).
+func (s *Service) refuse(c echo.Context, err error, block int) {
+	if c.Response().Committed {
+		return
+	}
+	var ae *apiError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge:
+		ae = errTooLarge
+	case errors.As(err, &he) && he.Code < 500:
+		ae = &apiError{status: he.Code, code: strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "-")), msg: http.StatusText(he.Code)}
+	default:
+		ae = &apiError{status: http.StatusInternalServerError, code: "internal", msg: "something went wrong on the server", cause: err}
+	}
+	reqID := c.Response().Header().Get(echo.HeaderXRequestID)
+	if ae.status >= 500 {
+		s.log.Error("phone API request failed", "request_id", reqID, "route", c.Path(), "code", ae.code, "err", err)
+	} else {
+		s.log.Info("phone API request refused", "request_id", reqID, "route", c.Path(), "code", ae.code, "err", err)
+	}
+	writePadded(c, ae.status, &phoneapi.ErrorResponse{Error: ae.code, Message: ae.msg}, block)
+}
+
+// writePadded answers v (a response type with a Padding field) padded to
+// the smallest multiple of block that holds it.
+func writePadded(c echo.Context, status int, v any, block int) {
+	body, err := padded(v, block)
+	if err != nil {
+		c.Response().WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	h := c.Response().Header()
+	h.Set(echo.HeaderCacheControl, "no-store")
+	_ = c.Blob(status, echo.MIMEApplicationJSON, body)
+}
+
+func padded(v any, block int) ([]byte, error) {
+	set := func(p string) {
+		switch r := v.(type) {
+		case *phoneapi.PickupResponse:
+			r.Padding = p
+		case *phoneapi.UploadResponse:
+			r.Padding = p
+		case *phoneapi.ErrorResponse:
+			r.Padding = p
+		}
+	}
+	set("")
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	// "=" needs no escape in JSON: n padding characters add n bytes.
+	set(phoneapi.Padding(phoneapi.PadLen(len(b), block)))
+	return json.Marshal(v)
+}
+
+// filterIPs refuses clients outside the allowed networks before anything
+// else is done for them.
+func (s *Service) filterIPs(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ip, err := netip.ParseAddr(c.RealIP())
+		if err != nil || !s.nets.admits(ip) {
+			return echo.ErrForbidden
+		}
+		return next(c)
+	}
+}
+
+// readBody reads at most limit bytes of the request body.
+func readBody(c echo.Context, limit int64) ([]byte, error) {
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
+	b, err := io.ReadAll(r)
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, errTooLarge
+	case err != nil:
+		return nil, &apiError{status: http.StatusBadRequest, code: "malformed", msg: errMalformed.msg, cause: err}
+	}
+	return b, nil
+}
+
+// errTrailing is data after the one JSON object.
+var errTrailing = errors.New("data after the JSON object")
+
+// decodeStrict decodes exactly one JSON object of v's fields: an unknown
+// field, a second value or trailing data is refused.
+func decodeStrict(b []byte, v any) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return jsonCause(err)
+	}
+	if _, err := d.Token(); !errors.Is(err, io.EOF) {
+		return errTrailing
+	}
+	return nil
+}
+
+// jsonCause says what was wrong with a body without quoting it: the cause
+// is logged, and a body's text must never reach a log.
+func jsonCause(err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Errorf("JSON syntax error at offset %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Errorf("JSON field %q has the wrong type", te.Field) // a field of ours, not the body's text
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return errors.New("unknown JSON field")
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errors.New("JSON cut short")
+	}
+	return errors.New("not valid JSON (a value of the wrong form)")
+}
+
+func isChaff(c echo.Context) bool {
+	return c.Request().Header.Get(phoneapi.HeaderChaff) == phoneapi.ChaffFake
+}
+
+// busCtx bounds one wait for the bus; a phone gets 503 past it.
+func (s *Service) busCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.BusTimeout)
+}
+
+// AuthorizationKey is where the back office puts the bundle of the phone
+// with code (backoffice.BucketKey): the code in hex.
+func AuthorizationKey(code phonecode.Code) string { return hex.EncodeToString(code[:]) }
+
+// decodedPickup is a pickup request that decoded and has the right shape.
+type decodedPickup struct {
+	phone ed25519.PublicKey
+	at    time.Time
+	sig   []byte
+}
+
+// decodePickup decodes a pickup request strictly.
+func decodePickup(b []byte) (*decodedPickup, error) {
+	var req phoneapi.PickupRequest
+	if err := decodeStrict(b, &req); err != nil {
+		return nil, err
+	}
+	if len(req.PublicKey) != ed25519.PublicKeySize || len(req.Signature) != ed25519.SignatureSize {
+		return nil, errors.New("public key or signature of the wrong size")
+	}
+	return &decodedPickup{phone: req.PublicKey, at: time.Unix(req.Time, 0), sig: req.Signature}, nil
+}
+
+// checkPhone checks the phone's signature over msg and its time.
+func checkPhone(phone ed25519.PublicKey, msg, sig []byte, at, now time.Time) error {
+	if d := now.Sub(at); d > protocol.PhoneClockSkew || d < -protocol.PhoneClockSkew {
+		return errStale
+	}
+	if !protocol.VerifyPhone(phone, msg, sig, at, now) {
+		return errPhoneSig
+	}
+	return nil
+}
+
+// pickup answers whether the phone was vouched for, with the bundle once it
+// was. Chaff does the same work and is always pending.
+func (s *Service) pickup(c echo.Context) error {
+	chaff := isChaff(c)
+	body, err := readBody(c, phoneapi.MaxPickupRequestSize)
+	if err != nil {
+		return s.countPickup(chaff, err)
+	}
+	req, err := decodePickup(body)
+	if err != nil {
+		return s.countPickup(chaff, &apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
+	}
+	now := s.now()
+	if err := checkPhone(req.phone, protocol.PickupMessage(req.phone, req.at), req.sig, req.at, now); err != nil {
+		return s.countPickup(chaff, err)
+	}
+	code := phonecode.FromPublicKey(req.phone)
+	ctx, cancel := s.busCtx(c.Request().Context())
+	defer cancel()
+	var bundle []byte
+	e, err := s.auths.Get(ctx, AuthorizationKey(code))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return s.countPickup(chaff, &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err})
+	case !chaff:
+		bundle = e.Value()
+	}
+	res := &phoneapi.PickupResponse{Status: phoneapi.StatusPending}
+	if bundle != nil {
+		res.Status, res.Bundle = phoneapi.StatusReady, bundle
+	}
+	if !chaff {
+		s.metrics.pickups.WithLabelValues(res.Status).Inc()
+	}
+	writePadded(c, http.StatusOK, res, phoneapi.PickupResponseBlock)
+	return nil
+}
+
+func (s *Service) countPickup(chaff bool, err error) error {
+	var ae *apiError
+	if !chaff && errors.As(err, &ae) {
+		s.metrics.pickups.WithLabelValues(ae.code).Inc()
+	}
+	return err
+}
+
+func (s *Service) countUpload(chaff bool, err error) error {
+	var ae *apiError
+	if !chaff && errors.As(err, &ae) {
+		s.metrics.uploads.WithLabelValues(ae.code).Inc()
+	}
+	return err
+}
+
+// decodedUpload is an upload request that decoded and has the right shape.
+type decodedUpload struct {
+	upload protocol.Upload
+	sig    []byte
+	canon  []byte // upload.Marshal(): what the phone signed
+}
+
+// decodeUpload decodes an upload request strictly and checks its shape:
+// key and signature sizes, at most exposure.MaxKeysPerUpload keys of
+// exposure.KeySize bytes. The GAEN rules that depend on time are
+// exposure.Validate's.
+func decodeUpload(b []byte) (*decodedUpload, error) {
+	var req phoneapi.UploadRequest
+	if err := decodeStrict(b, &req); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(req.PublicKey) != ed25519.PublicKeySize || len(req.Signature) != ed25519.SignatureSize:
+		return nil, errors.New("public key or signature of the wrong size")
+	case len(req.Bundle) == 0 || len(req.Bundle) > protocol.MaxBundleSize:
+		return nil, errors.New("no bundle, or a bundle too large")
+	case len(req.Keys) > exposure.MaxKeysPerUpload:
+		// Before Marshal, which counts keys in one byte.
+		return nil, exposure.ErrTooManyKeys
+	}
+	keys := make([]exposure.Key, len(req.Keys))
+	for i, k := range req.Keys {
+		if len(k.Key) != exposure.KeySize {
+			return nil, fmt.Errorf("key %d: not %d bytes", i, exposure.KeySize)
+		}
+		copy(keys[i].Data[:], k.Key)
+		keys[i].RollingStart, keys[i].RollingPeriod, keys[i].TransmissionRisk = k.RollingStartIntervalNumber, k.RollingPeriod, k.TransmissionRisk
+	}
+	d := &decodedUpload{upload: protocol.Upload{Bundle: req.Bundle, Phone: req.PublicKey, At: time.Unix(req.Time, 0), Keys: keys}, sig: req.Signature}
+	d.canon = d.upload.Marshal()
+	return d, nil
+}
+
+// upload verifies an upload completely and publishes its keys. Chaff goes
+// through the same decoding, signature and key checks, does comparable
+// work in place of the bundle's verification and the bus's writes, and
+// changes nothing.
+func (s *Service) upload(c echo.Context) error {
+	chaff := isChaff(c)
+	body, err := readBody(c, phoneapi.MaxUploadRequestSize)
+	if err != nil {
+		return s.countUpload(chaff, err)
+	}
+	req, err := decodeUpload(body)
+	if errors.Is(err, exposure.ErrTooManyKeys) {
+		return s.countUpload(chaff, &apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+	}
+	if err != nil {
+		return s.countUpload(chaff, &apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
+	}
+	now := s.now()
+	u := &req.upload
+	if err := checkPhone(u.Phone, req.canon, req.sig, u.At, now); err != nil {
+		return s.countUpload(chaff, err)
+	}
+	if err := exposure.Validate(u.Keys, now, s.cfg.MaxAgeDays); err != nil {
+		// The rule's text is written for a phone's developer.
+		return s.countUpload(chaff, &apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+	}
+	ctx, cancel := s.busCtx(c.Request().Context())
+	defer cancel()
+	if chaff {
+		s.decoy.work(u.Bundle)
+		if err := s.chaffRoundTrips(ctx); err != nil {
+			// As a real upload would be answered while the bus is down.
+			return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
+		}
+		writePadded(c, http.StatusOK, &phoneapi.UploadResponse{Status: phoneapi.StatusPublished}, phoneapi.UploadResponseBlock)
+		return nil
+	}
+	res, err := s.verifier.Verify(u.Bundle, u.Phone, now)
+	if err != nil {
+		reason := protocol.Verdict(err)
+		return s.countUpload(false, &apiError{status: http.StatusForbidden, code: string(reason), msg: reason.Text("en"), cause: err})
+	}
+	ok, err := s.licenses.mayVouch(res.Identity.UZI, now)
+	switch {
+	case err != nil:
+		return s.countUpload(false, &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err})
+	case !ok:
+		return s.countUpload(false, errLicense)
+	}
+	id := hex.EncodeToString(res.Statement.AuthorizationID[:])
+	sum := sha256.Sum256(req.canon)
+	if err := s.markUsed(ctx, id, sum[:]); err != nil {
+		return s.countUpload(false, err)
+	}
+	rec := exposure.Record{AuthorizationID: res.Statement.AuthorizationID, Received: exposure.Coarse(now),
+		SymptomOnset: res.Statement.SymptomOnset, Keys: u.Keys}
+	if _, err := s.js.Publish(ctx, exposure.Subject, rec.Marshal(), jetstream.WithMsgID(id)); err != nil {
+		// The mark stays: the phone's retry of this same upload publishes.
+		return s.countUpload(false, &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err})
+	}
+	s.metrics.uploads.WithLabelValues(phoneapi.StatusPublished).Inc()
+	s.metrics.keys.Add(float64(len(u.Keys)))
+	writePadded(c, http.StatusOK, &phoneapi.UploadResponse{Status: phoneapi.StatusPublished}, phoneapi.UploadResponseBlock)
+	return nil
+}
+
+// markUsed marks the authorization id used by the upload whose hash is sum,
+// atomically: the first upload creates the mark; the same upload again
+// (a retry after a lost answer or a crash before publishing) finds its own
+// hash and goes on; another upload with it is a replay.
+func (s *Service) markUsed(ctx context.Context, id string, sum []byte) error {
+	_, err := s.used.Create(ctx, id, sum)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
+	}
+	e, err := s.used.Get(ctx, id)
+	if err != nil {
+		return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
+	}
+	if subtle.ConstantTimeCompare(e.Value(), sum) != 1 {
+		return errReplay
+	}
+	return nil
+}
+
+// chaffRoundTrips asks the bus what a real upload's mark and publish cost
+// in round trips, reading a random key so that nothing changes.
+func (s *Service) chaffRoundTrips(ctx context.Context) error {
+	var r [16]byte
+	_, _ = randRead(r[:])
+	id := hex.EncodeToString(r[:])
+	for range 2 {
+		if _, err := s.used.Get(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// openAPI serves the API's description.
+func (s *Service) openAPI(c echo.Context) error {
+	return c.Blob(http.StatusOK, "application/yaml", docs.OpenAPI)
+}

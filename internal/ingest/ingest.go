@@ -1,0 +1,305 @@
+// Package ingest is the public phone API (`vouch ingest`): a phone picks up
+// the bundle its clinician vouched for, and uploads its temporary exposure
+// keys with it. Ingest keeps nothing itself and has no database: it reads
+// the authorizations, license states and CRLs from the bus, verifies every
+// upload again (never trusting the phone), marks its authorization used
+// with a compare-and-set, and publishes the keys to the stream the readers
+// store, answering 2xx only once the bus acknowledged them. Responses are
+// padded, and chaff (X-Chaff: 1) is answered like real traffic, so that
+// what is on the wire does not tell who is infected.
+package ingest
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/vouch-nl/vouch/internal/bus"
+	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/phoneapi"
+	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/registrysync"
+	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/server"
+)
+
+// Deps are what the API runs on.
+type Deps struct {
+	// Trust configures the verifier. Its Revocation, when a
+	// *revocation.Set (trust.Load makes one of VOUCH_UZI_CRLS), is kept and
+	// refreshed; ingest adds the CRLs the registry sync puts on the bus.
+	Trust protocol.Trust
+	// CRLFiles are read again at every refresh (trust.Config.CRLs).
+	CRLFiles []string
+	// CRLRefresh is how often the CRLs are read again; default 1 minute.
+	CRLRefresh time.Duration
+	Bus        *bus.Bus
+	Log        *slog.Logger
+	Metrics    prometheus.Registerer
+	Now        func() time.Time // default time.Now
+}
+
+// Service is the phone API.
+type Service struct {
+	cfg      Config
+	nets     nets
+	log      *slog.Logger
+	now      func() time.Time
+	verifier *protocol.Verifier
+	js       jetstream.JetStream
+	auths    jetstream.KeyValue
+	used     jetstream.KeyValue
+	licenses *licenses
+	crls     *crls
+	access   *AccessLog
+	decoy    *decoy
+	metrics  *metrics
+}
+
+// New opens what the API needs on the bus — the stream, the buckets,
+// creating those that do not exist yet — and prepares the verifier.
+func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
+	n, err := cfg.Validate()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if deps.Bus == nil || deps.Log == nil {
+		return nil, errors.New("ingest: a bus and a logger are needed")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	s := &Service{cfg: cfg, nets: n, log: deps.Log, now: deps.Now, js: deps.Bus.JetStream()}
+
+	// Revocation: the files, and what the registry sync puts on the bus.
+	crlBucket, err := deps.Bus.Bucket(ctx, registrysync.CRLBucket, registrysync.CRLBucketDescription)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	tr := deps.Trust
+	set, _ := tr.Revocation.(*revocation.Set)
+	if set == nil {
+		set = revocation.NewSet()
+	}
+	src := revocation.Sources{BucketCRLs{Bucket: crlBucket}}
+	if len(deps.CRLFiles) > 0 {
+		src = append(src, revocation.Files(deps.CRLFiles))
+	}
+	s.crls = &crls{set: set, src: src, cas: tr.CAs(), every: deps.CRLRefresh, log: deps.Log, now: deps.Now}
+	if s.crls.every <= 0 {
+		s.crls.every = time.Minute
+	}
+	s.crls.refresh(ctx)
+	tr.Revocation = set
+	if s.verifier, err = protocol.NewVerifier(tr); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+
+	if _, err := deps.Bus.Stream(ctx, bus.StreamConfig{Name: exposure.Stream, Subjects: []string{exposure.Subject},
+		MaxAge: cfg.StreamMaxAge, Replicas: cfg.Replicas}); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	// The buckets as their writers open them: whoever starts first
+	// creates them.
+	if _, err := deps.Bus.ExpiringBucket(ctx, cfg.AuthorizationBucket, "Vouched authorizations by phone code, for pickup", protocol.MaxValidity); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if _, err := deps.Bus.Bucket(ctx, cfg.LicenseBucket, registrysync.BucketDescription); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if s.auths, err = s.js.KeyValue(ctx, cfg.AuthorizationBucket); err != nil {
+		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.AuthorizationBucket, err)
+	}
+	lic, err := s.js.KeyValue(ctx, cfg.LicenseBucket)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.LicenseBucket, err)
+	}
+	s.licenses = newLicenses(lic, deps.Log)
+	if s.used, err = openUsed(ctx, s.js, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	if cfg.AccessLogDir != "" {
+		if s.access, err = NewAccessLog(cfg.AccessLogDir, deps.Now); err != nil {
+			return nil, err
+		}
+	}
+	if s.decoy, err = newDecoy(); err != nil {
+		return nil, err
+	}
+	s.metrics = newMetrics(deps.Metrics)
+	return s, nil
+}
+
+// openUsed opens the bucket that marks authorizations used, creating it.
+func openUsed(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, exposure.UsedBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: exposure.UsedBucket, History: 1, TTL: usedTTL,
+			Replicas: max(replicas, 1), Description: "authorizations uploaded with: SHA-256 of the upload, by authorization id"})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ingest: bucket %s: %w", exposure.UsedBucket, err)
+	}
+	return kv, nil
+}
+
+// Checks are the API's readiness checks beside the bus's: the license
+// states read, and a current CRL for every CA.
+func (s *Service) Checks() map[string]server.Checker {
+	return map[string]server.Checker{
+		"licenses":   server.CheckFunc(s.licenses.ready),
+		"revocation": server.CheckFunc(s.crls.ready),
+	}
+}
+
+// Run keeps the license states and the CRLs current, and deletes old
+// access logs, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.licenses.run(ctx); close(done) }()
+	crlTick := time.NewTicker(s.crls.every)
+	defer crlTick.Stop()
+	pruneTick := time.NewTicker(time.Minute)
+	defer pruneTick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			if s.access != nil {
+				s.access.Close()
+			}
+			return nil
+		case <-crlTick.C:
+			s.crls.refresh(ctx)
+		case <-pruneTick.C:
+			if s.access != nil {
+				if err := s.access.Prune(); err != nil {
+					s.log.Warn("access logs: deleting old files failed", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// Register adds the API's routes and its edge — IP filter, access log,
+// rate limit, padded errors — to e, which must be the API's own listener.
+func (s *Service) Register(e *echo.Echo) {
+	e.IPExtractor = s.ipExtractor()
+	e.Use(s.filterIPs)
+	if s.access != nil {
+		e.Use(s.access.middleware(func(err error) { s.log.Warn("access log write failed", "err", err) }))
+	}
+	prev := e.HTTPErrorHandler
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if block := blockOf(c); block > 0 {
+			s.refuse(c, err, block)
+			return
+		}
+		prev(err, c)
+	}
+	limit := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+			Rate: rate.Limit(s.cfg.RatePerSecond), Burst: s.cfg.RateBurst, ExpiresIn: 3 * time.Minute}),
+		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+		DenyHandler: func(c echo.Context, _ string, _ error) error {
+			return &apiError{status: http.StatusTooManyRequests, code: "rate-limited", msg: "too many requests; try again later"}
+		},
+	})
+	e.POST(phoneapi.PathPickup, s.pickup, limit)
+	e.POST(phoneapi.PathUploads, s.upload, limit)
+	e.GET(phoneapi.PathOpenAPI, s.openAPI)
+}
+
+func (s *Service) ipExtractor() echo.IPExtractor {
+	if len(s.nets.proxies) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range s.nets.proxies {
+		_, n, err := net.ParseCIDR(p.String())
+		if err == nil {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// decoy is the work a chaff upload does instead of verifying a bundle: an
+// RSA-2048 and an ECDSA P-256 verification, as a bundle's card and
+// attestation signatures cost.
+type decoy struct {
+	rsaPub    *rsa.PublicKey
+	rsaSig    []byte
+	ecPub     *ecdsa.PublicKey
+	ecSig     []byte
+	digest    [32]byte
+	statement []byte
+}
+
+func newDecoy() (*decoy, error) {
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoy{rsaPub: &rk.PublicKey, ecPub: &ek.PublicKey, statement: make([]byte, 300)}
+	d.digest = sha256.Sum256(d.statement)
+	if d.rsaSig, err = rsa.SignPKCS1v15(rand.Reader, rk, crypto.SHA256, d.digest[:]); err != nil {
+		return nil, err
+	}
+	if d.ecSig, err = ecdsa.SignASN1(rand.Reader, ek, d.digest[:]); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *decoy) work(bundle []byte) {
+	_, _ = protocol.ParseBundle(bundle)
+	digest := sha256.Sum256(d.statement)
+	_ = rsa.VerifyPKCS1v15(d.rsaPub, crypto.SHA256, digest[:], d.rsaSig)
+	digest = sha256.Sum256(d.statement)
+	_ = ecdsa.VerifyASN1(d.ecPub, digest[:], d.ecSig)
+}
+
+type metrics struct {
+	pickups *prometheus.CounterVec
+	uploads *prometheus.CounterVec
+	keys    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		pickups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_ingest_pickups_total",
+			Help: "Real pickups by result (pending, ready, or the refusal's code)."}, []string{"result"}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_ingest_uploads_total",
+			Help: "Real uploads by result (published, or the refusal's code)."}, []string{"result"}),
+		keys: prometheus.NewCounter(prometheus.CounterOpts{Name: "vouch_ingest_keys_published_total",
+			Help: "Keys the bus acknowledged."}),
+	}
+	reg.MustRegister(m.pickups, m.uploads, m.keys)
+	return m
+}
+
+var randRead = rand.Read
