@@ -12,8 +12,8 @@ import (
 
 	"github.com/vouch-nl/vouch/internal/exposure"
 	"github.com/vouch-nl/vouch/internal/phoneclient"
-	"github.com/vouch-nl/vouch/internal/testenv"
 	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/testenv"
 )
 
 // A phone is vouched, picks up its bundle and verifies it offline, uploads
@@ -133,14 +133,14 @@ func load(t *testing.T, w *world, phones []phone, conc int, during func(acked fu
 	client := phoneclient.New(w.ingest, phoneclient.WithHTTPClient(phoneclient.DefaultHTTPClient(conc)),
 		phoneclient.WithBackoff(phoneclient.Backoff{Initial: 50 * time.Millisecond, Max: time.Second, Attempts: 200}))
 	var (
-		mu        sync.Mutex
-		acked     = map[[16]byte]bool{}
-		nAcked    atomic.Int64
-		refused   atomic.Int64
-		next      atomic.Int64
-		fired     sync.Once
-		wg        sync.WaitGroup
-		firstFail error
+		mu         sync.Mutex
+		acked      = map[[16]byte]bool{}
+		nAcked     atomic.Int64
+		refused    atomic.Int64
+		next       atomic.Int64
+		fired      sync.Once
+		wg         sync.WaitGroup
+		firstFail  error
 		duringDone sync.WaitGroup
 	)
 	if during != nil {

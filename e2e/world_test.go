@@ -504,7 +504,6 @@ func (w *world) waitPublished(want map[[16]byte]bool, within time.Duration) map[
 	}
 }
 
-
 // manifestTrust is the trust configuration of a deployment of man's cards,
 // as the roles read it from their environment.
 func manifestTrust(t *testing.T, man *testpki.Manifest) protocol.Trust {
