@@ -16,3 +16,7 @@ create table exposure_keys (
     origin            text not null default ''
 );
 create index exposure_keys_rolling_start_idx on exposure_keys (rolling_start);
+
+---- create above / drop below ----
+
+drop table exposure_keys;

@@ -33,3 +33,9 @@ create table federate_imports (
     keys        integer not null check (keys >= 0),
     primary key (site, path)
 );
+
+---- create above / drop below ----
+
+drop table federate_imports;
+drop table export_files;
+drop table export_lease;

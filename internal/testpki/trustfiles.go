@@ -71,6 +71,9 @@ func (m *Manifest) Env() [][2]string {
 		{"VOUCH_UZI_CRLS", strings.Join(files.CRLs, ",")},
 		{"VOUCH_ATTESTATION_KEYS", m.Backend.AttestationPub},
 		{"VOUCH_ATTESTATION_URI", m.Backend.AttestationURI},
+		{"VOUCH_EXPORT_KEY_URIS", m.Backend.ExportURI},
+		// Not read by the server roles: the export key phones have built in.
+		{"VOUCH_EXPORT_PUBLIC_KEY", m.Backend.ExportPub},
 	}
 	for _, c := range m.Cards {
 		vars = append(vars, [2]string{"VOUCH_TEST_CARD_" + strings.ToUpper(strings.ReplaceAll(c.Name, "-", "_")), c.SignURI})
