@@ -86,6 +86,10 @@ func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
 // until its context ends; closeKeys releases the HSM sessions after.
 // `vouch all` calls it too.
 func startAggregate(cfg export.Config, db *database.DB, reg prometheus.Registerer, log *slog.Logger) (agg *export.Aggregator, closeKeys func(), err error) {
+	// Validate fills in the defaults the rest relies on.
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
 	signers, closeKeys, err := export.OpenSigners(cfg)
 	if err != nil {
 		return nil, nil, err

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -76,6 +78,13 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 	}
 	if cfg.CDN.Dir == "" {
 		cfg.CDN.Dir = cfg.Export.Dir
+	}
+	if cfg.Export.Dir != "" {
+		// The origin opens its root at start; the aggregator's first
+		// export may come later.
+		if err := os.MkdirAll(cfg.Export.Dir, 0o755); err != nil {
+			return fmt.Errorf("VOUCH_EXPORT_DIR: %w", err)
+		}
 	}
 	if cfg.CDN.Dir != "" {
 		origin, err := startCDN(cfg.CDN, log)

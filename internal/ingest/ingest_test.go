@@ -281,18 +281,47 @@ func TestUploadMissingLicense(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// A refusal first, so that its deletion is seen to take effect.
+			if _, err := kv.Put(t.Context(), c.UZI, []byte(`{"status":"suspended","may_vouch":false,"changed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			w.waitLicense(c.UZI, false)
 			if err := kv.Delete(t.Context(), c.UZI); err != nil {
 				t.Fatal(err)
 			}
+			w.waitLicense(c.UZI, true)
 		}
+	}
+	// No record is "as attested" (docs/registry.md): the sync writes only
+	// changes and those who may not vouch.
+	if s, body := w.upload(p.uploadReq(bundle, keys(t, 2), time.Now()), false); s != http.StatusOK {
+		t.Errorf("no license record: %d %s, want 200", s, body)
+	}
+	if recs, _ := w.messages(); len(recs) != 1 {
+		t.Errorf("%d messages, want 1", len(recs))
+	}
+}
+
+// An unreadable record refuses: it must not read as "no change".
+func TestUploadUnreadableLicense(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	p := newPhone(t)
+	bundle, _ := w.bundle(p, bundleOpts{card: "doctor"})
+	kv, err := w.bus.JetStream().KeyValue(t.Context(), "vouch-licenses")
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range w.man.Cards {
 		if c.Name == "doctor" {
+			if _, err := kv.Put(t.Context(), c.UZI, []byte("{not json")); err != nil {
+				t.Fatal(err)
+			}
 			w.waitLicense(c.UZI, false)
 		}
 	}
 	if s, body := w.upload(p.uploadReq(bundle, keys(t, 2), time.Now()), false); s != http.StatusForbidden || errorCode(body) != "license-not-active" {
-		t.Errorf("no license record: %d %s, want 403 license-not-active", s, body)
+		t.Errorf("unreadable license record: %d %s, want 403 license-not-active", s, body)
 	}
 	if recs, _ := w.messages(); len(recs) != 0 {
 		t.Errorf("%d messages, want none", len(recs))

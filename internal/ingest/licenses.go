@@ -35,8 +35,12 @@ func newLicenses(kv jetstream.KeyValue, log *slog.Logger) *licenses {
 // decided.
 var errLicensesLoading = errors.New("ingest: license states not loaded yet")
 
-// mayVouch decides on the record of uzi at now: a missing, unreadable or
-// inactive record refuses (fail closed).
+// mayVouch decides on the record of uzi at now. The bucket holds the card
+// holders whose state changed or who may not vouch (docs/registry.md,
+// "License changes to the public tier"): no record means "as attested" —
+// the attestation in the bundle says the register had the license active
+// when the clinician vouched, at most a day ago. An unreadable or inactive
+// record refuses, and so does everything until the bucket was read once.
 func (l *licenses) mayVouch(uzi string, now time.Time) (bool, error) {
 	if !l.loaded.Load() {
 		return false, errLicensesLoading
@@ -45,7 +49,7 @@ func (l *licenses) mayVouch(uzi string, now time.Time) (bool, error) {
 	rec, ok := l.records[uzi]
 	l.mu.RUnlock()
 	if !ok {
-		return false, nil
+		return true, nil
 	}
 	return rec.MayVouch && rec.Status == directory.LicenseActive &&
 		(rec.ValidFrom == nil || !now.Before(*rec.ValidFrom)) &&
@@ -111,6 +115,8 @@ func (l *licenses) watch(ctx context.Context) error {
 		put := e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &rec) == nil
 		if e.Operation() == jetstream.KeyValuePut && !put {
 			l.log.Warn("unreadable license record; that card holder may not vouch", "uzi", key)
+			// Kept as a refusal: dropping it would read as "as attested".
+			rec, put = registrysync.LicenseRecord{Status: "unreadable"}, true
 		}
 		if initial {
 			if put {
