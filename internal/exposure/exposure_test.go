@@ -151,7 +151,7 @@ func TestRecordRefused(t *testing.T) {
 		"header only":    good[:label+10],
 		"onset too long": mutate(func(b []byte) []byte { b[onsetLen] = 11; return b }),
 		"onset not date": mutate(func(b []byte) []byte { b[onsetLen+1] = 'x'; return b }),
-		"no keys":        good[:firstKey-1:firstKey-1],
+		"no keys":        good[: firstKey-1 : firstKey-1],
 		"count zero":     mutate(func(b []byte) []byte { b[count] = 0; return b[:firstKey] }),
 		"count 31":       mutate(func(b []byte) []byte { b[count] = 31; return b }),
 		"period 0":       mutate(func(b []byte) []byte { b[firstKey+16+7] = 0; return b }),
