@@ -95,6 +95,17 @@ func TestDaysSinceOnset(t *testing.T) {
 			t.Errorf("DaysSinceOnset(%s, %s) = %d, %v; want %d", onset, tt.key.Start(), d, ok, tt.days)
 		}
 	}
+	// A key started at noon by a reset counts from its day.
+	noon := day(1, 1)
+	noon.RollingStart += 72
+	if d, _ := exposure.DaysSinceOnset(onset, noon); d != 2 {
+		t.Errorf("DaysSinceOnset of a key started at noon = %d, want 2", d)
+	}
+	early := day(5, 1)
+	early.RollingStart += 72
+	if d, _ := exposure.DaysSinceOnset(onset, early); d != -2 {
+		t.Errorf("DaysSinceOnset of a key started at noon before the onset = %d, want -2", d)
+	}
 	if _, ok := exposure.DaysSinceOnset("", day(0, 1)); ok {
 		t.Error("no onset gave a day")
 	}
@@ -124,7 +135,19 @@ func record() *exposure.Record {
 
 func TestRecordRoundTrip(t *testing.T) {
 	t.Parallel()
-	for _, r := range []*exposure.Record{record(), func() *exposure.Record { r := record(); r.SymptomOnset = ""; return r }()} {
+	bounds := record()
+	bounds.Keys = nil
+	for i := range exposure.MaxKeysPerUpload {
+		k := day(i%14, byte(i))
+		switch i {
+		case 0:
+			k.RollingStart, k.RollingPeriod = 0, 1
+		case 1:
+			k.RollingPeriod, k.TransmissionRisk = exposure.MaxRollingPeriod, exposure.MaxTransmissionRisk
+		}
+		bounds.Keys = append(bounds.Keys, k)
+	}
+	for _, r := range []*exposure.Record{record(), func() *exposure.Record { r := record(); r.SymptomOnset = ""; return r }(), bounds} {
 		got, err := exposure.UnmarshalRecord(r.Marshal())
 		if err != nil {
 			t.Fatal(err)

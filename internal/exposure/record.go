@@ -32,9 +32,6 @@ type Record struct {
 // layout.
 const recordLabel = "vouch/keys/v1"
 
-// keyLen is one encoded key: data, start, period, risk.
-const keyLen = KeySize + 4 + 4 + 1
-
 // ErrRecord is any record that is not one this package encoded.
 var ErrRecord = errors.New("exposure: not a valid key record")
 
@@ -42,7 +39,7 @@ var ErrRecord = errors.New("exposure: not a valid key record")
 // Unix seconds, the onset (one length byte, then ASCII), the key count
 // (one byte) and the keys.
 func (r *Record) Marshal() []byte {
-	b := make([]byte, 0, len(recordLabel)+16+8+1+len(r.SymptomOnset)+1+len(r.Keys)*keyLen)
+	var b []byte
 	b = append(b, recordLabel...)
 	b = append(b, r.AuthorizationID[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Received.Unix()))
@@ -58,46 +55,79 @@ func (r *Record) Marshal() []byte {
 	return b
 }
 
+// cursor reads fields off the front of an encoded record; the first read
+// past its end spoils it.
+type cursor struct {
+	b  []byte
+	ok bool
+}
+
+func (c *cursor) take(n int) []byte {
+	if !c.ok || len(c.b) < n {
+		c.ok = false
+		return nil
+	}
+	v := c.b[:n]
+	c.b = c.b[n:]
+	return v
+}
+
+func (c *cursor) byte() int {
+	if v := c.take(1); v != nil {
+		return int(v[0])
+	}
+	return 0
+}
+
+func (c *cursor) u32() uint32 {
+	if v := c.take(4); v != nil {
+		return binary.BigEndian.Uint32(v)
+	}
+	return 0
+}
+
+// maxOnset is the length of "YYYY-MM-DD".
+const maxOnset = len(time.DateOnly)
+
 // UnmarshalRecord decodes what Marshal encoded, strictly: a reader must not
 // store half of a message it does not understand.
 func UnmarshalRecord(b []byte) (*Record, error) {
-	if len(b) < len(recordLabel) || string(b[:len(recordLabel)]) != recordLabel {
+	c := &cursor{b: b, ok: true}
+	if string(c.take(len(recordLabel))) != recordLabel {
 		return nil, ErrRecord
 	}
-	b = b[len(recordLabel):]
 	r := &Record{}
-	if len(b) < 16+8+1 {
+	copy(r.AuthorizationID[:], c.take(16))
+	if v := c.take(8); v != nil {
+		r.Received = time.Unix(int64(binary.BigEndian.Uint64(v)), 0).UTC()
+	}
+	n := c.byte()
+	if n > maxOnset {
 		return nil, ErrRecord
 	}
-	copy(r.AuthorizationID[:], b[:16])
-	r.Received = time.Unix(int64(binary.BigEndian.Uint64(b[16:24])), 0).UTC()
-	n := int(b[24])
-	b = b[25:]
-	if n > 10 || len(b) < n+1 {
-		return nil, ErrRecord
-	}
-	r.SymptomOnset = string(b[:n])
-	if n > 0 {
+	r.SymptomOnset = string(c.take(n))
+	if r.SymptomOnset != "" {
 		if _, err := time.Parse(time.DateOnly, r.SymptomOnset); err != nil {
 			return nil, ErrRecord
 		}
 	}
-	count := int(b[n])
-	b = b[n+1:]
-	if count == 0 || count > MaxKeysPerUpload || len(b) != count*keyLen {
+	count := c.byte()
+	if count == 0 || count > MaxKeysPerUpload {
 		return nil, ErrRecord
 	}
 	r.Keys = make([]Key, count)
 	for i := range r.Keys {
 		k := &r.Keys[i]
-		copy(k.Data[:], b[:KeySize])
-		k.RollingStart = int32(binary.BigEndian.Uint32(b[KeySize:]))
-		k.RollingPeriod = int32(binary.BigEndian.Uint32(b[KeySize+4:]))
-		k.TransmissionRisk = int32(b[KeySize+8])
+		copy(k.Data[:], c.take(KeySize))
+		k.RollingStart = int32(c.u32())
+		k.RollingPeriod = int32(c.u32())
+		k.TransmissionRisk = int32(c.byte())
 		if k.RollingPeriod < 1 || k.RollingPeriod > MaxRollingPeriod || k.TransmissionRisk > MaxTransmissionRisk || k.RollingStart < 0 {
 			return nil, ErrRecord
 		}
-		b = b[keyLen:]
+	}
+	if !c.ok || len(c.b) != 0 {
+		return nil, ErrRecord
 	}
 	return r, nil
 }
