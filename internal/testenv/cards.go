@@ -21,6 +21,10 @@ var cards struct {
 	once sync.Once
 	man  *testpki.Manifest
 	err  error
+	// users holds the shared lock on the cache for the process's
+	// lifetime. It must stay referenced: an unreachable *os.File is
+	// closed by its finalizer, and the lock with it.
+	users *os.File
 }
 
 // Cards returns the standard test cards on SoftHSM2 tokens. They are made
@@ -86,7 +90,9 @@ func Cards(t testing.TB) *testpki.Manifest {
 		}
 		if cards.err != nil {
 			users.Close()
+			return
 		}
+		cards.users = users
 	})
 	if cards.err != nil {
 		t.Fatalf("testenv: making test cards: %v", cards.err)
