@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +72,18 @@ func TestProvisionedCards(t *testing.T) {
 
 	// Running again changes nothing.
 	before := snapshot(t, man)
+	// Under the cache's lock, as testenv.Cards provisions: other test
+	// processes may be provisioning the same cache now.
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	again, err := testpki.Provision(dir, man.Module, testpki.Cards())
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if err != nil {
 		t.Fatal(err)
 	}
