@@ -20,6 +20,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,6 +34,10 @@ func main() {
 	var exit exitError
 	if errors.As(err, &exit) {
 		os.Exit(int(exit))
+	}
+	// -h printed the command's help: that is all it was asked for.
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "phone:", err)
