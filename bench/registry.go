@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -130,13 +128,10 @@ func timed(ctx context.Context, env []string, name string, args ...string) (floa
 	cmd.Env = env
 	var out bytes.Buffer
 	cmd.Stderr = &out
-	start := time.Now()
-	err := cmd.Run()
-	d := time.Since(start).Seconds()
+	d, rss, err := runPeak(cmd)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args[:min(2, len(args))], " "), err, out.String())
 	}
-	rss := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
 	return d, rss, nil
 }
 
