@@ -28,14 +28,12 @@ import (
 	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/export"
 	"github.com/vouch-nl/vouch/internal/exposure"
-	"github.com/vouch-nl/vouch/internal/p11"
 	"github.com/vouch-nl/vouch/internal/phonecode"
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/registrysync"
 	"github.com/vouch-nl/vouch/internal/testenv"
 	"github.com/vouch-nl/vouch/internal/testpki"
 	"github.com/vouch-nl/vouch/internal/trust"
-	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
 // world is one deployment: a bus this test process runs (so that every
@@ -265,7 +263,7 @@ var bundles struct {
 }
 
 // vouched returns n phones vouched by the GP's card, made once per test
-// binary (the cards sign on SoftHSM; thousands take a while) and shared:
+// binary (the card signs on SoftHSM; thousands take a while) and shared:
 // each world has its own bus, so a bundle is unused in each.
 func vouched(t *testing.T, man *testpki.Manifest, n int) ([]phone, string) {
 	t.Helper()
@@ -274,115 +272,30 @@ func vouched(t *testing.T, man *testpki.Manifest, n int) ([]phone, string) {
 	if len(bundles.phones) >= n {
 		return bundles.phones[:n], bundles.gpUZI
 	}
-	now := time.Now()
-	tr := manifestTrust(t, man)
-	verifier, err := protocol.NewVerifier(tr)
+	iss, err := testpki.OpenIssuer(man, "gp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mod, err := p11.Open(man.Module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Close()
-	var gp testpki.ManifestCard
-	for _, c := range man.Cards {
-		if c.Name == "gp" {
-			gp = c
+	defer iss.Close()
+	bundles.gpUZI = iss.Identity().UZI
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	for len(bundles.phones) < n {
+		pub, priv, err := ed25519.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	su, err := p11.ParseURI(gp.SignURI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	au, err := p11.ParseURI(man.Backend.AttestationURI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One session: the card's sessions share its login, and closing one
-	// invalidates the others' objects.
-	const workers = 1
-	need := n - len(bundles.phones)
-	out := make([][]phone, workers)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for wi := range workers {
-		count := need / workers
-		if wi < need%workers {
-			count++
+		raw, err := iss.Issue(pub)
+		if err != nil {
+			t.Fatalf("issuing bundles: %v", err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			card, err := mod.Signer(su, gp.PIN)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer card.Close()
-			card.SetPINPrompt(func() ([]byte, error) { return []byte(gp.PIN), nil })
-			att, err := mod.Signer(au, man.Backend.PIN)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer att.Close()
-			cert := card.Certificate()
-			id, err := verifier.VerifyCard(cert.Raw, uzi.PurposeVouch, now)
-			if err != nil {
-				errs <- err
-				return
-			}
-			for range count {
-				ph, err := issue(card, att, cert, id, tr.Jurisdiction, now)
-				if err != nil {
-					errs <- err
-					return
-				}
-				out[wi] = append(out[wi], ph)
-			}
-			bundles.gpUZI = id.UZI
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("issuing bundles: %v", err)
-	}
-	for _, o := range out {
-		bundles.phones = append(bundles.phones, o...)
+		keys := make([]exposure.Key, 10)
+		for i := range keys {
+			keys[i] = exposure.Key{RollingStart: exposure.IntervalNumber(today.AddDate(0, 0, -1-i)), RollingPeriod: exposure.MaxRollingPeriod}
+			rand.Read(keys[i].Data[:])
+		}
+		bundles.phones = append(bundles.phones, phone{priv: priv, bundle: raw, keys: keys})
 	}
 	return bundles.phones[:n], bundles.gpUZI
-}
-
-// issue makes one phone and its bundle as the back office would.
-func issue(card, att *p11.Signer, cert *x509.Certificate, id uzi.Identity, jurisdiction string, now time.Time) (phone, error) {
-	pub, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		return phone{}, err
-	}
-	var aid [protocol.AuthorizationIDLen]byte
-	rand.Read(aid[:])
-	st, err := protocol.NewStatement(jurisdiction, aid, phonecode.FromPublicKey(pub), now, "", cert.Raw)
-	if err != nil {
-		return phone{}, err
-	}
-	enc, sig, err := protocol.SignStatement(card, st)
-	if err != nil {
-		return phone{}, err
-	}
-	aenc, asig, err := protocol.Attest(att, enc, id, protocol.LicenseActive, st.ExpiresAt, now)
-	if err != nil {
-		return phone{}, err
-	}
-	raw := (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}).Marshal()
-	today := now.UTC().Truncate(24 * time.Hour)
-	keys := make([]exposure.Key, 10)
-	for i := range keys {
-		keys[i] = exposure.Key{RollingStart: exposure.IntervalNumber(today.AddDate(0, 0, -1-i)), RollingPeriod: exposure.MaxRollingPeriod}
-		rand.Read(keys[i].Data[:])
-	}
-	return phone{priv: priv, bundle: raw, keys: keys}, nil
 }
 
 // vouch puts the phones' bundles where pickup finds them, and the GP's
