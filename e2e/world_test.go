@@ -276,7 +276,11 @@ func vouched(t *testing.T, man *testpki.Manifest, n int) ([]phone, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { iss.Close() }()
+	defer func() {
+		if iss != nil {
+			iss.Close()
+		}
+	}()
 	bundles.gpUZI = iss.Identity().UZI
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	for len(bundles.phones) < n {
