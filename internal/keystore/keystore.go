@@ -29,7 +29,7 @@ import (
 type Config struct {
 	// Batch bounds the messages stored in one transaction, BatchWait how
 	// long a reader waits to fill one.
-	Batch     int           `env:"VOUCH_STORE_BATCH, default=500"`
+	Batch     int           `env:"VOUCH_STORE_BATCH, default=2000"`
 	BatchWait time.Duration `env:"VOUCH_STORE_BATCH_WAIT, default=200ms"`
 	// Consumer is the durable consumer every reader shares.
 	Consumer string `env:"VOUCH_STORE_CONSUMER, default=vouch-store"`
