@@ -49,6 +49,17 @@ func (k *Bucket) Ensure(ctx context.Context) (created bool, err error) {
 	kv, err := k.js.KeyValue(ctx, k.cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = k.js.CreateKeyValue(ctx, k.cfg)
+		// A bucket deleted a moment ago may still have its store being
+		// removed: the server answers "error creating store for stream"
+		// (10049) for a short while. Ask again, briefly.
+		for try := 0; err != nil && isStoreBusy(err) && try < 20; try++ {
+			select {
+			case <-ctx.Done():
+				return false, fmt.Errorf("bus: bucket %s: %w", k.cfg.Bucket, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+			kv, err = k.js.CreateKeyValue(ctx, k.cfg)
+		}
 		created = err == nil
 	}
 	if err != nil {
@@ -200,4 +211,12 @@ func (k *Bucket) All(ctx context.Context) (map[string][]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// streamStoreError is JetStream's "error creating store for stream".
+const streamStoreError = 10049
+
+func isStoreBusy(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == streamStoreError
 }
