@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,6 +48,19 @@ func (b *Bus) Stream(ctx context.Context, cfg StreamConfig) (jetstream.Stream, e
 		Duplicates: cfg.Duplicates,
 		Replicas:   cfg.Replicas,
 		Discard:    jetstream.DiscardOld,
+	}
+	// Update only what differs: every role opens the stream at start, and
+	// an update racing another role's consumer creation is needless work
+	// for the server (and a data race inside nats-server 2.15's file store
+	// under -race).
+	if s, err := b.js.Stream(ctx, cfg.Name); err == nil {
+		have := s.CachedInfo().Config
+		if slices.Equal(have.Subjects, js.Subjects) && have.MaxAge == js.MaxAge && have.Duplicates == js.Duplicates &&
+			have.Replicas == js.Replicas && have.Storage == js.Storage && have.Discard == js.Discard {
+			return s, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("bus: stream %s: %w", cfg.Name, err)
 	}
 	s, err := b.js.CreateOrUpdateStream(ctx, js)
 	if err != nil {
