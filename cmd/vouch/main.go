@@ -15,6 +15,7 @@
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
 //	vouch bundle issue         sign a bundle with a test card (test profiles only)
 //	vouch audit verify         check the audit log's hash chain
+//	vouch demo env             make demo's environment, for eval in a shell
 //	vouch version
 //
 // Configuration comes from the environment (see README.md); every variable
@@ -29,6 +30,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -58,73 +60,108 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-const usage = `usage: vouch <command> [arguments]
+// command is one of vouch's commands. Groups (license, bundle, audit,
+// federate, demo) are listed by their subcommands: "license check".
+type command struct {
+	name    string
+	summary string // its line in vouch's usage
+	// help, for a command without flags, is what -h prints; such a
+	// command takes no arguments. Commands with flags print their flags.
+	help string
+	run  func(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error
+}
 
-commands:
-  all                  run every role in one process (embedded bus)
-  backoffice           the clinicians' web application (sign in with a card, vouch)
-  ingest               the public phone API: pickup and upload
-  store                readers: keys from the bus into PostgreSQL
-  aggregate            build, sign and publish the export (-once, or every period)
-  cdn                  serve the export directory as the CDN's origin
-  cleanup              delete keys, authorizations, logs and audit rows past retention
-  federate pull        import another site's signed exports
-  migrate              apply database migrations and exit
-  registry-sync        mirror the register into PostgreSQL (-once, or a loop)
-  license check UZI    may this card holder vouch now, and why (not)
-  bundle verify FILE   verify an authorization bundle and explain the verdict
-  bundle issue         sign a bundle with a test card (test profiles only)
-  audit verify         check the audit log's hash chain
-  version              print the version
-`
+// commands is every command, in the order of the usage. A test walks it:
+// each answers -h with its help and runs nothing.
+var commands = []command{
+	{"all", "run every role in one process (embedded bus)", helpAll,
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runAll(ctx, log) }},
+	{"backoffice", "the clinicians' web application (sign in with a card, vouch)", helpBackoffice,
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runBackoffice(ctx, log) }},
+	{"ingest", "the public phone API: pickup and upload", helpIngest,
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runIngest(ctx, log) }},
+	{"store", "readers: keys from the bus into PostgreSQL", helpStore,
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runStore(ctx, log) }},
+	{"aggregate", "build, sign and publish the export (-once, or every period)", "",
+		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error { return runAggregate(ctx, log, args) }},
+	{"cdn", "serve the export directory as the CDN's origin", helpCDN,
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runCDN(ctx, log) }},
+	{"cleanup", "delete keys, authorizations, logs and audit rows past retention", "",
+		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error { return runCleanup(ctx, log, args) }},
+	{"federate pull", "import another site's signed exports", "", runFederate},
+	{"migrate", "apply database migrations and exit", helpMigrate,
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runMigrate(ctx, log) }},
+	{"registry-sync", "mirror the register into PostgreSQL (-once, or a loop)", "", runRegistrySync},
+	{"license check", "UZI  may this card holder vouch now, and why (not)", "", runLicense},
+	{"bundle verify", "FILE  verify an authorization bundle and explain the verdict", "",
+		func(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
+			return runBundle(ctx, args, stdout, stderr)
+		}},
+	{"bundle issue", "sign a bundle with a test card (test profiles only)", "",
+		func(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
+			return runBundle(ctx, args, stdout, stderr)
+		}},
+	{"audit verify", "check the audit log's hash chain", "",
+		func(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
+			return runAudit(ctx, args, stdout, stderr)
+		}},
+	{"version", "print the version", "usage: vouch version\n",
+		func(_ context.Context, _ *slog.Logger, _ []string, stdout, _ io.Writer) error {
+			fmt.Fprintln(stdout, "vouch", version)
+			return nil
+		}},
+}
+
+// usage lists the commands.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: vouch <command> [arguments]   (vouch <command> -h for its help)\n\ncommands:\n")
+	for _, c := range commands {
+		name, summary := c.name, c.summary
+		// "UZI  may..." puts the argument after the name.
+		if arg, rest, ok := strings.Cut(summary, "  "); ok {
+			name, summary = name+" "+arg, rest
+		}
+		fmt.Fprintf(&b, "  %-20s %s\n", name, summary)
+	}
+	return b.String()
+}
+
+// lookup finds the command args name. Every command of a group takes the
+// subcommand's name as its first argument and says itself what it does
+// with an unknown one, so a group's name finds its first command.
+func lookup(name string) (command, bool) {
+	for _, c := range commands {
+		if group, _, _ := strings.Cut(c.name, " "); group == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
 
 func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return exitError(2)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
-	if _, plain := plainHelp[args[0]]; plain {
-		if done, err := runPlain(args[0], args[1:], stdout, stderr); done {
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, usage())
+		return nil
+	}
+	c, ok := lookup(args[0])
+	if !ok {
+		fmt.Fprintf(stderr, "vouch: unknown command %q\n\n%s", args[0], usage())
+		return exitError(2)
+	}
+	// A command without flags answers -h here, before anything of it
+	// runs; the others parse their flags first (parseFlags).
+	if c.help != "" {
+		if done, err := runPlain(c.name, c.help, args[1:], stdout, stderr); done {
 			return err
 		}
 	}
-	switch args[0] {
-	case "all":
-		return runAll(ctx, log)
-	case "backoffice":
-		return runBackoffice(ctx, log)
-	case "ingest":
-		return runIngest(ctx, log)
-	case "store":
-		return runStore(ctx, log)
-	case "aggregate":
-		return runAggregate(ctx, log, args[1:])
-	case "cdn":
-		return runCDN(ctx, log)
-	case "cleanup":
-		return runCleanup(ctx, log, args[1:])
-	case "federate":
-		return runFederate(ctx, log, args[1:], stdout, stderr)
-	case "migrate":
-		return runMigrate(ctx, log)
-	case "registry-sync":
-		return runRegistrySync(ctx, log, args[1:], stdout, stderr)
-	case "license":
-		return runLicense(ctx, log, args[1:], stdout, stderr)
-	case "bundle":
-		return runBundle(ctx, args[1:], stdout, stderr)
-	case "audit":
-		return runAudit(ctx, args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "vouch", version)
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "vouch: unknown command %q\n\n%s", args[0], usage)
-	return exitError(2)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	return c.run(ctx, log, args[1:], stdout, stderr)
 }
 
 func logLevel() slog.Level {

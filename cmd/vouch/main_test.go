@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -485,35 +486,111 @@ func TestAllRefusesBadTrust(t *testing.T) {
 	}
 }
 
-// TestHelpChangesNothing: every command answers -h with its help on
-// standard output and status 0, and runs nothing — DATABASE_URL points
-// nowhere, so a command that ran would fail.
+// TestHelpChangesNothing: every command of the command table, and every
+// group, answers -h with its help on standard output and status 0, and
+// runs nothing: no log line, no bus state, nothing served or written.
+// DATABASE_URL points nowhere and the context is over, so a command that
+// ran would fail or return at once without its help.
 func TestHelpChangesNothing(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1")
-	for _, args := range [][]string{
-		{"all", "-h"}, {"migrate", "-h"}, {"migrate", "--help"}, {"version", "-h"},
-		{"registry-sync", "-h"}, {"registry-sync", "-once", "-h"},
-		{"license", "-h"}, {"license", "check", "-h"}, {"license", "check", "900000024", "-h"},
-		{"bundle", "-h"}, {"bundle", "verify", "-h"}, {"bundle", "issue", "-h"},
-		{"audit", "-h"}, {"audit", "verify", "-h"}, {"audit", "verify", "-head", "00", "-h"},
-	} {
-		var stdout, stderr bytes.Buffer
-		err := realMain(context.Background(), args, &stdout, &stderr)
-		var exit exitError
-		if err != nil && (!errors.As(err, &exit) || exit != 0) {
-			t.Errorf("%v: %v, want status 0\n%s", args, err, stderr.String())
+	state := t.TempDir()
+	for _, v := range []string{"VOUCH_BUS_DIR", "VOUCH_EXPORT_DIR", "VOUCH_CDN_DIR", "VOUCH_INGEST_ACCESS_LOG_DIR", "VOUCH_STATE_DIR"} {
+		dir := filepath.Join(state, v)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
 		}
-		if !strings.Contains(stdout.String(), "usage") && !strings.Contains(stdout.String(), "Usage") {
-			t.Errorf("%v: no help on stdout: %q (stderr %q)", args, stdout.String(), stderr.String())
+		t.Setenv(v, dir)
+	}
+	for _, v := range []string{"VOUCH_HTTP_ADDR", "VOUCH_INGEST_ADDR", "VOUCH_CDN_ADDR"} {
+		t.Setenv(v, "127.0.0.1:0")
+	}
+	// Trust that loads, so that a role that ran would get further than
+	// its configuration.
+	tcfg, _ := testTrust(t)
+	setTrustEnv(t, tcfg)
+	t.Setenv("VOUCH_ATTESTATION_KEYS", "../../testdata/bundle/attestation.pub.pem")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	var cases [][]string
+	groups := map[string]bool{}
+	for _, c := range commands {
+		name := strings.Fields(c.name)
+		for _, h := range []string{"-h", "-help", "--help"} {
+			cases = append(cases, append(slices.Clone(name), h))
+		}
+		if len(name) > 1 && !groups[name[0]] {
+			groups[name[0]] = true
+			cases = append(cases, []string{name[0], "-h"})
+		}
+	}
+	for _, want := range []string{"all", "backoffice", "ingest", "store", "aggregate", "cdn", "cleanup", "federate pull", "migrate",
+		"registry-sync", "license check", "bundle verify", "bundle issue", "audit verify", "version"} {
+		if !slices.ContainsFunc(commands, func(c command) bool { return c.name == want }) {
+			t.Errorf("the command table lacks %q", want)
+		}
+	}
+	// -h after other flags and arguments.
+	cases = append(cases, []string{"registry-sync", "-once", "-h"}, []string{"license", "check", "900000024", "-h"},
+		[]string{"audit", "verify", "-head", "00", "-h"}, []string{"aggregate", "-once", "-h"}, []string{"cleanup", "-once", "-h"},
+		[]string{"bundle", "issue", "-publish", "-h"}, []string{"-h"}, []string{"help"})
+	for _, args := range cases {
+		var stdout, stderr bytes.Buffer
+		// Some commands print their flags on the process's standard output.
+		osOut := captureStdout(t, func() {
+			err := realMain(ctx, args, &stdout, &stderr)
+			var exit exitError
+			if err != nil && (!errors.As(err, &exit) || exit != 0) {
+				t.Errorf("%v: %v, want status 0\n%s", args, err, stderr.String())
+			}
+		})
+		out := stdout.String() + osOut
+		if !strings.Contains(strings.ToLower(out), "usage") {
+			t.Errorf("%v: no help on stdout: %q (stderr %q)", args, out, stderr.String())
+		}
+		if stderr.Len() > 0 {
+			t.Errorf("%v: wrote to stderr (it ran?): %q", args, stderr.String())
+		}
+	}
+	for _, v := range []string{"VOUCH_BUS_DIR", "VOUCH_EXPORT_DIR", "VOUCH_CDN_DIR", "VOUCH_INGEST_ACCESS_LOG_DIR", "VOUCH_STATE_DIR"} {
+		if ents, _ := os.ReadDir(filepath.Join(state, v)); len(ents) > 0 {
+			t.Errorf("asking for help wrote to %s: %v", v, ents)
+		}
+	}
+	// The usage names every command.
+	for _, c := range commands {
+		if !strings.Contains(usage(), "  "+c.name+" ") {
+			t.Errorf("the usage lacks %q:\n%s", c.name, usage())
 		}
 	}
 	// Arguments a command does not take are a usage error, and it does not run.
-	for _, args := range [][]string{{"all", "now"}, {"migrate", "-f"}} {
+	for _, args := range [][]string{{"all", "now"}, {"migrate", "-f"}, {"ingest", "-x"}, {"store", "now"}, {"cdn", "-h", "x"}} {
 		var stderr bytes.Buffer
-		if err := realMain(context.Background(), args, &bytes.Buffer{}, &stderr); err != exitError(2) || !strings.Contains(stderr.String(), "takes no arguments") {
+		if err := realMain(ctx, args, &bytes.Buffer{}, &stderr); err != exitError(2) || !strings.Contains(stderr.String(), "takes no arguments") {
 			t.Errorf("%v: %v, %q", args, err, stderr.String())
 		}
 	}
+}
+
+// captureStdout runs f and returns what it wrote to os.Stdout.
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	tmp, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	saved := os.Stdout
+	os.Stdout = tmp
+	func() {
+		defer func() { os.Stdout = saved }()
+		f()
+	}()
+	b, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // TestMigrateCreatesDatabase: `vouch migrate` creates a database that is
