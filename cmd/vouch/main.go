@@ -77,20 +77,32 @@ var commands = []command{
 	{"all", "run every role in one process (embedded bus)", helpAll,
 		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runAll(ctx, log) }},
 	{"backoffice", "the clinicians' web application (sign in with a card, vouch)", helpBackoffice,
-		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runBackoffice(ctx, log) }},
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error {
+			return runBackoffice(ctx, log)
+		}},
 	{"ingest", "the public phone API: pickup and upload", helpIngest,
-		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runIngest(ctx, log) }},
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error {
+			return runIngest(ctx, log)
+		}},
 	{"store", "readers: keys from the bus into PostgreSQL", helpStore,
-		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runStore(ctx, log) }},
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error {
+			return runStore(ctx, log)
+		}},
 	{"aggregate", "build, sign and publish the export (-once, or every period)", "",
-		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error { return runAggregate(ctx, log, args) }},
+		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error {
+			return runAggregate(ctx, log, args)
+		}},
 	{"cdn", "serve the export directory as the CDN's origin", helpCDN,
 		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runCDN(ctx, log) }},
 	{"cleanup", "delete keys, authorizations, logs and audit rows past retention", "",
-		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error { return runCleanup(ctx, log, args) }},
+		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error {
+			return runCleanup(ctx, log, args)
+		}},
 	{"federate pull", "import another site's signed exports", "", runFederate},
 	{"migrate", "apply database migrations and exit", helpMigrate,
-		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error { return runMigrate(ctx, log) }},
+		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error {
+			return runMigrate(ctx, log)
+		}},
 	{"registry-sync", "mirror the register into PostgreSQL (-once, or a loop)", "", runRegistrySync},
 	{"license check", "UZI  may this card holder vouch now, and why (not)", "", runLicense},
 	{"bundle verify", "FILE  verify an authorization bundle and explain the verdict", "",
