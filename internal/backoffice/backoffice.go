@@ -20,7 +20,9 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,6 +69,10 @@ func (c Config) Validate() (*url.URL, error) {
 		return nil, fmt.Errorf("VOUCH_BACKOFFICE_ORIGIN: %w", err)
 	case u.Scheme != "https" && u.Scheme != "http", u.Host == "", u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
 		return nil, fmt.Errorf("VOUCH_BACKOFFICE_ORIGIN must be scheme://host[:port], got %q", c.Origin)
+	case u.Scheme == "http" && !loopback(u.Hostname()):
+		// Cookies, challenges and sessions cross the network in the clear
+		// over http: only a browser on the same machine may use it.
+		return nil, fmt.Errorf("VOUCH_BACKOFFICE_ORIGIN must be https for any host but loopback, got %q", c.Origin)
 	case c.DailyQuota < 1:
 		return nil, fmt.Errorf("VOUCH_VOUCH_DAILY_QUOTA must be at least 1, got %d", c.DailyQuota)
 	case c.IdleTimeout <= 0 || c.AbsoluteTimeout < c.IdleTimeout:
@@ -78,6 +84,15 @@ func (c Config) Validate() (*url.URL, error) {
 		return nil, fmt.Errorf("VOUCH_VOUCH_DAY_ZONE: %w", err)
 	}
 	return u, nil
+}
+
+// loopback: localhost, or an address of the loopback network.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Verifier is what the back office needs of protocol.Verifier.

@@ -148,7 +148,14 @@ func TestSignInRefusals(t *testing.T) {
 			mutate: func(b *browser, c *card) (int, reply) {
 				ch := make([]byte, 32)
 				rand.Read(ch)
+				b.bindChallenge(ch) // as if this browser had asked for it
 				return b.post("/api/signin", map[string]any{"challenge": ch, "authCert": c.authDER(), "signCert": c.signDER(),
+					"signature": rsaSign(t, c.auth, protocol.LoginMessage(w.origin, ch))})
+			}},
+		{name: "signed challenge posted by a browser without its cookie", card: "gp", status: http.StatusUnauthorized, code: "challenge-other-browser",
+			mutate: func(b *browser, c *card) (int, reply) {
+				ch := b.challenge("sign-in")
+				return w.browser().post("/api/signin", map[string]any{"challenge": ch, "authCert": c.authDER(), "signCert": c.signDER(),
 					"signature": rsaSign(t, c.auth, protocol.LoginMessage(w.origin, ch))})
 			}},
 		{name: "challenge for an unknown purpose", card: "gp", status: http.StatusBadRequest, code: "bad-request",

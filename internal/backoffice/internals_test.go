@@ -118,6 +118,13 @@ func TestValidate(t *testing.T) {
 	}{
 		{"https origin", func(c *Config) {}, ""},
 		{"http origin", func(c *Config) { c.Origin = "http://127.0.0.1:8080" }, ""},
+		{"http origin, localhost", func(c *Config) { c.Origin = "http://localhost:8080" }, ""},
+		{"http origin, IPv6 loopback", func(c *Config) { c.Origin = "http://[::1]:8080" }, ""},
+		{"http origin, loopback network", func(c *Config) { c.Origin = "http://127.0.0.2" }, ""},
+		{"http origin of another host", func(c *Config) { c.Origin = "http://backoffice.example" }, "VOUCH_BACKOFFICE_ORIGIN must be https"},
+		{"http origin of a LAN address", func(c *Config) { c.Origin = "http://192.168.1.10:8080" }, "VOUCH_BACKOFFICE_ORIGIN must be https"},
+		{"http origin of any address", func(c *Config) { c.Origin = "http://0.0.0.0:8080" }, "VOUCH_BACKOFFICE_ORIGIN must be https"},
+		{"http origin, a name ending in localhost", func(c *Config) { c.Origin = "http://evil.localhost.example" }, "VOUCH_BACKOFFICE_ORIGIN must be https"},
 		{"origin with a slash", func(c *Config) { c.Origin = "https://backoffice.example/" }, ""},
 		{"origin that does not parse", func(c *Config) { c.Origin = "https://[::1" }, "VOUCH_BACKOFFICE_ORIGIN:"},
 		{"origin of another scheme", func(c *Config) { c.Origin = "ftp://backoffice.example" }, "VOUCH_BACKOFFICE_ORIGIN must"},

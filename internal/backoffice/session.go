@@ -17,6 +17,9 @@ import (
 const (
 	sessionCookie = "vouch_session"
 	langCookie    = "vouch_lang"
+	// challengeCookie holds the SHA-256 of the sign-in challenge this
+	// browser asked for.
+	challengeCookie = "vouch_challenge"
 	sessionKey    = "vouch.session"
 )
 
@@ -111,6 +114,34 @@ func newToken() ([]byte, string, error) {
 		return nil, "", err
 	}
 	return b, b64url.EncodeToString(b), nil
+}
+
+func (s *Service) challengeCookieName() string {
+	if s.secure {
+		return "__Host-" + challengeCookie
+	}
+	return challengeCookie
+}
+
+// setChallengeCookie keeps (or, with maxAge -1, clears) the hash of the
+// browser's sign-in challenge.
+func (s *Service) setChallengeCookie(c echo.Context, value string, maxAge int) {
+	c.SetCookie(&http.Cookie{Name: s.challengeCookieName(), Value: value, Path: "/", HttpOnly: true, Secure: s.secure,
+		SameSite: http.SameSiteStrictMode, MaxAge: maxAge})
+}
+
+// challengeFromThisBrowser reports whether the browser's challenge cookie
+// holds the hash of challenge, compared in constant time.
+func (s *Service) challengeFromThisBrowser(c echo.Context, challenge []byte) bool {
+	ck, err := c.Cookie(s.challengeCookieName())
+	if err != nil {
+		return false
+	}
+	h, err := b64url.DecodeString(ck.Value)
+	if err != nil {
+		return false
+	}
+	return equalHash(h, hashOf(challenge))
 }
 
 func (s *Service) setSessionCookie(c echo.Context, value string) {

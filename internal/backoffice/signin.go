@@ -31,6 +31,10 @@ var (
 	errChallenge = &server.Error{Status: http.StatusUnauthorized, Code: "challenge-invalid", Message: "signin.challenge-invalid"}
 	errOtherCard = &server.Error{Status: http.StatusForbidden, Code: "other-card", Message: "signin.other-card"}
 	errSignCert  = &server.Error{Status: http.StatusBadRequest, Code: "sign-cert-invalid", Message: "signin.sign-cert-invalid"}
+	// errOtherBrowser: a signed sign-in challenge posted by a browser
+	// other than the one that asked for it (no or another challenge
+	// cookie): the signature alone is not a bearer token.
+	errOtherBrowser = &server.Error{Status: http.StatusUnauthorized, Code: "challenge-other-browser", Message: "signin.challenge-invalid"}
 )
 
 type challengeRequest struct {
@@ -71,6 +75,13 @@ func (s *Service) challenge(c echo.Context) error {
 	if err := saveChallenge(c.Request().Context(), s.deps.DB.Pool(), ch, req.Purpose, bound, s.now().Add(ChallengeLifetime)); err != nil {
 		return err
 	}
+	if req.Purpose == purposeSignIn {
+		// Bind the sign-in to this browser: only the one holding the
+		// challenge's hash in its cookie may redeem the signed challenge.
+		// (An unlock challenge is bound to the session, which is bound
+		// to the browser by its own cookie.)
+		s.setChallengeCookie(c, b64url.EncodeToString(hashOf(ch)), int(ChallengeLifetime.Seconds()))
+	}
 	return c.JSON(http.StatusOK, challengeResponse{Challenge: ch, Origin: s.Origin()})
 }
 
@@ -102,6 +113,15 @@ func (s *Service) signIn(c echo.Context) error {
 		return errRateLimited
 	}
 	ctx, now := c.Request().Context(), s.now()
+	if !s.challengeFromThisBrowser(c, req.Challenge) {
+		// Refused before the challenge is used: whoever took a signed
+		// challenge cannot spend the clinician's own sign-in.
+		var id uzi.Identity
+		if cert, err := parseCert(req.AuthCert); err == nil {
+			id, _ = uzi.FromCertificate(cert)
+		}
+		return s.refuseSignIn(c, audit.ActionSignInRefused, id.UZI, errOtherBrowser)
+	}
 	id, res, err := s.checkLogin(ctx, req.Challenge, purposeSignIn, nil, req.AuthCert, req.Signature, now)
 	if err != nil {
 		return s.refuseSignIn(c, audit.ActionSignInRefused, id.UZI, err)

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -328,6 +329,14 @@ func (b *browser) challenge(purpose string) []byte {
 		b.w.t.Fatalf("challenge origin %q, want %q", r.str("origin"), b.w.origin)
 	}
 	return r.bytes(b.w.t, "challenge")
+}
+
+// bindChallenge puts ch's hash in the browser's challenge cookie, as if
+// this browser had asked for ch.
+func (b *browser) bindChallenge(ch []byte) {
+	u, _ := url.Parse(b.w.srv.URL)
+	h := sha256.Sum256(ch)
+	b.client.Jar.SetCookies(u, []*http.Cookie{{Name: "vouch_challenge", Value: base64.RawURLEncoding.EncodeToString(h[:]), Path: "/"}})
 }
 
 // signIn signs in with c the way the page does.
