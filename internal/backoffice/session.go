@@ -20,7 +20,7 @@ const (
 	// challengeCookie holds the SHA-256 of the sign-in challenge this
 	// browser asked for.
 	challengeCookie = "vouch_challenge"
-	sessionKey    = "vouch.session"
+	sessionKey      = "vouch.session"
 )
 
 func (s *Service) sessionCookieName() string {
