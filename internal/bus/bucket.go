@@ -79,6 +79,21 @@ func (k *Bucket) Empty(ctx context.Context) (bool, error) {
 	return st.Values() == 0, nil
 }
 
+// Identity names this bucket and when the bus created it: a bucket deleted
+// and created again, by any role, has another, so a writer that filled the
+// old one can tell.
+func (k *Bucket) Identity(ctx context.Context) (string, error) {
+	st, err := k.kv.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("bus: bucket %s: status: %w", k.cfg.Bucket, err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return "", fmt.Errorf("bus: bucket %s: status without stream info", k.cfg.Bucket)
+	}
+	return k.cfg.Bucket + " created " + bs.StreamInfo().Created.UTC().Format(time.RFC3339Nano), nil
+}
+
 // KeyValue is one entry to put.
 type KeyValue struct {
 	Key   string

@@ -22,8 +22,9 @@ import (
 // is harmless. Whatever else goes wrong with the bucket — deleted, lost with
 // the bus's store, written by hand — reconcile compares all of it with the
 // mirror and corrects it through the same outbox: when the loop starts,
-// whenever the bucket had to be created again, and once the last
-// comparison is older than the full-sync interval (a day by default).
+// at the first run into a bucket other than the one last compared (new, or
+// created again by whichever role), and once the last comparison is older
+// than the full-sync interval (a day by default).
 
 // outbox collects a transaction's license changes and writes them to
 // license_outbox with COPY, a batch at a time.
@@ -239,6 +240,12 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 				break
 			}
 		}
+		// The bucket's identity before its records: a bucket replaced while
+		// it is read is not the one this comparison is recorded for.
+		bucketID, err := s.bucket.Identity(ctx)
+		if err != nil {
+			return fmt.Errorf("registrysync: license bucket: %w", err)
+		}
 		have, err := s.bucketStates(ctx)
 		if err != nil {
 			return err
@@ -292,7 +299,7 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 		if err := out.flush(ctx); err != nil {
 			return err
 		}
-		if err := recordReconciled(ctx, tx, now); err != nil {
+		if err := recordReconciled(ctx, tx, now, bucketID); err != nil {
 			return err
 		}
 		return s.step(stepOutboxWritten)
@@ -300,25 +307,40 @@ func (s *Syncer) reconcile(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// recordReconciled notes that the bucket equals the mirror as of at, once
-// the outbox written with it is published.
-func recordReconciled(ctx context.Context, tx pgx.Tx, at time.Time) error {
-	if _, err := tx.Exec(ctx, `insert into registry_sync_state (id, reconciled_at) values (true, $1)
-		on conflict (id) do update set reconciled_at = excluded.reconciled_at`, at); err != nil {
+// recordReconciled notes that the bucket named by bucketID (its Identity)
+// equals the mirror as of at, once the outbox written with it is published.
+func recordReconciled(ctx context.Context, tx pgx.Tx, at time.Time, bucketID string) error {
+	if _, err := tx.Exec(ctx, `insert into registry_sync_state (id, reconciled_at, reconciled_bucket) values (true, $1, $2)
+		on conflict (id) do update set reconciled_at = excluded.reconciled_at, reconciled_bucket = excluded.reconciled_bucket`,
+		at, bucketID); err != nil {
 		return fmt.Errorf("registrysync: record reconciliation: %w", err)
 	}
 	return nil
 }
 
-// reconcileDue reports whether the whole bucket was last compared with the
-// mirror longer ago than the full-sync interval, or never.
+// reconcileDue reports whether the bucket as it is now was never compared
+// whole with the mirror — a bucket configured anew, or deleted and created
+// again by any role, is another bucket — or last longer ago than the
+// full-sync interval.
 func (s *Syncer) reconcileDue(ctx context.Context) (bool, error) {
 	var at *time.Time
-	err := s.db.Pool().QueryRow(ctx, `select reconciled_at from registry_sync_state where id`).Scan(&at)
+	var of *string
+	err := s.db.Pool().QueryRow(ctx, `select reconciled_at, reconciled_bucket from registry_sync_state where id`).Scan(&at, &of)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, fmt.Errorf("registrysync: last reconciliation: %w", err)
 	}
-	return at == nil || s.now().Sub(*at) >= s.cfg.FullInterval, nil
+	if at == nil || of == nil || s.now().Sub(*at) >= s.cfg.FullInterval {
+		return true, nil
+	}
+	id, err := s.bucket.Identity(ctx)
+	if err != nil {
+		return false, fmt.Errorf("registrysync: license bucket: %w", err)
+	}
+	if id != *of {
+		s.log.Warn("the license bucket is not the one last compared with the mirror; filling it from the mirror", "bucket", id, "compared", *of)
+		return true, nil
+	}
+	return false, nil
 }
 
 // bucketRecord is what a bucket record says, without when it was written:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vouch-nl/vouch/internal/testpki"
 )
@@ -427,4 +428,78 @@ func TestFirstSyncIntoAFullBucket(t *testing.T) {
 		t.Errorf("the active GP is refused in the bucket: %+v", r)
 	}
 	f.checkBucketFollowsMirror(t)
+}
+
+// TestOnceFillsANewOrLostBucket: `vouch registry-sync -once` (and -once
+// -full) opens the bucket the way the command does — creating it when it is
+// missing, before the syncer exists — into a bucket deleted since the last
+// run, one never written (a new VOUCH_LICENSE_BUCKET), or one deleted and
+// created again by another role while a syncer runs. Each must end with
+// every refusal, though the last reconciliation is minutes old.
+func TestOnceFillsANewOrLostBucket(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		full   bool
+		bucket string
+		lose   bool // delete the bucket first
+		same   bool // the syncer that filled it syncs again
+	}{
+		{name: "lost, -once", bucket: "licenses", lose: true},
+		{name: "lost, -once -full", full: true, bucket: "licenses", lose: true},
+		{name: "new, -once", bucket: "licenses-new"},
+		{name: "new, -once -full", full: true, bucket: "licenses-new"},
+		{name: "lost and created by another role, loop", bucket: "licenses", lose: true, same: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, 100, nil)
+			ctx := context.Background()
+			if _, err := f.s.Once(ctx); err != nil {
+				t.Fatal(err)
+			}
+			refused := 0
+			for _, r := range f.bucket(t) {
+				if !r.MayVouch {
+					refused++
+				}
+			}
+			if refused == 0 {
+				t.Fatal("the fixtures hold nobody who may not vouch")
+			}
+			if tt.lose {
+				if err := f.js.DeleteKeyValue(ctx, "licenses"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// What the command (or ingest, starting) does: open the bucket,
+			// creating it.
+			bk, err := f.bus.Bucket(ctx, tt.bucket, BucketDescription)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := f.s
+			if !tt.same {
+				cfg := f.s.cfg
+				cfg.Bucket = tt.bucket
+				if s, err = New(ctx, cfg, f.s.dir, f.db, bk, nil, f.s.log, NewMetrics(prometheus.NewRegistry())); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sync := s.Once
+			if tt.full {
+				sync = s.Full
+			}
+			if _, err := sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if f.kv, err = f.js.KeyValue(ctx, tt.bucket); err != nil {
+				t.Fatal(err)
+			}
+			f.checkBucketFollowsMirror(t)
+			if got := len(f.bucket(t)); got < refused {
+				t.Errorf("%d records in the bucket, want at least the %d refusals", got, refused)
+			}
+		})
+	}
 }

@@ -87,6 +87,9 @@ type LicenseBucket interface {
 	PutAll(ctx context.Context, entries []bus.KeyValue) error
 	Each(ctx context.Context, fn func(key string, value []byte) error) error
 	Empty(ctx context.Context) (bool, error)
+	// Identity names the bucket and when the bus created it: a
+	// reconciliation holds only for the bucket it compared.
+	Identity(ctx context.Context) (string, error)
 }
 
 var _ LicenseBucket = (*bus.Bucket)(nil)
@@ -255,6 +258,13 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 	defer func() { res.Skipped = int(skipped.Load()) }()
 	reconciled := false
 	err = s.withLock(ctx, func(tx pgx.Tx) error {
+		// Read before the bucket is: if it is replaced after, the
+		// reconciliation recorded is of the old one, and the next run
+		// compares the new one.
+		bucketID, err := s.bucket.Identity(ctx)
+		if err != nil {
+			return fmt.Errorf("registrysync: license bucket: %w", err)
+		}
 		scan := func(ctx context.Context) (<-chan []directory.Entry, func() error) {
 			skipped.Store(0) // a second scan counts afresh
 			pages := make(chan []directory.Entry, 4)
@@ -348,7 +358,7 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 			return err
 		}
 		if firstIntoEmpty {
-			if err := recordReconciled(ctx, tx, start); err != nil {
+			if err := recordReconciled(ctx, tx, start, bucketID); err != nil {
 				return err
 			}
 		}

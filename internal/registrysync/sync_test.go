@@ -33,6 +33,7 @@ import (
 
 type fixture struct {
 	ldap *testenv.LDAPServer
+	bus  *bus.Bus
 	db   *database.DB
 	s    *Syncer
 	kv   jetstream.KeyValue
@@ -59,7 +60,7 @@ func setup(t *testing.T, pageSize int, crls *CRLConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{ldap: l, db: db, s: s, kv: kv, js: b.JetStream()}
+	return &fixture{ldap: l, bus: b, db: db, s: s, kv: kv, js: b.JetStream()}
 }
 
 // licenseBucket opens the test bus's license bucket.
