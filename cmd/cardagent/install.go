@@ -20,10 +20,6 @@ const HostName = "nl.vouch.cardagent"
 // key, written with the letters a to p).
 const ExtensionID = "ddcbnhkaghojgidgbjinhcfobfeoholo"
 
-// FirefoxExtensionID is the extension's id in Firefox
-// (browser_specific_settings.gecko.id in its manifest).
-const FirefoxExtensionID = "cardagent@vouch-nl.github.io"
-
 // config is what `cardagent install` writes and the host reads: which back
 // office may ask for signatures and where the card's PKCS#11 module is.
 type config struct {
@@ -66,13 +62,19 @@ func loadConfig() (config, error) {
 }
 
 // manifestDirs are where each browser looks for a user's native messaging
-// hosts on Linux.
+// hosts on Linux. Firefox is not among them: the extension is a Chromium
+// MV3 one, which Firefox does not run.
 func manifestDirs(home string) map[string]string {
 	return map[string]string{
 		"chromium": filepath.Join(home, ".config", "chromium", "NativeMessagingHosts"),
 		"chrome":   filepath.Join(home, ".config", "google-chrome", "NativeMessagingHosts"),
-		"firefox":  filepath.Join(home, ".mozilla", "native-messaging-hosts"),
 	}
+}
+
+// firefoxManifest is where an earlier cardagent install wrote a host
+// manifest for Firefox; install removes it.
+func firefoxManifest(home string) string {
+	return filepath.Join(home, ".mozilla", "native-messaging-hosts", HostName+".json")
 }
 
 type listFlag []string
@@ -90,7 +92,7 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&env, "env", "KEY=VALUE set before the module loads, e.g. SOFTHSM2_CONF=... for the test cards (repeatable)")
 	module := fs.String("module", envOr("VOUCH_PKCS11_MODULE", defaultModule), "the card's PKCS#11 module")
 	extID := fs.String("extension-id", ExtensionID, "Chromium id of the Vouch extension")
-	browsers := fs.String("browsers", "chromium,chrome,firefox", "browsers to install the host manifest for")
+	browsers := fs.String("browsers", "chromium,chrome", "browsers to install the host manifest for")
 	manifestDir := fs.String("manifest-dir", "", "write one Chromium host manifest into this directory instead (a test browser's profile)")
 	exe := fs.String("path", "", "the cardagent binary the browser starts (default: this one)")
 	if err := fs.Parse(args); err != nil {
@@ -148,10 +150,17 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 		for _, b := range strings.Split(*browsers, ",") {
 			d, ok := dirs[b]
 			if !ok {
-				fmt.Fprintf(stderr, "cardagent install: unknown browser %q (chromium, chrome, firefox)\n", b)
+				fmt.Fprintf(stderr, "cardagent install: unknown browser %q (chromium, chrome; Firefox is not supported)\n", b)
 				return exitError(2)
 			}
 			targets[b] = d
+		}
+		// A Firefox manifest of an earlier install named an add-on id
+		// the host no longer accepts: removed, not left to mislead.
+		if err := os.Remove(firefoxManifest(home)); err == nil {
+			fmt.Fprintln(stdout, "removed:", firefoxManifest(home))
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
 		}
 	}
 	names := make([]string, 0, len(targets))
@@ -160,12 +169,8 @@ func runInstall(args []string, stdout, stderr io.Writer) error {
 	}
 	slices.Sort(names)
 	for _, b := range names {
-		m := map[string]any{"name": HostName, "description": "Vouch card agent: your card for the Vouch back office", "path": abs, "type": "stdio"}
-		if b == "firefox" {
-			m["allowed_extensions"] = []string{FirefoxExtensionID}
-		} else {
-			m["allowed_origins"] = []string{"chrome-extension://" + cfg.ExtensionID + "/"}
-		}
+		m := map[string]any{"name": HostName, "description": "Vouch card agent: your card for the Vouch back office", "path": abs, "type": "stdio",
+			"allowed_origins": []string{"chrome-extension://" + cfg.ExtensionID + "/"}}
 		p := filepath.Join(targets[b], HostName+".json")
 		if err := writeJSON(p, m); err != nil {
 			return err

@@ -8,8 +8,8 @@
 //	cardagent tokens [-module PATH]                                   the cards it can see
 //
 // The browser starts it itself, with the calling extension as its argument
-// (chrome-extension://ID/ from Chromium and Chrome; the manifest path and
-// the extension id from Firefox).
+// (chrome-extension://ID/ from Chromium and Chrome). Firefox is not
+// supported.
 package main
 
 import (
@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -49,7 +50,7 @@ type exitError int
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 const usage = `usage:
-  cardagent install -origin URL [-module PATH] [-extension-id ID] [-browsers chromium,chrome,firefox]
+  cardagent install -origin URL [-module PATH] [-extension-id ID] [-browsers chromium,chrome]
   cardagent tokens [-module PATH]
 
 The browser starts cardagent itself once it is installed.
@@ -68,25 +69,26 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
 		fmt.Fprint(stdout, usage)
 		return nil
-	case strings.HasPrefix(args[0], "chrome-extension://"), strings.HasSuffix(args[0], ".json") && len(args) == 2:
-		return runHost(ctx, callerExtension(args), stdin, stdout, stderr)
+	case strings.HasPrefix(args[0], "chrome-extension://"):
+		return runHost(ctx, callerExtension(args[0]), stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "cardagent: unknown command %q\n\n%s", args[0], usage)
 	return exitError(2)
 }
 
 // callerExtension is the id of the extension the browser started the host
-// for: chrome-extension://ID/ (Chromium), or the second argument (Firefox).
-func callerExtension(args []string) string {
-	if id, ok := strings.CutPrefix(args[0], "chrome-extension://"); ok {
-		return strings.TrimSuffix(id, "/")
-	}
-	return args[1]
+// for, from its argument chrome-extension://ID/. Firefox, which starts a
+// host with a manifest's path and an add-on id, is not supported: the
+// extension is a Chromium MV3 one (docs/cardagent.md).
+func callerExtension(arg string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(arg, "chrome-extension://"), "/")
 }
 
 // runHost serves the extension on standard input and output until the
 // browser closes them. It logs to standard error, which the browser keeps
-// in its own log: never a PIN, a challenge or a statement.
+// in its own log: never a PIN, a challenge or a statement. The PKCS#11
+// module is opened and the readers watched only once a request of a
+// configured origin came: a refused first request has read no card.
 func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg, err := loadConfig()
@@ -94,33 +96,51 @@ func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr
 		log.Error("cardagent is not installed", "err", err)
 		return exitError(2)
 	}
-	if caller != cfg.ExtensionID && caller != FirefoxExtensionID {
+	if caller != cfg.ExtensionID {
 		// The browser checks the manifest's allowed origins; this is the
 		// same check once more, against the configuration.
 		log.Error("started for another extension", "extension", caller)
 		return exitError(2)
 	}
-	for k, v := range cfg.ModuleEnv {
-		os.Setenv(k, v)
-	}
-	m, err := p11.Open(cfg.Module)
-	if err != nil {
-		log.Error("PKCS#11 module", "module", cfg.Module, "err", err)
-		return exitError(2)
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer closeBounded(m, cancel, log)
-	// The readers, through PC/SC: which card is in which reader, and an
-	// event for the page whenever one goes in or out.
-	readers := cardagent.WatchReaders(ctx, log)
-	a, err := cardagent.New(cfg.Origins, cardagent.NewP11Cards(m, readers), log)
+	var src struct {
+		sync.Mutex
+		m           *p11.Module
+		unsubscribe func()
+	}
+	defer func() {
+		src.Lock()
+		defer src.Unlock()
+		if src.m == nil {
+			cancel()
+			return
+		}
+		src.unsubscribe()
+		closeBounded(src.m, cancel, log)
+	}()
+	lazy := cardagent.NewLazyCards(ctx, func(context.Context) (cardagent.Cards, <-chan struct{}, error) {
+		for k, v := range cfg.ModuleEnv {
+			os.Setenv(k, v)
+		}
+		m, err := p11.Open(cfg.Module)
+		if err != nil {
+			return nil, nil, fmt.Errorf("PKCS#11 module %s: %w", cfg.Module, err)
+		}
+		// The readers, through PC/SC: which card is in which reader, and
+		// an event for the page whenever one goes in or out.
+		readers := cardagent.WatchReaders(ctx, log)
+		changed, unsubscribe := readers.Subscribe()
+		src.Lock()
+		src.m, src.unsubscribe = m, unsubscribe
+		src.Unlock()
+		return cardagent.NewP11Cards(m, readers), changed, nil
+	})
+	a, err := cardagent.New(cfg.Origins, lazy, log)
 	if err != nil {
 		log.Error("configuration", "err", err)
 		return exitError(2)
 	}
-	changed, unsubscribe := readers.Subscribe()
-	defer unsubscribe()
-	return a.Serve(ctx, stdin, stdout, changed)
+	return a.Serve(ctx, stdin, stdout, lazy.Changed())
 }
 
 // closeBounded stops watching the readers and closes the module once the

@@ -32,7 +32,7 @@ import (
 // back-office origins for every request.
 type Request struct {
 	ID     string `json:"id"`   // echoed in the response
-	Type   string `json:"type"` // TypeCards, TypeDescribe or TypeSign
+	Type   string `json:"type"` // TypeOrigins, TypeCards, TypeDescribe or TypeSign
 	Origin string `json:"origin"`
 	// With TypeDescribe and TypeSign:
 	Token     string `json:"token,omitempty"`     // the card, as Cards listed it
@@ -46,6 +46,10 @@ type Request struct {
 
 // Request types and kinds.
 const (
+	// TypeOrigins asks which back-office origins the agent signs for; the
+	// extension's service worker asks it itself (with no origin), to inject
+	// its content script into those origins' pages and no other.
+	TypeOrigins  = "origins"
 	TypeCards    = "cards"
 	TypeDescribe = "describe"
 	TypeSign     = "sign"
@@ -57,7 +61,8 @@ const (
 // Response answers a Request (same ID), or is an event (ID empty).
 type Response struct {
 	ID        string   `json:"id,omitempty"`
-	Type      string   `json:"type"` // "cards", "description", "signature" or "error"
+	Type      string   `json:"type"` // "origins", "cards", "description", "signature" or "error"
+	Origins   []string `json:"origins,omitempty"`
 	Cards     []Card   `json:"cards,omitempty"`
 	Display   *Display `json:"display,omitempty"`
 	Signature []byte   `json:"signature,omitempty"`
@@ -171,6 +176,14 @@ func (a *Agent) Handle(ctx context.Context, req Request) Response {
 func fail(code string) Response { return Response{Type: "error", Error: code} }
 
 func (a *Agent) handle(ctx context.Context, req Request) Response {
+	if req.Type == TypeOrigins {
+		// The worker's own question: it carries no page's origin and
+		// nothing else, and touches no card.
+		if req.Origin != "" || req.Token != "" || req.Kind != "" || req.Challenge != nil || req.Statement != nil || req.PIN != "" {
+			return fail(ErrMalformed)
+		}
+		return Response{Type: "origins", Origins: slices.Clone(a.origins)}
+	}
 	// The origin first, before anything is read or any card touched: a
 	// page of another origin learns nothing, not even whose card is in.
 	if !slices.Contains(a.origins, req.Origin) {
