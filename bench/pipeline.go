@@ -139,21 +139,23 @@ func (b pipelineBench) run(ctx context.Context) (r pipelineResult, err error) {
 		return r, err
 	}
 
-	ingest, err := startRole(b.vouch, env, dir, "ingest", "ingest")
+	// Readiness is on each role's operations listener.
+	ingestOps := freeAddr()
+	ingest, err := startRole(b.vouch, append(env, "VOUCH_OPS_LISTEN="+ingestOps), dir, "ingest", "ingest")
 	if err != nil {
 		return r, err
 	}
 	defer ingest.stop()
-	storeHTTP := freeAddr()
-	store, err := startRole(b.vouch, append(env, "VOUCH_HTTP_ADDR="+storeHTTP), dir, "store", "store")
+	storeOps := freeAddr()
+	store, err := startRole(b.vouch, append(env, "VOUCH_OPS_LISTEN="+storeOps), dir, "store", "store")
 	if err != nil {
 		return r, err
 	}
 	defer store.stop()
-	if err := ingest.waitHTTP("http://" + ingestAddr + "/readyz"); err != nil {
+	if err := ingest.waitHTTP("http://" + ingestOps + "/readyz"); err != nil {
 		return r, err
 	}
-	if err := store.waitHTTP("http://" + storeHTTP + "/readyz"); err != nil {
+	if err := store.waitHTTP("http://" + storeOps + "/readyz"); err != nil {
 		return r, err
 	}
 
@@ -704,7 +706,7 @@ func (b pipelineBench) cdnRows(ctx context.Context, r *pipelineResult, db *datab
 	os.Chmod(files[0], 0o644)
 
 	cdnAddr := freeAddr()
-	cdn, err := startRole(b.vouch, append(env, "VOUCH_CDN_ADDR="+cdnAddr, "VOUCH_CDN_DIR="+root), dir, "cdn", "cdn")
+	cdn, err := startRole(b.vouch, append(env, "VOUCH_CDN_ADDR="+cdnAddr, "VOUCH_CDN_DIR="+root, "VOUCH_OPS_LISTEN="+freeAddr()), dir, "cdn", "cdn")
 	if err != nil {
 		return err
 	}

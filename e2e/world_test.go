@@ -237,12 +237,14 @@ func (w *world) waitPort(p *proc, addr string) {
 
 // startPipeline starts ingest, two readers, the aggregator and the origin.
 func (w *world) startPipeline() (ingest, store1, store2, agg, cdn *proc) {
-	ingest = w.role("ingest", nil, "ingest")
-	store1 = w.role("store-1", []string{"VOUCH_HTTP_ADDR=" + freeAddr(w.t)}, "store")
-	store2 = w.role("store-2", []string{"VOUCH_HTTP_ADDR=" + freeAddr(w.t)}, "store")
-	agg = w.role("aggregate", []string{"VOUCH_HTTP_ADDR=" + freeAddr(w.t)}, "aggregate")
-	cdn = w.role("cdn", nil, "cdn")
-	w.waitHTTP(ingest, w.ingest+"/readyz")
+	// Each role's operations listener (metrics, readiness) on its own port.
+	ingestOps := freeAddr(w.t)
+	ingest = w.role("ingest", []string{"VOUCH_OPS_LISTEN=" + ingestOps}, "ingest")
+	store1 = w.role("store-1", []string{"VOUCH_OPS_LISTEN=" + freeAddr(w.t)}, "store")
+	store2 = w.role("store-2", []string{"VOUCH_OPS_LISTEN=" + freeAddr(w.t)}, "store")
+	agg = w.role("aggregate", []string{"VOUCH_OPS_LISTEN=" + freeAddr(w.t)}, "aggregate")
+	cdn = w.role("cdn", []string{"VOUCH_OPS_LISTEN=" + freeAddr(w.t)}, "cdn")
+	w.waitHTTP(ingest, "http://"+ingestOps+"/readyz")
 	w.waitPort(cdn, strings.TrimPrefix(w.cdn, "http://"))
 	return
 }

@@ -40,12 +40,24 @@ func startVouch(t *testing.T, man *testpki.Manifest, ldap *testenv.LDAPServer, d
 	addr := ln.Addr().String()
 	ln.Close()
 	origin := "http://" + addr
+	// Readiness is on the operations listener; the phone API on a port of
+	// its own.
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	ops := free()
 	cmd := exec.Command(bin, "all")
 	cmd.Env = os.Environ()
 	for _, kv := range man.Env() {
 		cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
 	}
 	cmd.Env = append(cmd.Env, "DATABASE_URL="+dbURL, "VOUCH_HTTP_ADDR="+addr, "VOUCH_BACKOFFICE_ORIGIN="+origin,
+		"VOUCH_OPS_LISTEN="+ops, "VOUCH_INGEST_ADDR="+free(),
 		"VOUCH_BUS_DIR="+t.TempDir(), "VOUCH_HSM_PIN="+man.Backend.PIN,
 		"VOUCH_REGISTRY_URL="+ldap.URL, "VOUCH_REGISTRY_BIND_DN="+ldap.BindDN, "VOUCH_REGISTRY_BIND_PASSWORD="+ldap.BindPassword)
 	logFile, err := os.Create(filepath.Join(artifacts(t), "vouch.log"))
@@ -70,7 +82,7 @@ func startVouch(t *testing.T, man *testpki.Manifest, ldap *testenv.LDAPServer, d
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(origin + "/readyz")
+		resp, err := http.Get("http://" + ops + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

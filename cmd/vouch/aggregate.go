@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vouch-nl/vouch/internal/database"
@@ -19,7 +18,7 @@ import (
 // aggregateConfig is the configuration of `vouch aggregate`.
 type aggregateConfig struct {
 	Database database.Config
-	HTTP     server.Config
+	Ops      server.OpsConfig
 	Export   export.Config
 }
 
@@ -27,7 +26,8 @@ const aggregateUsage = "usage: vouch aggregate [-once]"
 
 // runAggregate is `vouch aggregate`: build, sign and publish the export
 // once (-once) or every VOUCH_EXPORT_PERIOD, serving its metrics
-// (vouch_export_keys_held among them) on VOUCH_HTTP_ADDR meanwhile.
+// (vouch_export_keys_held among them) on the operations listener
+// (VOUCH_OPS_LISTEN) meanwhile.
 func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("aggregate", flag.ContinueOnError)
 	fs.Usage = func() { _, _ = fs.Output().Write([]byte(aggregateUsage + "\n")); fs.PrintDefaults() }
@@ -54,8 +54,7 @@ func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	defer db.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := runtimeRegistry()
 	agg, closeKeys, err := startAggregate(cfg.Export, db, reg, log)
 	if err != nil {
 		return err
@@ -69,10 +68,10 @@ func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
 		log.Info("export published", "files", len(res.Files), "keys", res.Keys, "held", res.Held, "padded", res.Padded)
 		return nil
 	}
-	srv := server.New(cfg.HTTP, log, reg, map[string]server.Checker{"database": server.CheckFunc(db.Ping)})
+	ops := newOps(cfg.Ops, log, map[string]server.Checker{"database": server.CheckFunc(db.Ping)}, reg)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agg.Loop(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -32,30 +32,38 @@ import (
 type allConfig struct {
 	Database   database.Config
 	Bus        bus.Config
-	HTTP       server.Config
+	HTTP       server.Config // the back office's listener
+	Ops        server.OpsConfig
 	Trust      trust.Config
 	Directory  directory.Config
 	Sync       registrysync.Config
 	License    license.Config
 	Backoffice backoffice.Config
 	Ingest     ingest.Config
-	Store      keystore.Config
-	Export     export.Config
-	CDN        cdn.Config
-	Retention  retention.Config
+	// The phone API's listener limits (VOUCH_INGEST_MAX_HEADER_BYTES, ...).
+	IngestLimits server.Limits `env:", prefix=VOUCH_INGEST_"`
+	Store        keystore.Config
+	Export       export.Config
+	CDN          cdn.Config
+	CDNLimit     cdnLimit
+	Retention    retention.Config
 }
 
 // startPipeline adds the public pipeline's roles to g: the phone API on its
 // own listener, the readers and the cleanup always; the aggregator when an
 // export key and directory are configured, and the origin when it has a
-// directory to serve.
-func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context, cfg allConfig, tr protocol.Trust, in *infra, log *slog.Logger) error {
-	// The phone API's listener has metrics of its own: server.New
-	// registers the HTTP metrics on the registry it is given.
-	ing, err := startIngest(ctx, cfg.Ingest, cfg.HTTP, cfg.Trust, tr, in.bus, log, prometheus.NewRegistry())
+// directory to serve. Their metrics and readiness checks go to ops.
+func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context, cfg allConfig, tr protocol.Trust, in *infra,
+	ops *server.Ops, log *slog.Logger) error {
+	// The phone API's metrics are a registry of their own, gathered beside
+	// the others.
+	ingReg := prometheus.NewRegistry()
+	ing, err := startIngest(ctx, cfg.Ingest, cfg.HTTP, cfg.IngestLimits, cfg.Trust, tr, in.bus, log, ingReg)
 	if err != nil {
 		return err
 	}
+	ops.Gather(ingReg)
+	ops.Check("ingest.", ing.checks)
 	g.Go(func() error { return ing.run(gctx) })
 	st, err := startStore(ctx, cfg.Store, in, in.reg, log)
 	if err != nil {
@@ -87,11 +95,12 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 		}
 	}
 	if cfg.CDN.Dir != "" {
-		origin, err := startCDN(cfg.CDN, log)
+		origin, err := startCDN(cfg.CDN, cfg.CDNLimit, log)
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { defer origin.Close(); return origin.Run(gctx) })
+		ops.Check("cdn.", origin.checks)
+		g.Go(func() error { defer origin.Close(); return origin.run(gctx) })
 	}
 	return nil
 }
@@ -101,6 +110,9 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 func runAll(ctx context.Context, log *slog.Logger) error {
 	var cfg allConfig
 	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	if err := cfg.HTTP.Validate(server.BackofficeLimits, "VOUCH_HTTP_"); err != nil {
 		return err
 	}
 	// Trust first: a misconfigured verifier must stop the start, not
@@ -133,7 +145,10 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 		"crl_sources", len(cfg.Sync.CRLSources))
 	checks := in.checks()
 	checks["revocation"] = crlsReady
-	srv := server.New(cfg.HTTP, log, in.reg, checks)
+	srv := server.New(cfg.HTTP, log, listenerMetrics(in.reg, "backoffice"), checks)
+	// One operations listener for every role: each one's metrics and
+	// readiness checks.
+	ops := newOps(cfg.Ops, log, checks, in.reg)
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.Backoffice.AttestationURI != "" {
 		bo, err := startBackoffice(ctx, cfg.Backoffice, cfg.Directory, cfg.License, tr, in, srv, log)
@@ -145,7 +160,7 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 	} else {
 		log.Warn("no attestation key configured (VOUCH_ATTESTATION_URI): the back office does not start")
 	}
-	if err := startPipeline(ctx, g, gctx, cfg, tr, in, log); err != nil {
+	if err := startPipeline(ctx, g, gctx, cfg, tr, in, ops, log); err != nil {
 		return err
 	}
 	if syncRuns {
@@ -157,6 +172,7 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 	}
 	g.Go(func() error { return keepCRLs(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -29,6 +29,7 @@ type backofficeConfig struct {
 	Database   database.Config
 	Bus        bus.Config
 	HTTP       server.Config
+	Ops        server.OpsConfig
 	Trust      trust.Config
 	Directory  directory.Config
 	License    license.Config
@@ -42,6 +43,9 @@ type backofficeConfig struct {
 func runBackoffice(ctx context.Context, log *slog.Logger) error {
 	var cfg backofficeConfig
 	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	if err := cfg.HTTP.Validate(server.BackofficeLimits, "VOUCH_HTTP_"); err != nil {
 		return err
 	}
 	tr, err := cfg.Trust.Load(time.Now())
@@ -60,16 +64,18 @@ func runBackoffice(ctx context.Context, log *slog.Logger) error {
 	}
 	checks := in.checks()
 	checks["revocation"] = crlsReady
-	srv := server.New(cfg.HTTP, log, in.reg, checks)
+	srv := server.New(cfg.HTTP, log, listenerMetrics(in.reg, "backoffice"), checks)
 	bo, err := startBackoffice(ctx, cfg.Backoffice, cfg.Directory, cfg.License, tr, in, srv, log)
 	if err != nil {
 		return err
 	}
 	defer bo.close()
+	ops := newOps(cfg.Ops, log, checks, in.reg)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keepCRLs(gctx) })
 	g.Go(func() error { return bo.run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil

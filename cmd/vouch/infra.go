@@ -53,9 +53,33 @@ func openInfra(ctx context.Context, dbCfg database.Config, busCfg bus.Config, lo
 	}
 	b := bs.b
 	log.Info("bus started", "embedded", b.Embedded())
+	return &infra{db: db, bus: b, reg: runtimeRegistry()}, nil
+}
+
+// runtimeRegistry is a metrics registry with the Go runtime's and the
+// process's metrics.
+func runtimeRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &infra{db: db, bus: b, reg: reg}, nil
+	return reg
+}
+
+// listenerMetrics is where a public listener registers its HTTP metrics:
+// reg, labelled with the listener's name, so that the back office's and
+// the phone API's requests are counted apart on one operations listener.
+func listenerMetrics(reg prometheus.Registerer, name string) prometheus.Registerer {
+	return prometheus.WrapRegistererWith(prometheus.Labels{"listener": name}, reg)
+}
+
+// newOps is a role's operations listener (VOUCH_OPS_LISTEN): the metrics
+// of regs and the readiness checks, never on a public address.
+func newOps(cfg server.OpsConfig, log *slog.Logger, checks map[string]server.Checker, regs ...prometheus.Gatherer) *server.Ops {
+	ops := server.NewOps(cfg, log)
+	for _, r := range regs {
+		ops.Gather(r)
+	}
+	ops.Check("", checks)
+	return ops
 }
 
 // checks are the readiness checks of the infrastructure.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vouch-nl/vouch/internal/bus"
@@ -20,8 +19,12 @@ import (
 // ingestConfig is the configuration of `vouch ingest`. It has no database:
 // licenses, authorizations and CRLs come over the bus.
 type ingestConfig struct {
-	Bus    bus.Config
-	HTTP   server.Config // its shutdown timeout; the address is VOUCH_INGEST_ADDR
+	Bus  bus.Config
+	HTTP server.Config // its shutdown timeout and VOUCH_TRUSTED_PROXIES; the address is VOUCH_INGEST_ADDR
+	// The phone API's listener limits (VOUCH_INGEST_MAX_HEADER_BYTES,
+	// _MAX_CONNS, _MAX_BODIES); zero fields are server.PhoneAPILimits.
+	Limits server.Limits `env:", prefix=VOUCH_INGEST_"`
+	Ops    server.OpsConfig
 	Trust  trust.Config
 	Ingest ingest.Config
 }
@@ -30,6 +33,9 @@ type ingestConfig struct {
 func runIngest(ctx context.Context, log *slog.Logger) error {
 	var cfg ingestConfig
 	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	if _, err := server.ParseProxies("VOUCH_TRUSTED_PROXIES", cfg.HTTP.TrustedProxies); err != nil {
 		return err
 	}
 	tr, err := cfg.Trust.Load(time.Now())
@@ -42,13 +48,16 @@ func runIngest(ctx context.Context, log *slog.Logger) error {
 	}
 	defer b.Close()
 	log.Info("bus started", "embedded", b.Embedded())
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	role, err := startIngest(ctx, cfg.Ingest, cfg.HTTP, cfg.Trust, tr, b, log, reg)
+	reg := runtimeRegistry()
+	role, err := startIngest(ctx, cfg.Ingest, cfg.HTTP, cfg.Limits, cfg.Trust, tr, b, log, reg)
 	if err != nil {
 		return err
 	}
-	err = role.run(ctx)
+	ops := newOps(cfg.Ops, log, role.checks, reg)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return role.run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
@@ -58,19 +67,28 @@ func runIngest(ctx context.Context, log *slog.Logger) error {
 
 // ingestRole is a started phone API: run serves it until ctx ends.
 type ingestRole struct {
-	srv *server.Server
-	svc *ingest.Service
-	run func(ctx context.Context) error
+	srv    *server.Server
+	svc    *ingest.Service
+	checks map[string]server.Checker // for the operations listener
+	run    func(ctx context.Context) error
 }
 
 // startIngest builds the phone API on its own listener (cfg.Addr), apart
-// from the back office: it faces the public. reg must be a registry no
-// other server.New registered on (each registers the HTTP metrics); its
-// /metrics is on the public listener, so VOUCH_INGEST_ALLOW_CIDRS or the
-// network in front should keep it to the operator. `vouch all` calls it
-// with its own bus and a fresh registry.
-func startIngest(ctx context.Context, cfg ingest.Config, hcfg server.Config, tcfg trust.Config, tr protocol.Trust,
-	b *bus.Bus, log *slog.Logger, reg *prometheus.Registry) (*ingestRole, error) {
+// from the back office: it faces the public, and serves neither metrics
+// nor health (the caller's operations listener reports reg and the role's
+// checks). reg must be a registry no other ingest registered on. Its
+// limits are limits, zero fields server.PhoneAPILimits; the proxies it
+// trusts are VOUCH_INGEST_TRUSTED_PROXIES, else VOUCH_TRUSTED_PROXIES.
+// `vouch all` calls it with its own bus and a fresh registry.
+func startIngest(ctx context.Context, cfg ingest.Config, hcfg server.Config, limits server.Limits, tcfg trust.Config,
+	tr protocol.Trust, b *bus.Bus, log *slog.Logger, reg *prometheus.Registry) (*ingestRole, error) {
+	limits = limits.Or(server.PhoneAPILimits)
+	if err := limits.Validate("VOUCH_INGEST_"); err != nil {
+		return nil, err
+	}
+	if len(cfg.TrustedProxies) == 0 {
+		cfg.TrustedProxies = hcfg.TrustedProxies
+	}
 	if len(tcfg.CRLs) == 0 {
 		log.Info("no VOUCH_UZI_CRLS: cards are checked against the CRLs the registry sync puts on the bus alone")
 	}
@@ -80,10 +98,11 @@ func startIngest(ctx context.Context, cfg ingest.Config, hcfg server.Config, tcf
 	}
 	checks := svc.Checks()
 	checks["bus"] = server.CheckFunc(func(context.Context) error { return b.Healthy() })
-	srv := server.New(server.Config{Addr: cfg.Addr, ShutdownTimeout: hcfg.ShutdownTimeout}, log, reg, checks)
+	srv := server.New(server.Config{Addr: cfg.Addr, ShutdownTimeout: hcfg.ShutdownTimeout, TrustedProxies: cfg.TrustedProxies,
+		Limits: limits}, log, listenerMetrics(reg, "ingest"), checks)
 	svc.Register(srv.Echo())
 	log.Info("phone API ready", "addr", cfg.Addr, "max_age_days", cfg.MaxAgeDays)
-	return &ingestRole{srv: srv, svc: svc, run: func(ctx context.Context) error {
+	return &ingestRole{srv: srv, svc: svc, checks: checks, run: func(ctx context.Context) error {
 		g, gctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return svc.Run(gctx) })
 		g.Go(func() error { return srv.Run(gctx) })

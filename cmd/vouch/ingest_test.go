@@ -33,6 +33,14 @@ func TestIngestServes(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none") // never opened
 	t.Setenv("VOUCH_BUS_DIR", t.TempDir())
 	t.Setenv("VOUCH_INGEST_ADDR", addr)
+	// Readiness is on the operations listener.
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsAddr := ops.Addr().String()
+	ops.Close()
+	t.Setenv("VOUCH_OPS_LISTEN", opsAddr)
 	logs := t.TempDir()
 	t.Setenv("VOUCH_INGEST_ACCESS_LOG_DIR", logs)
 
@@ -47,7 +55,7 @@ func TestIngestServes(t *testing.T) {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err := http.Get("http://" + addr + "/readyz")
+		res, err := http.Get("http://" + opsAddr + "/readyz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {

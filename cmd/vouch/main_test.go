@@ -314,6 +314,18 @@ func TestAll(t *testing.T) {
 	t.Setenv("DATABASE_URL", url)
 	t.Setenv("VOUCH_BUS_DIR", t.TempDir())
 	t.Setenv("VOUCH_HTTP_ADDR", addr)
+	// Readiness is on the operations listener.
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	ops := free()
+	t.Setenv("VOUCH_OPS_LISTEN", ops)
+	t.Setenv("VOUCH_INGEST_ADDR", free())
 	// Revocation only from the CRLs the sync fetches and stores: the
 	// server is ready once it has read them back.
 	tcfg, _ := testTrust(t)
@@ -342,7 +354,7 @@ func TestAll(t *testing.T) {
 	var body map[string]any
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err := http.Get("http://" + addr + "/readyz")
+		res, err := http.Get("http://" + ops + "/readyz")
 		if err == nil {
 			json.NewDecoder(res.Body).Decode(&body)
 			res.Body.Close()

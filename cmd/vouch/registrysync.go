@@ -24,14 +24,14 @@ import (
 type registrySyncConfig struct {
 	Database  database.Config
 	Bus       bus.Config
-	HTTP      server.Config
+	Ops       server.OpsConfig
 	Directory directory.Config
 	Sync      registrysync.Config
 	Trust     trust.Config // the CAs whose CRLs the sync fetches
 }
 
 // runRegistrySync mirrors the register: once (-once) or in a loop that
-// serves health and metrics.
+// serves health and metrics on the operations listener.
 func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("registry-sync", flag.ContinueOnError)
 	once := fs.Bool("once", false, "sync once (full or incremental, as due) and exit")
@@ -86,10 +86,10 @@ func runRegistrySync(ctx context.Context, log *slog.Logger, args []string, stdou
 		log.Info("registry sync done", "kind", res.Kind, "entries", res.Entries, "changes", res.Changes, "skipped", res.Skipped)
 		return nil
 	}
-	srv := server.New(cfg.HTTP, log, in.reg, in.checks())
+	ops := newOps(cfg.Ops, log, in.checks(), in.reg)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 type storeConfig struct {
 	Database database.Config
 	Bus      bus.Config
-	HTTP     server.Config // /metrics, /healthz and /readyz only
+	Ops      server.OpsConfig
 	Store    keystore.Config
 }
 
@@ -41,10 +41,10 @@ func runStore(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := server.New(cfg.HTTP, log, in.reg, in.checks())
+	ops := newOps(cfg.Ops, log, in.checks(), in.reg)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return st.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -36,10 +35,20 @@ func do(t *testing.T, s *Server, method, path string, hdr map[string]string) (in
 	return rec.Code, body
 }
 
+// opsDo asks the operations listener's handler.
+func opsDo(t *testing.T, o *Ops, path string) (int, []byte) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	o.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	return rec.Code, rec.Body.Bytes()
+}
+
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	failing := true
-	s, logs := newTest(t, map[string]Checker{
+	var logs strings.Builder
+	o := NewOps(OpsConfig{Addr: "127.0.0.1:0"}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	o.Check("", map[string]Checker{
 		"database": CheckFunc(func(context.Context) error { return nil }),
 		"bus": CheckFunc(func(context.Context) error {
 			if failing {
@@ -48,14 +57,17 @@ func TestHealth(t *testing.T) {
 			return nil
 		}),
 	})
-	if code, _ := do(t, s, "GET", "/healthz", nil); code != 200 {
+	o.Check("ingest.", map[string]Checker{"licenses": CheckFunc(func(context.Context) error { return nil })})
+	if code, _ := opsDo(t, o, "/healthz"); code != 200 {
 		t.Errorf("healthz = %d", code)
 	}
-	code, body := do(t, s, "GET", "/readyz", nil)
+	code, raw := opsDo(t, o, "/readyz")
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("readyz with failing bus = %d", code)
 	}
-	want := map[string]any{"ready": false, "checks": map[string]any{"database": "ok", "bus": "fail"}}
+	var body map[string]any
+	_ = json.Unmarshal(raw, &body)
+	want := map[string]any{"ready": false, "checks": map[string]any{"database": "ok", "bus": "fail", "ingest.licenses": "ok"}}
 	if d := cmp.Diff(want, body); d != "" {
 		t.Errorf("readyz body (-want +got):\n%s", d)
 	}
@@ -63,7 +75,7 @@ func TestHealth(t *testing.T) {
 		t.Error("the cause was not logged for the operator")
 	}
 	failing = false
-	if code, _ := do(t, s, "GET", "/readyz", nil); code != 200 {
+	if code, _ := opsDo(t, o, "/readyz"); code != 200 {
 		t.Errorf("readyz when healthy = %d", code)
 	}
 }
@@ -99,15 +111,26 @@ func TestErrorsAreSafe(t *testing.T) {
 
 func TestMetricsAndHeaders(t *testing.T) {
 	t.Parallel()
-	s, _ := newTest(t, nil)
-	do(t, s, "GET", "/healthz", nil)
-	req := httptest.NewRequest("GET", "/metrics", nil)
-	rec := httptest.NewRecorder()
-	s.Echo().ServeHTTP(rec, req)
-	b, _ := io.ReadAll(rec.Body)
-	if !strings.Contains(string(b), `vouch_http_requests_total{route="/healthz",status="200"} 1`) {
-		t.Errorf("metrics lack the request:\n%s", b)
+	// Two listeners' registries on one operations listener, as in `vouch
+	// all`: both listeners' requests are counted, apart.
+	bo, in := prometheus.NewRegistry(), prometheus.NewRegistry()
+	s1 := New(Config{}, slog.New(slog.DiscardHandler), prometheus.WrapRegistererWith(prometheus.Labels{"listener": "backoffice"}, bo), nil)
+	s2 := New(Config{}, slog.New(slog.DiscardHandler), prometheus.WrapRegistererWith(prometheus.Labels{"listener": "ingest"}, in), nil)
+	o := NewOps(OpsConfig{}, slog.New(slog.DiscardHandler))
+	o.Gather(bo)
+	o.Gather(in)
+	do(t, s1, "GET", "/", nil)
+	do(t, s2, "GET", "/nope", nil)
+	code, b := opsDo(t, o, "/metrics")
+	for _, want := range []string{`vouch_http_requests_total{listener="backoffice",route="/",status="200"} 1`,
+		`vouch_http_requests_total{listener="ingest",route="unmatched",status="404"} 1`} {
+		if code != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("metrics (%d) lack %s:\n%s", code, want, b)
+		}
 	}
+	req := httptest.NewRequest("GET", "/", nil)
+	rec := httptest.NewRecorder()
+	s1.Echo().ServeHTTP(rec, req)
 	if rec.Header().Get("X-Frame-Options") != "DENY" || rec.Header().Get("X-Request-Id") == "" {
 		t.Errorf("headers: %v", rec.Header())
 	}
@@ -120,7 +143,7 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	addr := <-s.Addr()
-	res, err := http.Get("http://" + addr + "/healthz")
+	res, err := http.Get("http://" + addr + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
