@@ -64,7 +64,7 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	// Whatever goes wrong before a verdict is a failure to run, never a
 	// refusal, and never a stack trace in front of support staff.
 	fail := func(err error) error {
-		fmt.Fprintf(stderr, "vouch bundle verify: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "vouch bundle verify: %s\n", oneLine(explainMissing(err).Error()))
 		return exitError(2)
 	}
 	defer func() {

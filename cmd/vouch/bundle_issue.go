@@ -49,11 +49,15 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	onset := fs.String("onset", "", "symptom onset date, YYYY-MM-DD (optional)")
 	out := fs.String("out", "", "write the bundle to this file; with several codes, a directory for CODE.bundle files")
 	publish := fs.Bool("publish", false, "put the bundles in the authorizations bucket (NATS_URL), for the phones to pick up")
+	verbose := fs.Bool("v", false, "also print the technical cause of a refusal, after the reason")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if *cardURI == "" || *attURI == "" || (*code == "" && *codesFile == "") || (*out == "" && !*publish) || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: vouch bundle issue -card URI -attestation URI -code CODE[,CODE...] | -codes FILE  -out FILE|DIR and/or -publish  (PINs from VOUCH_CARD_PIN, VOUCH_HSM_PIN)")
+		if *cardURI == "" || *attURI == "" {
+			fmt.Fprintln(stderr, explainMissing(errors.New("-card takes a test card's pkcs11: URI, such as $VOUCH_TEST_CARD_GP; -attestation takes $VOUCH_ATTESTATION_URI")))
+		}
 		return exitError(2)
 	}
 	var cfg issueConfig
@@ -61,7 +65,7 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if cfg.Trust.Profile == uzi.Production().Name() {
-		return errors.New("bundle issue attests without the back office's checks: it runs only under a test card profile")
+		return errors.New("bundle issue attests without the back office's checks: it runs only under a test card profile (VOUCH_CARD_PROFILE=test)")
 	}
 	// It never attests "active" without asking a register: the attestation
 	// says the register was asked.
@@ -72,6 +76,10 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	// where no phone API looks.
 	if *publish && cfg.Bus.URL == "" {
 		return errors.New("-publish puts the bundles on the running system's bus: set NATS_URL (and VOUCH_BUS_TOKEN)")
+	}
+	// An empty PIN would be tried on the card, and count as a wrong one.
+	if cfg.CardPIN == "" || cfg.HSMPIN == "" {
+		return errors.New("bundle issue logs in to the card (VOUCH_CARD_PIN) and to the back end's token (VOUCH_HSM_PIN): set both")
 	}
 	codes, err := issueCodes(*code, *codesFile)
 	if err != nil {
@@ -130,8 +138,8 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	// usage, validity, revocation, profile — before it signs anything.
 	id, err := verifier.VerifyCard(cert.Raw, uzi.PurposeVouch, now)
 	if err != nil {
-		fmt.Fprintf(stderr, "vouch: %v\n", err)
-		return refused(stdout, protocol.Verdict(err))
+		// The reason, in words; the error chain is for -v.
+		return refused(stdout, protocol.Verdict(err), cause(*verbose, err))
 	}
 	dir, err := directory.New(cfg.Directory)
 	if err != nil {
@@ -140,8 +148,8 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 	dec, err := license.New(cfg.License, dir, nil, slog.New(slog.NewTextHandler(stderr, nil))).Decide(ctx, id)
 	if !dec.Allowed {
 		fmt.Fprintf(stdout, "REFUSED  %s\n%s\n", dec.Reason, dec.Reason.Text(defaultLang()))
-		if err != nil {
-			fmt.Fprintf(stdout, "  cause  %v\n", err)
+		if c := cause(*verbose, err); c != nil {
+			fmt.Fprintf(stdout, "  cause  %v\n", c)
 		}
 		return exitError(1)
 	}
@@ -170,8 +178,8 @@ func runBundleIssue(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		raw := (&protocol.Bundle{Statement: enc, StatementSignature: sig, Cert: cert.Raw, Attestation: aenc, AttestationSignature: asig}).Marshal()
 		if _, err := verifier.Verify(raw, nil, now); err != nil {
-			fmt.Fprintf(stderr, "vouch: the bundle just made does not verify: %v\n", err)
-			return refused(stdout, protocol.Verdict(err))
+			// Not the card's fault: say so, whatever -v.
+			return refused(stdout, protocol.Verdict(err), fmt.Errorf("the bundle just made does not verify: %w", err))
 		}
 		bundles = append(bundles, issued{pc, aid, raw})
 	}
@@ -259,8 +267,20 @@ func moduleOf(u p11.URI) string {
 	return "/usr/lib/softhsm/libsofthsm2.so"
 }
 
-// refused reports a refusal the way bundle verify does, exit status 1.
-func refused(stdout io.Writer, reason protocol.Reason) error {
+// refused reports a refusal the way bundle verify does, exit status 1:
+// the reason, and after it the technical cause when there is one to show.
+func refused(stdout io.Writer, reason protocol.Reason, cause error) error {
 	fmt.Fprintf(stdout, "REFUSED  %s\n%s\n", reason, reason.Text(defaultLang()))
+	if cause != nil {
+		fmt.Fprintf(stdout, "cause: %v\n", cause)
+	}
 	return exitError(1)
+}
+
+// cause is err when -v asked for the technical cause, else nil.
+func cause(verbose bool, err error) error {
+	if verbose {
+		return err
+	}
+	return nil
 }

@@ -52,10 +52,14 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 		t.Fatalf("no card %s", name)
 		return ""
 	}
-	run := func(args ...string) (string, error) {
+	run2 := func(args ...string) (string, string, error) {
 		var out, errOut bytes.Buffer
 		err := realMain(context.Background(), args, &out, &errOut)
-		return out.String() + errOut.String(), err
+		return out.String(), errOut.String(), err
+	}
+	run := func(args ...string) (string, error) {
+		out, errOut, err := run2(args...)
+		return out + errOut, err
 	}
 	// Cards that may vouch get a bundle that verifies; the others are
 	// refused before anything is signed or written.
@@ -78,11 +82,16 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.card, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "bundle")
-			out, err := run("bundle", "issue", "-card", cardURI(tt.card), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", file)
+			out, errOut, err := run2("bundle", "issue", "-card", cardURI(tt.card), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", file)
 			if tt.want != "OK" {
 				var exit exitError
 				if !errors.As(err, &exit) || exit != 1 || !strings.HasPrefix(out, tt.want) {
-					t.Errorf("issue: %v\n%s\nwant %s", err, out, tt.want)
+					t.Errorf("issue: %v\n%s%s\nwant %s", err, out, errOut, tt.want)
+				}
+				// The reason alone, in words: no error chain before or
+				// after it (that is for -v).
+				if errOut != "" || strings.Count(out, "\n") != 2 || strings.Contains(out, "cause") {
+					t.Errorf("a refusal says more than its reason:\nstdout:\n%s\nstderr:\n%s", out, errOut)
 				}
 				if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("a refused card's bundle was written: %v", err)
@@ -90,7 +99,7 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("issue: %v\n%s", err, out)
+				t.Fatalf("issue: %v\n%s%s", err, out, errOut)
 			}
 			out, _ = run("bundle", "verify", "-phone-key", hex.EncodeToString(pub), file)
 			if !strings.HasPrefix(out, tt.want) {
@@ -98,6 +107,21 @@ func TestIssueWithSoftHSMCards(t *testing.T) {
 			}
 		})
 	}
+	// -v adds the technical cause after the reason; in Dutch the reason
+	// uses the pages' word for vouching.
+	t.Run("staff card, -v, in Dutch", func(t *testing.T) {
+		t.Setenv("LC_ALL", "")
+		t.Setenv("LC_MESSAGES", "")
+		t.Setenv("LANG", "nl_NL.UTF-8")
+		out, errOut, err := run2("bundle", "issue", "-v", "-card", cardURI("staff"), "-attestation", man.Backend.AttestationURI, "-code", code, "-out", filepath.Join(t.TempDir(), "b"))
+		lines := strings.Split(out, "\n")
+		if err != exitError(1) || errOut != "" || len(lines) < 3 || lines[0] != "REFUSED  card-staff" || !strings.HasPrefix(lines[2], "cause: ") {
+			t.Errorf("issue -v: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+		}
+		if !strings.Contains(lines[1], "instaan") || strings.Contains(out, "autoriseren") {
+			t.Errorf("the Dutch reason does not say instaan, as the pages do: %q", lines[1])
+		}
+	})
 	// -publish puts each code's bundle in the authorizations bucket of a
 	// running bus under the back office's key, for the phones to pick up;
 	// several codes come from -code and -codes together.

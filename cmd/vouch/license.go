@@ -22,7 +22,7 @@ type licenseConfig struct {
 	Professions []string `env:"VOUCH_VOUCH_PROFESSIONS"`
 }
 
-const licenseUsage = "usage: vouch license check [-type Z -role 01.015] [-lang nl] UZI"
+const licenseUsage = "usage: vouch license check [-type Z -role 01.015] [-lang nl] [-v] UZI"
 
 // runLicense is `vouch license check UZI`: may this card holder vouch now,
 // and what the answer rests on, for support staff answering "why may I not
@@ -44,6 +44,7 @@ func runLicense(ctx context.Context, log *slog.Logger, args []string, stdout, st
 	cardType := fs.String("type", "", "card type the card claims (default: the register's)")
 	role := fs.String("role", "", "role the card claims (default: the register's)")
 	lang := fs.String("lang", defaultLang(), "en or nl")
+	verbose := fs.Bool("v", false, "also print the technical cause of an answer, after the reason")
 	var pos []string
 	for rest := args[1:]; ; {
 		if err := parseFlags(fs, rest, stdout, stderr); err != nil {
@@ -103,7 +104,7 @@ func runLicense(ctx context.Context, log *slog.Logger, args []string, stdout, st
 	if dec.Entry.UZI != "" {
 		fmt.Fprintf(stdout, "  register        card type %s, role %s, license %s\n", dec.Entry.CardType, dec.Entry.Role, dec.Entry.License)
 	}
-	if err != nil {
+	if err != nil && *verbose {
 		fmt.Fprintf(stdout, "  cause           %v\n", err)
 	}
 	if !dec.Allowed {

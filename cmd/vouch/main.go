@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 )
@@ -173,8 +174,78 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
-	return c.run(ctx, log, args[1:], stdout, stderr)
+	err := c.run(ctx, log, args[1:], stdout, stderr)
+	var exit exitError
+	if err != nil && !errors.As(err, &exit) {
+		return explainMissing(err)
+	}
+	return err
 }
+
+// demoHint says where make demo's values come from; empty in a production
+// build, which has no demo.
+var demoHint string
+
+// varSources says where the value of a variable a command may miss comes
+// from, for the message that names it.
+var varSources = map[string]string{
+	"VOUCH_UZI_ROOTS":              "the trusted UZI root CAs' PEM files",
+	"VOUCH_UZI_CAS":                "the card-issuing CAs' PEM files, by card type",
+	"VOUCH_UZI_CRLS":               "the CAs' CRL files",
+	"VOUCH_UZI_CRL_SOURCES":        "the CRL files or URLs the registry sync fetches",
+	"VOUCH_ATTESTATION_KEYS":       "the back end's attestation public keys (PEM)",
+	"VOUCH_ATTESTATION_URI":        "the pkcs11: URI of the attestation key in the HSM",
+	"VOUCH_TEST_CARD_GP":           "the GP test card's pkcs11: URI (bin/pkcs11-mocks -env prints every test card's)",
+	"VOUCH_CARD_PROFILE":           "the card profile: test for the test cards",
+	"VOUCH_CARD_PIN":               "the test card's PIN (123456 for every test card)",
+	"VOUCH_HSM_PIN":                "the back end's token PIN (backend-1234 for the test token)",
+	"VOUCH_REGISTRY_URL":           "the register's LDAP URL (bin/testregistry serve prints a test register's)",
+	"VOUCH_REGISTRY_BIND_DN":       "the register's bind DN (bin/testregistry serve prints it)",
+	"VOUCH_REGISTRY_BIND_PASSWORD": "the register's bind password (bin/testregistry serve prints it)",
+	"NATS_URL":                     "the running system's bus (vouch all listens on it with VOUCH_BUS_LISTEN=1, VOUCH_BUS_PORT)",
+	"VOUCH_BUS_TOKEN":              "the bus's token (vouch all's VOUCH_BUS_TOKEN or VOUCH_BUS_TOKEN_FILE)",
+	"VOUCH_EXPORT_KEY_URIS":        "the pkcs11: URIs of the export signing keys",
+	"VOUCH_EXPORT_DIR":             "the directory the aggregator writes and the origin serves",
+	"VOUCH_BACKOFFICE_ORIGIN":      "the back office's origin as browsers see it",
+}
+
+// missingVar finds the variables a message names.
+var missingVar = regexp.MustCompile(`\b(VOUCH_[A-Z0-9_]*[A-Z0-9]|NATS_URL)\b`)
+
+// explainMissing adds to err, for each variable it names that is not set
+// (neither it nor its _FILE), where its value comes from: a new user
+// should not have to dig through .vouch/ for it.
+func explainMissing(err error) error {
+	var notes []string
+	seen := map[string]bool{}
+	for _, name := range missingVar.FindAllString(err.Error(), -1) {
+		src, known := varSources[name]
+		if !known || seen[name] || os.Getenv(name) != "" || os.Getenv(name+"_FILE") != "" {
+			continue
+		}
+		seen[name] = true
+		notes = append(notes, name+" is "+src)
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	note := strings.Join(notes, "; ")
+	if demoHint != "" {
+		note += "; " + demoHint
+	} else {
+		note += " (README.md, Configuration)"
+	}
+	return &explained{err: err, note: note}
+}
+
+// explained is an error with a note on where a missing value comes from.
+type explained struct {
+	err  error
+	note string
+}
+
+func (e *explained) Error() string { return e.err.Error() + " — " + e.note }
+func (e *explained) Unwrap() error { return e.err }
 
 func logLevel() slog.Level {
 	var l slog.Level
