@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -246,15 +247,15 @@ func (s *Service) pickup(c echo.Context) error {
 	chaff := isChaff(c)
 	body, err := readBody(c, phoneapi.MaxPickupRequestSize)
 	if err != nil {
-		return s.countPickup(chaff, err)
+		return s.countPickup(err)
 	}
 	req, err := decodePickup(body)
 	if err != nil {
-		return s.countPickup(chaff, &apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
+		return s.countPickup(&apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
 	}
 	now := s.now()
 	if err := checkPhone(req.phone, protocol.PickupMessage(req.phone, req.at), req.sig, req.at, now); err != nil {
-		return s.countPickup(chaff, err)
+		return s.countPickup(err)
 	}
 	code := phonecode.FromPublicKey(req.phone)
 	ctx, cancel := s.busCtx(c.Request().Context())
@@ -264,7 +265,7 @@ func (s *Service) pickup(c echo.Context) error {
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:
-		return s.countPickup(chaff, &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err})
+		return s.countPickup(unavailable(err))
 	case !chaff:
 		bundle = e.Value()
 	}
@@ -272,27 +273,35 @@ func (s *Service) pickup(c echo.Context) error {
 	if bundle != nil {
 		res.Status, res.Bundle = phoneapi.StatusReady, bundle
 	}
-	if !chaff {
-		s.metrics.pickups.WithLabelValues(res.Status).Inc()
-	}
+	s.countPickup(nil)
 	writePadded(c, http.StatusOK, res, phoneapi.PickupResponseBlock)
 	return nil
 }
 
-func (s *Service) countPickup(chaff bool, err error) error {
-	var ae *apiError
-	if !chaff && errors.As(err, &ae) {
-		s.metrics.pickups.WithLabelValues(ae.code).Inc()
-	}
+// countPickup and countUpload count a request's outcome — accepted,
+// refused or unavailable — for chaff and real alike: a count that moved for
+// real requests only would tell an observer which of the requests it saw
+// were real. Why a request was refused is in the log; how many uploads
+// were real is the readers' and the exports' to count.
+func (s *Service) countPickup(err error) error {
+	s.metrics.pickups.WithLabelValues(outcome(err)).Inc()
 	return err
 }
 
-func (s *Service) countUpload(chaff bool, err error) error {
-	var ae *apiError
-	if !chaff && errors.As(err, &ae) {
-		s.metrics.uploads.WithLabelValues(ae.code).Inc()
-	}
+func (s *Service) countUpload(err error) error {
+	s.metrics.uploads.WithLabelValues(outcome(err)).Inc()
 	return err
+}
+
+func outcome(err error) string {
+	var ae *apiError
+	switch {
+	case err == nil:
+		return "accepted"
+	case errors.As(err, &ae) && ae.status < 500:
+		return "refused"
+	}
+	return "unavailable"
 }
 
 // decodedUpload is an upload request that decoded and has the right shape.
@@ -333,87 +342,174 @@ func decodeUpload(b []byte) (*decodedUpload, error) {
 	return d, nil
 }
 
-// upload verifies an upload completely and publishes its keys. Chaff goes
-// through the same decoding, signature and key checks, does comparable
-// work in place of the bundle's verification and the bus's writes, and
-// changes nothing.
+// upload verifies an upload completely and publishes its keys.
+//
+// The used mark decides a retry: an upload whose bundle, phone key and keys
+// are those of a marked upload (the same bytes again, or signed again at a
+// later time) passed every check when it was marked, so it is published
+// however long ago that was — the phone got 503 or no answer, and nothing
+// it was told is undone. Every other upload is checked in full.
+//
+// Chaff goes through the same steps with the same work: decoding, the
+// phone's signature and time, the key rules, a bundle verification, and the
+// same three bus round trips (the mark's lookup, a write and a publish that
+// the bus refuses by their expected sequence, so nothing changes).
 func (s *Service) upload(c echo.Context) error {
 	chaff := isChaff(c)
 	body, err := readBody(c, phoneapi.MaxUploadRequestSize)
 	if err != nil {
-		return s.countUpload(chaff, err)
+		return s.countUpload(err)
 	}
 	req, err := decodeUpload(body)
 	if errors.Is(err, exposure.ErrTooManyKeys) {
-		return s.countUpload(chaff, &apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+		return s.countUpload(&apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
 	}
 	if err != nil {
-		return s.countUpload(chaff, &apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
+		return s.countUpload(&apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
 	}
 	now := s.now()
 	u := &req.upload
-	if err := checkPhone(u.Phone, req.canon, req.sig, u.At, now); err != nil {
-		return s.countUpload(chaff, err)
-	}
-	if err := exposure.Validate(u.Keys, now, s.cfg.MaxAgeDays); err != nil {
-		// The rule's text is written for a phone's developer.
-		return s.countUpload(chaff, &apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+	if !ed25519.Verify(u.Phone, req.canon, req.sig) {
+		return s.countUpload(errPhoneSig)
 	}
 	ctx, cancel := s.busCtx(c.Request().Context())
 	defer cancel()
+	sum := uploadSum(u)
+	st := statementOf(u.Bundle)
+	var aid [protocol.AuthorizationIDLen]byte
+	if chaff || st == nil {
+		// No authorization to look up: a random one, never marked.
+		_, _ = randRead(aid[:])
+	} else {
+		aid = st.AuthorizationID
+	}
+	id := hex.EncodeToString(aid[:])
+	retry, err := s.marked(ctx, id, sum[:])
+	if err != nil {
+		return s.countUpload(unavailable(err))
+	}
+	if !retry {
+		if err := checkTime(u.At, now); err != nil {
+			return s.countUpload(err)
+		}
+		if err := exposure.Validate(u.Keys, now, s.cfg.MaxAgeDays); err != nil {
+			// The rule's text is written for a phone's developer.
+			return s.countUpload(&apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+		}
+	}
+	// The bundle is verified for a retry too (its answer is not needed: it
+	// was verified when marked), so that a retry costs what a first upload
+	// does.
+	var res *protocol.Result
 	if chaff {
 		s.decoy.work(u.Bundle)
-		if err := s.chaffRoundTrips(ctx); err != nil {
-			// As a real upload would be answered while the bus is down.
-			return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
-		}
-		writePadded(c, http.StatusOK, &phoneapi.UploadResponse{Status: phoneapi.StatusPublished}, phoneapi.UploadResponseBlock)
-		return nil
+	} else {
+		res, err = s.verifier.Verify(u.Bundle, u.Phone, now)
 	}
-	res, err := s.verifier.Verify(u.Bundle, u.Phone, now)
-	if err != nil {
+	if !retry && err != nil {
 		reason := protocol.Verdict(err)
-		return s.countUpload(false, &apiError{status: http.StatusForbidden, code: string(reason), msg: reason.Text("en"), cause: err})
+		return s.countUpload(&apiError{status: http.StatusForbidden, code: string(reason), msg: reason.Text("en"), cause: err})
 	}
-	ok, err := s.licenses.mayVouch(res.Identity.UZI, now)
-	switch {
-	case err != nil:
-		return s.countUpload(false, &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err})
-	case !ok:
-		return s.countUpload(false, errLicense)
+	if !retry && !chaff {
+		ok, err := s.licenses.mayVouch(res.Identity.UZI, now)
+		switch {
+		case err != nil:
+			return s.countUpload(unavailable(err))
+		case !ok:
+			return s.countUpload(errLicense)
+		}
 	}
-	id := hex.EncodeToString(res.Statement.AuthorizationID[:])
-	sum := sha256.Sum256(req.canon)
-	if err := s.markUsed(ctx, id, sum[:]); err != nil {
-		return s.countUpload(false, err)
+	if chaff || retry {
+		err = s.noopWrite(ctx, sum[:])
+	} else {
+		err = s.markUsed(ctx, id, sum[:])
 	}
-	rec := exposure.Record{AuthorizationID: res.Statement.AuthorizationID, Received: exposure.Coarse(now),
-		SymptomOnset: res.Statement.SymptomOnset, Keys: u.Keys}
-	if _, err := s.js.Publish(ctx, exposure.Subject, rec.Marshal(), jetstream.WithMsgID(id)); err != nil {
-		// The mark stays: the phone's retry of this same upload publishes.
-		return s.countUpload(false, &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err})
+	if err != nil {
+		return s.countUpload(err)
 	}
-	s.metrics.uploads.WithLabelValues(phoneapi.StatusPublished).Inc()
-	s.metrics.keys.Add(float64(len(u.Keys)))
+	rec := exposure.Record{AuthorizationID: aid, Received: exposure.Coarse(now), Keys: u.Keys}
+	if st != nil {
+		rec.SymptomOnset = st.SymptomOnset
+	}
+	if chaff {
+		err = s.noopPublish(ctx, rec.Marshal())
+	} else {
+		_, err = s.js.Publish(ctx, exposure.Subject, rec.Marshal(), jetstream.WithMsgID(id))
+	}
+	if err != nil {
+		// The mark stays: the phone's retry of this upload publishes.
+		return s.countUpload(unavailable(err))
+	}
+	s.countUpload(nil)
 	writePadded(c, http.StatusOK, &phoneapi.UploadResponse{Status: phoneapi.StatusPublished}, phoneapi.UploadResponseBlock)
 	return nil
 }
 
-// markUsed marks the authorization id used by the upload whose hash is sum,
+// unavailable is a 503 for a bus that did not answer.
+func unavailable(cause error) *apiError {
+	return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: cause}
+}
+
+// checkTime checks the phone's signed time against the server's.
+func checkTime(at, now time.Time) error {
+	if d := now.Sub(at); d > protocol.PhoneClockSkew || d < -protocol.PhoneClockSkew {
+		return errStale
+	}
+	return nil
+}
+
+// uploadSum is what the used mark holds: SHA-256 of the canonical upload
+// with its time left out, so that the same bundle, phone key and keys
+// (in the same order) signed again later are the same upload.
+func uploadSum(u *protocol.Upload) [sha256.Size]byte {
+	c := *u
+	c.At = time.Unix(0, 0)
+	return sha256.Sum256(c.Marshal())
+}
+
+// statementOf parses a bundle's statement without verifying anything, nil
+// when it does not parse: it names the authorization whose mark is looked
+// up, and the mark was made only after the same bytes were verified.
+func statementOf(bundle []byte) *protocol.Statement {
+	b, err := protocol.ParseBundle(bundle)
+	if err != nil {
+		return nil
+	}
+	st, err := protocol.ParseStatement(b.Statement)
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
+// marked reports whether the authorization id is marked used by the upload
+// whose sum is sum.
+func (s *Service) marked(ctx context.Context, id string, sum []byte) (bool, error) {
+	e, err := s.used.Get(ctx, id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return subtle.ConstantTimeCompare(e.Value(), sum) == 1, nil
+}
+
+// markUsed marks the authorization id used by the upload whose sum is sum,
 // atomically: the first upload creates the mark; the same upload again
-// (a retry after a lost answer or a crash before publishing) finds its own
-// hash and goes on; another upload with it is a replay.
+// (two at once) finds its own sum and goes on; another upload with it is a
+// replay.
 func (s *Service) markUsed(ctx context.Context, id string, sum []byte) error {
 	_, err := s.used.Create(ctx, id, sum)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
+		return unavailable(err)
 	}
 	e, err := s.used.Get(ctx, id)
 	if err != nil {
-		return &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
+		return unavailable(err)
 	}
 	if subtle.ConstantTimeCompare(e.Value(), sum) != 1 {
 		return errReplay
@@ -421,18 +517,37 @@ func (s *Service) markUsed(ctx context.Context, id string, sum []byte) error {
 	return nil
 }
 
-// chaffRoundTrips asks the bus what a real upload's mark and publish cost
-// in round trips, reading a random key so that nothing changes.
-func (s *Service) chaffRoundTrips(ctx context.Context) error {
-	var r [16]byte
+// noopWrite costs what markUsed does — one write to the used bucket — and
+// changes nothing: it expects a revision a fresh key cannot have, and the
+// bus refuses it after the same checks a mark goes through.
+func (s *Service) noopWrite(ctx context.Context, sum []byte) error {
+	var r [protocol.AuthorizationIDLen]byte
 	_, _ = randRead(r[:])
-	id := hex.EncodeToString(r[:])
-	for range 2 {
-		if _, err := s.used.Get(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return err
-		}
+	_, err := s.used.Update(ctx, hex.EncodeToString(r[:]), sum, math.MaxInt64)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return nil
 	}
-	return nil
+	if err == nil {
+		return errors.New("ingest: the bus stored a write it should have refused")
+	}
+	return unavailable(err)
+}
+
+// noopPublish costs what a publish of rec does and stores nothing: the
+// stream refuses it for its expected last sequence.
+func (s *Service) noopPublish(ctx context.Context, rec []byte) error {
+	var r [protocol.AuthorizationIDLen]byte
+	_, _ = randRead(r[:])
+	_, err := s.js.Publish(ctx, exposure.Subject, rec, jetstream.WithMsgID(hex.EncodeToString(r[:])),
+		jetstream.WithExpectLastSequence(math.MaxInt64))
+	var ae *jetstream.APIError
+	if errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return nil
+	}
+	if err == nil {
+		return errors.New("ingest: the stream stored a publish it should have refused")
+	}
+	return err
 }
 
 // openAPI serves the API's description.

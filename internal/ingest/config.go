@@ -48,9 +48,12 @@ type Config struct {
 	Replicas int `env:"VOUCH_KEYS_STREAM_REPLICAS, default=1"`
 }
 
-// usedTTL is how long an authorization stays marked used: longer than its
-// validity (24 h) plus clock skew, so a replay finds the mark.
-const usedTTL = 48 * time.Hour
+// usedTTL is how long an authorization stays marked used: a day longer
+// than keys are published, so that a phone's retry of an upload is
+// recognised as long as any of its keys could still be published (and
+// longer than an authorization's validity, 24 h, so a replay finds the
+// mark).
+func usedTTL(maxAgeDays int) time.Duration { return time.Duration(maxAgeDays+1) * 24 * time.Hour }
 
 // nets are the parsed CIDR lists.
 type nets struct {

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -134,7 +133,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.LicenseBucket, err)
 	}
 	s.licenses = newLicenses(lic, deps.Log)
-	if s.used, err = openUsed(ctx, s.js, cfg.Replicas); err != nil {
+	if s.used, err = openUsed(ctx, s.js, cfg.Replicas, usedTTL(cfg.MaxAgeDays)); err != nil {
 		return nil, err
 	}
 	if cfg.AccessLogDir != "" {
@@ -149,12 +148,20 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
-// openUsed opens the bucket that marks authorizations used, creating it.
-func openUsed(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+// openUsed opens the bucket that marks authorizations used, creating it,
+// and keeps its marks for ttl (an older bucket's shorter TTL is raised).
+func openUsed(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, error) {
+	cfg := jetstream.KeyValueConfig{Bucket: exposure.UsedBucket, History: 1, TTL: ttl, Replicas: max(replicas, 1),
+		Description: "authorizations uploaded with: SHA-256 of the upload without its time, by authorization id"}
 	kv, err := js.KeyValue(ctx, exposure.UsedBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: exposure.UsedBucket, History: 1, TTL: usedTTL,
-			Replicas: max(replicas, 1), Description: "authorizations uploaded with: SHA-256 of the upload, by authorization id"})
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		kv, err = js.CreateKeyValue(ctx, cfg)
+	case err == nil:
+		var st jetstream.KeyValueStatus
+		if st, err = kv.Status(ctx); err == nil && st.TTL() < ttl {
+			kv, err = js.UpdateKeyValue(ctx, cfg)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ingest: bucket %s: %w", exposure.UsedBucket, err)
@@ -229,18 +236,9 @@ func (s *Service) Register(e *echo.Echo) {
 	e.GET(phoneapi.PathOpenAPI, s.openAPI)
 }
 
+// ipExtractor is the one rule every role follows (server.IPExtractor).
 func (s *Service) ipExtractor() echo.IPExtractor {
-	if len(s.nets.proxies) == 0 {
-		return echo.ExtractIPDirect()
-	}
-	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-	for _, p := range s.nets.proxies {
-		_, n, err := net.ParseCIDR(p.String())
-		if err == nil {
-			opts = append(opts, echo.TrustIPRange(n))
-		}
-	}
-	return echo.ExtractIPFromXFFHeader(opts...)
+	return server.IPExtractor(s.nets.proxies)
 }
 
 // decoy is the work a chaff upload does instead of verifying a bundle: an
@@ -283,22 +281,20 @@ func (d *decoy) work(bundle []byte) {
 	_ = ecdsa.VerifyASN1(d.ecPub, digest[:], d.ecSig)
 }
 
+// metrics count requests by outcome, chaff and real alike (countUpload).
 type metrics struct {
 	pickups *prometheus.CounterVec
 	uploads *prometheus.CounterVec
-	keys    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		pickups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_ingest_pickups_total",
-			Help: "Real pickups by result (pending, ready, or the refusal's code)."}, []string{"result"}),
+			Help: "Pickups, chaff and real alike, by outcome: accepted, refused or unavailable."}, []string{"result"}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_ingest_uploads_total",
-			Help: "Real uploads by result (published, or the refusal's code)."}, []string{"result"}),
-		keys: prometheus.NewCounter(prometheus.CounterOpts{Name: "vouch_ingest_keys_published_total",
-			Help: "Keys the bus acknowledged."}),
+			Help: "Uploads, chaff and real alike, by outcome: accepted, refused or unavailable."}, []string{"result"}),
 	}
-	reg.MustRegister(m.pickups, m.uploads, m.keys)
+	reg.MustRegister(m.pickups, m.uploads)
 	return m
 }
 

@@ -422,7 +422,8 @@ func TestLogsHoldNoPayload(t *testing.T) {
 	if status, body := w.upload(ok, false); status != http.StatusOK {
 		t.Fatalf("upload: %d %s", status, body)
 	}
-	w.upload(p.uploadReq(bundle, ks, time.Now().Add(time.Second)), false) // replay
+	others := keys(t, 3)
+	w.upload(p.uploadReq(bundle, others, time.Now()), false) // replay
 	b, _ := json.Marshal(p.uploadReq(bundle, ks, time.Now()))
 	w.post(phoneapi.PathUploads, append(b[:len(b)-1], []byte(`,"secret_field_name":1}`)...), false)
 	w.post(phoneapi.PathUploads, []byte(`{"bundle": secret-garbage}`), false)
@@ -435,12 +436,60 @@ func TestLogsHoldNoPayload(t *testing.T) {
 	}
 	secrets := []string{"secret_field_name", "secret-garbage", base64.StdEncoding.EncodeToString(p.pub), hex.EncodeToString(p.pub),
 		base64.StdEncoding.EncodeToString(bundle[:48])}
-	for _, k := range ks {
+	for _, k := range append(ks, others...) {
 		secrets = append(secrets, base64.StdEncoding.EncodeToString(k.Key), hex.EncodeToString(k.Key))
 	}
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {
 			t.Errorf("the logs hold %q", s)
 		}
+	}
+}
+
+// TestUploadRetryAfterLongOutage: the bus stays down for 10 minutes between
+// the used mark and the publish. The phone's identical retry, long past the
+// 5 minutes its signed time is good for, publishes; so does the same upload
+// signed again; another upload with the authorization is still a replay.
+func TestUploadRetryAfterLongOutage(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Now()}
+	w := newWorldAt(t, clock.Now, nil)
+	p := newPhone(t)
+	bundle, aid := w.bundle(p, bundleOpts{})
+	ks := keys(t, 5)
+	req := p.uploadReq(bundle, ks, clock.Now())
+	if err := w.bus.JetStream().DeleteStream(t.Context(), exposure.Stream); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := w.upload(req, false); status != http.StatusServiceUnavailable {
+		t.Fatalf("stream gone: %d %s, want 503", status, body)
+	}
+	clock.add(10 * time.Minute)
+	if _, err := w.bus.Stream(t.Context(), bus.StreamConfig{Name: exposure.Stream, Subjects: []string{exposure.Subject}, MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := w.upload(req, false); status != http.StatusOK {
+		t.Fatalf("identical retry 10 minutes later: %d %s, want 200", status, body)
+	}
+	resigned := p.uploadReq(bundle, ks, clock.Now())
+	if status, body := w.upload(resigned, false); status != http.StatusOK {
+		t.Fatalf("the same keys signed again: %d %s, want 200", status, body)
+	}
+	other := p.uploadReq(bundle, keys(t, 5), clock.Now())
+	if status, body := w.upload(other, false); status != http.StatusConflict || errorCode(body) != "replay" {
+		t.Errorf("other keys with the authorization: %d %s, want 409 replay", status, body)
+	}
+	recs, ids := w.messages()
+	if len(recs) != 1 || ids[0] != hex.EncodeToString(aid[:]) {
+		t.Fatalf("%d messages (%q), want the upload's one", len(recs), ids)
+	}
+	if diff := cmp.Diff(toKeys(ks), recs[0].Keys); diff != "" {
+		t.Errorf("published keys (-uploaded +got):\n%s", diff)
+	}
+	// A phone that is not the one vouched for cannot ride on the mark.
+	thief := newPhone(t)
+	stolen := thief.uploadReq(bundle, ks, clock.Now())
+	if status, body := w.upload(stolen, false); status != http.StatusForbidden {
+		t.Errorf("the bundle and keys from another phone: %d %s, want 403", status, body)
 	}
 }

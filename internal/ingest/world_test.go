@@ -54,6 +54,8 @@ type world struct {
 	echo     *echo.Echo
 	cfg      ingest.Config
 	logs     *lockedBuffer
+	now      func() time.Time     // the service's clock; nil: time.Now
+	metrics  *prometheus.Registry // the service's and its server's metrics
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -62,7 +64,13 @@ var cardsMu sync.Mutex // p11 sessions are opened one at a time
 
 func newWorld(t *testing.T, tune func(*ingest.Config)) *world {
 	t.Helper()
-	w := &world{t: t, man: testenv.Cards(t), cards: map[string]*p11.Signer{}}
+	return newWorldAt(t, nil, tune)
+}
+
+// newWorldAt is a world whose service reads the time from now.
+func newWorldAt(t *testing.T, now func() time.Time, tune func(*ingest.Config)) *world {
+	t.Helper()
+	w := &world{t: t, man: testenv.Cards(t), cards: map[string]*p11.Signer{}, now: now}
 	w.bus = testenv.Bus(t)
 	mod, err := p11.Open(w.man.Module)
 	if err != nil {
@@ -103,13 +111,14 @@ func (w *world) start() {
 	t := w.t
 	w.logs = &lockedBuffer{}
 	log := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w.metrics = prometheus.NewRegistry()
 	svc, err := ingest.New(t.Context(), w.cfg, ingest.Deps{Trust: w.tr, Bus: w.bus, Log: log,
-		Metrics: prometheus.NewRegistry()})
+		Metrics: w.metrics, Now: w.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.svc = svc
-	srv := server.New(server.Config{}, log, prometheus.NewRegistry(), nil)
+	srv := server.New(server.Config{}, log, w.metrics, nil)
 	svc.Register(srv.Echo())
 	w.echo = srv.Echo()
 	w.srv = httptest.NewServer(srv.Echo())
