@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 )
 
@@ -184,7 +188,70 @@ func Browser(t testing.TB, origins []string, module, conf string) context.Contex
 	case <-time.After(30 * time.Second):
 		t.Fatal("testenv: Chromium did not start in 30 s")
 	}
+	waitConfigured(t, ctx, origins)
 	return ctx
+}
+
+// waitConfigured waits until the extension's service worker has asked the
+// agent for its origins and registered its content script for them: a
+// page of the back office loaded before that would have no content script.
+func waitConfigured(t testing.TB, browser context.Context, origins []string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var sw target.ID
+	for sw == "" {
+		targets, err := chromedp.Targets(browser)
+		if err != nil {
+			t.Fatalf("testenv: the browser's targets: %v", err)
+		}
+		for _, ti := range targets {
+			if ti.Type == "service_worker" && strings.HasSuffix(ti.URL, "/background.js") {
+				sw = ti.TargetID
+			}
+		}
+		if sw == "" {
+			if time.Now().After(deadline) {
+				t.Fatal("testenv: the extension's service worker did not start in 30 s")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// Not under a timeout: chromedp ties the target's session to the
+	// context of its first Run (see attach in web/watch_test.go). Its
+	// cancel would close the worker: it ends with the test.
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithTargetID(sw))
+	t.Cleanup(cancel)
+	attached := make(chan error, 1)
+	go func() { attached <- chromedp.Run(ctx) }()
+	select {
+	case err := <-attached:
+		if err != nil {
+			t.Fatalf("testenv: attaching to the service worker: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("testenv: the service worker did not answer in 20 s")
+	}
+	var got []string
+	ectx, ecancel := context.WithTimeout(ctx, time.Until(deadline)+10*time.Second)
+	defer ecancel()
+	err := chromedp.Run(ectx, chromedp.ActionFunc(func(ctx context.Context) error {
+		res, exc, err := cdpruntime.Evaluate(`configure().then((s) => [...s])`).WithAwaitPromise(true).WithReturnByValue(true).Do(ctx)
+		switch {
+		case err != nil:
+			return err
+		case exc != nil:
+			return errors.New(exc.Text)
+		}
+		return json.Unmarshal(res.Value, &got)
+	}))
+	if err != nil {
+		t.Fatalf("testenv: the extension's configuration: %v", err)
+	}
+	for _, o := range origins {
+		if !slices.Contains(got, o) {
+			t.Fatalf("testenv: the extension took the origins %v from the agent, not %s", got, o)
+		}
+	}
 }
 
 // tail is the last n bytes of b.

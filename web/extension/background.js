@@ -1,13 +1,25 @@
 // Vouch card extension: service worker. It stands between the page and
 // the card agent (native messaging host nl.vouch.cardagent):
+//   - its content script runs only in pages of the back-office origins the
+//     agent was installed for (registered here, from the agent's own
+//     configuration); every other page has nothing of the extension to
+//     talk to, and gets no answer at all;
+//   - a message or port of any other origin (a content script the
+//     browser put elsewhere) is refused here, before any native port, at
+//     once and with the answer a page gets when there is no agent: it
+//     learns nothing of the agent, the readers or the back office;
 //   - the origin it passes on is the browser's (sender.origin), never the
 //     page's word;
 //   - before a signature it asks the agent to describe what will be
 //     signed, and shows that — the agent's reading, not the page's — in
-//     the extension's own window, where the PIN is typed; the page never
-//     sees the PIN;
+//     the extension's own window, and signs only after the person
+//     confirmed there: with the PIN typed there, or, on a reader with a
+//     PIN pad, with a click (the PIN is then typed on the reader); the
+//     page never sees the PIN;
 //   - the page can ask for nothing but a card list and a signature over a
 //     Vouch login challenge or authorization statement (the agent checks);
+//   - a tab gets a bounded number of requests (RATE_BURST, then RATE_PER_S
+//     a second);
 //   - a page may watch the readers: its tab gets the agent's card events,
 //     but only while the agent accepts the tab's origin (see "Watching the
 //     readers" below).
@@ -16,8 +28,142 @@
 const HOST = "nl.vouch.cardagent";
 const OWN_ORIGIN = new URL(chrome.runtime.getURL("/")).origin;
 const PIN_PAGE = chrome.runtime.getURL("pin.html");
+const SCRIPT_ID = "vouch-content";
 
-// PIN windows waiting for the person: window id → {display, resolve}.
+// What a page gets when the agent cannot be reached, and what a page of
+// an origin that is not the back office gets, whatever the agent and the
+// readers are doing.
+const noAgent = () => ({ type: "error", error: "agent-missing" });
+
+// ---- Which pages may ask ----
+//
+// The agent knows the back-office origins (cardagent install -origin).
+// At each start the worker asks it ({type: "origins"}: the agent reads its
+// configuration and touches no card) and registers the content script for
+// exactly those origins, port included. Registered scripts outlive the
+// worker and the browser session; they are what the worker reads the
+// origins back from at its next start, so that the check below never
+// waits for the agent. An agent that cannot be asked changes nothing.
+
+// allowed: Promise of the Set of origins whose pages may ask.
+let allowed = null;
+let configuring = null;
+
+function allowedOrigins() {
+  if (!allowed) {
+    allowed = chrome.scripting.getRegisteredContentScripts({ ids: [SCRIPT_ID] }).then(
+      (scripts) => new Set(scripts.flatMap((s) => (s.matches || []).map(originOfPattern)).filter((o) => o !== null)),
+      () => new Set(),
+    );
+  }
+  return allowed;
+}
+
+// An origin as a browser writes it: https, or http on this machine (tests
+// and demos), as the agent accepts them.
+function validOrigin(o) {
+  if (typeof o !== "string") return false;
+  let u;
+  try {
+    u = new URL(o);
+  } catch (e) {
+    return false;
+  }
+  return u.origin === o && (u.protocol === "https:" ||
+    (u.protocol === "http:" && (u.hostname === "127.0.0.1" || u.hostname === "localhost")));
+}
+
+// patternOf is the match pattern of exactly one origin: with its port
+// written out, since a pattern without one matches every port of the host.
+function patternOf(origin) {
+  const u = new URL(origin);
+  return `${u.protocol}//${u.hostname}:${u.port || (u.protocol === "https:" ? "443" : "80")}/*`;
+}
+
+function originOfPattern(p) {
+  try {
+    const o = new URL(p.replace(/\*$/, "")).origin;
+    return validOrigin(o) ? o : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+// configure asks the agent for its origins and registers the content
+// script for them (once per worker start); it resolves with the set.
+function configure() {
+  if (!configuring) configuring = configureOnce();
+  return configuring;
+}
+
+async function configureOnce() {
+  let resp;
+  try {
+    resp = await chrome.runtime.sendNativeMessage(HOST, { type: "origins" });
+  } catch (e) {
+    return allowedOrigins(); // no agent: what was registered stays
+  }
+  if (!resp || resp.type !== "origins" || !Array.isArray(resp.origins)) return allowedOrigins();
+  const origins = [...new Set(resp.origins.filter(validOrigin))].sort();
+  const matches = origins.map(patternOf);
+  const have = await chrome.scripting.getRegisteredContentScripts({ ids: [SCRIPT_ID] }).catch(() => []);
+  const same = have.length === 1 && JSON.stringify([...(have[0].matches || [])].sort()) === JSON.stringify([...matches].sort());
+  if (!same) {
+    if (have.length > 0) await chrome.scripting.unregisterContentScripts({ ids: [SCRIPT_ID] });
+    if (matches.length > 0) {
+      await chrome.scripting.registerContentScripts([{
+        id: SCRIPT_ID,
+        js: ["content.js"],
+        matches,
+        runAt: "document_start",
+        allFrames: false,
+        persistAcrossSessions: true,
+      }]);
+    }
+  }
+  const set = new Set(origins);
+  allowed = Promise.resolve(set);
+  return set;
+}
+
+chrome.runtime.onInstalled.addListener(() => configure());
+chrome.runtime.onStartup.addListener(() => configure());
+configure();
+
+// gate: may this sender (a content script's message or port) reach the
+// agent? Only the top frame of a tab of a configured origin.
+async function gate(sender) {
+  const origins = await allowedOrigins();
+  return !!sender.tab && sender.frameId === 0 && typeof sender.origin === "string" && origins.has(sender.origin);
+}
+
+// ---- Requests per tab ----
+
+const RATE_BURST = 20;
+const RATE_PER_S = 2;
+const buckets = new Map(); // tab id → {tokens, at}
+
+// takeToken counts one request of a tab; false when the tab is over its
+// rate.
+function takeToken(tabId) {
+  const now = Date.now();
+  let b = buckets.get(tabId);
+  if (!b) {
+    b = { tokens: RATE_BURST, at: now };
+    buckets.set(tabId, b);
+  }
+  b.tokens = Math.min(RATE_BURST, b.tokens + ((now - b.at) / 1000) * RATE_PER_S);
+  b.at = now;
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
+}
+
+chrome.tabs.onRemoved.addListener((tabId) => buckets.delete(tabId));
+
+// ---- Requests ----
+
+// PIN windows waiting for the person: window id → {display, pinPad, resolve}.
 const pending = new Map();
 
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
@@ -26,13 +172,15 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
     fromPinWindow(msg, sender, sendResponse);
     return true;
   }
-  if (!sender.tab || !sender.origin || sender.frameId !== 0) {
-    sendResponse({ type: "error", error: "origin-refused" });
-    return false;
-  }
-  handle(msg, sender.origin).then(sendResponse, () => sendResponse({ type: "error", error: "agent-unavailable" }));
+  fromTab(msg, sender).then(sendResponse, () => sendResponse({ type: "error", error: "agent-unavailable" }));
   return true; // answered later
 });
+
+async function fromTab(msg, sender) {
+  if (!(await gate(sender))) return noAgent();
+  if (!takeToken(sender.tab.id)) return { type: "error", error: "rate-limited" };
+  return handle(msg || {}, sender.origin);
+}
 
 async function handle(msg, origin) {
   const base = { id: String(msg.id || ""), origin };
@@ -49,11 +197,11 @@ async function handle(msg, origin) {
       if (!card) return { type: "error", error: "no-card" };
       const d = await native({ ...req, type: "describe" });
       if (d.type === "error") return d;
-      let pin = "";
-      if (!card.pinPad) {
-        pin = await askPIN(d.display);
-        if (pin === null) return { type: "error", error: "cancelled" };
-      }
+      // Every reader: the window shows what will be signed and waits for
+      // the person. With a PIN pad the PIN is typed on the reader once
+      // the window was confirmed; the agent gets none from here.
+      const pin = await askPIN(d.display, card.pinPad === true);
+      if (pin === null) return { type: "error", error: "cancelled" };
       return native({ ...req, type: "sign", pin });
     }
   }
@@ -64,31 +212,36 @@ async function native(req) {
   try {
     return await chrome.runtime.sendNativeMessage(HOST, req);
   } catch (e) {
-    return { type: "error", error: "agent-missing" };
+    return noAgent();
   }
 }
 
 // askPIN opens the extension's own window with what will be signed and
-// resolves with the PIN typed there, or null when the person cancels or
-// closes it.
-async function askPIN(display) {
+// resolves with the PIN typed there ("" when the reader has a PIN pad and
+// the person confirmed), or null when the person cancels or closes it.
+async function askPIN(display, pinPad) {
   const win = await chrome.windows.create({ url: PIN_PAGE, type: "popup", width: 460, height: 560, focused: true });
-  return new Promise((resolve) => pending.set(win.id, { display, resolve }));
+  return new Promise((resolve) => pending.set(win.id, { display, pinPad, resolve }));
 }
 
 function fromPinWindow(msg, sender, sendResponse) {
   const winId = sender.tab && sender.tab.windowId;
   const p = pending.get(winId);
-  if (!p || !sender.url || !sender.url.startsWith(PIN_PAGE)) {
+  if (!p || !sender.url || !sender.url.startsWith(PIN_PAGE) || !msg || typeof msg !== "object") {
     sendResponse({ error: "no-request" });
     return;
   }
   if (msg.want === "display") {
-    sendResponse({ display: p.display });
+    sendResponse({ display: p.display, pinPad: p.pinPad });
     return;
   }
+  let pin = null;
+  if (!msg.cancel) {
+    if (p.pinPad) pin = msg.confirm === true ? "" : null;
+    else if (typeof msg.pin === "string") pin = msg.pin;
+  }
   pending.delete(winId);
-  p.resolve(typeof msg.pin === "string" && !msg.cancel ? msg.pin : null);
+  p.resolve(pin);
   sendResponse({ ok: true });
   chrome.windows.remove(winId).catch(() => {});
 }
@@ -144,12 +297,49 @@ const listing = new Map(); // origin → {again}
 
 chrome.runtime.onConnect.addListener((port) => {
   const sender = port.sender || {};
-  if (port.name !== WATCH_PORT || sender.id !== chrome.runtime.id || !sender.tab || !sender.origin ||
-      sender.frameId !== 0 || sender.origin === OWN_ORIGIN) {
+  if (port.name !== WATCH_PORT || sender.id !== chrome.runtime.id || sender.origin === OWN_ORIGIN) {
     port.disconnect();
     return;
   }
-  watchers.set(port, { origin: sender.origin, accepted: false });
+  let open = true;
+  port.onDisconnect.addListener(() => {
+    open = false;
+  });
+  gate(sender).then((ok) => {
+    if (!open) return;
+    if (!ok) {
+      refuseWatch(port);
+    } else if (!takeToken(sender.tab.id)) {
+      post(port, { type: "error", error: "rate-limited" });
+      port.disconnect();
+    } else {
+      watch(port, sender.origin);
+    }
+  });
+});
+
+// refuseWatch answers a port of an origin that is not the back office as
+// a port is answered when the agent cannot be started: agent-missing at
+// once, and again on the same schedule as the retries, until it closes.
+// No native port is opened for it.
+function refuseWatch(port) {
+  let ms = 0;
+  let timer = null;
+  port.onDisconnect.addListener(() => clearTimeout(timer));
+  const tell = () => {
+    try {
+      port.postMessage(noAgent());
+    } catch (e) {
+      return; // gone
+    }
+    ms = Math.min(Math.max(ms * 2, RETRY_MIN_MS), RETRY_MAX_MS);
+    timer = setTimeout(tell, ms);
+  };
+  tell();
+}
+
+function watch(port, origin) {
+  watchers.set(port, { origin, accepted: false });
   port.onDisconnect.addListener(() => {
     watchers.delete(port);
     if (watchers.size === 0) closeAgent();
@@ -157,9 +347,9 @@ chrome.runtime.onConnect.addListener((port) => {
   // The tab sends nothing on the port: it stops watching by closing it
   // (or by going away, which closes it too).
   openAgent();
-  if (!agentPort) post(port, { type: "error", error: "agent-missing" }); // waiting to start it again
-  list(sender.origin);
-});
+  if (!agentPort) post(port, noAgent()); // waiting to start it again
+  list(origin);
+}
 
 function openAgent() {
   if (agentPort || retryTimer !== null || watchers.size === 0) return;
@@ -202,7 +392,7 @@ function agentGone(port) {
   agentWaiting.clear();
   for (const [tab, w] of watchers) {
     w.accepted = false;
-    post(tab, { type: "error", error: "agent-missing" });
+    post(tab, noAgent());
   }
   if (watchers.size === 0) return;
   retryMs = Math.min(Math.max(retryMs * 2, RETRY_MIN_MS), RETRY_MAX_MS);

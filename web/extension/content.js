@@ -1,9 +1,11 @@
-// Vouch card extension: content script. It runs in every https page (and
-// http pages on this machine, for tests and demos) and relays requests the
-// page posts to its own window to the extension's service worker, and the
-// answers back. It adds nothing the page could not forge itself: which
+// Vouch card extension: content script. The service worker registers it
+// for the back-office origins the card agent was installed for, and no
+// other page: elsewhere nothing answers a page's messages, so a page
+// cannot tell that the extension, the agent or a card is there. It relays
+// requests the page posts to its own window to the service worker, and
+// the answers back. It adds nothing the page could not forge itself: which
 // origin asks is decided by the browser (sender.origin in the worker), and
-// the card agent refuses every origin but the configured back office.
+// the worker and the agent each refuse every origin but the back office.
 //
 // A page may also watch the readers ({vouchCard: "watch"}, and "unwatch"):
 // the script then holds a port to the worker, and posts what comes on it
@@ -24,8 +26,10 @@
 
   window.addEventListener("message", (event) => {
     // Only the page itself, not another frame or window, and only a
-    // request: our own answers come back through this listener too.
-    if (event.source !== window || event.origin !== window.location.origin) return;
+    // request: our own answers come back through this listener too. A
+    // message event a script made (new MessageEvent, dispatchEvent) is
+    // not a message anyone posted: ignored.
+    if (!event.isTrusted || event.source !== window || event.origin !== window.location.origin) return;
     const msg = event.data;
     if (!msg || typeof msg !== "object") return;
     if (msg.vouchCard === "watch") {
