@@ -38,7 +38,42 @@ var ErrNoSyncrepl = errors.New("directory: the register offers no syncrepl")
 // Cookie returns a cookie for the register's current state, cheaply: a
 // refresh of a search that matches nothing. Taken before a full scan, it
 // lets the next Changes replay whatever changed during the scan.
+//
+// After a crash the register's sync state can lag its entries (see
+// checkAhead) until it is written again, and Changes refuses such a state.
+// A full scan that starts after this call reads every entry written before
+// it, so the cookie also records the newest entryCSN the register holds now:
+// the changes up to it are in the mirror, and Changes checks for hidden ones
+// only after it. Without that, every sync until the register's next write
+// would be a full one.
 func (c *Client) Cookie(ctx context.Context) ([]byte, error) {
+	cookie, err := c.registerCookie(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reg, _ := splitCookie(cookie)
+	newest := newestCSN(reg)
+	if newest == "" {
+		return cookie, nil
+	}
+	seen := newest
+	err = c.scanRaw(ctx, fmt.Sprintf("(&%s%s)", c.cfg.Filter, newerThan(newest)), []string{"entryCSN"}, c.cfg.PageSize,
+		func(_ string, raw *rawEntry) error {
+			for _, v := range raw.GetEqualFoldAttributeValues("entryCSN") {
+				if isCSN(v) {
+					seen = max(seen, v)
+				}
+			}
+			return nil
+		}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return withSeen(reg, seen), nil
+}
+
+// registerCookie is the register's own cookie for its current state.
+func (c *Client) registerCookie(ctx context.Context) ([]byte, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -66,6 +101,7 @@ func (c *Client) Cookie(ctx context.Context) ([]byte, error) {
 // Changes returns what changed since cookie. skip is told about changed
 // entries that are malformed.
 func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string, err error)) (*Changes, error) {
+	cookie, seen := splitCookie(cookie)
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -98,15 +134,15 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 	if !doneSeen {
 		return nil, fmt.Errorf("%w: sync ended without its done control", ErrUnavailable)
 	}
-	if err := c.checkAhead(ctx, conn, ch.Cookie); err != nil {
+	if err := c.checkAhead(ctx, conn, ch.Cookie, seen); err != nil {
 		// A write that landed after the answer is newer than its cookie
 		// too: ask for the register's state now, and believe it behind only
 		// if it still holds changes newer than that.
-		now, cerr := c.Cookie(ctx)
+		now, cerr := c.registerCookie(ctx)
 		if cerr != nil {
 			return nil, cerr
 		}
-		if err := c.checkAhead(ctx, conn, now); err != nil {
+		if err := c.checkAhead(ctx, conn, now, seen); err != nil {
 			return nil, err
 		}
 	}
@@ -117,7 +153,60 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 		// misses changes.
 		return nil, fmt.Errorf("%w: its sync state for server %s went backwards", ErrRefreshRequired, sid)
 	}
+	ch.Cookie = withSeen(ch.Cookie, seen)
 	return ch, nil
+}
+
+// seenPrefix starts a cookie that carries, besides the register's own, the
+// newest entryCSN the mirror is known to hold (Cookie). It is Vouch's: only
+// the register's part is ever sent.
+const seenPrefix = "vouch-seen="
+
+// withSeen wraps the register's cookie with seen while seen is newer than
+// the register's own state; once the register is written again its state
+// passes seen, and the plain cookie says as much.
+func withSeen(register []byte, seen string) []byte {
+	if seen == "" || seen <= newestCSN(register) {
+		return register
+	}
+	return append([]byte(seenPrefix+seen+"\n"), register...)
+}
+
+// splitCookie returns the register's cookie and the CSN a wrapped cookie
+// carries ("" for none).
+func splitCookie(cookie []byte) (register []byte, seen string) {
+	rest, ok := strings.CutPrefix(string(cookie), seenPrefix)
+	if !ok {
+		return cookie, ""
+	}
+	csn, reg, ok := strings.Cut(rest, "\n")
+	if !ok || !isCSN(csn) {
+		return cookie, "" // not ours after all: the register's to judge
+	}
+	return []byte(reg), csn
+}
+
+// newestCSN is the newest CSN of an OpenLDAP cookie, of any server; "" when
+// it has none.
+func newestCSN(cookie []byte) string {
+	var newest string
+	for _, csn := range cookieCSNs(cookie) {
+		newest = max(newest, csn)
+	}
+	return newest
+}
+
+// newerThan is a filter for entries changed after csn.
+func newerThan(csn string) string {
+	csn = ldap.EscapeFilter(csn)
+	return fmt.Sprintf("(entryCSN>=%s)(!(entryCSN=%s))", csn, csn)
+}
+
+// isCSN reports whether s has the form of an OpenLDAP CSN
+// (20261122041234.123456Z#000000#000#000000).
+func isCSN(s string) bool {
+	f := strings.Split(s, "#")
+	return len(f) == 4 && len(f[0]) >= 15
 }
 
 // checkAhead asks whether the register holds entries changed after its own
@@ -126,17 +215,17 @@ func (c *Client) Changes(ctx context.Context, cookie []byte, skip func(dn string
 // once newer changes move its state past them. Only OpenLDAP cookies and
 // entryCSN can be compared; for others the scheduled full sync bounds what
 // such a lag can hide.
-func (c *Client) checkAhead(ctx context.Context, conn *ldap.Conn, cookie []byte) error {
-	var newest string
-	for _, csn := range cookieCSNs(cookie) {
-		newest = max(newest, csn)
-	}
+//
+// seen, when set, is the newest entryCSN the mirror already holds (Cookie):
+// only changes after both it and the cookie are hidden ones.
+func (c *Client) checkAhead(ctx context.Context, conn *ldap.Conn, cookie []byte, seen string) error {
+	newest := newestCSN(cookie)
 	if newest == "" {
 		return nil
 	}
-	csn := ldap.EscapeFilter(newest)
+	newest = max(newest, seen)
 	req := ldap.NewSearchRequest(c.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 1, 0, false,
-		fmt.Sprintf("(&%s(entryCSN>=%s)(!(entryCSN=%s)))", c.cfg.Filter, csn, csn), []string{"1.1"}, nil)
+		fmt.Sprintf("(&%s%s)", c.cfg.Filter, newerThan(newest)), []string{"1.1"}, nil)
 	res, err := conn.Search(req) // bounded by the connection's timeout
 	switch {
 	case err == nil && len(res.Entries) > 0, ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
@@ -171,11 +260,10 @@ func cookieCSNs(cookie []byte) map[string]string {
 			continue
 		}
 		for _, csn := range strings.Split(list, ";") {
-			f := strings.Split(csn, "#")
-			if len(f) != 4 || len(f[0]) < 15 {
+			if !isCSN(csn) {
 				continue
 			}
-			out[f[2]] = csn
+			out[strings.Split(csn, "#")[2]] = csn
 		}
 	}
 	return out

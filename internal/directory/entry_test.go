@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"testing"
 	"time"
 )
@@ -48,6 +49,63 @@ func TestCookieBehind(t *testing.T) {
 	} {
 		if _, got := cookieBehind([]byte(tt.now), []byte(tt.before)); got != tt.want {
 			t.Errorf("%s: behind = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestSeenCookie: the CSN a full sync already holds travels with the
+// register's cookie while the register's own state is behind it, is never
+// sent to the register, and is dropped once the register's state passes it.
+func TestSeenCookie(t *testing.T) {
+	t.Parallel()
+	const (
+		a1   = "20261122041234.000001Z#000000#000#000000"
+		a2   = "20261122041234.000002Z#000000#000#000000"
+		a3   = "20261122041234.000003Z#000000#000#000000"
+		reg1 = "rid=000,csn=" + a1
+	)
+	for _, tt := range []struct {
+		name, register, seen string
+		wrapped              bool
+	}{
+		{"no seen", reg1, "", false},
+		{"seen is the register's state", reg1, a1, false},
+		{"seen older than the register's state", "rid=000,csn=" + a2, a1, false},
+		{"seen newer than the register's state", reg1, a3, true},
+		{"seen newer than one server of two", "rid=000,csn=" + a1 + ";" + "20261122041234.000001Z#000000#001#000000", a2, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := withSeen([]byte(tt.register), tt.seen)
+			if got := !bytes.Equal(c, []byte(tt.register)); got != tt.wrapped {
+				t.Fatalf("withSeen(%q, %q) = %q; wrapped %v, want %v", tt.register, tt.seen, c, got, tt.wrapped)
+			}
+			reg, seen := splitCookie(c)
+			if string(reg) != tt.register {
+				t.Errorf("register's part %q, want %q", reg, tt.register)
+			}
+			if want := map[bool]string{true: tt.seen}[tt.wrapped]; seen != want {
+				t.Errorf("seen %q, want %q", seen, want)
+			}
+		})
+	}
+	// What is not ours is the register's, whole.
+	for _, c := range []string{"", reg1, seenPrefix + "garbage\n" + reg1, seenPrefix + a3, "x" + seenPrefix + a3 + "\n" + reg1} {
+		if reg, seen := splitCookie([]byte(c)); string(reg) != c || seen != "" {
+			t.Errorf("splitCookie(%q) = %q, %q", c, reg, seen)
+		}
+	}
+	for _, tt := range []struct {
+		cookie, want string
+	}{
+		{"", ""},
+		{"opaque", ""},
+		{reg1, a1},
+		{"rid=000,csn=" + a1 + ";20261122041234.000003Z#000000#001#000000;20261122041234.000002Z#000000#002#000000",
+			"20261122041234.000003Z#000000#001#000000"},
+	} {
+		if got := newestCSN([]byte(tt.cookie)); got != tt.want {
+			t.Errorf("newestCSN(%q) = %q, want %q", tt.cookie, got, tt.want)
 		}
 	}
 }
