@@ -59,6 +59,10 @@ type Config struct {
 	// Rates per minute: sign-in attempts per IP address, vouches per card.
 	SignInPerMinute float64 `env:"VOUCH_SIGNIN_PER_MINUTE, default=20"`
 	VouchPerMinute  float64 `env:"VOUCH_VOUCH_PER_MINUTE, default=20"`
+	// MaxChallenges bounds the sign-in and unlock challenges alive at once
+	// (all copies together): past it a challenge is refused with 503 until
+	// some expire, whatever addresses ask.
+	MaxChallenges int `env:"VOUCH_SIGNIN_CHALLENGES_MAX, default=10000"`
 }
 
 // Validate checks the configuration and returns the origin, parsed.
@@ -79,6 +83,8 @@ func (c Config) Validate() (*url.URL, error) {
 		return nil, errors.New("VOUCH_SESSION_IDLE must be positive and at most VOUCH_SESSION_MAX")
 	case c.SignInPerMinute <= 0 || c.VouchPerMinute <= 0:
 		return nil, errors.New("VOUCH_SIGNIN_PER_MINUTE and VOUCH_VOUCH_PER_MINUTE must be positive")
+	case c.MaxChallenges < 1:
+		return nil, fmt.Errorf("VOUCH_SIGNIN_CHALLENGES_MAX must be at least 1, got %d", c.MaxChallenges)
 	}
 	if _, err := time.LoadLocation(c.DayZone); err != nil {
 		return nil, fmt.Errorf("VOUCH_VOUCH_DAY_ZONE: %w", err)
@@ -199,7 +205,7 @@ func (s *Service) Register(e *echo.Echo) {
 	cop.SetDenyHandler(http.HandlerFunc(s.crossOrigin))
 	// The configured origin may differ from the Host a proxy passes on.
 	_ = cop.AddTrustedOrigin(s.Origin())
-	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16K"), s.language, s.loadSession)
+	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16K"), s.language, s.loadSession, s.lockGate)
 
 	g.GET("/", s.home)
 	g.GET("/signin", s.signInPage)
@@ -212,6 +218,7 @@ func (s *Service) Register(e *echo.Echo) {
 	api.POST("/signin", s.signIn)
 	api.POST("/signout", s.signOut)
 	api.POST("/lock", s.lock)
+	api.POST("/heartbeat", s.heartbeat)
 	api.POST("/unlock", s.unlock)
 	api.POST("/vouch/prepare", s.prepare)
 	api.POST("/vouch/sign", s.sign)
@@ -235,6 +242,11 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 			return sweep(ctx, tx, s.now(), s.cfg.IdleTimeout, s.cfg.AbsoluteTimeout)
 		}); err != nil && ctx.Err() == nil {
 			s.deps.Log.Warn("sessions: sweep failed", "err", err)
+		}
+		// Lock the sessions whose page went silent, with their audit rows,
+		// even if no request of theirs comes.
+		if err := s.lockSilent(ctx, nil, s.now()); err != nil && ctx.Err() == nil {
+			s.deps.Log.Warn("sessions: locking silent sessions failed", "err", err)
 		}
 	marks:
 		for {

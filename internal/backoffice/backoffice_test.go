@@ -368,7 +368,7 @@ func TestSignatureChecks(t *testing.T) {
 	// A statement left unsigned too long is not taken.
 	w.ldap.LDIF(t, "dn: vouchUziNumber=900000001,ou=people,dc=registry,dc=test\nchangetype: modify\nreplace: vouchLicenseStatus\nvouchLicenseStatus: active")
 	stmt = prepare()
-	w.clock.advance(backoffice.PendingLifetime + time.Second)
+	b.pass(w.clock.advance, backoffice.PendingLifetime+time.Second)
 	st, r = b.post("/api/vouch/sign", map[string]any{"signature": rsaSign(t, gp.sign, stmt)})
 	if st != http.StatusConflict {
 		t.Errorf("a statement prepared 5 minutes ago: %d %v", st, r)
@@ -505,7 +505,7 @@ func TestLockAndUnlock(t *testing.T) {
 	if st, r := b.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true}); st != http.StatusLocked || r.str("error") != "locked" {
 		t.Fatalf("prepare while locked: %d %v", st, r)
 	}
-	if st, page := b.get("/vouch"); st != http.StatusOK || !contains(page, `data-locked="true"`) {
+	if st, page := b.get("/vouch"); st != http.StatusLocked || !contains(page, `data-locked="true"`) || contains(page, "A. Huisarts") {
 		t.Errorf("the page does not open locked: %d", st)
 	}
 	unlock := func(c *card) (int, reply) {
@@ -551,11 +551,13 @@ func TestSessionLifetime(t *testing.T) {
 
 	b := w.browser()
 	b.mustSignIn(gp)
-	w.clock.advance(14 * time.Minute)
+	// The page's heartbeats keep the card's session unlocked, but are
+	// not activity: idle time runs on.
+	b.pass(w.clock.advance, 14*time.Minute)
 	if st, _ := b.get("/vouch"); st != http.StatusOK {
 		t.Fatalf("after 14 idle minutes: %d", st)
 	}
-	w.clock.advance(15*time.Minute + time.Second)
+	b.pass(w.clock.advance, 15*time.Minute+time.Second)
 	if st, loc := b.get("/vouch"); st != http.StatusSeeOther || loc != "/signin" {
 		t.Fatalf("after 15 idle minutes: %d %s", st, loc)
 	}
@@ -563,7 +565,7 @@ func TestSessionLifetime(t *testing.T) {
 	b = w.browser()
 	b.mustSignIn(gp)
 	for range 12 * 6 {
-		w.clock.advance(10 * time.Minute)
+		b.pass(w.clock.advance, 10*time.Minute)
 		if st, _ := b.get("/vouch"); st != http.StatusOK && st != http.StatusSeeOther {
 			t.Fatal(st)
 		}

@@ -253,7 +253,7 @@ func TestPendingLifetimeEdge(t *testing.T) {
 		if st != http.StatusOK {
 			t.Fatalf("prepare: %d %v", st, r)
 		}
-		clk.advance(tt.after)
+		b.pass(clk.advance, tt.after)
 		st, r = b.post("/api/vouch/sign", map[string]any{"signature": rsaSign(t, gp.sign, r.bytes(t, "statement"))})
 		if st != tt.status {
 			t.Errorf("signed %v after prepare: %d %v, want %d", tt.after, st, r, tt.status)
@@ -279,7 +279,7 @@ func TestSeenKeepsTheSessionOpen(t *testing.T) {
 	if st, _ := b.get("/vouch"); st != http.StatusOK {
 		t.Fatalf("after 30 s: %d", st)
 	}
-	clk.advance(w.cfg.IdleTimeout - time.Microsecond)
+	b.pass(clk.advance, w.cfg.IdleTimeout-time.Microsecond)
 	if st, loc := b.get("/vouch"); st != http.StatusOK {
 		t.Fatalf("idle just under %v since the last request: %d %s", w.cfg.IdleTimeout, st, loc)
 	}

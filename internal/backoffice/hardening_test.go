@@ -1,9 +1,12 @@
 package backoffice_test
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/vouch-nl/vouch/internal/backoffice"
 	"github.com/vouch-nl/vouch/internal/protocol"
 )
 
@@ -40,5 +43,173 @@ func TestSignInBoundToBrowser(t *testing.T) {
 	want := []string{"sign-in-refused:challenge-other-browser", "sign-in-refused:challenge-other-browser", "sign-in"}
 	if got := w.auditActions(); len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Errorf("audit %v, want %v", got, want)
+	}
+}
+
+// TestLockedSessionShowsNothing: a locked session's pages show nothing of
+// its card holder (name, UZI number, activity) and every action but the
+// unlock, sign-in, sign-out and the language is refused with 423; the card
+// that signed in unlocks it and the pages come back.
+func TestLockedSessionShowsNothing(t *testing.T) {
+	w := newWorld(t, nil)
+	gp := w.card("gp")
+	b := w.browser()
+	b.mustSignIn(gp)
+	_, code := phone(t)
+	if st, r := b.vouch(gp, code.String(), ""); st != http.StatusOK {
+		t.Fatalf("vouch: %d %v", st, r)
+	}
+	if st, _ := b.post("/api/lock", map[string]any{}); st != http.StatusOK {
+		t.Fatalf("lock: %d", st)
+	}
+	for _, path := range []string{"/", "/vouch", "/staff", "/signin"} {
+		st, page := b.get(path)
+		if st != http.StatusLocked || !contains(page, `data-locked="true"`) || !contains(page, `data-page="locked"`) {
+			t.Errorf("GET %s while locked: %d, want the locked page", path, st)
+		}
+		for _, secret := range []string{"A. Huisarts", "900000001", "data-uzi", "vouched"} {
+			if contains(page, secret) {
+				t.Errorf("GET %s while locked shows %q", path, secret)
+			}
+		}
+	}
+	_, code2 := phone(t)
+	for _, path := range []string{"/api/vouch/prepare", "/api/vouch/sign", "/api/heartbeat"} {
+		body := map[string]any{}
+		switch path {
+		case "/api/vouch/prepare":
+			body = map[string]any{"code": code2.String(), "consent": true}
+		case "/api/vouch/sign":
+			body = map[string]any{"signature": []byte("x")}
+		}
+		if st, r := b.post(path, body); st != http.StatusLocked || r.str("error") != "locked" {
+			t.Errorf("POST %s while locked: %d %v", path, st, r)
+		}
+	}
+	if resp, _ := b.do(http.MethodPost, "/lang", "application/x-www-form-urlencoded", []byte("lang=nl&back=/vouch")); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("language while locked: %d", resp.StatusCode)
+	}
+	ch := b.challenge("unlock")
+	if st, r := b.post("/api/unlock", map[string]any{"challenge": ch, "authCert": gp.authDER(),
+		"signature": rsaSign(t, gp.auth, protocol.LoginMessage(w.origin, ch))}); st != http.StatusOK {
+		t.Fatalf("unlock: %d %v", st, r)
+	}
+	if st, page := b.get("/staff"); st != http.StatusOK || !contains(page, "A. Huisarts") || !contains(page, `data-uzi="900000001"`) {
+		t.Errorf("the staff page after the unlock: %d", st)
+	}
+}
+
+// TestHeartbeat: a session whose page stops reporting its card is locked
+// by the server once the last heartbeat is more than two minutes old —
+// at its next request, or by the sweep if none comes — with an audit
+// row; heartbeats keep it open, and the unlock starts the count again.
+func TestHeartbeat(t *testing.T) {
+	w := newWorld(t, nil)
+	gp := w.card("gp")
+	b := w.browser()
+	b.mustSignIn(gp)
+	w.clock.advance(backoffice.HeartbeatTimeout - 10*time.Second)
+	if st, r := b.post("/api/heartbeat", map[string]any{}); st != http.StatusOK {
+		t.Fatalf("heartbeat: %d %v", st, r)
+	}
+	w.clock.advance(backoffice.HeartbeatTimeout - 10*time.Second)
+	if st, _ := b.get("/vouch"); st != http.StatusOK {
+		t.Fatalf("%v after the last heartbeat: %d", backoffice.HeartbeatTimeout-10*time.Second, st)
+	}
+	w.clock.advance(10*time.Second + time.Millisecond)
+	if st, _ := b.get("/vouch"); st != http.StatusLocked {
+		t.Fatalf("%v after the last heartbeat: %d, want 423", backoffice.HeartbeatTimeout+time.Millisecond, st)
+	}
+	if st, _ := b.post("/api/heartbeat", map[string]any{}); st != http.StatusLocked {
+		t.Fatalf("a heartbeat does not unlock: %d", st)
+	}
+	if n := w.count(`select count(*) from audit_log where action = 'lock' and reason = $1 and actor = '900000001'`,
+		backoffice.ReasonHeartbeatMissed); n != 1 {
+		t.Errorf("%d audit rows of the lock, want 1", n)
+	}
+	ch := b.challenge("unlock")
+	if st, r := b.post("/api/unlock", map[string]any{"challenge": ch, "authCert": gp.authDER(),
+		"signature": rsaSign(t, gp.auth, protocol.LoginMessage(w.origin, ch))}); st != http.StatusOK {
+		t.Fatalf("unlock: %d %v", st, r)
+	}
+	if st, _ := b.get("/vouch"); st != http.StatusOK {
+		t.Fatalf("after the unlock: %d", st)
+	}
+
+	// No request at all (the tab was closed): the sweep locks it.
+	quiet := w.browser()
+	quiet.mustSignIn(w.card("nurse"))
+	w.clock.advance(backoffice.HeartbeatTimeout + time.Second)
+	w.eventually(2, `select count(*) from backoffice_sessions where locked_at is not null`)
+	w.eventually(3, `select count(*) from audit_log where action = 'lock' and reason = 'heartbeat-missed'`)
+}
+
+// TestForwardedForIsNotTrusted: X-Forwarded-For from a client that is not
+// a configured proxy is ignored: 200 challenges from one peer naming 200
+// addresses meet the one peer's limit, and an audit row carries the peer's
+// address, not the one the header claims.
+func TestForwardedForIsNotTrusted(t *testing.T) {
+	w := newWorld(t, func(c *backoffice.Config) { c.SignInPerMinute = 20 }) // bursts of 10
+	b := w.browser()
+	ok, limited := 0, 0
+	for i := range 200 {
+		b.headers = map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d, 203.0.113.%d", i%250, i%200), "X-Real-Ip": fmt.Sprintf("192.0.2.%d", i%250)}
+		switch st, r := b.post("/api/challenge", map[string]string{"purpose": "sign-in"}); st {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("challenge %d: %d %v", i, st, r)
+		}
+	}
+	if ok > 11 || limited < 189 {
+		t.Errorf("%d challenges given, %d refused: the forwarded addresses were trusted", ok, limited)
+	}
+	if n := w.count(`select count(*) from login_challenges`); n != ok {
+		t.Errorf("%d challenges stored, %d given", n, ok)
+	}
+	w.clock.advance(time.Hour) // the peer's bucket is full again
+	b.headers = map[string]string{"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "203.0.113.8"}
+	if st, r := b.signIn(w.card("suspended")); st != http.StatusForbidden {
+		t.Fatalf("suspended sign-in: %d %v", st, r)
+	}
+	var ip string
+	if err := w.db.Pool().QueryRow(t.Context(), `select ip from audit_log where action = 'sign-in-refused' order by seq desc limit 1`).Scan(&ip); err != nil {
+		t.Fatal(err)
+	}
+	if ip != "127.0.0.1" {
+		t.Errorf("audit row's address %q, want the peer's 127.0.0.1", ip)
+	}
+}
+
+// TestChallengesAreBounded: past the cap of live challenges a challenge is
+// refused (503 with Retry-After), whatever address asks; expired ones do
+// not count and are swept, so sign-in resumes by itself.
+func TestChallengesAreBounded(t *testing.T) {
+	w := newWorld(t, func(c *backoffice.Config) { c.MaxChallenges = 5 })
+	for i := range 5 {
+		w.browser().challenge("sign-in")
+		if i == 2 {
+			w.clock.advance(time.Minute)
+		}
+	}
+	resp, out := w.browser().do(http.MethodPost, "/api/challenge", "application/json", []byte(`{"purpose":"sign-in"}`))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !contains(string(out), "signin-busy") {
+		t.Fatalf("challenge past the cap: %d %s (Retry-After %q)", resp.StatusCode, out, resp.Header.Get("Retry-After"))
+	}
+	if n := w.count(`select count(*) from login_challenges`); n != 5 {
+		t.Errorf("%d challenges stored, want the cap of 5", n)
+	}
+	// The first three expire: three fit again.
+	w.clock.advance(backoffice.ChallengeLifetime - time.Minute + time.Second)
+	for range 3 {
+		w.browser().challenge("sign-in")
+	}
+	if st, _ := w.browser().post("/api/challenge", map[string]string{"purpose": "sign-in"}); st != http.StatusServiceUnavailable {
+		t.Errorf("past the cap again: %d", st)
+	}
+	if n := w.count(`select count(*) from login_challenges`); n > 5 {
+		t.Errorf("%d challenges stored, want at most 5", n)
 	}
 }

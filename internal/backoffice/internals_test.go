@@ -110,7 +110,7 @@ func TestLimiterSweep(t *testing.T) {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	good := Config{Origin: "https://backoffice.example:8443", DailyQuota: 60, DayZone: "Europe/Amsterdam",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20}
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20, MaxChallenges: 10000}
 	tests := []struct {
 		name string
 		tune func(*Config)
@@ -143,6 +143,8 @@ func TestValidate(t *testing.T) {
 		{"sign-in rate negative", func(c *Config) { c.SignInPerMinute = -1 }, "VOUCH_SIGNIN_PER_MINUTE"},
 		{"vouch rate 0", func(c *Config) { c.VouchPerMinute = 0 }, "VOUCH_VOUCH_PER_MINUTE"},
 		{"small rates", func(c *Config) { c.SignInPerMinute, c.VouchPerMinute = 0.01, 0.01 }, ""},
+		{"challenges 1", func(c *Config) { c.MaxChallenges = 1 }, ""},
+		{"challenges 0", func(c *Config) { c.MaxChallenges = 0 }, "VOUCH_SIGNIN_CHALLENGES_MAX"},
 		{"unknown zone", func(c *Config) { c.DayZone = "Nowhere/Atlantis" }, "VOUCH_VOUCH_DAY_ZONE"},
 	}
 	for _, tt := range tests {
@@ -251,7 +253,7 @@ func TestTouchSession(t *testing.T) {
 		{2*touchEvery + 2*idle, 0, true}, // idle too long
 	}
 	for _, st := range steps {
-		s, err := touchSession(ctx, db.Pool(), sess.Hash, t0.Add(st.at), idle, abs)
+		s, err := touchSession(ctx, db.Pool(), sess.Hash, t0.Add(st.at), idle, abs, true)
 		if st.gone {
 			if !errors.Is(err, errNotFound) {
 				t.Fatalf("at %v: %v, want errNotFound", st.at, err)
@@ -275,11 +277,11 @@ func TestTouchSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	for at := time.Duration(0); at < abs; at += 10 * time.Minute {
-		if _, err := touchSession(ctx, db.Pool(), sess2.Hash, t0.Add(at), idle, abs); err != nil {
+		if _, err := touchSession(ctx, db.Pool(), sess2.Hash, t0.Add(at), idle, abs, true); err != nil {
 			t.Fatalf("at %v: %v", at, err)
 		}
 	}
-	if _, err := touchSession(ctx, db.Pool(), sess2.Hash, t0.Add(abs), idle, abs); !errors.Is(err, errNotFound) {
+	if _, err := touchSession(ctx, db.Pool(), sess2.Hash, t0.Add(abs), idle, abs, true); !errors.Is(err, errNotFound) {
 		t.Errorf("open %v: %v, want errNotFound", abs, err)
 	}
 }
@@ -297,7 +299,7 @@ func TestSweep(t *testing.T) {
 		ch := make([]byte, ChallengeSize)
 		rand.Read(ch)
 		hashes[name] = hashOf(ch)
-		if err := saveChallenge(ctx, db.Pool(), ch, purposeSignIn, nil, exp); err != nil {
+		if err := saveChallenge(ctx, db.Pool(), ch, purposeSignIn, nil, exp, time.Time{}, 1000); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -365,7 +367,7 @@ func TestUseChallenge(t *testing.T) {
 	for _, tt := range tests {
 		ch := make([]byte, ChallengeSize)
 		rand.Read(ch)
-		if err := saveChallenge(ctx, db.Pool(), ch, tt.purpose, tt.bound, now.Add(ChallengeLifetime)); err != nil {
+		if err := saveChallenge(ctx, db.Pool(), ch, tt.purpose, tt.bound, now.Add(ChallengeLifetime), now, 1000); err != nil {
 			t.Fatal(err)
 		}
 		err := useChallenge(ctx, db.Pool(), ch, tt.usedFor, tt.usedWith, now.Add(tt.at))
@@ -391,7 +393,7 @@ func TestLockedOnce(t *testing.T) {
 	}
 	var got []bool
 	for _, at := range []*time.Time{&now, &now, nil, nil, &now} {
-		changed, err := setLocked(ctx, db.Pool(), s.Hash, at)
+		changed, err := setLocked(ctx, db.Pool(), s.Hash, at, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -545,7 +547,7 @@ func testAuthorization(t *testing.T, now time.Time) *authorization {
 
 func fakeConfig() Config {
 	return Config{Origin: "http://127.0.0.1:8080", DailyQuota: 5, DayZone: "Europe/Amsterdam", Bucket: "authorizations",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20}
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20, MaxChallenges: 100}
 }
 
 // fakeDeps: a real database; a verifier, register and bus that are not

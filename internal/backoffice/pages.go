@@ -17,7 +17,7 @@ import (
 
 // pageNames are the back office's pages, each templates/<name>.html on
 // top of templates/layout.html.
-var pageNames = []string{"signin", "vouch", "staff"}
+var pageNames = []string{"signin", "vouch", "staff", "locked"}
 
 func loadPages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -77,7 +77,7 @@ type activity struct {
 var (
 	scriptMessagePrefixes = []string{"agent.", "page.cards."}
 	scriptMessages        = []string{"page.offline", "page.error", "page.signin.asking", "page.signin.pin", "page.signin.checking",
-		"page.signin.done", "page.lock.text", "page.lock.card-back", "page.vouch.no-card", "page.vouch.checking", "page.vouch.pin",
+		"page.signin.done", "page.lock.text", "page.lock.card-back", "page.lock.one-card", "page.vouch.no-card", "page.vouch.checking", "page.vouch.pin",
 		"page.vouch.storing", "page.vouch.no-camera"}
 )
 
@@ -98,10 +98,18 @@ func scriptTexts(lang string) map[string]string {
 }
 
 func (s *Service) render(c echo.Context, name string, p page) error {
+	return s.renderStatus(c, http.StatusOK, name, p)
+}
+
+// renderStatus renders a page; a locked session's page shows nothing of
+// its card holder (no name, no UZI number).
+func (s *Service) renderStatus(c echo.Context, status int, name string, p page) error {
 	lang := langOf(c)
 	p.Name, p.Lang, p.Languages, p.Tr = name, lang, languages(), tr{lang}
 	p.Session = sessionOf(c)
-	p.Locked = p.Session != nil && p.Session.locked()
+	if p.Session != nil && p.Session.locked() {
+		p.Session, p.Locked = nil, true
+	}
 	p.Messages = scriptTexts(lang)
 	var buf bytes.Buffer
 	if err := s.pages[name].Execute(&buf, p); err != nil {
@@ -109,7 +117,7 @@ func (s *Service) render(c echo.Context, name string, p page) error {
 	}
 	// Pages show who is signed in: never cached.
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.HTMLBlob(http.StatusOK, buf.Bytes())
+	return c.HTMLBlob(status, buf.Bytes())
 }
 
 // home sends a person where they belong.

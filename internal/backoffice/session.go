@@ -1,13 +1,17 @@
 package backoffice
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
+	"github.com/vouch-nl/vouch/internal/audit"
 	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/server"
 )
@@ -49,8 +53,21 @@ func (s *Service) language(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// HeartbeatTimeout: a session whose page has not reported its card for
+// this long is locked by the server (closed tab, extension or agent gone).
+// The page reports every HeartbeatEvery while its watch sees the card.
+const (
+	HeartbeatTimeout = 2 * time.Minute
+	HeartbeatEvery   = 30 * time.Second
+)
+
+// ReasonHeartbeatMissed is the audit reason of a lock the server made.
+const ReasonHeartbeatMissed = "heartbeat-missed"
+
 // loadSession finds the request's session, if its cookie names a live one,
-// and marks it seen: idle time starts again.
+// and marks it seen: idle time starts again (not for a heartbeat, which
+// the page sends by itself). A session whose heartbeat stopped is locked
+// here, before anything is served to it.
 func (s *Service) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		ck, err := c.Cookie(s.sessionCookieName())
@@ -61,18 +78,68 @@ func (s *Service) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return next(c)
 		}
-		sess, err := touchSession(c.Request().Context(), s.deps.DB.Pool(), hashOf(token), s.now(),
-			s.cfg.IdleTimeout, s.cfg.AbsoluteTimeout)
+		now := s.now()
+		sess, err := touchSession(c.Request().Context(), s.deps.DB.Pool(), hashOf(token), now,
+			s.cfg.IdleTimeout, s.cfg.AbsoluteTimeout, c.Path() != heartbeatPath)
 		switch {
 		case errors.Is(err, errNotFound):
 			s.clearSessionCookie(c)
 		case err != nil:
 			return err
 		default:
+			if !sess.locked() && now.Sub(sess.HeartbeatAt) > HeartbeatTimeout {
+				if err := s.lockSilent(c.Request().Context(), sess.Hash, now); err != nil {
+					return err
+				}
+				sess.LockedAt, sess.Pending, sess.PendingAt = &now, nil, nil
+			}
 			c.Set(sessionKey, sess)
 			c.Set(server.LangKey, sess.Lang)
 		}
 		return next(c)
+	}
+}
+
+// lockSilent locks the sessions (hash: that one; nil: every one) whose
+// heartbeat is older than HeartbeatTimeout, each with its audit row.
+func (s *Service) lockSilent(ctx context.Context, hash []byte, now time.Time) error {
+	return s.deps.DB.InTx(ctx, func(tx pgx.Tx) error {
+		uzis, err := lockSilent(ctx, tx, hash, now, HeartbeatTimeout)
+		if err != nil {
+			return err
+		}
+		for _, u := range uzis {
+			if _, err := audit.Append(ctx, tx, audit.Entry{Actor: u, Action: audit.ActionLock, Reason: ReasonHeartbeatMissed}, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// heartbeatPath is the route the page reports its card on.
+const heartbeatPath = "/api/heartbeat"
+
+// whileLocked are the routes a locked session may still use: to unlock
+// it, to sign in afresh or out, to lock (again), to pick a language.
+var whileLocked = map[string]bool{
+	"POST /api/challenge": true, "POST /api/unlock": true, "POST /api/signin": true, "POST /api/signout": true,
+	"POST /api/lock": true, "POST /lang": true,
+}
+
+// lockGate refuses every page and action of a locked session but those of
+// whileLocked: a page is the locked page (423), which shows nothing of
+// the card holder; an action is refused with 423.
+func (s *Service) lockGate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		sess := sessionOf(c)
+		if sess == nil || !sess.locked() || whileLocked[c.Request().Method+" "+c.Path()] {
+			return next(c)
+		}
+		if c.Request().Method == http.MethodGet || c.Request().Method == http.MethodHead {
+			return s.renderStatus(c, http.StatusLocked, "locked", page{})
+		}
+		return errLocked
 	}
 }
 

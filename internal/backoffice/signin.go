@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,8 @@ var (
 	// errOtherBrowser: a signed sign-in challenge posted by a browser
 	// other than the one that asked for it (no or another challenge
 	// cookie): the signature alone is not a bearer token.
+	// errBusy: too many sign-ins are under way (the challenges' cap).
+	errBusy         = &server.Error{Status: http.StatusServiceUnavailable, Code: "signin-busy", Message: "signin.busy"}
 	errOtherBrowser = &server.Error{Status: http.StatusUnauthorized, Code: "challenge-other-browser", Message: "signin.challenge-invalid"}
 )
 
@@ -72,7 +75,23 @@ func (s *Service) challenge(c echo.Context) error {
 	if _, err := rand.Read(ch); err != nil {
 		return err
 	}
-	if err := saveChallenge(c.Request().Context(), s.deps.DB.Pool(), ch, req.Purpose, bound, s.now().Add(ChallengeLifetime)); err != nil {
+	ctx, now := c.Request().Context(), s.now()
+	err := saveChallenge(ctx, s.deps.DB.Pool(), ch, req.Purpose, bound, now.Add(ChallengeLifetime), now, s.cfg.MaxChallenges)
+	if errors.Is(err, errChallengesFull) {
+		// Full of live challenges: expired ones go now rather than at the
+		// next sweep, and past that the table stays bounded.
+		if err := deleteExpiredChallenges(ctx, s.deps.DB.Pool(), now); err != nil {
+			return err
+		}
+		err = saveChallenge(ctx, s.deps.DB.Pool(), ch, req.Purpose, bound, now.Add(ChallengeLifetime), now, s.cfg.MaxChallenges)
+	}
+	if errors.Is(err, errChallengesFull) {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(time.Minute.Seconds())))
+		e := *errBusy
+		e.Cause = err
+		return &e
+	}
+	if err != nil {
 		return err
 	}
 	if req.Purpose == purposeSignIn {
@@ -269,7 +288,7 @@ func (s *Service) lock(c echo.Context) error {
 	}
 	ctx, now := c.Request().Context(), s.now()
 	if err := s.deps.DB.InTx(ctx, func(tx pgx.Tx) error {
-		changed, err := setLocked(ctx, tx, sess.Hash, &now)
+		changed, err := setLocked(ctx, tx, sess.Hash, &now, now)
 		if err != nil || !changed {
 			return err
 		}
@@ -312,13 +331,26 @@ func (s *Service) unlock(c echo.Context) error {
 		return s.refuseSignIn(c, audit.ActionUnlockRefused, "", errOtherCard)
 	}
 	if err := s.deps.DB.InTx(ctx, func(tx pgx.Tx) error {
-		changed, err := setLocked(ctx, tx, sess.Hash, nil)
+		changed, err := setLocked(ctx, tx, sess.Hash, nil, now)
 		if err != nil || !changed {
 			return err
 		}
 		_, err = audit.Append(ctx, tx, entry(c, audit.ActionUnlock, ""), now)
 		return err
 	}); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]bool{"locked": false})
+}
+
+// heartbeat: the page's watch sees the session's card in a reader. A
+// session without one for HeartbeatTimeout is locked (loadSession, Run).
+func (s *Service) heartbeat(c echo.Context) error {
+	sess, err := needSession(c)
+	if err != nil {
+		return err
+	}
+	if err := heartbeat(c.Request().Context(), s.deps.DB.Pool(), sess.Hash, s.now()); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"locked": false})

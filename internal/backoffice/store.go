@@ -40,12 +40,31 @@ func hashOf(b []byte) []byte {
 	return h[:]
 }
 
+// errChallengesFull: max challenges are alive; none is kept.
+var errChallengesFull = errors.New("backoffice: too many live challenges")
+
 // saveChallenge keeps a new challenge until expires; for an unlock, bound
-// to the session it unlocks.
-func saveChallenge(ctx context.Context, q querier, challenge []byte, purpose string, session []byte, expires time.Time) error {
-	if _, err := q.Exec(ctx, `insert into login_challenges (hash, purpose, session, expires_at) values ($1, $2, $3, $4)`,
-		hashOf(challenge), purpose, session, expires); err != nil {
+// to the session it unlocks. With max challenges alive at now it keeps
+// nothing and returns errChallengesFull (copies racing may pass max by
+// their number, no more).
+func saveChallenge(ctx context.Context, q querier, challenge []byte, purpose string, session []byte, expires, now time.Time, max int) error {
+	tag, err := q.Exec(ctx, `insert into login_challenges (hash, purpose, session, expires_at)
+		select $1, $2, $3, $4
+		where (select count(*) from (select from login_challenges where expires_at > $5 limit $6) live) < $6`,
+		hashOf(challenge), purpose, session, expires, now, max)
+	switch {
+	case err != nil:
 		return fmt.Errorf("backoffice: save challenge: %w", err)
+	case tag.RowsAffected() == 0:
+		return errChallengesFull
+	}
+	return nil
+}
+
+// deleteExpiredChallenges sweeps the challenges expired at now.
+func deleteExpiredChallenges(ctx context.Context, q querier, now time.Time) error {
+	if _, err := q.Exec(ctx, `delete from login_challenges where expires_at <= $1`, now); err != nil {
+		return fmt.Errorf("backoffice: sweep challenges: %w", err)
 	}
 	return nil
 }
@@ -85,7 +104,8 @@ type session struct {
 	CreatedAt    time.Time
 	SeenAt       time.Time
 	LockedAt     *time.Time
-	Pending      []byte // the statement the card is being asked to sign
+	HeartbeatAt  time.Time // the page's last report that the card is in the reader
+	Pending      []byte    // the statement the card is being asked to sign
 	PendingAt    *time.Time
 }
 
@@ -99,8 +119,8 @@ func (s *session) locked() bool { return s.LockedAt != nil }
 
 func createSession(ctx context.Context, q querier, s *session) error {
 	if _, err := q.Exec(ctx, `insert into backoffice_sessions
-		(hash, uzi_number, holder, role, card_type, role_code, auth_cert_hash, sign_cert, lang, created_at, seen_at)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+		(hash, uzi_number, holder, role, card_type, role_code, auth_cert_hash, sign_cert, lang, created_at, seen_at, heartbeat_at)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $10)`,
 		s.Hash, s.UZI, s.Holder, s.Role, s.CardType, s.RoleCode, s.AuthCertHash, s.SignCert, s.Lang, s.CreatedAt); err != nil {
 		return fmt.Errorf("backoffice: create session: %w", err)
 	}
@@ -113,21 +133,22 @@ func createSession(ctx context.Context, q querier, s *session) error {
 const touchEvery = 30 * time.Second
 
 // touchSession finds a live session — seen within idle, opened within
-// absolute — and marks it seen now. An expired one is errNotFound.
-func touchSession(ctx context.Context, q querier, hash []byte, now time.Time, idle, absolute time.Duration) (*session, error) {
+// absolute — and, with touch, marks it seen now. An expired one is
+// errNotFound.
+func touchSession(ctx context.Context, q querier, hash []byte, now time.Time, idle, absolute time.Duration, touch bool) (*session, error) {
 	s := &session{}
 	err := q.QueryRow(ctx, `select hash, uzi_number, holder, role, card_type, role_code, auth_cert_hash, sign_cert, lang,
-			created_at, seen_at, locked_at, pending_statement, pending_at
+			created_at, seen_at, locked_at, pending_statement, pending_at, coalesce(heartbeat_at, created_at)
 		from backoffice_sessions where hash = $1 and seen_at > $2 and created_at > $3`,
 		hash, now.Add(-idle), now.Add(-absolute)).Scan(&s.Hash, &s.UZI, &s.Holder, &s.Role, &s.CardType, &s.RoleCode,
-		&s.AuthCertHash, &s.SignCert, &s.Lang, &s.CreatedAt, &s.SeenAt, &s.LockedAt, &s.Pending, &s.PendingAt)
+		&s.AuthCertHash, &s.SignCert, &s.Lang, &s.CreatedAt, &s.SeenAt, &s.LockedAt, &s.Pending, &s.PendingAt, &s.HeartbeatAt)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, errNotFound
 	case err != nil:
 		return nil, fmt.Errorf("backoffice: read session: %w", err)
 	}
-	if now.Sub(s.SeenAt) >= touchEvery {
+	if touch && now.Sub(s.SeenAt) >= touchEvery {
 		if _, err := q.Exec(ctx, `update backoffice_sessions set seen_at = $2 where hash = $1`, hash, now); err != nil {
 			return nil, fmt.Errorf("backoffice: touch session: %w", err)
 		}
@@ -145,17 +166,44 @@ func deleteSession(ctx context.Context, q querier, hash []byte) error {
 
 // setLocked locks (at non-nil) or unlocks a session and reports whether it
 // changed, so that a lock is recorded once however often the page asks.
-func setLocked(ctx context.Context, q querier, hash []byte, at *time.Time) (bool, error) {
+// Unlocking counts as a heartbeat: the card just signed.
+func setLocked(ctx context.Context, q querier, hash []byte, at *time.Time, now time.Time) (bool, error) {
 	cond := "locked_at is null"
 	if at == nil {
 		cond = "locked_at is not null"
 	}
-	tag, err := q.Exec(ctx, `update backoffice_sessions set locked_at = $2, pending_statement = null, pending_at = null
-		where hash = $1 and `+cond, hash, at)
+	tag, err := q.Exec(ctx, `update backoffice_sessions set locked_at = $2, pending_statement = null, pending_at = null,
+			heartbeat_at = case when $2::timestamptz is null then $3 else heartbeat_at end
+		where hash = $1 and `+cond, hash, at, now)
 	if err != nil {
 		return false, fmt.Errorf("backoffice: lock session: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// heartbeat notes that the page of an unlocked session saw its card now.
+func heartbeat(ctx context.Context, q querier, hash []byte, now time.Time) error {
+	if _, err := q.Exec(ctx, `update backoffice_sessions set heartbeat_at = $2 where hash = $1 and locked_at is null`, hash, now); err != nil {
+		return fmt.Errorf("backoffice: heartbeat: %w", err)
+	}
+	return nil
+}
+
+// lockSilent locks the unlocked sessions whose last heartbeat is older than
+// timeout and returns their card holders' UZI numbers, for the audit rows.
+// hash, when not nil, limits it to that session.
+func lockSilent(ctx context.Context, q querier, hash []byte, now time.Time, timeout time.Duration) ([]string, error) {
+	rows, err := q.Query(ctx, `update backoffice_sessions set locked_at = $1, pending_statement = null, pending_at = null
+		where locked_at is null and coalesce(heartbeat_at, created_at) < $2 and ($3::bytea is null or hash = $3)
+		returning uzi_number`, now, now.Add(-timeout), hash)
+	if err != nil {
+		return nil, fmt.Errorf("backoffice: lock silent sessions: %w", err)
+	}
+	uzis, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("backoffice: lock silent sessions: %w", err)
+	}
+	return uzis, nil
 }
 
 func setLang(ctx context.Context, q querier, hash []byte, lang string) error {
@@ -268,8 +316,8 @@ func markPublished(ctx context.Context, q querier, ids [][16]byte, now time.Time
 
 // sweep deletes expired challenges and sessions.
 func sweep(ctx context.Context, q querier, now time.Time, idle, absolute time.Duration) error {
-	if _, err := q.Exec(ctx, `delete from login_challenges where expires_at <= $1`, now); err != nil {
-		return fmt.Errorf("backoffice: sweep challenges: %w", err)
+	if err := deleteExpiredChallenges(ctx, q, now); err != nil {
+		return err
 	}
 	if _, err := q.Exec(ctx, `delete from backoffice_sessions where seen_at <= $1 or created_at <= $2`,
 		now.Add(-idle), now.Add(-absolute)); err != nil {

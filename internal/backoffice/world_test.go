@@ -141,7 +141,7 @@ func newWorld(t *testing.T, tune func(*backoffice.Config)) *world {
 	t.Cleanup(w.srv.Close)
 	w.origin = w.srv.URL
 	w.cfg = backoffice.Config{Origin: w.origin, DailyQuota: 50, DayZone: "Europe/Amsterdam", Bucket: "authorizations",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 1000, VouchPerMinute: 1000}
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 1000, VouchPerMinute: 1000, MaxChallenges: 10000}
 	if tune != nil {
 		tune(&w.cfg)
 	}
@@ -329,6 +329,19 @@ func (b *browser) challenge(purpose string) []byte {
 		b.w.t.Fatalf("challenge origin %q, want %q", r.str("origin"), b.w.origin)
 	}
 	return r.bytes(b.w.t, "challenge")
+}
+
+// pass lets d go by on a clock (advance), with the page open and its card
+// in the reader: a heartbeat every minute, which keeps the session from
+// being locked but, sent by the page itself, does not count as activity.
+func (b *browser) pass(advance func(time.Duration), d time.Duration) {
+	b.w.t.Helper()
+	for d > 0 {
+		step := min(d, time.Minute)
+		advance(step)
+		d -= step
+		b.post("/api/heartbeat", map[string]any{})
+	}
 }
 
 // bindChallenge puts ch's hash in the browser's challenge cookie, as if

@@ -103,10 +103,34 @@
     });
   }
 
-  // mine is the signed-in card holder's card, if it is in a reader.
+  // mine is the signed-in card holder's card, if it is in a reader. The
+  // locked page does not say whose card that is: there it is the one card
+  // in the readers (the server refuses any other).
   function mine() {
     if (!cards) return undefined;
+    if (!body.dataset.uzi) return cards.length === 1 ? cards[0] : undefined;
     return cards.find((c) => c.uzi === body.dataset.uzi && c.type === body.dataset.cardType);
+  }
+
+  // --- heartbeat -----------------------------------------------------
+
+  // While the watch sees the signed-in card, the page tells the server so
+  // (every 30 s, and when the card is first seen); a session whose page
+  // goes silent (tab closed, extension or agent gone) is locked by the
+  // server within 2 minutes.
+  let beating = false;
+  function heartbeat() {
+    if (locked || !mine()) return;
+    api("/api/heartbeat").catch(() => {});
+  }
+  function startHeartbeat() {
+    setInterval(heartbeat, 30000);
+    cardListeners.push(() => {
+      if (!beating && mine()) {
+        beating = true;
+        heartbeat();
+      }
+    });
   }
 
   // --- sign in -------------------------------------------------------
@@ -223,7 +247,9 @@
         api("/api/lock").catch(() => {});
       }
       $("unlock").disabled = !m;
-      $("lock-text").textContent = m ? t("page.lock.card-back") : t("page.lock.text");
+      let text = m ? t("page.lock.card-back") : t("page.lock.text");
+      if (!m && !body.dataset.uzi && cards && cards.length > 1) text = t("page.lock.one-card");
+      $("lock-text").textContent = text;
     });
     $("unlock").addEventListener("click", async () => {
       const m = mine();
@@ -238,7 +264,13 @@
           return;
         }
         await api("/api/unlock", { challenge: ch.challenge, authCert: r.certificate || m.authCert, signature: r.signature });
+        if (body.dataset.page === "locked") {
+          // The server showed nothing of the session while locked: now it does.
+          location.reload();
+          return;
+        }
         locked = false;
+        beating = false;
         l.hidden = true;
         $("lock-status").textContent = "";
       } catch (e) {
@@ -357,10 +389,16 @@
       break;
     case "vouch":
       lockWatch();
+      startHeartbeat();
       vouchPage();
       watchCards();
       break;
     case "staff":
+      lockWatch();
+      startHeartbeat();
+      watchCards();
+      break;
+    case "locked":
       lockWatch();
       watchCards();
       break;
