@@ -350,3 +350,82 @@ func TestExtensionPINPadConfirms(t *testing.T) {
 		}
 	}
 }
+
+// TestExtensionRateAndForgedEvents: a back-office tab gets RATE_BURST
+// requests at once and then RATE_PER_S a second ("rate-limited" past
+// them); a message event a script made itself (not posted: isTrusted is
+// false), even one claiming the page's own window and origin, is not
+// relayed at all.
+func TestExtensionRateAndForgedEvents(t *testing.T) {
+	man := testenv.Cards(t)
+	origin := testPage(t, "127.0.0.1")
+	browser := testenv.Browser(t, []string{origin}, man.Module, man.SoftHSMConf)
+	page := browser
+	if err := run(page, chromedp.Navigate(origin), chromedp.WaitVisible("#ready")); err != nil {
+		t.Fatal(err)
+	}
+	// Requests of a type the worker answers itself ("malformed"): no
+	// agent is started for them, and they count all the same.
+	burst := func(n int) []string {
+		t.Helper()
+		var got []string
+		if err := evalJSON(page, 30*time.Second, fmt.Sprintf(`(async () => {
+			const ids = Array.from({ length: %d }, (_, i) => "rate-" + Math.random() + "-" + i);
+			const answers = new Map();
+			await new Promise((resolve) => {
+				const on = (e) => {
+					const m = e.data;
+					if (e.source !== window || !m || m.vouchCard !== "response" || !ids.includes(m.id)) return;
+					answers.set(m.id, m.error || m.type);
+					if (answers.size === ids.length) { window.removeEventListener("message", on); resolve(); }
+				};
+				window.addEventListener("message", on);
+				for (const id of ids) window.postMessage({ vouchCard: "request", id, type: "bogus" }, location.origin);
+				setTimeout(resolve, 10000);
+			});
+			return ids.map((id) => answers.get(id) || "none");
+		})()`, n), &got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	count := func(xs []string, v string) int {
+		n := 0
+		for _, x := range xs {
+			if x == v {
+				n++
+			}
+		}
+		return n
+	}
+	got := burst(25)
+	if m, r := count(got, "malformed"), count(got, "rate-limited"); m+r != 25 || m < 20 || m > 21 || r < 4 {
+		t.Fatalf("25 requests at once: %d answered, %d rate-limited: %v", m, r, got)
+	}
+	// Two a second come back.
+	time.Sleep(1500 * time.Millisecond)
+	got = burst(5)
+	if m := count(got, "malformed"); m < 2 || m > 4 || count(got, "rate-limited") != 5-m {
+		t.Fatalf("5 requests 1.5 s later: %v", got)
+	}
+
+	// A forged event: the page's own script dispatches a MessageEvent
+	// that names the page's window and origin. Not relayed: no answer.
+	var forged []string
+	if err := evalJSON(page, 10*time.Second, `(async () => {
+		const got = [];
+		const on = (e) => { if (e.data && e.data.vouchCard === "response") got.push(JSON.stringify(e.data)); };
+		window.addEventListener("message", on);
+		window.dispatchEvent(new MessageEvent("message", {
+			data: { vouchCard: "request", id: "forged", type: "cards" }, origin: location.origin, source: window,
+		}));
+		await new Promise((r) => setTimeout(r, 1000));
+		window.removeEventListener("message", on);
+		return got;
+	})()`, &forged); err != nil {
+		t.Fatal(err)
+	}
+	if len(forged) != 0 {
+		t.Errorf("a forged message event was answered: %v", forged)
+	}
+}
