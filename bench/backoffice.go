@@ -174,7 +174,8 @@ func (b backofficeBench) run(ctx context.Context) (backofficeResult, error) {
 	defer hs.Close()
 	n := b.clinicians * b.perEach
 	svc, err := backoffice.New(backoffice.Config{Origin: hs.URL, DailyQuota: 10 * n, DayZone: "Europe/Amsterdam", Bucket: "authorizations",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 1e9, VouchPerMinute: 1e9},
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 1e9, VouchPerMinute: 1e9,
+		MaxChallenges: n + 10, HeartbeatTimeout: 12 * time.Hour}, // no page sends heartbeats here
 		backoffice.Deps{DB: db, Verifier: verifier, Licenses: license.New(license.Config{MaxMirrorAge: 24 * time.Hour}, dirClient, db, log),
 			Attestation: atts, Publisher: bucket, Jurisdiction: "NL", Professions: tr.Profile.VouchProfessions(), Log: log})
 	if err != nil {

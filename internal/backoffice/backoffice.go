@@ -63,6 +63,11 @@ type Config struct {
 	// (all copies together): past it a challenge is refused with 503 until
 	// some expire, whatever addresses ask.
 	MaxChallenges int `env:"VOUCH_SIGNIN_CHALLENGES_MAX, default=10000"`
+	// HeartbeatTimeout: a session whose page has not reported its card
+	// for this long is locked by the server (closed tab, extension or
+	// agent gone). The page reports every 30 s while its watch sees the
+	// card, so at least a minute.
+	HeartbeatTimeout time.Duration `env:"VOUCH_SESSION_HEARTBEAT, default=2m"`
 }
 
 // Validate checks the configuration and returns the origin, parsed.
@@ -83,6 +88,8 @@ func (c Config) Validate() (*url.URL, error) {
 		return nil, errors.New("VOUCH_SESSION_IDLE must be positive and at most VOUCH_SESSION_MAX")
 	case c.SignInPerMinute <= 0 || c.VouchPerMinute <= 0:
 		return nil, errors.New("VOUCH_SIGNIN_PER_MINUTE and VOUCH_VOUCH_PER_MINUTE must be positive")
+	case c.HeartbeatTimeout < time.Minute:
+		return nil, fmt.Errorf("VOUCH_SESSION_HEARTBEAT must be at least 1m (the page reports every 30 s), got %v", c.HeartbeatTimeout)
 	case c.MaxChallenges < 1:
 		return nil, fmt.Errorf("VOUCH_SIGNIN_CHALLENGES_MAX must be at least 1, got %d", c.MaxChallenges)
 	}

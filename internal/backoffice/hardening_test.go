@@ -108,17 +108,17 @@ func TestHeartbeat(t *testing.T) {
 	gp := w.card("gp")
 	b := w.browser()
 	b.mustSignIn(gp)
-	w.clock.advance(backoffice.HeartbeatTimeout - 10*time.Second)
+	w.clock.advance(w.cfg.HeartbeatTimeout - 10*time.Second)
 	if st, r := b.post("/api/heartbeat", map[string]any{}); st != http.StatusOK {
 		t.Fatalf("heartbeat: %d %v", st, r)
 	}
-	w.clock.advance(backoffice.HeartbeatTimeout - 10*time.Second)
+	w.clock.advance(w.cfg.HeartbeatTimeout - 10*time.Second)
 	if st, _ := b.get("/vouch"); st != http.StatusOK {
-		t.Fatalf("%v after the last heartbeat: %d", backoffice.HeartbeatTimeout-10*time.Second, st)
+		t.Fatalf("%v after the last heartbeat: %d", w.cfg.HeartbeatTimeout-10*time.Second, st)
 	}
 	w.clock.advance(10*time.Second + time.Millisecond)
 	if st, _ := b.get("/vouch"); st != http.StatusLocked {
-		t.Fatalf("%v after the last heartbeat: %d, want 423", backoffice.HeartbeatTimeout+time.Millisecond, st)
+		t.Fatalf("%v after the last heartbeat: %d, want 423", w.cfg.HeartbeatTimeout+time.Millisecond, st)
 	}
 	if st, _ := b.post("/api/heartbeat", map[string]any{}); st != http.StatusLocked {
 		t.Fatalf("a heartbeat does not unlock: %d", st)
@@ -139,7 +139,7 @@ func TestHeartbeat(t *testing.T) {
 	// No request at all (the tab was closed): the sweep locks it.
 	quiet := w.browser()
 	quiet.mustSignIn(w.card("nurse"))
-	w.clock.advance(backoffice.HeartbeatTimeout + time.Second)
+	w.clock.advance(w.cfg.HeartbeatTimeout + time.Second)
 	w.eventually(2, `select count(*) from backoffice_sessions where locked_at is not null`)
 	w.eventually(3, `select count(*) from audit_log where action = 'lock' and reason = 'heartbeat-missed'`)
 }

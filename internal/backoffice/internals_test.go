@@ -110,7 +110,7 @@ func TestLimiterSweep(t *testing.T) {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	good := Config{Origin: "https://backoffice.example:8443", DailyQuota: 60, DayZone: "Europe/Amsterdam",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20, MaxChallenges: 10000}
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20, MaxChallenges: 10000, HeartbeatTimeout: 2 * time.Minute}
 	tests := []struct {
 		name string
 		tune func(*Config)
@@ -143,6 +143,8 @@ func TestValidate(t *testing.T) {
 		{"sign-in rate negative", func(c *Config) { c.SignInPerMinute = -1 }, "VOUCH_SIGNIN_PER_MINUTE"},
 		{"vouch rate 0", func(c *Config) { c.VouchPerMinute = 0 }, "VOUCH_VOUCH_PER_MINUTE"},
 		{"small rates", func(c *Config) { c.SignInPerMinute, c.VouchPerMinute = 0.01, 0.01 }, ""},
+		{"heartbeat 1m", func(c *Config) { c.HeartbeatTimeout = time.Minute }, ""},
+		{"heartbeat under 1m", func(c *Config) { c.HeartbeatTimeout = time.Minute - time.Nanosecond }, "VOUCH_SESSION_HEARTBEAT"},
 		{"challenges 1", func(c *Config) { c.MaxChallenges = 1 }, ""},
 		{"challenges 0", func(c *Config) { c.MaxChallenges = 0 }, "VOUCH_SIGNIN_CHALLENGES_MAX"},
 		{"unknown zone", func(c *Config) { c.DayZone = "Nowhere/Atlantis" }, "VOUCH_VOUCH_DAY_ZONE"},
@@ -547,7 +549,7 @@ func testAuthorization(t *testing.T, now time.Time) *authorization {
 
 func fakeConfig() Config {
 	return Config{Origin: "http://127.0.0.1:8080", DailyQuota: 5, DayZone: "Europe/Amsterdam", Bucket: "authorizations",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20, MaxChallenges: 100}
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 20, VouchPerMinute: 20, MaxChallenges: 100, HeartbeatTimeout: 2 * time.Minute}
 }
 
 // fakeDeps: a real database; a verifier, register and bus that are not

@@ -53,14 +53,6 @@ func (s *Service) language(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// HeartbeatTimeout: a session whose page has not reported its card for
-// this long is locked by the server (closed tab, extension or agent gone).
-// The page reports every HeartbeatEvery while its watch sees the card.
-const (
-	HeartbeatTimeout = 2 * time.Minute
-	HeartbeatEvery   = 30 * time.Second
-)
-
 // ReasonHeartbeatMissed is the audit reason of a lock the server made.
 const ReasonHeartbeatMissed = "heartbeat-missed"
 
@@ -87,7 +79,7 @@ func (s *Service) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 		case err != nil:
 			return err
 		default:
-			if !sess.locked() && now.Sub(sess.HeartbeatAt) > HeartbeatTimeout {
+			if !sess.locked() && now.Sub(sess.HeartbeatAt) > s.cfg.HeartbeatTimeout {
 				if err := s.lockSilent(c.Request().Context(), sess.Hash, now); err != nil {
 					return err
 				}
@@ -101,10 +93,10 @@ func (s *Service) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // lockSilent locks the sessions (hash: that one; nil: every one) whose
-// heartbeat is older than HeartbeatTimeout, each with its audit row.
+// heartbeat is older than the configured timeout, each with its audit row.
 func (s *Service) lockSilent(ctx context.Context, hash []byte, now time.Time) error {
 	return s.deps.DB.InTx(ctx, func(tx pgx.Tx) error {
-		uzis, err := lockSilent(ctx, tx, hash, now, HeartbeatTimeout)
+		uzis, err := lockSilent(ctx, tx, hash, now, s.cfg.HeartbeatTimeout)
 		if err != nil {
 			return err
 		}

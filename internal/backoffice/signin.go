@@ -344,7 +344,7 @@ func (s *Service) unlock(c echo.Context) error {
 }
 
 // heartbeat: the page's watch sees the session's card in a reader. A
-// session without one for HeartbeatTimeout is locked (loadSession, Run).
+// session without one for the configured timeout is locked (loadSession, Run).
 func (s *Service) heartbeat(c echo.Context) error {
 	sess, err := needSession(c)
 	if err != nil {

@@ -141,7 +141,7 @@ func newWorld(t *testing.T, tune func(*backoffice.Config)) *world {
 	t.Cleanup(w.srv.Close)
 	w.origin = w.srv.URL
 	w.cfg = backoffice.Config{Origin: w.origin, DailyQuota: 50, DayZone: "Europe/Amsterdam", Bucket: "authorizations",
-		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 1000, VouchPerMinute: 1000, MaxChallenges: 10000}
+		IdleTimeout: 15 * time.Minute, AbsoluteTimeout: 12 * time.Hour, SignInPerMinute: 1000, VouchPerMinute: 1000, MaxChallenges: 10000, HeartbeatTimeout: 2 * time.Minute}
 	if tune != nil {
 		tune(&w.cfg)
 	}
