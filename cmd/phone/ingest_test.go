@@ -116,7 +116,13 @@ func TestAgainstIngest(t *testing.T) {
 		t.Fatalf("upload: %v\n%s", err, out)
 	}
 	time.Sleep(1100 * time.Millisecond) // another second: another signed upload
-	if out, err = run("upload", "-key", keyFile, "-api", hs.URL, "-bundle", bundleFile, "-keys", keysFile); err == nil || !strings.Contains(err.Error(), "409") {
+	// The same keys signed again: a retry of the same upload.
+	if out, err = run("upload", "-key", keyFile, "-api", hs.URL, "-bundle", bundleFile, "-keys", keysFile); err != nil {
+		t.Errorf("the same keys again: %v\n%s", err, out)
+	}
+	// Other keys with the same authorization: a replay.
+	other := filepath.Join(dir, "other-keys.txt")
+	if out, err = run("upload", "-key", keyFile, "-api", hs.URL, "-bundle", bundleFile, "-keys", other); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Errorf("second upload of one authorization: %v\n%s", err, out)
 	}
 	st, err := b.JetStream().Stream(ctx, exposure.Stream)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/phoneclient"
 )
 
 // A keys file holds one temporary exposure key a line:
@@ -21,20 +21,10 @@ import (
 // upload writes the keys it publishes there, and sync reads the keys a
 // phone "observed" from one (for a demo, another phone's upload).
 
-// randomKeys makes one key a day for the n whole days before now's: keys
-// that have expired, so the aggregator publishes them at once.
+// randomKeys makes n keys of the days before now's, as a phone holds them
+// (phoneclient.RandomKeys, which the phone's chaff uses too).
 func randomKeys(n int, now time.Time) ([]exposure.Key, error) {
-	today := exposure.IntervalNumber(now.UTC().Truncate(24 * time.Hour))
-	keys := make([]exposure.Key, n)
-	for i := range keys {
-		if _, err := rand.Read(keys[i].Data[:]); err != nil {
-			return nil, err
-		}
-		keys[i].RollingStart = today - int32(i+1)*exposure.MaxRollingPeriod
-		keys[i].RollingPeriod = exposure.MaxRollingPeriod
-		keys[i].TransmissionRisk = 4
-	}
-	return keys, nil
+	return phoneclient.RandomKeys(n, now)
 }
 
 func formatKeys(keys []exposure.Key) []byte {

@@ -199,26 +199,70 @@ func UploadBody(priv ed25519.PrivateKey, bundle []byte, keys []exposure.Key, at 
 	return pad(&req, &req.Padding, phoneapi.UploadRequestBlock)
 }
 
-// ChaffUpload sends an upload that only looks like one: random content of
-// the size of a real upload of nKeys keys with a bundle of bundleLen
-// bytes, marked chaff. Phones send these so that an upload does not tell
-// an observer that its phone's owner is infected.
+// ChaffUpload sends an upload that only looks like one: nKeys keys made
+// as the phone makes its real ones (RandomKeys), a random bundle of
+// bundleLen bytes and a key pair of its own, marked chaff. Phones send
+// these so that an upload does not tell an observer that its phone's owner
+// is infected; the server answers them as it answers a real upload of the
+// same keys.
 func (c *Client) ChaffUpload(ctx context.Context, bundleLen, nKeys int) error {
-	priv := randomKey()
-	keys := make([]exposure.Key, nKeys)
-	now := exposure.IntervalNumber(c.now())
-	for i := range keys {
-		crand.Read(keys[i].Data[:])
-		keys[i].RollingStart = (now/144 - int32(i) - 1) * 144
-		keys[i].RollingPeriod = 144
+	keys, err := RandomKeys(nKeys, c.now())
+	if err != nil {
+		return err
 	}
 	bundle := make([]byte, bundleLen)
-	crand.Read(bundle)
-	body, err := UploadBody(priv, bundle, keys, c.now())
+	if _, err := crand.Read(bundle); err != nil {
+		return err
+	}
+	body, err := UploadBody(randomKey(), bundle, keys, c.now())
 	if err != nil {
 		return err
 	}
 	return c.Do(ctx, phoneapi.PathUploads, phoneapi.ChaffFake, body, nil)
+}
+
+// KeyDays is how many whole days before today RandomKeys spreads keys
+// over: GAEN's 14, all within the days a server publishes by default.
+const KeyDays = exposure.DefaultMaxAgeDays
+
+// RandomKeys makes n random keys (1..exposure.MaxKeysPerUpload) of the
+// KeyDays whole days before now's UTC day, as a phone that reset its key
+// on some days holds them: one a day for up to KeyDays keys, more spread
+// evenly over the days but the oldest beyond that, each day's keys one
+// after another (at most 3 a day for 30 keys, never overlapping). Every
+// key has expired, so an aggregator publishes it at once; the reference
+// phone uploads these and sends them as chaff.
+func RandomKeys(n int, now time.Time) ([]exposure.Key, error) {
+	if n < 1 || n > exposure.MaxKeysPerUpload {
+		return nil, fmt.Errorf("phone: %d keys; a phone uploads 1..%d", n, exposure.MaxKeysPerUpload)
+	}
+	today := exposure.IntervalNumber(now.UTC().Truncate(24 * time.Hour))
+	keys := make([]exposure.Key, 0, n)
+	for d := range min(n, KeyDays) {
+		// Day d (0 is yesterday) holds its share of the keys. The oldest
+		// day holds one: a key that ended earlier on it would be past the
+		// days published late in the day.
+		perDay := 1
+		if rest, days := n-KeyDays, KeyDays-1; rest > 0 && d < days {
+			perDay += rest / days
+			if d < rest%days {
+				perDay++
+			}
+		}
+		start := today - int32(d+1)*exposure.MaxRollingPeriod
+		period := int32(exposure.MaxRollingPeriod / perDay)
+		for j := range perDay {
+			k := exposure.Key{RollingStart: start + int32(j)*period, RollingPeriod: period, TransmissionRisk: 4}
+			if j == perDay-1 {
+				k.RollingPeriod = exposure.MaxRollingPeriod - int32(j)*period
+			}
+			if _, err := crand.Read(k.Data[:]); err != nil {
+				return nil, err
+			}
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
 }
 
 // ChaffPickup sends a pickup marked chaff, of a real one's size.

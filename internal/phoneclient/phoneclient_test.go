@@ -202,3 +202,40 @@ func TestBackoffWait(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomKeysValid: the phone's keys of every count it may upload pass
+// the server's rules at any time of the day, and an aggregator may publish
+// all of them at once (each has ended).
+func TestRandomKeysValid(t *testing.T) {
+	t.Parallel()
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	for _, now := range []time.Time{day.Add(time.Second), day.Add(12 * time.Hour), day.Add(24*time.Hour - time.Second)} {
+		for n := 1; n <= exposure.MaxKeysPerUpload; n++ {
+			ks, err := phoneclient.RandomKeys(n, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ks) != n {
+				t.Fatalf("%d keys, want %d", len(ks), n)
+			}
+			if err := exposure.Validate(ks, now, exposure.DefaultMaxAgeDays); err != nil {
+				t.Errorf("%d keys at %s: %v", n, now.Format(time.TimeOnly), err)
+			}
+			for i, k := range ks {
+				if k.End().After(day) {
+					t.Errorf("%d keys: key %d ends %s, after today began", n, i, k.End())
+				}
+				for _, o := range ks[:i] {
+					if k.Start().Before(o.End()) && o.Start().Before(k.End()) {
+						t.Errorf("%d keys: key %d overlaps an earlier one", n, i)
+					}
+				}
+			}
+		}
+	}
+	for _, n := range []int{0, exposure.MaxKeysPerUpload + 1} {
+		if _, err := phoneclient.RandomKeys(n, time.Now()); err == nil {
+			t.Errorf("%d keys made", n)
+		}
+	}
+}
