@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/vouch-nl/vouch/internal/backoffice"
 	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/phoneapi"
@@ -123,5 +127,87 @@ func TestChaffAnsweredLikeReal(t *testing.T) {
 	ch := rec.answer()
 	if pending.status != http.StatusOK || pending != ready || ch != pending {
 		t.Errorf("pickups: pending %+v, ready %+v, chaff %+v", pending, ready, ch)
+	}
+}
+
+// counts are the counters of reg (and the sample counts of its histograms
+// and summaries), by metric name and labels.
+func counts(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := f.GetName() + "{" + strings.Join(labels, ",") + "}"
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				out[key] = m.GetCounter().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[key] = float64(m.GetHistogram().GetSampleCount())
+			case dto.MetricType_SUMMARY:
+				out[key] = float64(m.GetSummary().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// moved is what changed between two counts.
+func moved(before, after map[string]float64) map[string]float64 {
+	d := map[string]float64{}
+	for k, v := range after {
+		if v != before[k] {
+			d[k] = v - before[k]
+		}
+	}
+	return d
+}
+
+// TestMetricsCountChaffAsReal: whatever a metric counts, a chaff request
+// moves it as a real one does — a published upload, a ready or a pending
+// pickup — so that counts read beside the traffic tell nothing.
+func TestMetricsCountChaffAsReal(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	step := func(f func()) map[string]float64 {
+		before := counts(t, w.metrics)
+		f()
+		return moved(before, counts(t, w.metrics))
+	}
+	p := newPhone(t)
+	bundle, _ := w.bundle(p, bundleOpts{})
+	ks := keys(t, 14)
+	real := step(func() {
+		if status, body := w.upload(p.uploadReq(bundle, ks, time.Now()), false); status != http.StatusOK {
+			t.Fatalf("real upload: %d %s", status, body)
+		}
+	})
+	c := newPhone(t)
+	chaff := step(func() {
+		if status, body := w.upload(c.uploadReq(make([]byte, len(bundle)), keys(t, 14), time.Now()), true); status != http.StatusOK {
+			t.Fatalf("chaff upload: %d %s", status, body)
+		}
+	})
+	if diff := cmp.Diff(real, chaff); diff != "" || len(real) == 0 {
+		t.Errorf("metrics moved by an upload (-real +chaff):\n%s", diff)
+	}
+	pending := step(func() { w.pickup(newPhone(t).pickupReq(time.Now()), false) })
+	if err := w.auths.PutAll(t.Context(), []bus.KeyValue{{Key: backoffice.BucketKey(p.code()), Value: bundle}}); err != nil {
+		t.Fatal(err)
+	}
+	ready := step(func() { w.pickup(p.pickupReq(time.Now()), false) })
+	chaffPickup := step(func() { w.pickup(c.pickupReq(time.Now()), true) })
+	if diff := cmp.Diff(ready, chaffPickup); diff != "" || len(ready) == 0 {
+		t.Errorf("metrics moved by a pickup (-ready +chaff):\n%s", diff)
+	}
+	if diff := cmp.Diff(pending, chaffPickup); diff != "" {
+		t.Errorf("metrics moved by a pickup (-pending +chaff):\n%s", diff)
 	}
 }
