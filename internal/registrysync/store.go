@@ -211,22 +211,31 @@ func uniqueOrDrop(ctx context.Context, tx pgx.Tx, column string, skip func(dn st
 	return dropped, nil
 }
 
+// listedTwiceError is why dropDuplicates left a card holder out.
+type listedTwiceError struct {
+	Column, UZI string
+}
+
+func (e *listedTwiceError) Error() string {
+	return e.Column + " listed more than once in the register"
+}
+
 // dropDuplicates removes every card holder listed more than once.
 func dropDuplicates(ctx context.Context, tx pgx.Tx, column string, skip func(dn string, err error)) (int64, error) {
 	rows, err := tx.Query(ctx, `delete from registry_entries_next where `+column+` in
-		(select `+column+` from registry_entries_next where `+column+` is not null group by `+column+` having count(*) > 1) returning dn`)
+		(select `+column+` from registry_entries_next where `+column+` is not null group by `+column+` having count(*) > 1) returning dn, uzi_number`)
 	if err != nil {
 		return 0, fmt.Errorf("drop duplicates: %w", err)
 	}
 	defer rows.Close()
 	var n int64
 	for rows.Next() {
-		var dn string
-		if err := rows.Scan(&dn); err != nil {
+		var dn, uzi string
+		if err := rows.Scan(&dn, &uzi); err != nil {
 			return 0, err
 		}
 		n++
-		skip(dn, fmt.Errorf("%s listed more than once in the register", column))
+		skip(dn, &listedTwiceError{Column: column, UZI: uzi})
 	}
 	return n, rows.Err()
 }
@@ -263,7 +272,7 @@ func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(context.Context, tr
 	n := 0
 	err := batches(ctx, tx, `
 		select coalesce(n.uzi_number, o.uzi_number),
-		       o.uzi_number is not null, o.license_status, o.valid_from, o.valid_until,
+		       o.uzi_number is not null, o.license_status, o.valid_from, o.valid_until, o.entry_uuid::text,
 		       n.uzi_number is not null, n.license_status, n.valid_from, n.valid_until
 		from registry_entries_next n
 		full join registry_entries o on o.uzi_number = n.uzi_number
@@ -275,12 +284,12 @@ func fullTransitions(ctx context.Context, tx pgx.Tx, fn func(context.Context, tr
 			var t transition
 			var hasOld, hasNew bool
 			var o, nw licenseState
-			var oStatus, nStatus *string
-			if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &hasNew, &nStatus, &nw.ValidFrom, &nw.ValidUntil); err != nil {
+			var oStatus, oUUID, nStatus *string
+			if err := rows.Scan(&t.UZI, &hasOld, &oStatus, &o.ValidFrom, &o.ValidUntil, &oUUID, &hasNew, &nStatus, &nw.ValidFrom, &nw.ValidUntil); err != nil {
 				return t, err
 			}
 			if hasOld {
-				o.UZI, o.Status = t.UZI, deref(oStatus)
+				o.UZI, o.Status, o.EntryUUID = t.UZI, deref(oStatus), deref(oUUID)
 				t.Old = &o
 			}
 			if hasNew {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -251,8 +252,10 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 	}
 	s.log.Debug("full sync: cookie taken", "seconds", s.now().Sub(start).Seconds())
 	var skipped atomic.Int64 // the scan goroutine and the COPY both skip
+	why := newLeaving()
 	skip := func(dn string, err error) {
 		skipped.Add(1)
+		why.skipped(err)
 		s.log.Warn("register entry skipped", "dn", dn, "err", err)
 	}
 	defer func() { res.Skipped = int(skipped.Load()) }()
@@ -334,6 +337,7 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 		} else if res.Changes, err = fullTransitions(ctx, tx, func(ctx context.Context, t transition) error {
 			if t.New == nil {
 				leaving++
+				t.GoneAs = why.why(*t.Old)
 			}
 			return out.add(ctx, t)
 		}); err != nil {
@@ -462,6 +466,63 @@ const (
 	StatusDuplicate = "duplicate" // the register lists them twice
 )
 
+// leaving is the one rule for why a card holder leaves the mirror, and so
+// for the status the bucket gives them: both syncs note here what they
+// learnt of the register's entries, and ask it of everyone who leaves. A
+// card holder the register lists more than once is a duplicate, whatever
+// else it says of them; one whose entry it still holds, unreadable, is
+// invalid; anyone else is removed.
+type leaving struct {
+	mu        sync.Mutex      // the full sync's scan notes from its own goroutine
+	duplicate map[string]bool // UZI numbers
+	invalid   map[string]bool // entryUUIDs
+}
+
+func newLeaving() *leaving {
+	return &leaving{duplicate: map[string]bool{}, invalid: map[string]bool{}}
+}
+
+func (l *leaving) listedTwice(uzi string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.duplicate[uzi] = true
+}
+
+func (l *leaving) unreadable(entryUUID string) {
+	if entryUUID == "" {
+		return // nothing ties it to a mirrored card holder
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.invalid[entryUUID] = true
+}
+
+// skipped notes why an entry was left out of a sync, when that says why a
+// card holder leaves.
+func (l *leaving) skipped(err error) {
+	var twice *listedTwiceError
+	var bad *directory.EntryError
+	switch {
+	case errors.As(err, &twice):
+		l.listedTwice(twice.UZI)
+	case errors.As(err, &bad):
+		l.unreadable(bad.EntryUUID)
+	}
+}
+
+// why is the status of a card holder who leaves the mirror with state st.
+func (l *leaving) why(st licenseState) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.duplicate[st.UZI]:
+		return StatusDuplicate
+	case st.EntryUUID != "" && l.invalid[st.EntryUUID]:
+		return StatusInvalid
+	}
+	return StatusRemoved
+}
+
 // apply writes one batch of changes. The rules, all failing closed: a card
 // holder whose entry became unreadable, or who is now listed twice, leaves
 // the mirror (and may not vouch) until the register is clear again; one who
@@ -482,12 +543,14 @@ func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, st
 	if err != nil {
 		return err
 	}
+	why := newLeaving()
+	for _, u := range ch.Invalid {
+		why.unreadable(u)
+	}
 	gone := map[string]goneState{}
-	leave := func(m map[string]licenseState, why string) {
+	leave := func(m map[string]licenseState) {
 		for u, st := range m {
-			if _, seen := gone[u]; !seen {
-				gone[u] = goneState{licenseState: st, why: why}
-			}
+			gone[u] = goneState{licenseState: st, why: why.why(st)}
 		}
 	}
 	var m map[string]licenseState
@@ -495,7 +558,7 @@ func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, st
 		if m, err = states(ctx, tx, `entry_uuid::text = any($1)`, ch.Invalid); err != nil {
 			return err
 		}
-		leave(m, StatusInvalid)
+		leave(m)
 	}
 	switch {
 	case ch.PresentPhase:
@@ -507,12 +570,12 @@ func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, st
 	if err != nil {
 		return err
 	}
-	leave(m, StatusRemoved)
+	leave(m)
 	// An entry whose UZI number changed: its old row goes.
 	if m, err = states(ctx, tx, `entry_uuid::text = any($1) and not (uzi_number = any($2))`, keys(upUUID), uzis); err != nil {
 		return err
 	}
-	leave(m, StatusRemoved)
+	leave(m)
 	goneUUID := map[string]bool{}
 	for u, g := range gone {
 		if upUZI[u] && g.why == StatusRemoved {
@@ -534,7 +597,8 @@ func (s *Syncer) apply(ctx context.Context, tx pgx.Tx, ch *directory.Changes, st
 				return err
 			}
 			if dup {
-				gone[e.UZI] = goneState{licenseState: o, why: StatusDuplicate}
+				why.listedTwice(e.UZI)
+				gone[e.UZI] = goneState{licenseState: o, why: why.why(o)}
 				continue
 			}
 		}
@@ -667,7 +731,7 @@ func eqTime(a, b *time.Time) bool {
 
 // LicenseRecord is the value in the license bucket, keyed by UZI number.
 type LicenseRecord struct {
-	Status     string     `json:"status"` // active, suspended, revoked, deceased, or removed
+	Status     string     `json:"status"` // active, suspended, revoked, deceased; or removed, invalid, duplicate (leaving)
 	MayVouch   bool       `json:"may_vouch"`
 	ValidFrom  *time.Time `json:"valid_from,omitempty"`
 	ValidUntil *time.Time `json:"valid_until,omitempty"`

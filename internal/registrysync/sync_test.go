@@ -623,3 +623,59 @@ func TestShrinkGuard(t *testing.T) {
 		t.Errorf("after accepting: %d rows, want %d with the newcomers", len(m), before)
 	}
 }
+
+// TestLeavingStatusIsOneRule: a card holder whose entry turned unreadable,
+// one listed twice and one deleted leave the mirror with the same status
+// in the bucket — invalid, duplicate, removed — whether an incremental or
+// a full sync saw it.
+func TestLeavingStatusIsOneRule(t *testing.T) {
+	t.Parallel()
+	want := map[string]string{"900000001": StatusInvalid, "900000004": StatusDuplicate, "900000002": StatusRemoved}
+	got := map[string]map[string]string{}
+	for _, kind := range []string{"incremental", "full"} {
+		f := setup(t, 10, nil)
+		ctx := context.Background()
+		if _, err := f.s.Once(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.ldap.LDIF(t,
+			modify("900000001", "vouchRoleCode", "1.15"),
+			"dn: vouchUziNumber=900000002,ou=people,dc=registry,dc=test\nchangetype: delete",
+			"dn: ou=elsewhere,ou=people,dc=registry,dc=test\nobjectClass: organizationalUnit\nou: elsewhere",
+			strings.Replace(entry("900000004", "vouchRoleCode: 02.000"), "ou=people", "ou=elsewhere,ou=people", 1))
+		sync := f.s.Once
+		if kind == "full" {
+			sync = f.s.Full
+		}
+		res, err := sync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Kind != kind {
+			t.Fatalf("%s: ran a %s sync", kind, res.Kind)
+		}
+		m := f.mirror(t)
+		for uzi, status := range want {
+			if _, ok := m[uzi]; ok {
+				t.Errorf("%s: %s is still mirrored", kind, uzi)
+			}
+			if r := f.license(t, uzi); r == nil || r.Status != status || r.MayVouch {
+				t.Errorf("%s: %s: bucket %+v, want %s", kind, uzi, r, status)
+			}
+		}
+		got[kind] = map[string]string{}
+		for uzi, r := range f.bucket(t) {
+			got[kind][uzi] = fmt.Sprintf("%s may_vouch=%v", r.Status, r.MayVouch)
+		}
+	}
+	for uzi, inc := range got["incremental"] {
+		if full := got["full"][uzi]; full != inc {
+			t.Errorf("%s: incremental left %q, full %q", uzi, inc, full)
+		}
+	}
+	for uzi, full := range got["full"] {
+		if _, ok := got["incremental"][uzi]; !ok {
+			t.Errorf("%s: only the full sync published %q", uzi, full)
+		}
+	}
+}
