@@ -243,8 +243,8 @@ func TestHeaderLimit(t *testing.T) {
 		ok     int // a header this large is answered
 		tooBig int // and this one is 431
 	}{
-		{"default (back office)", Limits{}, 15 << 10, 24 << 10},
-		{"phone API", PhoneAPILimits, 7 << 10, 16 << 10},
+		{"default (back office)", Limits{}, 15 << 10, 16 << 10},
+		{"phone API", PhoneAPILimits, 7 << 10, 8 << 10},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -27,13 +27,20 @@ type Limits struct {
 
 // BackofficeLimits fit the clinicians' browsers: their session and
 // sign-in cookies, a few hundred workstations per instance.
-var BackofficeLimits = Limits{MaxHeaderBytes: 16 << 10, MaxConns: 1024, MaxBodies: 64}
+var BackofficeLimits = Limits{MaxHeaderBytes: 16 << 10, MaxConns: 512, MaxBodies: 64}
 
 // PhoneAPILimits fit the phones: a few small headers, many clients.
 var PhoneAPILimits = Limits{MaxHeaderBytes: 8 << 10, MaxConns: 2048, MaxBodies: 256}
 
 // bodyWait is how long a request waits for a body slot before 503.
 const bodyWait = 5 * time.Second
+
+// httpMaxHeaderBytes is http.Server's MaxHeaderBytes for a request head of
+// at most l.MaxHeaderBytes: net/http reads 4 KiB more than its setting
+// before it answers 431 itself, and each byte read is held per connection.
+func (l Limits) httpMaxHeaderBytes() int {
+	return max(l.MaxHeaderBytes-4096, 1024)
+}
 
 // Or fills l's zero fields from def.
 func (l Limits) Or(def Limits) Limits {
@@ -53,8 +60,8 @@ func (l Limits) Or(def Limits) Limits {
 // unbounded; prefix names the variables (VOUCH_HTTP_, VOUCH_INGEST_).
 func (l Limits) Validate(prefix string) error {
 	var errs []error
-	if l.MaxHeaderBytes < 1<<10 || l.MaxHeaderBytes > 1<<20 {
-		errs = append(errs, fmt.Errorf("%sMAX_HEADER_BYTES must be between 1024 and 1048576, got %d", prefix, l.MaxHeaderBytes))
+	if l.MaxHeaderBytes < 5<<10 || l.MaxHeaderBytes > 1<<20 {
+		errs = append(errs, fmt.Errorf("%sMAX_HEADER_BYTES must be between 5120 and 1048576, got %d", prefix, l.MaxHeaderBytes))
 	}
 	if l.MaxConns < 1 {
 		errs = append(errs, fmt.Errorf("%sMAX_CONNS must be at least 1, got %d", prefix, l.MaxConns))

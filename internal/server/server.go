@@ -181,9 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
 	}
-	// net/http answers 431 itself to a request head past MaxHeaderBytes
-	// (and the 4 KiB of read buffer it allows on top).
-	srv := &http.Server{Handler: s.echo, MaxHeaderBytes: s.cfg.Limits.MaxHeaderBytes,
+	srv := &http.Server{Handler: s.echo, MaxHeaderBytes: s.cfg.Limits.httpMaxHeaderBytes(),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
