@@ -163,6 +163,7 @@ type Service struct {
 	metrics *metrics
 	signers chan crypto.Signer // the HSM sessions not in use
 	acked   chan [16]byte      // authorizations the bus acknowledged, to mark published
+	refused refusals           // refusals counted for their minute's audit row
 	echo    *echo.Echo
 }
 
@@ -212,7 +213,7 @@ func (s *Service) Register(e *echo.Echo) {
 	cop.SetDenyHandler(http.HandlerFunc(s.crossOrigin))
 	// The configured origin may differ from the Host a proxy passes on.
 	_ = cop.AddTrustedOrigin(s.Origin())
-	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16K"), s.language, s.loadSession, s.lockGate)
+	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16K"), s.language, s.loadSession, s.auditRefusals, s.lockGate)
 
 	g.GET("/", s.home)
 	g.GET("/signin", s.signInPage)
@@ -231,10 +232,11 @@ func (s *Service) Register(e *echo.Echo) {
 	api.POST("/vouch/sign", s.sign)
 }
 
-// Run publishes what was stored but not acknowledged by the bus, and
-// deletes expired challenges and sessions, every interval until ctx ends;
-// in between it records which authorizations the bus acknowledged, in
-// batches, off the clinicians' requests. Every copy of the back office
+// Run publishes what was stored but not acknowledged by the bus, deletes
+// expired challenges and sessions and locks silent ones, every interval
+// until ctx ends; in between it records which authorizations the bus
+// acknowledged, in batches, off the clinicians' requests, and writes the
+// audit rows of the refusals counted in each minute that ended. Every copy of the back office
 // runs it; a bundle put twice is the same bundle.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	sweepT := time.NewTicker(interval)
@@ -259,11 +261,16 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 		for {
 			select {
 			case <-ctx.Done():
+				// The minute under way is written now, not lost.
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				s.flushRefusals(fctx, true)
+				cancel()
 				return ctx.Err()
 			case <-sweepT.C:
 				break marks
 			case <-markT.C:
 				s.markAcknowledged(ctx)
+				s.flushRefusals(ctx, false)
 			}
 		}
 	}

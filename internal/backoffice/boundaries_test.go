@@ -360,7 +360,8 @@ func TestPagesAndRedirects(t *testing.T) {
 
 // TestSignedOutAndBadRequests: lock, unlock and the unlock challenge need a
 // session; requests that lack what they need are bad requests; none of
-// them records or changes anything.
+// them changes anything or writes a row of its own (the signed-out ones
+// are counted: TestRefusalsAreAudited).
 func TestSignedOutAndBadRequests(t *testing.T) {
 	w := newWorld(t, nil)
 	gp := w.card("gp")

@@ -1,10 +1,13 @@
 package backoffice_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/vouch-nl/vouch/internal/backoffice"
 	"github.com/vouch-nl/vouch/internal/protocol"
@@ -211,5 +214,120 @@ func TestChallengesAreBounded(t *testing.T) {
 	}
 	if n := w.count(`select count(*) from login_challenges`); n > 5 {
 		t.Errorf("%d challenges stored, want at most 5", n)
+	}
+}
+
+// counted is an audit row of counted refusals.
+type counted struct {
+	actor, ip, reason, subject string
+	count                      int
+}
+
+// countedRows lists the request-refused rows with their counts.
+func (w *world) countedRows() []counted {
+	w.t.Helper()
+	rows, err := w.db.Pool().Query(w.t.Context(), `select actor, coalesce(ip, ''), reason, coalesce(subject, ''), detail
+		from audit_log where action = 'request-refused' order by seq`)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []counted
+	for rows.Next() {
+		var c counted
+		var detail string
+		if err := rows.Scan(&c.actor, &c.ip, &c.reason, &c.subject, &detail); err != nil {
+			w.t.Fatal(err)
+		}
+		var d struct{ Count int }
+		if err := json.Unmarshal([]byte(detail), &d); err != nil {
+			w.t.Fatalf("detail %q: %v", detail, err)
+		}
+		c.count = d.Count
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		w.t.Fatal(err)
+	}
+	return out
+}
+
+// TestCrossSitePostsAreCounted: 300 cross-site POSTs to any path write no
+// row each: one row for the source and minute, with the count, once the
+// minute is over.
+func TestCrossSitePostsAreCounted(t *testing.T) {
+	w := newWorld(t, nil)
+	b := w.browser()
+	b.headers = map[string]string{"Sec-Fetch-Site": "cross-site", "X-Forwarded-For": "203.0.113.9"}
+	for i := range 300 {
+		path := fmt.Sprintf("/nothing/%d", i)
+		if i%3 == 0 {
+			path = "/api/vouch/prepare"
+		}
+		if resp, out := b.do(http.MethodPost, path, "application/json", []byte(`{}`)); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("POST %s: %d %s", path, resp.StatusCode, out)
+		}
+	}
+	if n := w.count(`select count(*) from audit_log`); n != 0 {
+		t.Fatalf("%d audit rows during the minute, want none yet", n)
+	}
+	w.clock.advance(time.Minute)
+	w.eventually(1, `select count(*) from audit_log`)
+	time.Sleep(500 * time.Millisecond) // a second row would be written by now
+	got := w.countedRows()
+	if len(got) != 1 || got[0].count != 300 || got[0].reason != "cross-origin" || got[0].ip != "127.0.0.1" || got[0].actor != "" {
+		t.Fatalf("rows %+v, want one of 300 cross-origin refusals from 127.0.0.1", got)
+	}
+}
+
+// TestRefusalsAreAudited: signed out (401), rate limited (429), nothing
+// pending (409) and locked (423) each leave an audit row — counted per
+// source (card holder or address), reason and minute.
+func TestRefusalsAreAudited(t *testing.T) {
+	w := newWorld(t, func(c *backoffice.Config) { c.SignInPerMinute = 2 }) // bursts of 5
+	gp := w.browser()
+	gp.mustSignIn(w.card("gp")) // two of the address's five
+	if st, r := gp.post("/api/vouch/sign", map[string]any{"signature": []byte("x")}); st != http.StatusConflict {
+		t.Fatalf("sign with nothing pending: %d %v", st, r)
+	}
+	if st, _ := gp.post("/api/lock", map[string]any{}); st != http.StatusOK {
+		t.Fatalf("lock: %d", st)
+	}
+	if st, _ := gp.get("/vouch"); st != http.StatusLocked {
+		t.Fatalf("page while locked: %d", st)
+	}
+	_, code := phone(t)
+	if st, _ := gp.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true}); st != http.StatusLocked {
+		t.Fatalf("prepare while locked: %d", st)
+	}
+	anon := w.browser()
+	if st, _ := anon.post("/api/lock", map[string]any{}); st != http.StatusUnauthorized {
+		t.Fatalf("lock signed out: %d", st)
+	}
+	if st, _ := anon.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true}); st != http.StatusUnauthorized {
+		t.Fatalf("prepare signed out: %d", st)
+	}
+	statuses := []int{}
+	for range 5 {
+		st, _ := anon.post("/api/challenge", map[string]string{"purpose": "sign-in"})
+		statuses = append(statuses, st)
+	}
+	if statuses[2] != http.StatusOK || statuses[3] != http.StatusTooManyRequests || statuses[4] != http.StatusTooManyRequests {
+		t.Fatalf("challenges: %v", statuses)
+	}
+	w.clock.advance(time.Minute)
+	w.eventually(4, `select count(*) from audit_log where action = 'request-refused'`)
+	got := map[string]counted{}
+	for _, c := range w.countedRows() {
+		got[c.reason] = c
+	}
+	want := map[string]counted{
+		"no-pending-statement": {actor: "900000001", ip: "127.0.0.1", reason: "no-pending-statement", subject: "POST /api/vouch/sign", count: 1},
+		"locked":               {actor: "900000001", ip: "127.0.0.1", reason: "locked", subject: "GET /vouch", count: 2},
+		"signed-out":           {ip: "127.0.0.1", reason: "signed-out", subject: "POST /api/lock", count: 2},
+		"rate-limited":         {ip: "127.0.0.1", reason: "rate-limited", subject: "POST /api/challenge", count: 2},
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(counted{})); diff != "" {
+		t.Errorf("counted refusals (-want +got):\n%s", diff)
 	}
 }

@@ -50,9 +50,10 @@ func bind(c echo.Context, v any) error {
 }
 
 // crossOrigin answers a state-changing request another site's page made
-// (http.CrossOriginProtection found it): refused, recorded, nothing done.
+// (http.CrossOriginProtection found it): refused, counted for its
+// minute's audit row, nothing done.
 func (s *Service) crossOrigin(w http.ResponseWriter, r *http.Request) {
 	c := s.echoContext(w, r)
-	s.record(c, audit.Entry{Action: audit.ActionRequestRefused, Reason: "cross-origin", Subject: r.Method + " " + r.URL.Path})
+	s.tally(c, audit.Entry{Action: audit.ActionRequestRefused, Reason: errForbidden.Code, Subject: r.Method + " " + r.URL.Path})
 	c.Error(errForbidden)
 }

@@ -129,6 +129,7 @@ func (s *Service) lockGate(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		if c.Request().Method == http.MethodGet || c.Request().Method == http.MethodHead {
+			s.tally(c, entry(c, audit.ActionRequestRefused, errLocked.Code))
 			return s.renderStatus(c, http.StatusLocked, "locked", page{})
 		}
 		return errLocked
