@@ -429,3 +429,65 @@ func TestExtensionRateAndForgedEvents(t *testing.T) {
 		t.Errorf("a forged message event was answered: %v", forged)
 	}
 }
+
+// TestExtensionConfiguresLater: an extension that found no agent origins
+// at its start (loaded before cardagent install) has no page that could
+// wake it; it asks the agent again on an alarm, registers the content
+// script then, and stops asking.
+func TestExtensionConfiguresLater(t *testing.T) {
+	man := testenv.Cards(t)
+	origin := testPage(t, "127.0.0.1")
+	browser := testenv.Browser(t, []string{origin}, man.Module, man.SoftHSMConf)
+	sw := worker(t, browser)
+	// As at a start without an agent: nothing registered, the first ask
+	// finds nothing.
+	var st struct {
+		Alarm      bool     `json:"alarm"`
+		Registered []string `json:"registered"`
+	}
+	state := `(async () => ({
+		alarm: !!(await chrome.alarms.get(CONFIGURE_ALARM)),
+		registered: (await chrome.scripting.getRegisteredContentScripts()).flatMap((s) => s.matches),
+	}))()`
+	if err := evalJSON(sw, 20*time.Second, `(async () => {
+		await chrome.scripting.unregisterContentScripts({ ids: [SCRIPT_ID] });
+		allowed = null;
+		configuring = null;
+		const real = configureOnce;
+		configureOnce = async () => { configureOnce = real; return new Set(); };
+		await configureAndRetry();
+		return {};
+	})()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := evalJSON(sw, 10*time.Second, state, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Alarm || len(st.Registered) != 0 {
+		t.Fatalf("after a start without origins: %+v, want an alarm and nothing registered", st)
+	}
+	// The alarm, brought forward (it fires every minute).
+	if err := evalJSON(sw, 10*time.Second, `(async () => { await chrome.alarms.create(CONFIGURE_ALARM, { when: Date.now() + 200 }); return {}; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := evalJSON(sw, 10*time.Second, state, &st); err != nil {
+			t.Fatal(err)
+		}
+		if !st.Alarm && len(st.Registered) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the alarm: %+v, want the origin registered and no alarm", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	page := browser
+	if err := run(page, chromedp.Navigate(origin), chromedp.WaitVisible("#ready")); err != nil {
+		t.Fatal(err)
+	}
+	if r := eval(t, page, `VouchCard.cards()`); r.Type != "cards" {
+		t.Fatalf("cards after the extension configured itself: %+v", r)
+	}
+}

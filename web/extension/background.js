@@ -126,9 +126,24 @@ async function configureOnce() {
   return set;
 }
 
-chrome.runtime.onInstalled.addListener(() => configure());
-chrome.runtime.onStartup.addListener(() => configure());
-configure();
+// An extension loaded before the agent was installed has no page to wake
+// it: while no origin is registered, it asks the agent again every minute.
+const CONFIGURE_ALARM = "vouch-configure";
+
+async function configureAndRetry() {
+  const set = await configure();
+  if (set.size === 0) await chrome.alarms.create(CONFIGURE_ALARM, { periodInMinutes: 1 });
+  else await chrome.alarms.clear(CONFIGURE_ALARM);
+}
+
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name !== CONFIGURE_ALARM) return;
+  configuring = null; // ask again, within this worker's life too
+  configureAndRetry();
+});
+chrome.runtime.onInstalled.addListener(() => configureAndRetry());
+chrome.runtime.onStartup.addListener(() => configureAndRetry());
+configureAndRetry();
 
 // gate: may this sender (a content script's message or port) reach the
 // agent? Only the top frame of a tab of a configured origin.
