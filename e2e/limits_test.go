@@ -290,3 +290,46 @@ func deadlineOf(ctx context.Context) time.Time {
 	d, _ := ctx.Deadline()
 	return d
 }
+
+// The phone API believes X-Forwarded-For only from the proxies configured
+// for it (VOUCH_INGEST_TRUSTED_PROXIES), else from those of every role
+// (VOUCH_TRUSTED_PROXIES); its IP filter sees the client they name.
+func TestTrustedProxies(t *testing.T) {
+	w := newWorld(t, testenv.DatabaseURL(t))
+	for _, tt := range []struct {
+		name         string
+		env          []string
+		forwarded    int // status with X-Forwarded-For: an allowed client
+		notForwarded int // status without: the loopback peer, not allowed
+	}{
+		{"none trusted", nil, 403, 403},
+		{"every role's", []string{"VOUCH_TRUSTED_PROXIES=127.0.0.0/8"}, 200, 403},
+		{"the phone API's", []string{"VOUCH_INGEST_TRUSTED_PROXIES=127.0.0.0/8"}, 200, 403},
+		{"the phone API's first", []string{"VOUCH_INGEST_TRUSTED_PROXIES=10.0.0.0/8", "VOUCH_TRUSTED_PROXIES=127.0.0.0/8"}, 403, 403},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ops, api := freeAddr(t), freeAddr(t)
+			p := w.role("ingest-"+strings.ReplaceAll(tt.name, " ", "-"), append([]string{"VOUCH_OPS_LISTEN=" + ops, "VOUCH_INGEST_ADDR=" + api,
+				"VOUCH_INGEST_ALLOW_CIDRS=198.51.100.0/24"}, tt.env...), "ingest")
+			defer p.stop()
+			w.waitHTTP(p, "http://"+ops+"/healthz")
+			w.waitPort(p, api)
+			for _, xff := range []string{"198.51.100.7", ""} {
+				req, _ := http.NewRequest(http.MethodGet, "http://"+api+"/openapi.yaml", nil)
+				want := tt.notForwarded
+				if xff != "" {
+					req.Header.Set("X-Forwarded-For", "203.0.113.9, "+xff)
+					want = tt.forwarded
+				}
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				if res.StatusCode != want {
+					t.Errorf("X-Forwarded-For %q: %d, want %d", xff, res.StatusCode, want)
+				}
+			}
+		})
+	}
+}
