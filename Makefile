@@ -6,11 +6,18 @@ STATE    ?= $(CURDIR)/.vouch
 BIN      := $(CURDIR)/bin
 export VOUCH_STATE_DIR := $(STATE)
 
-.PHONY: demo test deps build cards bench fuzz vet clean
+.PHONY: demo demo-browser test deps build cards bench fuzz vet clean
 
-## demo: set everything up and run the whole system (vouch all), shown working
-demo: deps build cards
-	.ci/demo
+## demo: set everything up (make deps, build, cards: the script runs them,
+## each a step it reports) and run the whole system (vouch all), shown
+## working; Ctrl-C stops everything it started
+demo:
+	@.ci/demo
+
+## demo-browser: beside a running make demo, the scripted back-office
+## session in headless Chromium against it
+demo-browser:
+	@.ci/demo browser
 
 ## test: the whole suite with the race detector, real dependencies included
 test: deps vet
