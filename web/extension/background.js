@@ -126,14 +126,18 @@ async function configureOnce() {
   return set;
 }
 
-// An extension loaded before the agent was installed has no page to wake
-// it: while no origin is registered, it asks the agent again every minute.
+// No page can wake a worker whose content script is not where the back
+// office now is (the extension loaded before cardagent install, or the
+// agent installed again for another origin): the worker asks the agent
+// again on an alarm, every minute while no origin is registered, every 5
+// minutes after.
 const CONFIGURE_ALARM = "vouch-configure";
 
 async function configureAndRetry() {
   const set = await configure();
-  if (set.size === 0) await chrome.alarms.create(CONFIGURE_ALARM, { periodInMinutes: 1 });
-  else await chrome.alarms.clear(CONFIGURE_ALARM);
+  const period = set.size === 0 ? 1 : 5;
+  const a = await chrome.alarms.get(CONFIGURE_ALARM);
+  if (!a || a.periodInMinutes !== period) await chrome.alarms.create(CONFIGURE_ALARM, { periodInMinutes: period });
 }
 
 chrome.alarms.onAlarm.addListener((alarm) => {
