@@ -25,6 +25,12 @@ import (
 // end's attestation key countersign, as the back office does.
 func issueBundle(t *testing.T, man *testpki.Manifest, cardName string, phone ed25519.PublicKey) []byte {
 	t.Helper()
+	return issueBundleFor(t, man, cardName, phonecode.FromPublicKey(phone))
+}
+
+// issueBundleFor is a bundle for the phone with code.
+func issueBundleFor(t *testing.T, man *testpki.Manifest, cardName string, code phonecode.Code) []byte {
+	t.Helper()
 	now := time.Now()
 	tr, err := trustFromEnvForTest(t)
 	if err != nil {
@@ -71,7 +77,7 @@ func issueBundle(t *testing.T, man *testpki.Manifest, cardName string, phone ed2
 	}
 	var aid [protocol.AuthorizationIDLen]byte
 	rand.Read(aid[:])
-	st, err := protocol.NewStatement(tr.Jurisdiction, aid, phonecode.FromPublicKey(phone), now, "", cert.Raw)
+	st, err := protocol.NewStatement(tr.Jurisdiction, aid, code, now, "", cert.Raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -432,6 +432,16 @@ func TestRateLimit(t *testing.T) {
 	if status != http.StatusTooManyRequests || errorCode(body) != "rate-limited" || len(body) != phoneapi.PickupResponseBlock {
 		t.Errorf("past the burst: %d %s (%d bytes), want 429 rate-limited padded", status, body, len(body))
 	}
+	// It says when to come back: one request's share of the rate.
+	req, _ := http.NewRequest(http.MethodPost, w.srv.URL+phoneapi.PathPickup, nil)
+	res, err := w.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Retry-After"); res.StatusCode != http.StatusTooManyRequests || got != "100" {
+		t.Errorf("past the burst: %d, Retry-After %q, want 429 and 100 (seconds at 0.01/s)", res.StatusCode, got)
+	}
 	status, body = w.post(phoneapi.PathUploads, []byte(`{}`), true)
 	if status != http.StatusTooManyRequests || len(body) != phoneapi.UploadResponseBlock {
 		t.Errorf("upload past the burst: %d (%d bytes), want 429 padded to %d", status, len(body), phoneapi.UploadResponseBlock)

@@ -20,7 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -228,12 +230,21 @@ func (s *Service) Register(e *echo.Echo) {
 			Rate: rate.Limit(s.cfg.RatePerSecond), Burst: s.cfg.RateBurst, ExpiresIn: 3 * time.Minute}),
 		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
 		DenyHandler: func(c echo.Context, _ string, _ error) error {
+			// When the client's next request is let through at the earliest:
+			// a phone waits that long and a jittered while more.
+			c.Response().Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
 			return &apiError{status: http.StatusTooManyRequests, code: "rate-limited", msg: "too many requests; try again later"}
 		},
 	})
 	e.POST(phoneapi.PathPickup, s.pickup, limit)
 	e.POST(phoneapi.PathUploads, s.upload, limit)
 	e.GET(phoneapi.PathOpenAPI, s.openAPI)
+}
+
+// retryAfter is the Retry-After of a rate-limited answer, in whole
+// seconds: the time one request's share of the rate takes to come back.
+func (s *Service) retryAfter() int {
+	return max(1, int(math.Ceil(1/s.cfg.RatePerSecond)))
 }
 
 // ipExtractor is the one rule every role follows (server.IPExtractor).

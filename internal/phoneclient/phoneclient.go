@@ -31,15 +31,20 @@ import (
 
 // Backoff is how a request is retried: waits grow from Initial by doubling
 // up to Max, each drawn at random below its bound (full jitter), at most
-// Attempts tries in all.
+// Attempts tries in all. An answer that says when to come back
+// (Retry-After, on 429 or 503) is waited for that long plus the jittered
+// wait, so that phones behind one address do not come back in step; such
+// answers are retried for up to Patience in all without counting against
+// Attempts (a rate limit is the server pacing its clients, not a failure).
 type Backoff struct {
 	Initial  time.Duration
 	Max      time.Duration
 	Attempts int
+	Patience time.Duration
 }
 
 // DefaultBackoff is the client's retry policy.
-var DefaultBackoff = Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Attempts: 8}
+var DefaultBackoff = Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Attempts: 8, Patience: 10 * time.Minute}
 
 // Wait is the jittered wait before retry number n (0 for the first retry).
 func (b Backoff) Wait(n int) time.Duration {
@@ -275,17 +280,18 @@ func (c *Client) ChaffPickup(ctx context.Context) error {
 }
 
 // Do posts body to path with the chaff header, retrying the identical
-// bytes on network errors, 429 and 503, and decodes a 2xx answer into out
-// (nil: discarded). A refusal is an *Error.
+// bytes on network errors, 429 and 503 (Backoff), and decodes a 2xx answer
+// into out (nil: discarded). A refusal is an *Error.
 func (c *Client) Do(ctx context.Context, path, chaff string, body []byte, out any) error {
 	var last error
 	attempts := max(c.retry.Attempts, 1)
-	for n := 0; n < attempts; n++ {
+	start := time.Now()
+	for n, tries := 0, 0; ; n++ {
 		if n > 0 {
 			wait := c.retry.Wait(n - 1)
 			var e *Error
-			if errors.As(last, &e) && e.retryAfter > wait && e.retryAfter <= c.retry.Max {
-				wait = e.retryAfter
+			if errors.As(last, &e) {
+				wait += e.retryAfter
 			}
 			if err := sleep(ctx, wait); err != nil {
 				return fmt.Errorf("%w (after %w)", err, last)
@@ -303,8 +309,14 @@ func (c *Client) Do(ctx context.Context, path, chaff string, body []byte, out an
 		if errors.As(err, &e) && !e.Temporary() {
 			return err
 		}
+		// Paced by the server: retried while patience lasts.
+		if e != nil && e.retryAfter > 0 && time.Since(start)+e.retryAfter <= c.retry.Patience {
+			continue
+		}
+		if tries++; tries >= attempts {
+			return last
+		}
 	}
-	return last
 }
 
 func (c *Client) once(ctx context.Context, path, chaff string, body []byte, out any) error {
@@ -332,9 +344,7 @@ func (c *Client) once(ctx context.Context, path, chaff string, body []byte, out 
 		if json.Unmarshal(b, &er) == nil {
 			e.Code, e.Message = er.Error, er.Message
 		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			e.retryAfter = time.Duration(s) * time.Second
-		}
+		e.retryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return e
 	}
 	if out == nil {
@@ -344,6 +354,21 @@ func (c *Client) once(ctx context.Context, path, chaff string, body []byte, out 
 		return fmt.Errorf("phone API: answer: %w", err)
 	}
 	return nil
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when
+// absent or unreadable.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(h); err == nil {
+		return time.Duration(max(s, 0)) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // maxResponse bounds an answer: a pickup with a bundle is a few KiB.

@@ -239,3 +239,55 @@ func TestRandomKeysValid(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryAfter: a rate-limited answer is waited for as long as it says,
+// and retried past Attempts while Patience lasts; without patience it
+// counts as an attempt.
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	for _, tt := range []struct {
+		name     string
+		patience time.Duration
+		ok       bool
+	}{
+		{"patient", time.Minute, true},
+		{"impatient", 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var at []time.Time
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				at = append(at, time.Now())
+				n := len(at)
+				mu.Unlock()
+				if n <= 3 {
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(http.StatusTooManyRequests)
+					json.NewEncoder(w).Encode(phoneapi.ErrorResponse{Error: "rate-limited"})
+					return
+				}
+				json.NewEncoder(w).Encode(phoneapi.UploadResponse{Status: phoneapi.StatusPublished})
+			}))
+			defer srv.Close()
+			c := phoneclient.New(srv.URL, phoneclient.WithBackoff(phoneclient.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Attempts: 2, Patience: tt.patience}))
+			_, err := c.Upload(context.Background(), priv, []byte("b"), keys(t, 1))
+			if tt.ok != (err == nil) {
+				t.Fatalf("upload: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for i := 1; i < len(at); i++ {
+				if d := at[i].Sub(at[i-1]); d < time.Second {
+					t.Errorf("request %d came %s after a Retry-After of 1s", i, d)
+				}
+			}
+			var e *phoneclient.Error
+			if !tt.ok && (!errors.As(err, &e) || e.Status != http.StatusTooManyRequests || len(at) != 2) {
+				t.Errorf("without patience: %v after %d requests, want the 429 after 2", err, len(at))
+			}
+		})
+	}
+}
