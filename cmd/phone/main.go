@@ -50,26 +50,66 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-const usage = "usage: phone register|code|pickup|upload|sync|simulate [flags]  (phone CMD -h for each)"
+// command is one of the phone's subcommands.
+type command struct {
+	name, args, summary string
+	run                 func(ctx context.Context, args []string, stdout io.Writer) error
+}
+
+// commands is the phone's command table; "new" is the older name of
+// register and still works.
+var commands = []command{
+	{"register", "-key FILE", "make a key pair; print the code and its QR code", func(_ context.Context, a []string, w io.Writer) error {
+		return runRegister("register", a, w, true)
+	}},
+	{"code", "-key FILE", "print the code of an existing key", func(_ context.Context, a []string, w io.Writer) error {
+		return runRegister("code", a, w, false)
+	}},
+	{"pickup", "-key K -api URL -out B", "wait until vouched, verify the bundle offline, save it", runPickup},
+	{"upload", "-key K -api URL -bundle B [-keys FILE] [-n 14]", "publish temporary exposure keys", runUpload},
+	{"sync", "-cdn URL -export-key PEM -state DIR [-seen FILE]", "fetch new exports, verify them, report matches", runSync},
+	{"simulate", "-n N -api URL -codes FILE", "N phones at once: register, wait, upload", runSimulate},
+}
+
+// aliases are older names of commands.
+var aliases = map[string]string{"new": "register"}
+
+const usage = "usage: phone register|code|pickup|upload|sync|simulate [flags]  (phone -h for more, phone CMD -h for each)"
+
+// printHelp writes the command table.
+func printHelp(w io.Writer) {
+	fmt.Fprintln(w, "usage: phone COMMAND [flags]   (phone COMMAND -h for its flags)")
+	fmt.Fprintln(w)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-9s %s\n  %-9s     %s\n", c.name, c.args, "", c.summary)
+	}
+}
+
+// newFlagSet is a subcommand's flag set, named for it, whose -h prints its
+// own usage to w.
+func newFlagSet(name string, w io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
+	return fs
+}
 
 func realMain(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
-	rest := args[1:]
 	switch args[0] {
-	case "register", "new": // "new" is the older name
-		return runRegister(rest, stdout, true)
-	case "code":
-		return runRegister(rest, stdout, false)
-	case "pickup":
-		return runPickup(ctx, rest, stdout)
-	case "upload":
-		return runUpload(ctx, rest, stdout)
-	case "sync":
-		return runSync(ctx, rest, stdout)
-	case "simulate":
-		return runSimulate(ctx, rest, stdout)
+	case "-h", "-help", "--help", "help":
+		printHelp(stdout)
+		return nil
+	}
+	name := args[0]
+	if a, ok := aliases[name]; ok {
+		name = a
+	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, args[1:], stdout)
+		}
 	}
 	return errors.New(usage)
 }

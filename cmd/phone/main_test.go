@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,5 +70,46 @@ func TestUsage(t *testing.T) {
 		if err := realMain(context.Background(), args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "usage") {
 			t.Errorf("%q: %v", args, err)
 		}
+	}
+}
+
+// TestHelp walks the command table: phone -h lists every command and
+// succeeds; each command's -h prints its own usage, under its own name.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, h := range []string{"-h", "--help", "help"} {
+		var out bytes.Buffer
+		if err := realMain(context.Background(), []string{h}, &out); err != nil {
+			t.Errorf("phone %s: %v, want success", h, err)
+		}
+		for _, c := range commands {
+			if !strings.Contains(out.String(), "  "+c.name+" ") {
+				t.Errorf("phone %s does not list %s:\n%s", h, c.name, out.String())
+			}
+		}
+	}
+	names := []string{}
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	for alias := range aliases {
+		names = append(names, alias)
+	}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			err := realMain(context.Background(), []string{name, "-h"}, &out)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Errorf("phone %s -h: %v, want flag.ErrHelp (exit 0)", name, err)
+			}
+			want := name
+			if a, ok := aliases[name]; ok {
+				want = a
+			}
+			if first, _, _ := strings.Cut(out.String(), "\n"); first != "Usage of "+want+":" {
+				t.Errorf("phone %s -h printed %q first, want its own usage", name, first)
+			}
+		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +20,7 @@ import (
 // runPickup polls for the bundle until the phone is vouched, verifies it
 // offline and saves it.
 func runPickup(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("pickup", flag.ContinueOnError)
+	fs := newFlagSet("pickup", stdout)
 	keyFile := fs.String("key", "phone.key", "the phone's key file")
 	api := fs.String("api", "http://127.0.0.1:8081", "the phone API's base URL")
 	out := fs.String("out", "bundle.bin", "write the verified bundle here")

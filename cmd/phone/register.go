@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,8 +17,8 @@ import (
 // runRegister makes the phone's key pair (create) or reads it, and shows
 // the code as text and as a QR code of its URI, as the app shows it to
 // the clinician.
-func runRegister(args []string, stdout io.Writer, create bool) error {
-	fs := flag.NewFlagSet("register", flag.ContinueOnError)
+func runRegister(name string, args []string, stdout io.Writer, create bool) error {
+	fs := newFlagSet(name, stdout)
 	keyFile := fs.String("key", "phone.key", "file holding the phone's Ed25519 seed (hex)")
 	noQR := fs.Bool("no-qr", false, "do not draw the QR code")
 	if err := fs.Parse(args); err != nil {

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,7 +28,7 @@ import (
 // someone vouches for its code (the codes go to -codes, for `vouch bundle
 // issue -publish -codes`), and uploads its keys.
 func runSimulate(ctx context.Context, args []string, stdout io.Writer) error {
-	fset := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fset := newFlagSet("simulate", stdout)
 	n := fset.Int("n", 10, "how many phones")
 	api := fset.String("api", "http://127.0.0.1:8081", "the phone API's base URL")
 	codesFile := fset.String("codes", "codes.txt", "write the phones' codes here, one a line")

@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -38,7 +37,7 @@ const fetchedFile = "fetched.txt"
 // runSync fetches the index, then each file not fetched before, verifies
 // it, and reports the published keys that match the keys in -seen.
 func runSync(ctx context.Context, args []string, stdout io.Writer) error {
-	fset := flag.NewFlagSet("sync", flag.ContinueOnError)
+	fset := newFlagSet("sync", stdout)
 	origin := fset.String("cdn", "http://127.0.0.1:8082", "the origin's (or CDN's) base URL")
 	exportKeys := fset.String("export-key", "", "PEM public key(s) of the export signer, comma-separated")
 	seen := fset.String("seen", "", "keys file of the keys this phone observed")

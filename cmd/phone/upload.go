@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,7 +18,7 @@ import (
 // written there first, so that sync can be told about them and a retry
 // publishes the same keys.
 func runUpload(ctx context.Context, args []string, stdout io.Writer) error {
-	fset := flag.NewFlagSet("upload", flag.ContinueOnError)
+	fset := newFlagSet("upload", stdout)
 	keyFile := fset.String("key", "phone.key", "the phone's key file")
 	api := fset.String("api", "http://127.0.0.1:8081", "the phone API's base URL")
 	bundleFile := fset.String("bundle", "bundle.bin", "the bundle pickup saved")
