@@ -293,9 +293,12 @@ func deadlineOf(ctx context.Context) time.Time {
 
 // The phone API believes X-Forwarded-For only from the proxies configured
 // for it (VOUCH_INGEST_TRUSTED_PROXIES), else from those of every role
-// (VOUCH_TRUSTED_PROXIES); its IP filter sees the client they name.
-func TestTrustedProxies(t *testing.T) {
+// (VOUCH_TRUSTED_PROXIES); its IP filter sees the client they name. Its
+// listener limits are configured as documented.
+func TestPhoneAPIListenerConfig(t *testing.T) {
 	w := newWorld(t, testenv.DatabaseURL(t))
+	// The same world, for a test of its own.
+	t.Run("limits configured", func(t *testing.T) { checkLimitsConfigured(t, w) })
 	for _, tt := range []struct {
 		name         string
 		env          []string
@@ -331,5 +334,43 @@ func TestTrustedProxies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkLimitsConfigured: the phone API's limits are read from
+// VOUCH_INGEST_MAX_*: a head the default 8 KiB admits is refused under a
+// 6 KiB setting.
+func checkLimitsConfigured(t *testing.T, w *world) {
+	head := func(addr string, n int) int {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /openapi.yaml HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", strings.Repeat("a", n))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%d-byte header: %v", n, err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, tt := range []struct {
+		env  []string
+		want int
+	}{
+		{nil, 200},
+		{[]string{"VOUCH_INGEST_MAX_HEADER_BYTES=6144"}, 431},
+	} {
+		ops, api := freeAddr(t), freeAddr(t)
+		p := w.role(fmt.Sprintf("ingest-%d", tt.want), append([]string{"VOUCH_OPS_LISTEN=" + ops, "VOUCH_INGEST_ADDR=" + api}, tt.env...), "ingest")
+		w.waitHTTP(p, "http://"+ops+"/healthz")
+		w.waitPort(p, api)
+		if got := head(api, 7<<10); got != tt.want {
+			t.Errorf("%v: a 7 KiB header: %d, want %d", tt.env, got, tt.want)
+		}
+		p.stop()
 	}
 }
