@@ -68,6 +68,12 @@ type Config struct {
 	// agent gone). The page reports every 30 s while its watch sees the
 	// card, so at least a minute.
 	HeartbeatTimeout time.Duration `env:"VOUCH_SESSION_HEARTBEAT, default=2m"`
+	// Contact says whom a card holder refused for their registration
+	// (suspended, revoked, expired, not registered…) should contact, after
+	// the reason: for instance "Call the service desk: 020 123 45 67."
+	// Without it a general text says to contact the organisation's service
+	// desk or the register.
+	Contact string `env:"VOUCH_BACKOFFICE_CONTACT"`
 }
 
 // Validate checks the configuration and returns the origin, parsed.

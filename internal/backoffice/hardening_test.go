@@ -3,13 +3,16 @@ package backoffice_test
 import (
 	"encoding/json"
 	"fmt"
+	"html/template"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/vouch-nl/vouch/internal/backoffice"
+	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/protocol"
 )
 
@@ -329,5 +332,82 @@ func TestRefusalsAreAudited(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(counted{})); diff != "" {
 		t.Errorf("counted refusals (-want +got):\n%s", diff)
+	}
+}
+
+// TestRegistrationRefusalSaysWhomToContact: a clinician refused for their
+// registration is told the reason and whom to contact — the configured
+// text, else a general one — in their language; at sign-in and when the
+// registration is suspended during the session.
+func TestRegistrationRefusalSaysWhomToContact(t *testing.T) {
+	const contact = "Call the Vouch desk: 020 123 45 67."
+	w := newWorld(t, func(c *backoffice.Config) { c.Contact = contact })
+	for _, lang := range []string{"en", "nl"} {
+		b := w.browser()
+		b.lang = lang
+		st, r := b.signIn(w.card("suspended"))
+		reason := i18n.T(lang, "license.license-suspended")
+		if st != http.StatusForbidden || r.str("error") != "license-suspended" || r.str("message") != reason+" "+contact {
+			t.Errorf("%s: %d %v, want %q", lang, st, r, reason+" "+contact)
+		}
+	}
+	// Without a configured text: the general one.
+	deps := w.deps
+	w.cfg.Contact = ""
+	w.svc = w.start(deps)
+	b := w.browser()
+	b.lang = "nl"
+	if _, r := b.signIn(w.card("suspended")); r.str("message") != i18n.T("nl", "license.license-suspended")+" "+i18n.T("nl", "license.contact-default") {
+		t.Errorf("without a contact: %q", r.str("message"))
+	}
+	// Suspended during the session: the vouch is refused the same way.
+	gp := w.browser()
+	gp.mustSignIn(w.card("gp"))
+	w.ldap.LDIF(t, "dn: vouchUziNumber=900000001,ou=people,dc=registry,dc=test\nchangetype: modify\nreplace: vouchLicenseStatus\nvouchLicenseStatus: suspended")
+	_, code := phone(t)
+	st, r := gp.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true})
+	if st != http.StatusForbidden || !contains(r.str("message"), i18n.T("en", "license.contact-default")) {
+		t.Errorf("vouch after suspension: %d %v", st, r)
+	}
+	// Other refusals are as they were.
+	if st, r := w.browser().signIn(w.card("revoked")); st != http.StatusForbidden || contains(r.str("message"), i18n.T("en", "license.contact-default")) {
+		t.Errorf("revoked card: %d %v", st, r)
+	}
+}
+
+// TestVouchPageHelpsInEveryLanguage: in every language of the catalogue
+// the vouch page says how each awkward check character is read aloud, and
+// its date field is in the page's language (its lang, its format, an
+// example of today in that format), not the browser's.
+func TestVouchPageHelpsInEveryLanguage(t *testing.T) {
+	w := newWorld(t, nil)
+	for _, lang := range i18n.Default().Languages() {
+		b := w.browser()
+		b.lang = lang
+		b.mustSignIn(w.card("gp"))
+		st, page := b.get("/vouch")
+		if st != http.StatusOK {
+			t.Fatalf("%s: %d", lang, st)
+		}
+		help := i18n.T(lang, "page.vouch.check-help")
+		if !i18n.Default().Has(lang, "page.vouch.check-help") || !contains(page, template.HTMLEscapeString(help)) {
+			t.Errorf("%s: the page does not say how check characters are read", lang)
+		}
+		for _, sym := range []string{"$", "*", "~", "=", "U"} {
+			if !contains(help, sym) {
+				t.Errorf("%s: the help does not say how %s is read", lang, sym)
+			}
+		}
+		format := i18n.T(lang, "page.vouch.onset-format")
+		layout := strings.NewReplacer("YYYY", "2006", "JJJJ", "2006", "MM", "01", "DD", "02").Replace(format)
+		today := time.Now().In(mustZone(t)).Format(layout)
+		for _, want := range []string{`type="text" id="onset" name="onset" lang="` + lang + `"`, `placeholder="` + format + `"`, today} {
+			if !contains(page, want) {
+				t.Errorf("%s: the date field lacks %q", lang, want)
+			}
+		}
+		if contains(page, `type="date"`) {
+			t.Errorf("%s: a date field in the browser's language", lang)
+		}
 	}
 }

@@ -60,6 +60,7 @@ type page struct {
 	Messages map[string]string
 	// Vouch page.
 	Today, OldestOnset string
+	TodayShown         string // today as the page's language writes a date (page.vouch.onset-format)
 	Quota              int
 	// Staff page.
 	Activity []activity
@@ -77,7 +78,7 @@ type activity struct {
 var (
 	scriptMessagePrefixes = []string{"agent.", "page.cards."}
 	scriptMessages        = []string{"page.offline", "page.error", "page.signin.asking", "page.signin.pin", "page.signin.checking",
-		"page.signin.done", "page.lock.text", "page.lock.card-back", "page.lock.one-card", "page.vouch.no-card", "page.vouch.checking", "page.vouch.pin",
+		"page.signin.done", "page.lock.text", "page.lock.card-back", "page.lock.one-card", "vouch.code-check", "vouch.code-character", "vouch.code-length", "page.vouch.no-card", "page.vouch.checking", "page.vouch.pin",
 		"page.vouch.storing", "page.vouch.no-camera"}
 )
 
@@ -120,6 +121,12 @@ func (s *Service) renderStatus(c echo.Context, status int, name string, p page) 
 	return c.HTMLBlob(status, buf.Bytes())
 }
 
+// dateLayout is the Go layout of a date format as the catalogues write it
+// for people (YYYY-MM-DD, DD-MM-JJJJ).
+func dateLayout(format string) string {
+	return strings.NewReplacer("YYYY", "2006", "JJJJ", "2006", "AAAA", "2006", "MM", "01", "DD", "02").Replace(format)
+}
+
 // home sends a person where they belong.
 func (s *Service) home(c echo.Context) error {
 	switch sess := sessionOf(c); {
@@ -146,7 +153,8 @@ func (s *Service) vouchPage(c echo.Context) error {
 	today := s.dayStart(s.now())
 	return s.render(c, "vouch", page{
 		Today: today.Format(time.DateOnly), OldestOnset: today.AddDate(0, 0, -MaxOnsetDays).Format(time.DateOnly),
-		Quota: s.cfg.DailyQuota,
+		TodayShown: today.Format(dateLayout(i18n.T(langOf(c), "page.vouch.onset-format"))),
+		Quota:      s.cfg.DailyQuota,
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/vouch-nl/vouch/internal/audit"
+	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/license"
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/server"
@@ -230,6 +231,7 @@ func (s *Service) refuseSignIn(c echo.Context, action, actor string, err error) 
 	if !errors.As(err, &se) {
 		return err
 	}
+	err = s.withNextStep(c, se)
 	s.metrics.signins.WithLabelValues(se.Code).Inc()
 	e := entry(c, action, se.Code)
 	if e.Actor == "" {
@@ -237,6 +239,31 @@ func (s *Service) refuseSignIn(c echo.Context, action, actor string, err error) 
 	}
 	s.record(c, e)
 	return err
+}
+
+// registration are the license refusals only the card holder can see to,
+// with whoever keeps their registration.
+var registration = map[string]bool{
+	string(license.ReasonSuspended): true, string(license.ReasonRevoked): true, string(license.ReasonNotYetValid): true,
+	string(license.ReasonExpired): true, string(license.ReasonNotRegistered): true, string(license.ReasonCardMismatch): true,
+	string(license.ReasonRegisterEntryInvalid): true,
+}
+
+// withNextStep adds to a refusal for the card holder's registration whom
+// to contact (Config.Contact, else a general text); any other refusal is
+// returned as it is.
+func (s *Service) withNextStep(c echo.Context, se *server.Error) error {
+	if !registration[se.Code] {
+		return se
+	}
+	lang := langOf(c)
+	next := s.cfg.Contact
+	if next == "" {
+		next = i18n.T(lang, "license.contact-default")
+	}
+	e := *se
+	e.Message, e.Data = "license.refused-next", map[string]any{"Reason": i18n.T(lang, se.Message, se.Data), "Next": next}
+	return &e
 }
 
 // reasonRefusal turns a verifier's refusal into what the person sees.

@@ -306,7 +306,7 @@ func (s *Service) refuseVouch(c echo.Context, err error) error {
 	}
 	s.metrics.vouches.WithLabelValues(se.Code).Inc()
 	s.record(c, entry(c, audit.ActionVouchRefused, se.Code))
-	return err
+	return s.withNextStep(c, se)
 }
 
 // bundleOf is what the phone picks up.

@@ -57,8 +57,17 @@
   let cards = null; // null until the extension listed them
   let refreshing = null;
   const cardListeners = [];
+  // signing: the card agent is busy with a signature (the clinician types
+  // the PIN in its window) and may not answer a list in time; a list asked
+  // then would time out as "extension missing", which is false.
+  let signing = 0;
+  async function sign(f) {
+    signing++;
+    try { return await f(); } finally { signing--; }
+  }
 
   async function refreshCards() {
+    if (signing > 0) return;
     if (refreshing) return refreshing;
     refreshing = (async () => {
       const r = await VouchCard.cards();
@@ -189,7 +198,7 @@
         say(t("page.signin.asking"));
         const ch = await api("/api/challenge", { purpose: "sign-in" });
         say(t("page.signin.pin"));
-        const r = await VouchCard.signLogin(card.token, ch.challenge);
+        const r = await sign(() => VouchCard.signLogin(card.token, ch.challenge));
         if (r.type === "error") {
           if (r.error === "pin-blocked") blocked.add(card.token);
           say("");
@@ -258,7 +267,7 @@
       $("lock-status").textContent = t("page.signin.pin");
       try {
         const ch = await api("/api/challenge", { purpose: "unlock" });
-        const r = await VouchCard.signLogin(m.token, ch.challenge);
+        const r = await sign(() => VouchCard.signLogin(m.token, ch.challenge));
         if (r.type === "error") {
           $("lock-status").textContent = agentProblem(r);
           return;
@@ -303,10 +312,10 @@
       try {
         say(t("page.vouch.checking"));
         const p = await api("/api/vouch/prepare", {
-          code: $("code").value, consent: $("consent").checked, onset: $("onset").value,
+          code: $("code").value, consent: $("consent").checked, onset: isoDate($("onset").value),
         });
         say(t("page.vouch.pin"));
-        const r = await VouchCard.signStatement(card.token, p.statement);
+        const r = await sign(() => VouchCard.signStatement(card.token, p.statement));
         if (r.type === "error") {
           say("");
           problem(agentProblem(r));
@@ -328,8 +337,21 @@
         button.disabled = false;
       }
     });
+    // The code is checked as it is typed (the same check character as
+    // internal/phonecode): a typing error shows at once, not after a round
+    // trip; the server checks again.
+    const codeInput = $("code");
+    const codeShow = () => {
+      const id = codeProblem(codeInput.value);
+      const p = $("code-problem");
+      p.textContent = id ? t(id) : "";
+      p.hidden = !id;
+      codeInput.setAttribute("aria-invalid", id ? "true" : "false");
+    };
+    codeInput.addEventListener("input", codeShow);
     $("again").addEventListener("click", () => {
       form.reset();
+      codeShow();
       $("done").hidden = true;
       $("vouch-form-section").hidden = false;
       $("code").focus();
@@ -373,6 +395,68 @@
       look();
     });
   }
+
+  // --- codes and dates -----------------------------------------------
+
+  // The phone code as internal/phonecode reads it: 16 symbols of a
+  // Crockford-like base 32 alphabet, and a check character over the 10
+  // bytes they encode, modulo 37.
+  const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  const CHECK_SYMBOLS = ALPHABET + "*~$=U";
+
+  function codeSymbols(v) {
+    v = v.trim();
+    if (v.startsWith("vouch:")) v = v.slice(6);
+    let out = "";
+    for (let ch of v) {
+      if (ch === "-" || ch === " ") continue;
+      if (ch >= "a" && ch <= "z") ch = ch.toUpperCase();
+      if (ch === "O") ch = "0";
+      if (ch === "I" || ch === "L") ch = "1";
+      out += ch;
+    }
+    return out;
+  }
+
+  // codeProblem is the message id of what is wrong with a typed code, or
+  // "" while it is right so far (or empty).
+  function codeProblem(v) {
+    const s = codeSymbols(v);
+    if (s.length > 17 || v.length > 64) return "vouch.code-length";
+    for (let i = 0; i < Math.min(s.length, 16); i++) {
+      if (!ALPHABET.includes(s[i])) return "vouch.code-character";
+    }
+    if (s.length < 17) return "";
+    const chk = CHECK_SYMBOLS.indexOf(s[16]);
+    if (chk < 0) return "vouch.code-character";
+    let acc = 0, bits = 0, r = 0;
+    for (const ch of s.slice(0, 16)) {
+      acc = (acc << 5) | ALPHABET.indexOf(ch);
+      bits += 5;
+      if (bits >= 8) {
+        bits -= 8;
+        r = (r * 256 + ((acc >> bits) & 255)) % 37;
+        acc &= (1 << bits) - 1;
+      }
+    }
+    return chk === r ? "" : "vouch.code-check";
+  }
+
+  // isoDate reads a date typed as the page's language writes it (YYYY-MM-DD
+  // or DD-MM-YYYY, with -, / or .) as YYYY-MM-DD, which the server takes;
+  // anything else goes as typed, and the server says what is wrong.
+  function isoDate(v) {
+    v = v.trim();
+    const pad = (x) => x.padStart(2, "0");
+    let m = /^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$/.exec(v);
+    if (m) return m[1] + "-" + pad(m[2]) + "-" + pad(m[3]);
+    m = /^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$/.exec(v);
+    if (m) return m[3] + "-" + pad(m[2]) + "-" + pad(m[1]);
+    return v;
+  }
+
+  // For tests of the page: the same checks the page makes.
+  window.VouchPage = Object.freeze({ codeProblem, isoDate });
 
   // --- every page ----------------------------------------------------
 
