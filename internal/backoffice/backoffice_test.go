@@ -448,6 +448,7 @@ func TestQuotaHoldsUnderConcurrency(t *testing.T) {
 // site's requests are counted in their minute's audit row.
 func TestCrossOriginAndForms(t *testing.T) {
 	w := newWorld(t, nil)
+	w.newMinute()
 	b := w.browser()
 	b.mustSignIn(w.card("gp"))
 	_, code := phone(t)

@@ -260,6 +260,7 @@ func (w *world) countedRows() []counted {
 // minute is over.
 func TestCrossSitePostsAreCounted(t *testing.T) {
 	w := newWorld(t, nil)
+	w.newMinute()
 	b := w.browser()
 	b.headers = map[string]string{"Sec-Fetch-Site": "cross-site", "X-Forwarded-For": "203.0.113.9"}
 	for i := range 300 {
@@ -288,6 +289,7 @@ func TestCrossSitePostsAreCounted(t *testing.T) {
 // source (card holder or address), reason and minute.
 func TestRefusalsAreAudited(t *testing.T) {
 	w := newWorld(t, func(c *backoffice.Config) { c.SignInPerMinute = 2 }) // bursts of 5
+	w.newMinute()
 	gp := w.browser()
 	gp.mustSignIn(w.card("gp")) // two of the address's five
 	if st, r := gp.post("/api/vouch/sign", map[string]any{"signature": []byte("x")}); st != http.StatusConflict {

@@ -331,6 +331,14 @@ func (b *browser) challenge(purpose string) []byte {
 	return r.bytes(b.w.t, "challenge")
 }
 
+// newMinute moves the back office's clock to just after the start of the
+// next minute: the refusals counted in the next seconds of a test are of
+// one minute, whenever the test runs.
+func (w *world) newMinute() {
+	now := w.clock.Now()
+	w.clock.advance(now.Truncate(time.Minute).Add(time.Minute + time.Second).Sub(now))
+}
+
 // pass lets d go by on a clock (advance), with the page open and its card
 // in the reader: a heartbeat every minute, which keeps the session from
 // being locked but, sent by the page itself, does not count as activity.
