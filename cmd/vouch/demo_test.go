@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,5 +127,45 @@ func TestDemoEnv(t *testing.T) {
 	}
 	if out, errOut, err := run(); err != nil || out != env {
 		t.Errorf("a running demo: %v, %q, %q", err, out, errOut)
+	}
+}
+
+// TestDemoChildrenDoNotHoldItsLock: make demo holds a lock (fd 9) that
+// refuses a second demo while it runs; a process it starts in the
+// background must not inherit it, or one that outlives the demo (pcscd
+// did) refuses every later demo. Each background start at the script's
+// top level closes fd 9 (9>&-); card_loop's children inherit its closed
+// fd 9. pcscd, which the demo stops at the end, runs as its child.
+func TestDemoChildrenDoNotHoldItsLock(t *testing.T) {
+	b, err := os.ReadFile("../../.ci/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	background := regexp.MustCompile(`[^&>]&(\s+\w+=\$!)?\s*(#.*)?$`)
+	inFunc, starts := false, 0
+	for i, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasSuffix(line, "() {"):
+			inFunc = true
+		case line == "}":
+			inFunc = false
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "#") || !background.MatchString(line) {
+			continue
+		}
+		starts++
+		if !inFunc && !strings.Contains(line, "9>&-") {
+			t.Errorf(".ci/demo:%d starts a process that inherits the demo's lock: %s", i+1, strings.TrimSpace(line))
+		}
+	}
+	// pcscd daemonized (setsid, or without --foreground) is no child the
+	// demo can stop at the end.
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "/usr/sbin/pcscd") && !(strings.Contains(line, "--foreground") && background.MatchString(line)) || strings.Contains(line, "setsid") {
+			t.Errorf(".ci/demo:%d starts pcscd where the demo cannot stop it: %s", i+1, strings.TrimSpace(line))
+		}
+	}
+	if starts < 4 {
+		t.Errorf("found %d background starts in .ci/demo; the check no longer reads it", starts)
 	}
 }
