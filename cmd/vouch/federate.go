@@ -16,6 +16,7 @@ import (
 // federateConfig is the configuration of `vouch federate`.
 type federateConfig struct {
 	Database database.Config
+	Federate federate.Config
 }
 
 const federateUsage = "usage: vouch federate pull -url BASE -key PEMFILE[,PEMFILE] -site NAME"
@@ -59,6 +60,9 @@ func runFederate(ctx context.Context, log *slog.Logger, args []string, stdout, s
 	if err := loadConfig(ctx, &cfg); err != nil {
 		return err
 	}
+	if err := cfg.Federate.Validate(); err != nil {
+		return err
+	}
 	if err := migrate(ctx, cfg.Database); err != nil {
 		return err
 	}
@@ -67,9 +71,13 @@ func runFederate(ctx context.Context, log *slog.Logger, args []string, stdout, s
 		return err
 	}
 	defer db.Close()
-	res, err := federate.New(db, nil).Pull(ctx, federate.Site{Name: *name, BaseURL: *base, Keys: pubs})
-	fmt.Fprintf(stdout, "site %s: %d files listed, %d imported, %d new keys, %d refused\n",
-		*name, res.Listed, res.Imported, res.Keys, res.Refused)
+	p, err := federate.New(db, nil, cfg.Federate)
+	if err != nil {
+		return err
+	}
+	res, err := p.Pull(ctx, federate.Site{Name: *name, BaseURL: *base, Keys: pubs})
+	fmt.Fprintf(stdout, "site %s: %d files listed, %d imported, %d new keys, %d revised, %d refused, %d left for the next pull\n",
+		*name, res.Listed, res.Imported, res.Keys, res.Revised, res.Refused, res.Deferred)
 	if err != nil {
 		fmt.Fprintln(stderr, "vouch federate pull:", err)
 		return exitError(1)

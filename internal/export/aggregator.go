@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,9 +60,9 @@ type Aggregator struct {
 }
 
 type metrics struct {
-	held, published, files prometheus.Gauge
-	runs                   *prometheus.CounterVec
-	seconds                prometheus.Histogram
+	held, published, files, free prometheus.Gauge
+	runs                         *prometheus.CounterVec
+	seconds                      prometheus.Histogram
 }
 
 // New makes an aggregator; cfg must have been validated. reg may be nil.
@@ -82,14 +83,16 @@ func New(cfg Config, db *database.DB, signers []Signer, reg prometheus.Registere
 		published: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_export_keys_published",
 			Help: "Keys in the current export, padding included."}),
 		files: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_export_files",
-			Help: "Batch files in the current index."}),
+			Help: "Files in the current index."}),
+		free: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_export_free_bytes",
+			Help: "Free space in the export directory at the last check; alert well above VOUCH_EXPORT_MIN_FREE."}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_export_runs_total",
 			Help: "Aggregator runs by result (published, lease_held, error)."}, []string{"result"}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vouch_export_run_seconds",
 			Help: "Duration of a published run.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{a.m.held, a.m.published, a.m.files, a.m.runs, a.m.seconds} {
+		for _, c := range []prometheus.Collector{a.m.held, a.m.published, a.m.files, a.m.free, a.m.runs, a.m.seconds} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("export: metrics: %w", err)
 			}
@@ -145,7 +148,15 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 	if err := a.takeLease(ctx); err != nil {
 		return res, err
 	}
+	now := a.now()
 	defer func() {
+		if err != nil && !errors.Is(err, ErrLeaseHeld) {
+			// Expired files go even when the run failed: a full disk must
+			// not keep the next run from publishing.
+			if derr := a.deleteExpired(context.WithoutCancel(ctx), now); derr != nil {
+				a.log.Warn("export: delete expired files", "err", derr)
+			}
+		}
 		// Let the next run (here or elsewhere) go without waiting out the
 		// lease; a failed release only delays it.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -159,12 +170,36 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 		return res, fmt.Errorf("export: %w", err)
 	}
 	a.removeStaleTemps(exports)
-	now := a.now()
-	w := window(now, a.cfg.MaxAgeDays)
-	if res.Padded, err = a.pad(ctx, w); err != nil {
+	// What expired goes before anything is written.
+	if err := a.deleteExpired(ctx, now); err != nil {
 		return res, err
 	}
-	if res.Files, res.Keys, res.Held, err = a.build(ctx, w); err != nil {
+	cut := now.UTC().Truncate(time.Second)
+	if res.Padded, res.Held, err = a.makeBatches(ctx, cut); err != nil {
+		return res, err
+	}
+	batches, err := a.indexed(ctx, cut)
+	if err != nil {
+		return res, err
+	}
+	// A batch that cannot be built now (a full disk) and those after it
+	// wait; the index still drops what left the window, so that its grace
+	// starts and the space comes back.
+	var buildErr error
+	var built []batch
+	for _, b := range batches {
+		// A recorded file that is missing (a directory restored, another
+		// origin) is built again: the batch's keys are fixed, so its name
+		// and content are the same.
+		if _, serr := os.Stat(filepath.Join(a.cfg.Dir, filepath.FromSlash(b.path))); b.path == "" || serr != nil {
+			if b.path, buildErr = a.build(ctx, b); buildErr != nil {
+				break
+			}
+		}
+		built = append(built, b)
+		res.Files = append(res.Files, b.path)
+	}
+	if res.Keys, err = a.countPublished(ctx, built); err != nil {
 		return res, err
 	}
 	// The lease may have run out during a long build: renewing it fails
@@ -176,183 +211,349 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 		a.beforeIndex()
 	}
 	if err := writeAtomic(a.cfg.Dir, IndexName, []byte(indexText(res.Files))); err != nil {
-		return res, err
+		return res, errors.Join(buildErr, err)
 	}
-	if err := a.retire(ctx, res.Files); err != nil {
-		return res, err
+	if err := a.retire(ctx, res.Files, now); err != nil {
+		return res, errors.Join(buildErr, err)
 	}
-	return res, nil
+	if buildErr != nil {
+		return res, buildErr
+	}
+	return res, a.deleteExpired(ctx, now)
 }
 
-// span is the export's window in ENIntervalNumbers: keys ending after
-// oldest and at or before now.
-type span struct {
-	oldest, now int32
-	at          time.Time
+// batch is one row of export_batches: the keys that became publishable
+// here in [start, end), published in one file.
+type batch struct {
+	id         int64
+	start, end time.Time
+	path       string
 }
 
-func window(now time.Time, days int) span {
-	return span{oldest: exposure.IntervalNumber(now.Add(-time.Duration(days) * 24 * time.Hour)),
-		now: exposure.IntervalNumber(now), at: now}
+// makeBatches assigns the keys that became publishable since the last
+// batch (arrived, their embargo over, not published before) and the
+// revisions not published yet to new batches ending at cut, and pads
+// each batch to MinKeys. A window with more than MaxKeys keys becomes
+// several batches with adjacent windows: every file is 1 of 1 and no two
+// share their times. When nothing is new no batch is made, unless the
+// index would be empty. It returns the padding added and the keys held
+// back by the embargo.
+func (a *Aggregator) makeBatches(ctx context.Context, cut time.Time) (padded, held int, err error) {
+	oldest := exposure.IntervalNumber(cut.Add(-time.Duration(a.cfg.MaxAgeDays) * 24 * time.Hour))
+	// A key is publishable when its end lies Embargo before cut.
+	limit := int32(cut.Add(-a.cfg.Embargo).Unix() / exposure.IntervalSeconds)
+	err = a.db.InTx(ctx, func(tx pgx.Tx) error {
+		const eligible = `batch_id is null and rolling_start + rolling_period > $1 and rolling_start + rolling_period <= $2`
+		var n int
+		if err := tx.QueryRow(ctx, `select count(*) filter (where rolling_start + rolling_period <= $2),
+				count(*) filter (where rolling_start + rolling_period > $2)
+			from exposure_keys where batch_id is null and rolling_start + rolling_period > $1`,
+			oldest, limit).Scan(&n, &held); err != nil {
+			return fmt.Errorf("export: count keys: %w", err)
+		}
+		var revisions int
+		if err := tx.QueryRow(ctx, `select count(*) from exposure_keys
+			where revised_report_type is not null and revised_batch_id is null and batch_id is not null`).Scan(&revisions); err != nil {
+			return fmt.Errorf("export: count revisions: %w", err)
+		}
+		var lastEnd *time.Time
+		var inWindow bool
+		if err := tx.QueryRow(ctx, `select max(end_at), coalesce(bool_or(end_at > $1), false) from export_batches`,
+			cut.Add(-time.Duration(a.cfg.MaxAgeDays)*24*time.Hour)).Scan(&lastEnd, &inWindow); err != nil {
+			return fmt.Errorf("export: batches: %w", err)
+		}
+		if n == 0 && revisions == 0 && inWindow {
+			return nil
+		}
+		// The first batch covers every arrival in the days published.
+		start := cut.Add(-time.Duration(a.cfg.MaxAgeDays) * 24 * time.Hour)
+		if lastEnd != nil {
+			start = lastEnd.UTC()
+		}
+		if !start.Before(cut) {
+			return nil // the clock went back: nothing new ends before cut
+		}
+		// Keys go to the windows in the order they became publishable; a
+		// window ends no earlier than its last key did, so no file holds a
+		// key that was still under embargo when its window ended.
+		type boundary struct {
+			e    int32
+			data []byte
+		}
+		var lastOf []boundary
+		if n > a.cfg.MaxKeys {
+			rows, err := tx.Query(ctx, `select e, key_data from (
+					select rolling_start + rolling_period as e, key_data,
+						row_number() over (order by rolling_start + rolling_period, key_data) as rn
+					from exposure_keys where `+eligible+`) k
+				where rn % $3 = 0 and rn < $4 order by rn`, oldest, limit, a.cfg.MaxKeys, n)
+			if err != nil {
+				return fmt.Errorf("export: split keys: %w", err)
+			}
+			if lastOf, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (boundary, error) {
+				var b boundary
+				err := r.Scan(&b.e, &b.data)
+				return b, err
+			}); err != nil {
+				return fmt.Errorf("export: split keys: %w", err)
+			}
+		}
+		var ends []time.Time
+		prev := start
+		for _, b := range lastOf {
+			end := time.Unix(int64(b.e)*exposure.IntervalSeconds, 0).UTC().Add(a.cfg.Embargo)
+			if !end.After(prev) {
+				end = prev.Add(time.Second)
+			}
+			if !end.Before(cut) {
+				break // the rest waits for the next window
+			}
+			ends = append(ends, end)
+			prev = end
+		}
+		ends = append(ends, cut)
+		parts := int64(len(ends))
+		ids := make([]int64, parts)
+		for i, end := range ends {
+			if err := tx.QueryRow(ctx, `insert into export_batches (start_at, end_at) values ($1, $2) returning id`,
+				start, end).Scan(&ids[i]); err != nil {
+				return fmt.Errorf("export: new batch: %w", err)
+			}
+			start = end
+		}
+		// One range update per window, no join: the first run after an
+		// upgrade assigns every stored key at once.
+		for i, id := range ids {
+			if i < len(lastOf) {
+				_, err = tx.Exec(ctx, `update exposure_keys set batch_id = $3 where `+eligible+`
+					and (rolling_start + rolling_period, key_data) <= ($4, $5)`, oldest, limit, id, lastOf[i].e, lastOf[i].data)
+			} else if len(ids) > len(lastOf) {
+				_, err = tx.Exec(ctx, `update exposure_keys set batch_id = $3 where `+eligible, oldest, limit, id)
+			}
+			if err != nil {
+				return fmt.Errorf("export: assign keys: %w", err)
+			}
+		}
+		if revisions > 0 {
+			if _, err := tx.Exec(ctx, `update exposure_keys set revised_batch_id = $1 where key_data in (
+					select key_data from exposure_keys
+					where revised_report_type is not null and revised_batch_id is null and batch_id is not null
+					order by key_data limit $2)`, ids[parts-1], a.cfg.MaxKeys); err != nil {
+				return fmt.Errorf("export: assign revisions: %w", err)
+			}
+		}
+		for _, id := range ids {
+			added, err := a.pad(ctx, tx, id, cut, oldest)
+			if err != nil {
+				return err
+			}
+			padded += added
+		}
+		return nil
+	})
+	return padded, held, err
 }
 
-// pad tops the window up to MinKeys with random fake keys, stored so that
-// a rebuild gives the same file. It runs under the lease.
-func (a *Aggregator) pad(ctx context.Context, w span) (int, error) {
+// paddingSource is the fields of the real keys padding is drawn from.
+type paddingSource struct {
+	start, period int32
+	risk, report  int16
+	onset         *int16
+}
+
+// pad tops batch id up to MinKeys with fake keys. Each copies every field
+// but its bytes from a real key of the same batch drawn at random, so each
+// field of the padding follows the real keys' distribution in that file
+// (the way Google's key server pads: ensureMinNumExposures); a batch with
+// no real key draws from the real keys published in the window. The file
+// is sorted by key bytes, which are random, so position tells nothing.
+// Padding is stored, so a rebuild of the batch gives the same file.
+func (a *Aggregator) pad(ctx context.Context, tx pgx.Tx, id int64, cut time.Time, oldest int32) (int, error) {
 	if a.cfg.MinKeys == 0 {
 		return 0, nil
 	}
-	var added int
-	err := a.db.InTx(ctx, func(tx pgx.Tx) error {
-		var n int
-		if err := tx.QueryRow(ctx, `select count(*) from exposure_keys
-			where rolling_start + rolling_period > $1 and rolling_start + rolling_period <= $2`,
-			w.oldest, w.now).Scan(&n); err != nil {
+	read := func(sql string, args ...any) ([]paddingSource, error) {
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return nil, fmt.Errorf("export: padding: %w", err)
+		}
+		src, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (paddingSource, error) {
+			var s paddingSource
+			err := r.Scan(&s.start, &s.period, &s.risk, &s.report, &s.onset)
+			return s, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("export: padding: %w", err)
+		}
+		return src, nil
+	}
+	const fields = `select rolling_start, rolling_period, transmission_risk, report_type, days_since_onset from exposure_keys`
+	src, err := read(fields+` where batch_id = $1 and origin <> 'padding' order by key_data`, id)
+	if err != nil {
+		return 0, err
+	}
+	need := a.cfg.MinKeys - len(src)
+	if need <= 0 {
+		return 0, nil
+	}
+	if len(src) == 0 {
+		// Key bytes are random, so their order is a fair sample.
+		if src, err = read(fields+` where batch_id is not null and origin <> 'padding'
+			and rolling_start + rolling_period > $1 order by key_data limit 10000`, oldest); err != nil {
+			return 0, err
+		}
+		if len(src) == 0 {
+			return 0, nil // nothing real to look like
+		}
+	}
+	received := exposure.Coarse(cut)
+	rows := make([][]any, 0, need)
+	for range need {
+		var data [exposure.KeySize]byte
+		if _, err := rand.Read(data[:]); err != nil {
+			return 0, err
+		}
+		i, err := rand.Int(rand.Reader, big.NewInt(int64(len(src))))
+		if err != nil {
+			return 0, err
+		}
+		s := src[i.Int64()]
+		var onset any
+		if s.onset != nil {
+			onset = *s.onset
+		}
+		rows = append(rows, []any{data[:], s.start, s.period, s.risk, s.report, onset, received, "padding", id})
+	}
+	if _, err := tx.Exec(ctx, `create temporary table if not exists padding_keys (like exposure_keys) on commit drop`); err != nil {
+		return 0, fmt.Errorf("export: padding: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `truncate padding_keys`); err != nil {
+		return 0, fmt.Errorf("export: padding: %w", err)
+	}
+	cols := []string{"key_data", "rolling_start", "rolling_period", "transmission_risk", "report_type", "days_since_onset", "received_hour", "origin", "batch_id"}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"padding_keys"}, cols, pgx.CopyFromRows(rows)); err != nil {
+		return 0, fmt.Errorf("export: padding: %w", err)
+	}
+	list := strings.Join(cols, ", ")
+	tag, err := tx.Exec(ctx, `insert into exposure_keys (`+list+`) select `+list+` from padding_keys on conflict (key_data) do nothing`)
+	if err != nil {
+		return 0, fmt.Errorf("export: padding: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// indexed is the batches the index names at cut: those whose window ended
+// within the days published, oldest first.
+func (a *Aggregator) indexed(ctx context.Context, cut time.Time) ([]batch, error) {
+	rows, err := a.db.Pool().Query(ctx, `select id, start_at, end_at, coalesce(path, '') from export_batches
+		where end_at > $1 order by start_at`, cut.Add(-time.Duration(a.cfg.MaxAgeDays)*24*time.Hour))
+	if err != nil {
+		return nil, fmt.Errorf("export: batches: %w", err)
+	}
+	bs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (batch, error) {
+		var b batch
+		err := r.Scan(&b.id, &b.start, &b.end, &b.path)
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("export: batches: %w", err)
+	}
+	return bs, nil
+}
+
+func (a *Aggregator) countPublished(ctx context.Context, bs []batch) (int, error) {
+	ids := make([]int64, len(bs))
+	for i, b := range bs {
+		ids[i] = b.id
+	}
+	var n int
+	if err := a.db.Pool().QueryRow(ctx, `select count(*) from exposure_keys where batch_id = any($1)`, ids).Scan(&n); err != nil {
+		return 0, fmt.Errorf("export: count keys: %w", err)
+	}
+	return n, nil
+}
+
+// writtenKeyEstimate is what one key takes in the zip, generously: 35
+// bytes in export.bin, of which deflate keeps about 17 to 22. A file that
+// still does not fit fails with ENOSPC and leaves only its temporary file,
+// which the failed run removes.
+const writtenKeyEstimate = 24
+
+// keyColumns are what a file says of a key, in scanKey's order.
+const keyColumns = `key_data, rolling_start, rolling_period, transmission_risk, days_since_onset`
+
+// build writes batch b's file from one consistent snapshot, records its
+// path and returns it. The batch's keys were fixed when it was made, so
+// the file is the same whenever it is built.
+func (a *Aggregator) build(ctx context.Context, b batch) (string, error) {
+	var rel string
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead}
+	err := pgx.BeginTxFunc(ctx, a.db.Pool(), opts, func(tx pgx.Tx) error {
+		var keys, revised int
+		if err := tx.QueryRow(ctx, `select count(*) filter (where batch_id = $1), count(*) filter (where revised_batch_id = $1)
+			from exposure_keys where batch_id = $1 or revised_batch_id = $1`, b.id).Scan(&keys, &revised); err != nil {
 			return fmt.Errorf("export: count keys: %w", err)
 		}
-		if n >= a.cfg.MinKeys {
-			return nil
+		// A file never starts on a disk that cannot hold it.
+		if err := a.checkFree(int64(len(Header)+64<<10) + int64(keys+revised)*writtenKeyEstimate); err != nil {
+			return err
 		}
-		rows, err := paddingKeys(a.cfg.MinKeys-n, w, a.cfg.MaxAgeDays)
+		bf, err := a.newBatch(batchHeader{Start: b.start.UTC(), End: b.end.UTC(), Region: a.cfg.Region, BatchNum: 1, BatchSize: 1})
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `create temporary table padding_keys (like exposure_keys) on commit drop`); err != nil {
-			return fmt.Errorf("export: padding: %w", err)
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"padding_keys"},
-			[]string{"key_data", "rolling_start", "rolling_period", "transmission_risk", "received_hour", "origin"},
-			pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("export: padding: %w", err)
-		}
-		tag, err := tx.Exec(ctx, `insert into exposure_keys
-			(key_data, rolling_start, rolling_period, transmission_risk, received_hour, origin)
-			select key_data, rolling_start, rolling_period, transmission_risk, received_hour, origin
-			from padding_keys on conflict (key_data) do nothing`)
-		if err != nil {
-			return fmt.Errorf("export: padding: %w", err)
-		}
-		added = int(tag.RowsAffected())
-		return nil
-	})
-	return added, err
-}
-
-// paddingKeys are n fake keys shaped like real ones: a whole UTC day each
-// (what phones upload), spread over the days of the window that have ended.
-func paddingKeys(n int, w span, days int) ([][]any, error) {
-	today := w.at.UTC().Truncate(24 * time.Hour)
-	received := exposure.Coarse(w.at)
-	rows := make([][]any, 0, n)
-	for range n {
-		var data [exposure.KeySize]byte
-		if _, err := rand.Read(data[:]); err != nil {
-			return nil, err
-		}
-		d, err := rand.Int(rand.Reader, big.NewInt(int64(days-1)))
-		if err != nil {
-			return nil, err
-		}
-		start := exposure.IntervalNumber(today.AddDate(0, 0, -int(d.Int64())-1))
-		rows = append(rows, []any{data[:], start, int32(exposure.MaxRollingPeriod), int16(0), received, "padding"})
-	}
-	return rows, nil
-}
-
-// build writes the batch files of the window from one consistent snapshot
-// and returns their relative paths in batch order.
-func (a *Aggregator) build(ctx context.Context, w span) (files []string, keys, held int, err error) {
-	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	err = pgx.BeginTxFunc(ctx, a.db.Pool(), opts, func(tx pgx.Tx) error {
-		var minStart, maxEnd int64
-		if err := tx.QueryRow(ctx, `select
-				count(*) filter (where rolling_start + rolling_period <= $2),
-				count(*) filter (where rolling_start + rolling_period > $2),
-				coalesce(min(rolling_start) filter (where rolling_start + rolling_period <= $2), 0),
-				coalesce(max(rolling_start + rolling_period) filter (where rolling_start + rolling_period <= $2), 0)
-			from exposure_keys where rolling_start + rolling_period > $1`,
-			w.oldest, w.now).Scan(&keys, &held, &minStart, &maxEnd); err != nil {
-			return fmt.Errorf("export: count keys: %w", err)
-		}
-		batches := max(1, (keys+a.cfg.MaxKeys-1)/a.cfg.MaxKeys)
-		// The file's times come from its keys, not from the clock: the same
-		// keys give the same bytes.
-		h := batchHeader{Start: time.Unix(minStart*exposure.IntervalSeconds, 0).UTC(),
-			End: time.Unix(maxEnd*exposure.IntervalSeconds, 0).UTC(), Region: a.cfg.Region, BatchSize: batches}
-		rows, err := tx.Query(ctx, `select key_data, rolling_start, rolling_period, transmission_risk, days_since_onset
-			from exposure_keys where rolling_start + rolling_period > $1 and rolling_start + rolling_period <= $2
-			order by key_data`, w.oldest, w.now)
-		if err != nil {
-			return fmt.Errorf("export: read keys: %w", err)
-		}
-		defer rows.Close()
-		var b *batchFile
-		defer func() {
-			if b != nil {
-				b.abort()
-			}
-		}()
+		defer bf.abort()
 		n := 0
-		for rows.Next() {
-			if b == nil {
-				h.BatchNum = len(files) + 1
-				if b, err = a.newBatch(h); err != nil {
-					return err
-				}
-			}
-			k, err := scanKey(rows)
+		for _, q := range []struct {
+			sql string
+			add func(Key) error
+		}{
+			{`select ` + keyColumns + `, report_type from exposure_keys where batch_id = $1 order by key_data`, bf.fw.add},
+			{`select ` + keyColumns + `, revised_report_type from exposure_keys where revised_batch_id = $1 order by key_data`, bf.fw.addRevised},
+		} {
+			rows, err := tx.Query(ctx, q.sql, b.id)
 			if err != nil {
-				return err
+				return fmt.Errorf("export: read keys: %w", err)
 			}
-			if err := b.fw.add(k); err != nil {
-				return err
-			}
-			n++
-			if b.fw.n == a.cfg.MaxKeys {
-				name, err := a.finish(ctx, b)
-				b = nil
+			for rows.Next() {
+				k, err := scanKey(rows)
 				if err != nil {
+					rows.Close()
 					return err
 				}
-				files = append(files, name)
+				if err := q.add(k); err != nil {
+					rows.Close()
+					return err
+				}
+				n++
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("export: read keys: %w", err)
 			}
 		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("export: read keys: %w", err)
+		if n != keys+revised {
+			return fmt.Errorf("export: counted %d keys, read %d", keys+revised, n)
 		}
-		if n != keys {
-			return fmt.Errorf("export: counted %d keys, read %d", keys, n)
+		if rel, err = a.finish(ctx, bf); err != nil {
+			return err
 		}
-		if b == nil && len(files) == 0 { // no keys: one empty file
-			h.BatchNum = 1
-			if b, err = a.newBatch(h); err != nil {
-				return err
-			}
-		}
-		if b != nil {
-			name, err := a.finish(ctx, b)
-			b = nil
-			if err != nil {
-				return err
-			}
-			files = append(files, name)
-		}
-		if len(files) != batches {
-			return fmt.Errorf("export: wrote %d files of %d", len(files), batches)
+		if _, err := tx.Exec(ctx, `update export_batches set path = $1 where id = $2`, rel, b.id); err != nil {
+			return fmt.Errorf("export: record batch: %w", err)
 		}
 		return nil
 	})
-	return files, keys, held, err
+	return rel, err
 }
 
 // scanKey decodes one row from PostgreSQL's binary format without an
-// allocation per key: 1,400,000 keys go through here in a second.
+// allocation per key: 1,400,000 keys go through here in a second. An onset
+// outside what GAEN reads (-14..14 days) is left out, never clamped.
 func scanKey(rows pgx.Rows) (Key, error) {
 	var k Key
-	k.ReportType = ReportConfirmedTest
 	fd := rows.FieldDescriptions()
 	v := rows.RawValues()
-	if len(v) != 5 {
+	if len(v) != 6 {
 		return k, fmt.Errorf("export: %d columns", len(v))
 	}
 	for i, f := range fd {
@@ -363,7 +564,7 @@ func scanKey(rows pgx.Rows) (Key, error) {
 			return k, fmt.Errorf("export: column %s is null", f.Name)
 		}
 	}
-	if len(v[0]) != exposure.KeySize || len(v[1]) != 4 || len(v[2]) != 4 || len(v[3]) != 2 || (v[4] != nil && len(v[4]) != 2) {
+	if len(v[0]) != exposure.KeySize || len(v[1]) != 4 || len(v[2]) != 4 || len(v[3]) != 2 || (v[4] != nil && len(v[4]) != 2) || len(v[5]) != 2 {
 		return k, errors.New("export: unexpected column sizes")
 	}
 	copy(k.Data[:], v[0])
@@ -371,8 +572,11 @@ func scanKey(rows pgx.Rows) (Key, error) {
 	k.RollingPeriod = int32(binary.BigEndian.Uint32(v[2]))
 	k.TransmissionRisk = int32(int16(binary.BigEndian.Uint16(v[3])))
 	if v[4] != nil {
-		k.DaysSinceOnset, k.HasOnset = int32(int16(binary.BigEndian.Uint16(v[4]))), true
+		if d := int32(int16(binary.BigEndian.Uint16(v[4]))); d >= -MaxOnsetDays && d <= MaxOnsetDays {
+			k.DaysSinceOnset, k.HasOnset = d, true
+		}
 	}
+	k.ReportType = int32(int16(binary.BigEndian.Uint16(v[5])))
 	return k, nil
 }
 
@@ -428,7 +632,7 @@ func (a *Aggregator) finish(ctx context.Context, b *batchFile) (string, error) {
 	}
 	rel := ExportsDir + "/" + name + ".zip"
 	if _, err := a.db.Pool().Exec(ctx, `insert into export_files (path, in_index, left_index_at)
-		values ($1, false, now()) on conflict (path) do nothing`, rel); err != nil {
+		values ($1, false, $2) on conflict (path) do nothing`, rel, a.now()); err != nil {
 		return "", fmt.Errorf("export: record %s: %w", rel, err)
 	}
 	target := filepath.Join(a.cfg.Dir, filepath.FromSlash(rel))
@@ -526,34 +730,38 @@ func (a *Aggregator) removeStaleTemps(exports string) {
 	}
 }
 
-// retire records which files the index now names and which left it, then
-// deletes the files that left it more than the grace period ago. It runs
-// after the index is on disk: a file is never deleted while indexed.
-func (a *Aggregator) retire(ctx context.Context, files []string) error {
-	var gone []string
-	err := a.db.InTx(ctx, func(tx pgx.Tx) error {
+// retire records which files the index now names and which left it (at
+// now). It runs after the index is on disk: a file is never deleted while
+// indexed.
+func (a *Aggregator) retire(ctx context.Context, files []string, now time.Time) error {
+	if files == nil {
+		files = []string{} // an empty array, not NULL: every file left
+	}
+	return a.db.InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `update export_files set in_index = true, left_index_at = null
 			where path = any($1)`, files); err != nil {
 			return fmt.Errorf("export: record index: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `update export_files set in_index = false, left_index_at = now()
-			where in_index and not (path = any($1))`, files); err != nil {
+		if _, err := tx.Exec(ctx, `update export_files set in_index = false, left_index_at = $2
+			where in_index and not (path = any($1))`, files, now); err != nil {
 			return fmt.Errorf("export: record index: %w", err)
-		}
-		rows, err := tx.Query(ctx, `select path from export_files
-			where not in_index and left_index_at < now() - make_interval(secs => $1) order by path`,
-			a.cfg.Grace.Seconds())
-		if err != nil {
-			return fmt.Errorf("export: old files: %w", err)
-		}
-		gone, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return fmt.Errorf("export: old files: %w", err)
 		}
 		return nil
 	})
+}
+
+// deleteExpired deletes the files that left the index more than the grace
+// period before now. It runs before a run writes anything and after a run
+// failed, so expired files never keep a full disk full.
+func (a *Aggregator) deleteExpired(ctx context.Context, now time.Time) error {
+	rows, err := a.db.Pool().Query(ctx, `select path from export_files
+		where not in_index and left_index_at < $1 order by path`, now.Add(-a.cfg.Grace))
 	if err != nil {
-		return err
+		return fmt.Errorf("export: old files: %w", err)
+	}
+	gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("export: old files: %w", err)
 	}
 	for _, rel := range gone {
 		if !strings.HasPrefix(rel, ExportsDir+"/") || strings.Contains(rel, "..") {
@@ -565,6 +773,28 @@ func (a *Aggregator) retire(ctx context.Context, files []string) error {
 		if _, err := a.db.Pool().Exec(ctx, `delete from export_files where path = $1 and not in_index`, rel); err != nil {
 			return fmt.Errorf("export: delete %s: %w", rel, err)
 		}
+	}
+	a.checkFree(0)
+	return nil
+}
+
+// ErrNoSpace means the export directory has too little space left to
+// write the next file without going below MinFree.
+var ErrNoSpace = errors.New("export: not enough free space in the export directory")
+
+// checkFree measures the export directory's free space (exported as
+// vouch_export_free_bytes) and fails when writing need bytes would leave
+// less than MinFree.
+func (a *Aggregator) checkFree(need int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(a.cfg.Dir, &st); err != nil {
+		return fmt.Errorf("export: free space of %s: %w", a.cfg.Dir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	a.m.free.Set(float64(free))
+	if free-need < a.cfg.MinFree {
+		return fmt.Errorf("%w: %d bytes free in %s, writing up to %d more would leave less than VOUCH_EXPORT_MIN_FREE (%d)",
+			ErrNoSpace, free, a.cfg.Dir, need, a.cfg.MinFree)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ package export
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/vouch-nl/vouch/internal/exposure"
@@ -22,9 +23,16 @@ type Config struct {
 	// MaxAgeDays is how many days of keys are published.
 	MaxAgeDays int `env:"VOUCH_KEYS_MAX_AGE_DAYS, default=14"`
 	MaxKeys    int `env:"VOUCH_EXPORT_MAX_KEYS, default=500000"`
-	// MinKeys pads the export with fake keys up to this many, so its size
+	// MinKeys pads each file with fake keys up to this many, so its size
 	// does not tell how many people were infected.
 	MinKeys int `env:"VOUCH_EXPORT_MIN_KEYS, default=0"`
+	// Embargo is how long after its rolling period ended a key is
+	// published at the earliest: Apple's key server rules ask for 2 hours,
+	// so that a key cannot be replayed while a phone may still accept it.
+	Embargo time.Duration `env:"VOUCH_EXPORT_EMBARGO, default=2h"`
+	// MinFree is the space the export directory must have left after a
+	// file is written; a run that would go below it fails before writing.
+	MinFree int64 `env:"VOUCH_EXPORT_MIN_FREE, default=1048576"`
 	// Region defaults to the trust jurisdiction.
 	Region       string `env:"VOUCH_EXPORT_REGION"`
 	Jurisdiction string `env:"VOUCH_JURISDICTION, default=NL"`
@@ -32,7 +40,9 @@ type Config struct {
 	// rotation, and every file carries a signature of each.
 	KeyURIs []string `env:"VOUCH_EXPORT_KEY_URIS"`
 	// KeyVersions and KeyIDs are the SignatureInfo of each key: one value
-	// for all, or one per URI.
+	// for all, or one per URI. An id is the jurisdiction's mobile country
+	// code (MCC), as Apple and Google ask, optionally followed by a suffix;
+	// unset, it is the MCC of VOUCH_JURISDICTION.
 	KeyVersions []string `env:"VOUCH_EXPORT_KEY_VERSION, default=v1"`
 	KeyIDs      []string `env:"VOUCH_EXPORT_KEY_ID"`
 	HSMPIN      string   `env:"VOUCH_HSM_PIN"`
@@ -65,8 +75,17 @@ func (c *Config) Validate() error {
 	if c.MaxKeys < 1 || c.MaxKeys > MaxKeysPerFile {
 		errs = append(errs, fmt.Errorf("VOUCH_EXPORT_MAX_KEYS must be 1..%d", MaxKeysPerFile))
 	}
-	if c.MinKeys < 0 || c.MinKeys > 10*MaxKeysPerFile {
-		errs = append(errs, errors.New("VOUCH_EXPORT_MIN_KEYS out of range"))
+	if c.MinKeys < 0 || c.MinKeys > c.MaxKeys {
+		errs = append(errs, errors.New("VOUCH_EXPORT_MIN_KEYS must be 0..VOUCH_EXPORT_MAX_KEYS: it pads each file"))
+	}
+	if c.Embargo == 0 {
+		c.Embargo = MinEmbargo
+	}
+	if c.Embargo < MinEmbargo {
+		errs = append(errs, fmt.Errorf("VOUCH_EXPORT_EMBARGO must be at least %s", MinEmbargo))
+	}
+	if c.MinFree < 0 {
+		errs = append(errs, errors.New("VOUCH_EXPORT_MIN_FREE must not be negative"))
 	}
 	if c.Region == "" {
 		c.Region = c.Jurisdiction
@@ -78,10 +97,28 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("VOUCH_EXPORT_KEY_URIS names no signing key"))
 	}
 	if len(c.KeyIDs) == 0 {
-		c.KeyIDs = []string{c.Region}
+		j := c.Jurisdiction
+		if j == "" {
+			j = c.Region
+		}
+		if mcc, ok := mccs[j]; ok {
+			c.KeyIDs = []string{mcc}
+		} else {
+			errs = append(errs, fmt.Errorf("VOUCH_EXPORT_KEY_ID is not set and jurisdiction %q has no known mobile country code: set it", j))
+		}
+	}
+	for _, id := range c.KeyIDs {
+		if err := ValidKeyID(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, v := range c.KeyVersions {
+		if !keyVersionRE.MatchString(v) {
+			errs = append(errs, fmt.Errorf("VOUCH_EXPORT_KEY_VERSION %q: 1..32 of a-z, A-Z, 0-9, _", v))
+		}
 	}
 	for name, l := range map[string][]string{"VOUCH_EXPORT_KEY_VERSION": c.KeyVersions, "VOUCH_EXPORT_KEY_ID": c.KeyIDs} {
-		if len(l) != 1 && len(l) != len(c.KeyURIs) {
+		if len(l) > 1 && len(l) != len(c.KeyURIs) {
 			errs = append(errs, fmt.Errorf("%s: one value, or one per key URI", name))
 		}
 	}
@@ -92,6 +129,30 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("VOUCH_EXPORT_LEASE must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// MinEmbargo is the least time between a key's end and its publication.
+const MinEmbargo = 2 * time.Hour
+
+// mccs are the mobile country codes of the jurisdictions a key id
+// defaults for (ITU-T E.212).
+var mccs = map[string]string{"NL": "204", "BE": "206", "DE": "262", "FR": "208", "LU": "270", "AW": "363", "CW": "362", "SX": "362", "BQ": "362"}
+
+var (
+	// keyIDRE: a three-digit MCC (2xx..7xx), then a suffix of the
+	// characters the export format allows, such as "204" or "204_v2".
+	keyIDRE      = regexp.MustCompile(`^[2-7][0-9]{2}[A-Za-z0-9_.]{0,29}$`)
+	keyVersionRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
+)
+
+// ValidKeyID checks a signature_info.verification_key_id: alphanumerics,
+// '_' and '.', starting with the mobile country code (export.proto: "For
+// cross-compatibility with Apple, use MCC").
+func ValidKeyID(id string) error {
+	if !keyIDRE.MatchString(id) {
+		return fmt.Errorf("VOUCH_EXPORT_KEY_ID %q: a mobile country code (such as 204), optionally followed by letters, digits, '_' or '.' (at most 32 characters)", id)
+	}
+	return nil
 }
 
 // KeyInfo is the version and id of the i-th key URI.

@@ -1,6 +1,9 @@
 package export
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // SetBeforeIndex makes a run call f under the lease just before it writes
 // the index, for tests.
@@ -27,3 +30,6 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// SetNow makes a run read the time from now, for tests.
+func SetNow(a *Aggregator, now func() time.Time) { a.now = now }

@@ -2,6 +2,7 @@ package export
 
 import (
 	"archive/zip"
+	"bytes"
 	"compress/flate"
 	"crypto"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -27,8 +29,16 @@ const (
 	// SignatureAlgorithm is ECDSA P-256 with SHA-256, as GAEN names it.
 	SignatureAlgorithm = "1.2.840.10045.4.3.2"
 	// ReportConfirmedTest is GAEN's report type CONFIRMED_TEST: every key
-	// here was vouched for by a clinician.
+	// uploaded here was vouched for by a clinician. A site's keys keep the
+	// type its file gave them.
 	ReportConfirmedTest = 1
+	// GAEN's other report types.
+	ReportClinicalDiagnosis = 2
+	ReportSelfReport        = 3
+	ReportRecursive         = 4
+	ReportRevoked           = 5
+	// MaxOnsetDays bounds days_since_onset_of_symptoms: GAEN reads -14..14.
+	MaxOnsetDays = 14
 	// MaxKeysPerFile is the platforms' bound on the keys of one file.
 	MaxKeysPerFile = 750000
 )
@@ -99,8 +109,9 @@ func appendHeader(b []byte, h batchHeader, signers []Signer) []byte {
 	return b
 }
 
-// appendKey appends k as a keys field; buf is scratch for the message.
-func appendKey(b, buf []byte, k Key) []byte {
+// appendKey appends k as field (keys or revised_keys); buf is scratch for
+// the message.
+func appendKey(b, buf []byte, field protowire.Number, k Key) []byte {
 	m := buf[:0]
 	m = protowire.AppendTag(m, kData, protowire.BytesType)
 	m = protowire.AppendBytes(m, k.Data[:])
@@ -116,7 +127,7 @@ func appendKey(b, buf []byte, k Key) []byte {
 		m = protowire.AppendTag(m, kOnset, protowire.VarintType)
 		m = protowire.AppendVarint(m, protowire.EncodeZigZag(int64(k.DaysSinceOnset)))
 	}
-	b = protowire.AppendTag(b, fKeys, protowire.BytesType)
+	b = protowire.AppendTag(b, field, protowire.BytesType)
 	return protowire.AppendBytes(b, m)
 }
 
@@ -171,8 +182,16 @@ func newFileWriter(w io.Writer, h batchHeader, signers []Signer) (*fileWriter, e
 	return fw, nil
 }
 
-func (fw *fileWriter) add(k Key) error {
-	fw.buf = appendKey(fw.buf, fw.msg, k)
+// add appends a key; every key comes before the first revised one, in
+// increasing order of their bytes.
+func (fw *fileWriter) add(k Key) error { return fw.addField(fKeys, k) }
+
+// addRevised appends a key of revised_keys: one published before whose
+// report type changed since.
+func (fw *fileWriter) addRevised(k Key) error { return fw.addField(fRevised, k) }
+
+func (fw *fileWriter) addField(field protowire.Number, k Key) error {
+	fw.buf = appendKey(fw.buf, fw.msg, field, k)
 	fw.n++
 	if len(fw.buf) >= flushAt {
 		return fw.flush()
@@ -219,26 +238,28 @@ func (fw *fileWriter) close() ([]byte, error) {
 // Write writes one export file of keys (sorted here) to w: for tests and
 // tools; the aggregator streams from the store instead.
 func Write(w io.Writer, start, end time.Time, region string, batchNum, batchSize int, keys []Key, signers []Signer) error {
+	return WriteFile(w, &File{Start: start, End: end, Region: region, BatchNum: batchNum, BatchSize: batchSize, Keys: keys}, signers)
+}
+
+// WriteFile writes f (keys and revised keys sorted here) to w.
+func WriteFile(w io.Writer, f *File, signers []Signer) error {
 	if len(signers) == 0 {
 		return fmt.Errorf("export: no signing key")
 	}
-	sorted := append([]Key(nil), keys...)
-	ek := make([]exposure.Key, len(sorted))
-	for i := range sorted {
-		ek[i] = sorted[i].Key
-	}
-	byData := map[[exposure.KeySize]byte]Key{}
-	for _, k := range sorted {
-		byData[k.Data] = k
-	}
-	exposure.SortKeys(ek)
-	fw, err := newFileWriter(w, batchHeader{Start: start, End: end, Region: region, BatchNum: batchNum, BatchSize: batchSize}, signers)
+	fw, err := newFileWriter(w, batchHeader{Start: f.Start, End: f.End, Region: f.Region, BatchNum: f.BatchNum, BatchSize: f.BatchSize}, signers)
 	if err != nil {
 		return err
 	}
-	for _, k := range ek {
-		if err := fw.add(byData[k.Data]); err != nil {
-			return err
+	for _, l := range []struct {
+		keys []Key
+		add  func(Key) error
+	}{{f.Keys, fw.add}, {f.Revised, fw.addRevised}} {
+		sorted := append([]Key(nil), l.keys...)
+		slices.SortFunc(sorted, func(a, b Key) int { return bytes.Compare(a.Data[:], b.Data[:]) })
+		for _, k := range sorted {
+			if err := l.add(k); err != nil {
+				return err
+			}
 		}
 	}
 	_, err = fw.close()

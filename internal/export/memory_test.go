@@ -107,10 +107,11 @@ func TestExportMemoryBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(paths) != 3 {
-		t.Fatalf("%d batch files, want 3", len(paths))
+		t.Fatalf("%d files, want 3", len(paths))
 	}
 	s := softSigner(t, 7, "v1")
 	total := 0
+	var prevStart time.Time
 	for i, p := range paths {
 		b, err := os.ReadFile(filepath.Join(dir, p))
 		if err != nil {
@@ -120,9 +121,13 @@ func TestExportMemoryBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
-		if f.BatchNum != i+1 || f.BatchSize != 3 {
-			t.Errorf("%s: batch %d of %d", p, f.BatchNum, f.BatchSize)
+		if f.BatchNum != 1 || f.BatchSize != 1 {
+			t.Errorf("%s: batch %d of %d, want 1 of 1", p, f.BatchNum, f.BatchSize)
 		}
+		if i > 0 && !f.Start.After(prevStart) {
+			t.Errorf("%s starts %s, not after the file before it", p, f.Start)
+		}
+		prevStart = f.Start
 		total += len(f.Keys)
 	}
 	if total != manyKeys {

@@ -25,6 +25,9 @@ type File struct {
 	Region              string
 	BatchNum, BatchSize int
 	Keys                []Key
+	// Revised are keys published before whose report type changed since
+	// (export.proto's revised_keys), REVOKED among them.
+	Revised []Key
 }
 
 // Bounds of what Open reads: a file larger than the largest honest one is
@@ -50,10 +53,11 @@ func formatErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrFormat, fmt.Sprintf(format, a...))
 }
 
-// Open parses an export zip strictly and verifies that at least one of its
-// signatures is a trusted key's over export.bin. Keys must be strictly
-// increasing by their bytes, as the aggregator writes them, so a file holds
-// no key twice.
+// Open verifies that at least one of an export zip's signatures is a
+// trusted key's over export.bin and then parses export.bin strictly: a
+// body nobody trusted signed is never parsed. Keys (and revised keys) must
+// be strictly increasing by their bytes, as the aggregator writes them, so
+// a list holds no key twice.
 func Open(zipData []byte, trusted []*ecdsa.PublicKey) (*File, error) {
 	if len(zipData) > MaxZipSize {
 		return nil, formatErr("larger than %d bytes", MaxZipSize)
@@ -73,23 +77,30 @@ func Open(zipData []byte, trusted []*ecdsa.PublicKey) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := parseBin(bin)
-	if err != nil {
-		return nil, err
-	}
 	sigs, err := parseSigList(sig)
 	if err != nil {
 		return nil, err
 	}
 	digest := sha256.Sum256(bin)
+	var valid []tekSignature
 	for _, s := range sigs {
-		if s.batchNum != f.BatchNum || s.batchSize != f.BatchSize {
-			continue
-		}
 		for _, pub := range trusted {
 			if pub != nil && ecdsa.VerifyASN1(pub, digest[:], s.signature) {
-				return f, nil
+				valid = append(valid, s)
+				break
 			}
+		}
+	}
+	if len(valid) == 0 {
+		return nil, ErrSignature
+	}
+	f, err := parseBin(bin)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range valid {
+		if s.batchNum == f.BatchNum && s.batchSize == f.BatchSize {
+			return f, nil
 		}
 	}
 	return nil, ErrSignature
@@ -179,7 +190,7 @@ func parseBin(bin []byte) (*File, error) {
 	}
 	f := &File{}
 	seen := once{}
-	var last []byte
+	var last, lastRevised []byte
 	err := fields(bin[len(Header):], func(num protowire.Number, typ protowire.Type, v uint64, b []byte) error {
 		switch num {
 		case fStart, fEnd:
@@ -221,25 +232,29 @@ func parseBin(bin []byte) (*File, error) {
 				return formatErr("signature info: wire type %d", typ)
 			}
 			return parseSigInfo(b)
-		case fKeys:
+		case fKeys, fRevised:
 			if typ != protowire.BytesType {
 				return formatErr("key: wire type %d", typ)
 			}
-			if len(f.Keys) >= MaxKeysPerFile {
+			if len(f.Keys)+len(f.Revised) >= MaxKeysPerFile {
 				return formatErr("more than %d keys", MaxKeysPerFile)
+			}
+			list, prev, what := &f.Keys, &last, "key"
+			if num == fRevised {
+				list, prev, what = &f.Revised, &lastRevised, "revised key"
 			}
 			k, err := parseKey(b)
 			if err != nil {
-				return fmt.Errorf("key %d: %w", len(f.Keys), err)
+				return fmt.Errorf("%s %d: %w", what, len(*list), err)
 			}
-			if last != nil && bytes.Compare(last, k.Data[:]) >= 0 {
-				return formatErr("key %d: keys not in strictly increasing order", len(f.Keys))
+			if *prev != nil && bytes.Compare(*prev, k.Data[:]) >= 0 {
+				return formatErr("%s %d: not in strictly increasing order", what, len(*list))
 			}
-			f.Keys = append(f.Keys, k)
-			last = f.Keys[len(f.Keys)-1].Data[:]
+			*list = append(*list, k)
+			*prev = (*list)[len(*list)-1].Data[:]
 		default:
-			// revised_keys (8) and anything newer: not written here, and a
-			// reader that guessed at them would trust what it cannot check.
+			// Anything newer than revised_keys: a reader that guessed at
+			// it would trust what it cannot check.
 			return formatErr("unexpected field %d", num)
 		}
 		return nil
@@ -302,8 +317,8 @@ func parseKey(b []byte) (Key, error) {
 		}
 		if num == kOnset {
 			d := protowire.DecodeZigZag(v)
-			if d < math.MinInt16 || d > math.MaxInt16 {
-				return formatErr("days since onset out of range")
+			if d < -MaxOnsetDays || d > MaxOnsetDays {
+				return formatErr("days since onset %d outside -%d..%d", d, MaxOnsetDays, MaxOnsetDays)
 			}
 			k.DaysSinceOnset, k.HasOnset = int32(d), true
 			return nil

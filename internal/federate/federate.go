@@ -34,22 +34,57 @@ type Result struct {
 	Listed   int // files in the site's index
 	Imported int // files imported this pull
 	Keys     int // keys new to this store
+	Revised  int // keys whose report type the site revised
 	Refused  int // files that failed to fetch or verify
+	Deferred int // files left for the next pull by a limit
+}
+
+// Config bounds one pull: a site that lists more is read over several
+// pulls, never all at once.
+type Config struct {
+	MaxFiles int `env:"VOUCH_FEDERATE_MAX_FILES, default=500"`
+	MaxKeys  int `env:"VOUCH_FEDERATE_MAX_KEYS, default=2000000"`
+}
+
+// ErrLimit is a pull that stopped at one of its limits; the files left
+// are fetched by the next pull.
+var ErrLimit = errors.New("federate: pull limit reached")
+
+// Validate fills the defaults and checks c.
+func (c *Config) Validate() error {
+	if c.MaxFiles == 0 {
+		c.MaxFiles = 500
+	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = 2000000
+	}
+	if c.MaxFiles < 1 || c.MaxFiles > 100000 {
+		return fmt.Errorf("VOUCH_FEDERATE_MAX_FILES must be 1..100000, got %d", c.MaxFiles)
+	}
+	if c.MaxKeys < 1 || c.MaxKeys > 100000000 {
+		return fmt.Errorf("VOUCH_FEDERATE_MAX_KEYS must be 1..100000000, got %d", c.MaxKeys)
+	}
+	return nil
 }
 
 // Puller imports sites' exports into the store.
 type Puller struct {
 	db     *database.DB
 	client *http.Client
+	cfg    Config
 	now    func() time.Time
 }
 
-// New makes a puller; client nil means one with a 60-second timeout.
-func New(db *database.DB, client *http.Client) *Puller {
+// New makes a puller bounded by cfg (validated here); client nil means one
+// with a 60-second timeout.
+func New(db *database.DB, client *http.Client, cfg Config) (*Puller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if client == nil {
 		client = &http.Client{Timeout: 60 * time.Second}
 	}
-	return &Puller{db: db, client: client, now: time.Now}
+	return &Puller{db: db, client: client, cfg: cfg, now: time.Now}, nil
 }
 
 // ValidName is a site name: it becomes the keys' origin, so it must not be
@@ -61,9 +96,11 @@ func ValidName(name string) error {
 	return nil
 }
 
-// Pull imports every file of s's index not imported before. A file that
-// does not verify is refused and stores nothing; the others still import.
-// The error joins every refusal.
+// Pull imports the files of s's index not imported before, at most
+// MaxFiles files and MaxKeys keys; past a limit it stops and returns
+// ErrLimit with what is left, for the next pull. A file that does not
+// verify is refused and stores nothing; the others still import. The
+// error joins every refusal.
 func (p *Puller) Pull(ctx context.Context, s Site) (Result, error) {
 	var res Result
 	if err := ValidName(s.Name); err != nil {
@@ -90,11 +127,26 @@ func (p *Puller) Pull(ctx context.Context, s Site) (Result, error) {
 		return res, err
 	}
 	var errs []error
+	var todo []string
 	for _, path := range paths {
-		if done[path] {
-			continue
+		if !done[path] {
+			todo = append(todo, path)
 		}
-		n, err := p.importFile(ctx, s, base, path)
+	}
+	keys := 0
+	for i, path := range todo {
+		if i == p.cfg.MaxFiles {
+			res.Deferred = len(todo) - i
+			errs = append(errs, fmt.Errorf("%w: site %s lists %d new files, more than VOUCH_FEDERATE_MAX_FILES (%d) a pull; %d wait for the next pull",
+				ErrLimit, s.Name, len(todo), p.cfg.MaxFiles, res.Deferred))
+			break
+		}
+		n, err := p.importFile(ctx, s, base, path, p.cfg.MaxKeys-keys)
+		if errors.Is(err, ErrLimit) {
+			res.Deferred = len(todo) - i
+			errs = append(errs, fmt.Errorf("federate: %s %s: %w; %d files wait for the next pull", s.Name, path, err, res.Deferred))
+			break
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
@@ -104,7 +156,9 @@ func (p *Puller) Pull(ctx context.Context, s Site) (Result, error) {
 			continue
 		}
 		res.Imported++
-		res.Keys += n
+		res.Keys += n.added
+		res.Revised += n.revised
+		keys += n.read
 	}
 	return res, errors.Join(errs...)
 }
@@ -148,53 +202,113 @@ func (p *Puller) get(ctx context.Context, u *url.URL, max int) ([]byte, error) {
 	return b, nil
 }
 
+// imported is what one file brought.
+type imported struct{ read, added, revised int }
+
+// ErrFuture is a site's key that starts after now: no honest export holds
+// one.
+var ErrFuture = errors.New("federate: key starts in the future")
+
+// revisable is when a site's revision of a key's report type is taken
+// (as Google's key server allows): a clinical diagnosis may be confirmed
+// or revoked, a self-report confirmed, diagnosed or revoked; nothing else
+// changes, and a key is revised once.
+const revisable = `((k.report_type = 2 and r.report_type in (1, 5)) or (k.report_type = 3 and r.report_type in (1, 2, 5)))`
+
 // importFile fetches, verifies and merges one file in one transaction: the
-// keys and the record that the file was imported commit together.
-func (p *Puller) importFile(ctx context.Context, s Site, base *url.URL, path string) (int, error) {
+// keys, their revisions and the record that the file was imported commit
+// together. A file of more than maxKeys keys is left with ErrLimit.
+func (p *Puller) importFile(ctx context.Context, s Site, base *url.URL, path string, maxKeys int) (imported, error) {
+	var got imported
 	b, err := p.get(ctx, base.JoinPath(path), export.MaxZipSize)
 	if err != nil {
-		return 0, err
+		return got, err
 	}
+	// export.Open checks the signature before it parses export.bin.
 	f, err := export.Open(b, s.Keys)
 	if err != nil {
-		return 0, err
+		return got, err
 	}
-	received := exposure.Coarse(p.now())
-	var added int
+	got.read = len(f.Keys) + len(f.Revised)
+	if got.read > maxKeys {
+		return got, fmt.Errorf("%w: %d keys would pass VOUCH_FEDERATE_MAX_KEYS a pull", ErrLimit, got.read)
+	}
+	now := p.now()
+	latest := exposure.IntervalNumber(now)
+	for _, l := range [][]export.Key{f.Keys, f.Revised} {
+		for _, k := range l {
+			if k.RollingStart > latest {
+				return got, fmt.Errorf("%w: a key starts %s, after %s", ErrFuture, k.Start().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	received := exposure.Coarse(now)
 	err = p.db.InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `create temporary table federate_keys (like exposure_keys) on commit drop`); err != nil {
 			return fmt.Errorf("federate: %w", err)
 		}
-		i := 0
-		src := pgx.CopyFromFunc(func() ([]any, error) {
-			if i == len(f.Keys) {
-				return nil, nil
+		copyKeys := func(table string, keys []export.Key) error {
+			i := 0
+			src := pgx.CopyFromFunc(func() ([]any, error) {
+				if i == len(keys) {
+					return nil, nil
+				}
+				k := keys[i]
+				i++
+				var onset any
+				if k.HasOnset {
+					onset = int16(k.DaysSinceOnset)
+				}
+				return []any{k.Data[:], k.RollingStart, k.RollingPeriod, int16(k.TransmissionRisk), onset, int16(k.ReportType), received, s.Name}, nil
+			})
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{table},
+				[]string{"key_data", "rolling_start", "rolling_period", "transmission_risk", "days_since_onset", "report_type", "received_hour", "origin"}, src); err != nil {
+				return fmt.Errorf("federate: copy keys: %w", err)
 			}
-			k := f.Keys[i]
-			i++
-			var onset any
-			if k.HasOnset {
-				onset = int16(k.DaysSinceOnset)
-			}
-			return []any{k.Data[:], k.RollingStart, k.RollingPeriod, int16(k.TransmissionRisk), onset, received, s.Name}, nil
-		})
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"federate_keys"},
-			[]string{"key_data", "rolling_start", "rolling_period", "transmission_risk", "days_since_onset", "received_hour", "origin"}, src); err != nil {
-			return fmt.Errorf("federate: copy keys: %w", err)
+			return nil
 		}
+		if err := copyKeys("federate_keys", f.Keys); err != nil {
+			return err
+		}
+		// The report type as the site gave it: a REVOKED or SELF_REPORT key
+		// stays one.
 		tag, err := tx.Exec(ctx, `insert into exposure_keys
-			(key_data, rolling_start, rolling_period, transmission_risk, days_since_onset, received_hour, origin)
-			select key_data, rolling_start, rolling_period, transmission_risk, days_since_onset, received_hour, origin
+			(key_data, rolling_start, rolling_period, transmission_risk, days_since_onset, report_type, received_hour, origin)
+			select key_data, rolling_start, rolling_period, transmission_risk, days_since_onset, report_type, received_hour, origin
 			from federate_keys on conflict (key_data) do nothing`)
 		if err != nil {
 			return fmt.Errorf("federate: merge keys: %w", err)
 		}
-		added = int(tag.RowsAffected())
+		got.added = int(tag.RowsAffected())
+		if len(f.Revised) > 0 {
+			if _, err := tx.Exec(ctx, `create temporary table federate_revised (like exposure_keys) on commit drop`); err != nil {
+				return fmt.Errorf("federate: %w", err)
+			}
+			if err := copyKeys("federate_revised", f.Revised); err != nil {
+				return err
+			}
+			// Only the site the key came from revises it. Not published
+			// yet: the key is published with its new type. Published: the
+			// revision goes out in a later file's revised_keys.
+			unpublished, err := tx.Exec(ctx, `update exposure_keys k set report_type = r.report_type
+				from federate_revised r where k.key_data = r.key_data and k.origin = $1
+				and k.batch_id is null and k.revised_report_type is null and `+revisable, s.Name)
+			if err != nil {
+				return fmt.Errorf("federate: revise keys: %w", err)
+			}
+			published, err := tx.Exec(ctx, `update exposure_keys k set revised_report_type = r.report_type
+				from federate_revised r where k.key_data = r.key_data and k.origin = $1
+				and k.batch_id is not null and k.revised_report_type is null and `+revisable, s.Name)
+			if err != nil {
+				return fmt.Errorf("federate: revise keys: %w", err)
+			}
+			got.revised = int(unpublished.RowsAffected() + published.RowsAffected())
+		}
 		if _, err := tx.Exec(ctx, `insert into federate_imports (site, path, keys) values ($1, $2, $3)`,
-			s.Name, path, len(f.Keys)); err != nil {
+			s.Name, path, got.read); err != nil {
 			return fmt.Errorf("federate: record import: %w", err)
 		}
 		return nil
 	})
-	return added, err
+	return got, err
 }

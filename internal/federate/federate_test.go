@@ -1,17 +1,21 @@
 package federate_test
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,7 +70,7 @@ func (s *site) upload(t *testing.T, n int) {
 		rand.Read(data[:])
 		if _, err := s.db.Pool().Exec(context.Background(), `insert into exposure_keys
 			(key_data, rolling_start, rolling_period, transmission_risk, days_since_onset, received_hour)
-			values ($1, $2, 144, 5, $3, $4)`, data[:], exposure.IntervalNumber(today.AddDate(0, 0, -1-i%12)), int16(-i%3),
+			values ($1, $2, 144, 5, $3, $4)`, data[:], exposure.IntervalNumber(today.AddDate(0, 0, -2-i%12)), int16(-i%3),
 			exposure.Coarse(time.Now())); err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +137,7 @@ func TestSitesConverge(t *testing.T) {
 	a.publish(t)
 	b.publish(t)
 	ctx := context.Background()
-	pa, pb := federate.New(a.db, nil), federate.New(b.db, nil)
+	pa, pb := newPuller(t, a, federate.Config{}), newPuller(t, b, federate.Config{})
 
 	res, err := pa.Pull(ctx, a.as(b))
 	if err != nil {
@@ -192,7 +196,7 @@ func TestForgedRefused(t *testing.T) {
 	b.upload(t, 2)
 	b.publish(t)
 	ctx := context.Background()
-	p := federate.New(a.db, nil)
+	p := newPuller(t, a, federate.Config{})
 	// Trusting another key: b's genuine file is a forgery to a.
 	stranger, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	from := a.as(b)
@@ -237,7 +241,7 @@ func TestForgedRefused(t *testing.T) {
 func TestPullRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	a := newSite(t, "site-a")
-	p := federate.New(a.db, nil)
+	p := newPuller(t, a, federate.Config{})
 	ctx := context.Background()
 	traversal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "../../etc/passwd\n")
@@ -257,6 +261,15 @@ func TestPullRefusesBadInput(t *testing.T) {
 	}
 }
 
+func newPuller(t *testing.T, s *site, cfg federate.Config) *federate.Puller {
+	t.Helper()
+	p, err := federate.New(s.db, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func index(t *testing.T, dir string) []string {
 	t.Helper()
 	f, err := os.Open(filepath.Join(dir, export.IndexName))
@@ -269,4 +282,206 @@ func index(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return paths
+}
+
+// serve publishes files (path → bytes) and an index naming them in order.
+func serve(t *testing.T, paths []string, files map[string][]byte) string {
+	t.Helper()
+	var idx bytes.Buffer
+	for _, p := range paths {
+		idx.WriteString(p + "\n")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/index.txt" {
+			w.Write(idx.Bytes())
+			return
+		}
+		b, ok := files[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// signed is an export file of keys (and revised keys) signed by key.
+func signed(t *testing.T, key *ecdsa.PrivateKey, keys, revised []export.Key) []byte {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	var b bytes.Buffer
+	f := &export.File{Start: now.Add(-time.Hour), End: now, Region: "BE", BatchNum: 1, BatchSize: 1, Keys: keys, Revised: revised}
+	if err := export.WriteFile(&b, f, []export.Signer{{Signer: key, Version: "v1", ID: "206"}}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func dayKey(daysAgo int, reportType int32) export.Key {
+	k := export.Key{ReportType: reportType}
+	rand.Read(k.Data[:])
+	k.RollingStart = exposure.IntervalNumber(time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -daysAgo))
+	k.RollingPeriod = 144
+	k.TransmissionRisk = 3
+	k.DaysSinceOnset, k.HasOnset = int32(2-daysAgo), true
+	return k
+}
+
+// TestPullKeepsReportTypesAndRevisions: a site's REVOKED, SELF_REPORT and
+// clinical keys are stored and published again as they came; its file's
+// revised_keys are read (not the whole file refused), and a revision of a
+// key already published here goes out in this site's next file.
+func TestPullKeepsReportTypesAndRevisions(t *testing.T) {
+	t.Parallel()
+	a := newSite(t, "site-a")
+	partner, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	clinical, self, revoked, confirmed := dayKey(2, export.ReportClinicalDiagnosis), dayKey(3, export.ReportSelfReport),
+		dayKey(4, export.ReportRevoked), dayKey(5, export.ReportConfirmedTest)
+	files := map[string][]byte{"1.zip": signed(t, partner, []export.Key{clinical, self, revoked, confirmed}, nil)}
+	url := serve(t, []string{"1.zip"}, files)
+	site := federate.Site{Name: "be", BaseURL: url, Keys: []*ecdsa.PublicKey{&partner.PublicKey}}
+	p := newPuller(t, a, federate.Config{})
+	ctx := t.Context()
+	if res, err := p.Pull(ctx, site); err != nil || res.Keys != 4 {
+		t.Fatalf("first pull: %+v, %v", res, err)
+	}
+	a.publish(t)
+	published := func() (map[[16]byte]export.Key, map[[16]byte]export.Key) {
+		keys, revised := map[[16]byte]export.Key{}, map[[16]byte]export.Key{}
+		for _, path := range index(t, a.dir) {
+			b, err := os.ReadFile(filepath.Join(a.dir, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := export.Open(b, []*ecdsa.PublicKey{&a.key.PublicKey})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range f.Keys {
+				keys[k.Data] = k
+			}
+			for _, k := range f.Revised {
+				revised[k.Data] = k
+			}
+		}
+		return keys, revised
+	}
+	keys, _ := published()
+	for _, k := range []export.Key{clinical, self, revoked, confirmed} {
+		if keys[k.Data] != k {
+			t.Errorf("re-published %+v, want %+v as the partner gave it", keys[k.Data], k)
+		}
+	}
+
+	// The partner revises: the clinical diagnosis is confirmed, the self
+	// report revoked; a confirmed key cannot be revoked, nor a key of
+	// another site.
+	conf, rev, bad := clinical, self, confirmed
+	conf.ReportType, rev.ReportType, bad.ReportType = export.ReportConfirmedTest, export.ReportRevoked, export.ReportRevoked
+	stranger := dayKey(6, export.ReportRevoked)
+	files["2.zip"] = signed(t, partner, nil, []export.Key{conf, rev, bad, stranger})
+	url = serve(t, []string{"1.zip", "2.zip"}, files)
+	site.BaseURL = url
+	res, err := p.Pull(ctx, site)
+	if err != nil || res.Imported != 1 || res.Revised != 2 {
+		t.Fatalf("pull of revisions: %+v, %v; want 1 file, 2 revisions", res, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the next window ends a second later
+	a.publish(t)
+	keys, revised := published()
+	if len(revised) != 2 || revised[conf.Data] != conf || revised[rev.Data] != rev {
+		t.Errorf("revised keys published %v, want the two revisions", revised)
+	}
+	if keys[clinical.Data] != clinical {
+		t.Errorf("the first publication changed: %+v", keys[clinical.Data])
+	}
+}
+
+// TestPullRefusesFutureKeys: a file with a key that starts after now is
+// refused whole and stores nothing.
+func TestPullRefusesFutureKeys(t *testing.T) {
+	t.Parallel()
+	a := newSite(t, "site-a")
+	partner, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	future := dayKey(0, export.ReportConfirmedTest)
+	future.RollingStart = exposure.IntervalNumber(time.Now().Add(30 * time.Minute))
+	future.HasOnset = false
+	url := serve(t, []string{"f.zip"}, map[string][]byte{"f.zip": signed(t, partner, []export.Key{dayKey(2, 1), future}, nil)})
+	res, err := newPuller(t, a, federate.Config{}).Pull(t.Context(), federate.Site{Name: "be", BaseURL: url, Keys: []*ecdsa.PublicKey{&partner.PublicKey}})
+	if !errors.Is(err, federate.ErrFuture) || res.Refused != 1 {
+		t.Fatalf("pull of a future key: %+v, %v; want ErrFuture", res, err)
+	}
+	if n := a.count(t, "true"); n != 0 {
+		t.Errorf("%d keys stored from a refused file", n)
+	}
+}
+
+// TestPullLimits: a pull stops at its file and key limits with ErrLimit,
+// and the next pull goes on where it stopped.
+func TestPullLimits(t *testing.T) {
+	t.Parallel()
+	a := newSite(t, "site-a")
+	partner, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	files := map[string][]byte{}
+	var paths []string
+	for i := range 4 {
+		name := fmt.Sprintf("%d.zip", i)
+		files[name] = signed(t, partner, []export.Key{dayKey(2, 1), dayKey(3, 1), dayKey(4, 1)}, nil)
+		paths = append(paths, name)
+	}
+	site := federate.Site{Name: "be", BaseURL: serve(t, paths, files), Keys: []*ecdsa.PublicKey{&partner.PublicKey}}
+	ctx := t.Context()
+	byFiles := newPuller(t, a, federate.Config{MaxFiles: 3})
+	res, err := byFiles.Pull(ctx, site)
+	if !errors.Is(err, federate.ErrLimit) || !strings.Contains(err.Error(), "VOUCH_FEDERATE_MAX_FILES") || res.Imported != 3 || res.Deferred != 1 {
+		t.Fatalf("pull of 4 files at 3 a pull: %+v, %v", res, err)
+	}
+	if res, err = byFiles.Pull(ctx, site); err != nil || res.Imported != 1 {
+		t.Fatalf("the next pull: %+v, %v; want the last file", res, err)
+	}
+
+	b := newSite(t, "site-b")
+	byKeys := newPuller(t, b, federate.Config{MaxKeys: 7})
+	res, err = byKeys.Pull(ctx, site)
+	if !errors.Is(err, federate.ErrLimit) || !strings.Contains(err.Error(), "VOUCH_FEDERATE_MAX_KEYS") || res.Imported != 2 || res.Deferred != 2 {
+		t.Fatalf("pull of 12 keys at 7 a pull: %+v, %v", res, err)
+	}
+	if n := b.count(t, "true"); n != 6 {
+		t.Errorf("%d keys stored, want the 6 of the two files within the limit", n)
+	}
+	for _, bad := range []federate.Config{{MaxFiles: -1}, {MaxKeys: -5}} {
+		if _, err := federate.New(b.db, nil, bad); err == nil {
+			t.Errorf("config %+v accepted", bad)
+		}
+	}
+}
+
+// TestPullChecksSignatureFirst: a file whose signature fails and whose
+// export.bin is malformed is refused for its signature: the body of a file
+// nobody trusted signed is never parsed.
+func TestPullChecksSignatureFirst(t *testing.T) {
+	t.Parallel()
+	a := newSite(t, "site-a")
+	partner, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	good := signed(t, partner, []export.Key{dayKey(2, 1)}, nil)
+	zr, err := zip.NewReader(bytes.NewReader(good), int64(len(good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := zr.File[1].Open()
+	sig, _ := io.ReadAll(rc)
+	var b bytes.Buffer
+	zw := zip.NewWriter(&b)
+	w, _ := zw.Create(export.BinName)
+	w.Write([]byte(export.Header + "\xff\xff\xff garbage, not protobuf"))
+	w, _ = zw.Create(export.SigName)
+	w.Write(sig)
+	zw.Close()
+	url := serve(t, []string{"x.zip"}, map[string][]byte{"x.zip": b.Bytes()})
+	_, err = newPuller(t, a, federate.Config{}).Pull(t.Context(), federate.Site{Name: "be", BaseURL: url, Keys: []*ecdsa.PublicKey{&partner.PublicKey}})
+	if !errors.Is(err, export.ErrSignature) || errors.Is(err, export.ErrFormat) {
+		t.Fatalf("a malformed body under a bad signature: %v, want the signature error", err)
+	}
 }
