@@ -128,6 +128,7 @@ func rss(pid int) (now, peak int64, err error) {
 // shortly after the server closes it.
 type attacker struct {
 	open, peakOpen, refused, dialFailed atomic.Int64
+	dialErr                             atomic.Value // the first, for the log
 }
 
 func (a *attacker) run(ctx context.Context, addr, head string) {
@@ -136,6 +137,7 @@ func (a *attacker) run(ctx context.Context, addr, head string) {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
+			a.dialErr.CompareAndSwap(nil, err.Error())
 			a.dialFailed.Add(1)
 			sleepCtx(ctx, 200*time.Millisecond)
 			continue
@@ -266,9 +268,9 @@ func TestListenerLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("vouch all: peak %d MB sampled, VmHWM %d MB; phone API: %d refused with 431, peak %d open, %d dials failed; back office: %d refused, peak %d open, %d dials failed",
-		peak.Load()>>20, hwm>>20, phoneAPI.refused.Load(), phoneAPI.peakOpen.Load(), phoneAPI.dialFailed.Load(),
-		bo.refused.Load(), bo.peakOpen.Load(), bo.dialFailed.Load())
+	t.Logf("vouch all: peak %d MB sampled, VmHWM %d MB; phone API: %d refused with 431, peak %d open, %d dials failed (%v); back office: %d refused, peak %d open, %d dials failed (%v)",
+		peak.Load()>>20, hwm>>20, phoneAPI.refused.Load(), phoneAPI.peakOpen.Load(), phoneAPI.dialFailed.Load(), phoneAPI.dialErr.Load(),
+		bo.refused.Load(), bo.peakOpen.Load(), bo.dialFailed.Load(), bo.dialErr.Load())
 	if duringErr != nil {
 		t.Errorf("a real upload during the attack (after %s): %v", duringAt.Round(time.Millisecond), duringErr)
 	}
