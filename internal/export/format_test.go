@@ -297,6 +297,8 @@ func TestOpenRefusesSignedGarbage(t *testing.T) {
 		"period 0":          append(bytes.Clone(bin), key(append(bytes.Clone(data16), 0x18, 0x01, 0x20, 0x00)...)...),
 		"period 145":        append(bytes.Clone(bin), key(append(bytes.Clone(data16), 0x18, 0x01, 0x20, 0x91, 0x01)...)...),
 		"risk 9":            append(bytes.Clone(bin), key(append(bytes.Clone(data16), 0x18, 0x01, 0x10, 0x09)...)...),
+		"onset 15":          append(bytes.Clone(bin), key(append(append([]byte{0x0a, 16, 6}, make([]byte, 15)...), 0x18, 0x01, 0x30, 30)...)...),
+		"onset -15":         append(bytes.Clone(bin), key(append(append([]byte{0x0a, 16, 6}, make([]byte, 15)...), 0x18, 0x01, 0x30, 29)...)...),
 		// all-zero key data sorts before the sample's keys: out of order
 		"out of order": append(bytes.Clone(bin), key(append(bytes.Clone(data16), 0x18, 0x01)...)...),
 		// the sample's greatest key again
@@ -321,6 +323,44 @@ func TestOpenRefusesSignedGarbage(t *testing.T) {
 				t.Errorf("Open = %v, want ErrFormat", err)
 			}
 		})
+	}
+}
+
+// TestOpenChecksSignatureFirst: a malformed export.bin under a signature
+// that does not verify is refused for the signature; its body is never
+// parsed.
+func TestOpenChecksSignatureFirst(t *testing.T) {
+	t.Parallel()
+	s := softSigner(t, 7, "v1")
+	_, sig := entries(t, writeFile(t, sampleKeys(), s))
+	garbage := append([]byte("EK Export v1    "), 0xff, 0xff, 0xff, 0x07)
+	_, err := export.Open(rezip(t, [2][]byte{[]byte("export.bin"), garbage}, [2][]byte{[]byte("export.sig"), sig}), []*ecdsa.PublicKey{pubOf(s)})
+	if !errors.Is(err, export.ErrSignature) || errors.Is(err, export.ErrFormat) {
+		t.Errorf("Open = %v, want ErrSignature", err)
+	}
+}
+
+// TestRevisedKeysRoundTrip: revised_keys are written after the keys and
+// read back, each list sorted on its own.
+func TestRevisedKeysRoundTrip(t *testing.T) {
+	t.Parallel()
+	s := softSigner(t, 7, "v1")
+	keys := sampleKeys()
+	revised := keys[:2]
+	for i := range revised {
+		revised[i].ReportType = export.ReportRevoked
+	}
+	want := &export.File{Start: t0.Add(-time.Hour), End: t0, Region: "NL", BatchNum: 1, BatchSize: 1, Keys: sorted(keys[2:]), Revised: sorted(revised)}
+	var b bytes.Buffer
+	if err := export.WriteFile(&b, want, []export.Signer{s}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := export.Open(b.Bytes(), []*ecdsa.PublicKey{pubOf(s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("round trip (-want +got):\n%s", d)
 	}
 }
 
