@@ -101,3 +101,20 @@ func TestAggregateThenFederate(t *testing.T) {
 		t.Errorf("site named padding: %v", err)
 	}
 }
+
+// TestAggregateRefusesBadKeyID: the aggregator does not start with a
+// verification_key_id the platforms would not match (not an MCC, or
+// characters outside alphanumerics, '_' and '.').
+func TestAggregateRefusesBadKeyID(t *testing.T) {
+	for _, id := range []string{"NL", "204/1", "204 x", "v1"} {
+		t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+		t.Setenv("VOUCH_EXPORT_DIR", t.TempDir())
+		t.Setenv("VOUCH_EXPORT_KEY_URIS", "pkcs11:token=x;object=y")
+		t.Setenv("VOUCH_EXPORT_KEY_ID", id)
+		var out, errOut bytes.Buffer
+		err := realMain(context.Background(), []string{"aggregate", "-once"}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error()+errOut.String(), "VOUCH_EXPORT_KEY_ID") {
+			t.Errorf("key id %q: %v %s, want a refusal naming VOUCH_EXPORT_KEY_ID", id, err, errOut.String())
+		}
+	}
+}
