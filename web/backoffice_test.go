@@ -25,6 +25,9 @@ import (
 	"github.com/vouch-nl/vouch/registry"
 )
 
+// contact is the back office's text of whom to contact, in startVouch.
+const contact = "Call the Vouch desk: 020 123 45 67."
+
 // startVouch runs `vouch all` — the back office, the register's sync, the
 // embedded bus — as a deployment would, on a free loopback port, with the
 // test PKI, the register ldap and the database at dbURL. It returns the
@@ -58,7 +61,7 @@ func startVouch(t *testing.T, man *testpki.Manifest, ldap *testenv.LDAPServer, d
 	}
 	cmd.Env = append(cmd.Env, "DATABASE_URL="+dbURL, "VOUCH_HTTP_ADDR="+addr, "VOUCH_BACKOFFICE_ORIGIN="+origin,
 		"VOUCH_OPS_LISTEN="+ops, "VOUCH_INGEST_ADDR="+free(),
-		"VOUCH_BUS_DIR="+t.TempDir(), "VOUCH_HSM_PIN="+man.Backend.PIN,
+		"VOUCH_BUS_DIR="+t.TempDir(), "VOUCH_HSM_PIN="+man.Backend.PIN, "VOUCH_BACKOFFICE_CONTACT="+contact,
 		"VOUCH_REGISTRY_URL="+ldap.URL, "VOUCH_REGISTRY_BIND_DN="+ldap.BindDN, "VOUCH_REGISTRY_BIND_PASSWORD="+ldap.BindPassword)
 	logFile, err := os.Create(filepath.Join(artifacts(t), "vouch.log"))
 	if err != nil {
@@ -239,6 +242,22 @@ func TestBackofficeInTheBrowser(t *testing.T) {
 		t.Errorf("signed in as %q", who)
 	}
 	screenshot(t, page, "03-vouch-page")
+	// The page reports the card it sees: the session's heartbeat.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if countRows(t, dbURL, `select count(*) from backoffice_sessions where uzi_number = '900000001' and heartbeat_at > created_at`) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Error("the vouch page sent no heartbeat while its card was in the reader")
+			break
+		}
+	}
+	// A mistyped code is pointed out as it is typed.
+	if err := run(page, chromedp.SendKeys("#code", "0000-0000-0000-0000-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, page, `!document.getElementById("code-problem").hidden`, 2*time.Second)
+	js(t, page, `document.getElementById("code").value = ""`, nil)
 
 	// Vouch for the code of a phone made by cmd/phone.
 	code := phoneCode(t)
@@ -332,6 +351,14 @@ func TestBackofficeInTheBrowser(t *testing.T) {
 	waitJS(t, page, `!document.getElementById("problem").hidden`, 30*time.Second)
 	if got := text(t, page, "problem"); !strings.Contains(got, "suspended") {
 		t.Errorf("the suspended clinician is told %q", got)
+	}
+	// One message, the true one, with whom to contact; the card list stays.
+	if got := text(t, page, "problem"); os.Getenv("VOUCH_BROWSER_TARGET") == "" && !strings.Contains(got, contact) {
+		t.Errorf("the suspended clinician is not told whom to contact: %q", got)
+	}
+	time.Sleep(6 * time.Second) // what the page would show after its next look at the readers
+	if got := text(t, page, "cards"); strings.Contains(got, "not installed") || !strings.Contains(got, readers[1].Name) {
+		t.Errorf("beside the refusal the card list says %q", got)
 	}
 	screenshot(t, page, "14-suspended-refused")
 	if n := countRows(t, dbURL, `select count(*) from audit_log where action = 'sign-in-refused' and reason = 'license-suspended'`); n != suspendedRows+1 {
