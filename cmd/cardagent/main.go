@@ -107,6 +107,7 @@ func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr
 		sync.Mutex
 		m           *p11.Module
 		unsubscribe func()
+		stopReaders context.CancelFunc
 	}
 	defer func() {
 		src.Lock()
@@ -116,22 +117,25 @@ func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr
 			return
 		}
 		src.unsubscribe()
-		closeBounded(src.m, cancel, log)
+		closeBounded(src.m, func() { src.stopReaders(); cancel() }, log)
 	}()
 	lazy := cardagent.NewLazyCards(ctx, func(context.Context) (cardagent.Cards, <-chan struct{}, error) {
 		for k, v := range cfg.ModuleEnv {
 			os.Setenv(k, v)
 		}
+		// The readers, through PC/SC: which card is in which reader, and
+		// an event for the page whenever one goes in or out. Started
+		// first: PC/SC answers while the module loads.
+		rctx, stopReaders := context.WithCancel(ctx)
+		readers := cardagent.WatchReaders(rctx, log)
 		m, err := p11.Open(cfg.Module)
 		if err != nil {
+			stopReaders() // the next request starts them again
 			return nil, nil, fmt.Errorf("PKCS#11 module %s: %w", cfg.Module, err)
 		}
-		// The readers, through PC/SC: which card is in which reader, and
-		// an event for the page whenever one goes in or out.
-		readers := cardagent.WatchReaders(ctx, log)
 		changed, unsubscribe := readers.Subscribe()
 		src.Lock()
-		src.m, src.unsubscribe = m, unsubscribe
+		src.m, src.unsubscribe, src.stopReaders = m, unsubscribe, stopReaders
 		src.Unlock()
 		return cardagent.NewP11Cards(m, readers), changed, nil
 	})
@@ -147,7 +151,7 @@ func runHost(ctx context.Context, caller string, stdin io.Reader, stdout, stderr
 // browser has gone (Serve returned): a module that does not finalize in a
 // few seconds is left to the process's exit, so that a host whose browser
 // died never lingers holding the readers.
-func closeBounded(m *p11.Module, stopWatching context.CancelFunc, log *slog.Logger) {
+func closeBounded(m *p11.Module, stopWatching func(), log *slog.Logger) {
 	stopWatching()
 	done := make(chan struct{})
 	go func() {
