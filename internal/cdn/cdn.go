@@ -164,10 +164,7 @@ func cleanName(r *http.Request) (string, bool) {
 
 // contentAddress is the SHA-256 in a file's name (exports/<hex>.zip).
 func contentAddress(name string) (string, bool) {
-	base := path.Base(name)
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
-	}
+	base, _, _ := strings.Cut(path.Base(name), ".")
 	if len(base) != 2*sha256.Size {
 		return "", false
 	}
