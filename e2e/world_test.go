@@ -250,8 +250,8 @@ func (w *world) startPipeline() (ingest, store1, store2, agg, cdn *proc) {
 }
 
 // phone is one vouched phone: its key, its bundle and the keys it will
-// upload (days 1 to 10 before today, so that none is still valid and held
-// back from the export).
+// upload (days 2 to 11 before today, so that none is still within the
+// export's 2-hour embargo at any time of day).
 type phone struct {
 	priv   ed25519.PrivateKey
 	bundle []byte
@@ -306,7 +306,7 @@ func vouched(t *testing.T, man *testpki.Manifest, n int) ([]phone, string) {
 		}
 		keys := make([]exposure.Key, 10)
 		for i := range keys {
-			keys[i] = exposure.Key{RollingStart: exposure.IntervalNumber(today.AddDate(0, 0, -1-i)), RollingPeriod: exposure.MaxRollingPeriod}
+			keys[i] = exposure.Key{RollingStart: exposure.IntervalNumber(today.AddDate(0, 0, -2-i)), RollingPeriod: exposure.MaxRollingPeriod}
 			rand.Read(keys[i].Data[:])
 		}
 		bundles.phones = append(bundles.phones, phone{priv: priv, bundle: raw, keys: keys})
