@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -270,9 +269,15 @@ func (s *Service) pickup(c echo.Context) error {
 		bundle = e.Value()
 	}
 	res := &phoneapi.PickupResponse{Status: phoneapi.StatusPending}
+	// Both answers are encoded whichever is sent (the other with the
+	// decoy's bundle, or none), so that encoding a bundle does not make
+	// ready answers slower than pending and chaff ones.
+	other := &phoneapi.PickupResponse{Status: phoneapi.StatusReady, Bundle: s.decoy.bundle}
 	if bundle != nil {
-		res.Status, res.Bundle = phoneapi.StatusReady, bundle
+		res, other = other, res
+		res.Bundle = bundle
 	}
+	_, _ = padded(other, phoneapi.PickupResponseBlock)
 	s.countPickup(nil)
 	writePadded(c, http.StatusOK, res, phoneapi.PickupResponseBlock)
 	return nil
@@ -351,9 +356,10 @@ func decodeUpload(b []byte) (*decodedUpload, error) {
 // it was told is undone. Every other upload is checked in full.
 //
 // Chaff goes through the same steps with the same work: decoding, the
-// phone's signature and time, the key rules, a bundle verification, and the
-// same three bus round trips (the mark's lookup, a write and a publish that
-// the bus refuses by their expected sequence, so nothing changes).
+// phone's signature and time, the key rules, a bundle verification (the
+// decoy's), the license lookup, and the same three bus round trips — the
+// mark's lookup, a write and a publish, stored where no reader looks
+// (ChaffBucket, ChaffStream) and gone within minutes.
 func (s *Service) upload(c echo.Context) error {
 	chaff := isChaff(c)
 	body, err := readBody(c, phoneapi.MaxUploadRequestSize)
@@ -402,7 +408,7 @@ func (s *Service) upload(c echo.Context) error {
 	// does.
 	var res *protocol.Result
 	if chaff {
-		s.decoy.work(u.Bundle)
+		err = s.decoy.verify()
 	} else {
 		res, err = s.verifier.Verify(u.Bundle, u.Phone, now)
 	}
@@ -410,17 +416,21 @@ func (s *Service) upload(c echo.Context) error {
 		reason := protocol.Verdict(err)
 		return s.countUpload(&apiError{status: http.StatusForbidden, code: string(reason), msg: reason.Text("en"), cause: err})
 	}
-	if !retry && !chaff {
-		ok, err := s.licenses.mayVouch(res.Identity.UZI, now)
+	if !retry {
+		who := s.decoy.uzi
+		if !chaff {
+			who = res.Identity.UZI
+		}
+		ok, err := s.licenses.mayVouch(who, now)
 		switch {
 		case err != nil:
 			return s.countUpload(unavailable(err))
-		case !ok:
+		case !ok && !chaff:
 			return s.countUpload(errLicense)
 		}
 	}
 	if chaff || retry {
-		err = s.noopWrite(ctx, sum[:])
+		err = s.chaffWrite(ctx, sum[:])
 	} else {
 		err = s.markUsed(ctx, id, sum[:])
 	}
@@ -432,7 +442,7 @@ func (s *Service) upload(c echo.Context) error {
 		rec.SymptomOnset = st.SymptomOnset
 	}
 	if chaff {
-		err = s.noopPublish(ctx, rec.Marshal())
+		err = s.chaffPublish(ctx, rec.Marshal())
 	} else {
 		_, err = s.js.Publish(ctx, exposure.Subject, rec.Marshal(), jetstream.WithMsgID(id))
 	}
@@ -517,36 +527,25 @@ func (s *Service) markUsed(ctx context.Context, id string, sum []byte) error {
 	return nil
 }
 
-// noopWrite costs what markUsed does — one write to the used bucket — and
-// changes nothing: it expects a revision a fresh key cannot have, and the
-// bus refuses it after the same checks a mark goes through.
-func (s *Service) noopWrite(ctx context.Context, sum []byte) error {
+// chaffWrite is the write of chaff (and of a retry, whose mark exists): a
+// mark of a random id in the chaff bucket, which a real mark costs — the
+// same write, stored on the same kind of store — and which no reader
+// reads; its entries expire within minutes.
+func (s *Service) chaffWrite(ctx context.Context, sum []byte) error {
 	var r [protocol.AuthorizationIDLen]byte
 	_, _ = randRead(r[:])
-	_, err := s.used.Update(ctx, hex.EncodeToString(r[:]), sum, math.MaxInt64)
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return nil
+	if _, err := s.chaffMarks.Create(ctx, hex.EncodeToString(r[:]), sum); err != nil {
+		return unavailable(err)
 	}
-	if err == nil {
-		return errors.New("ingest: the bus stored a write it should have refused")
-	}
-	return unavailable(err)
+	return nil
 }
 
-// noopPublish costs what a publish of rec does and stores nothing: the
-// stream refuses it for its expected last sequence.
-func (s *Service) noopPublish(ctx context.Context, rec []byte) error {
+// chaffPublish is chaff's publish: the record to the chaff stream, which
+// costs what a real publish does and which no reader consumes.
+func (s *Service) chaffPublish(ctx context.Context, rec []byte) error {
 	var r [protocol.AuthorizationIDLen]byte
 	_, _ = randRead(r[:])
-	_, err := s.js.Publish(ctx, exposure.Subject, rec, jetstream.WithMsgID(hex.EncodeToString(r[:])),
-		jetstream.WithExpectLastSequence(math.MaxInt64))
-	var ae *jetstream.APIError
-	if errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return nil
-	}
-	if err == nil {
-		return errors.New("ingest: the stream stored a publish it should have refused")
-	}
+	_, err := s.js.Publish(ctx, ChaffSubject, rec, jetstream.WithMsgID(hex.EncodeToString(r[:])))
 	return err
 }
 

@@ -1,7 +1,6 @@
 package ingest_test
 
 import (
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -25,128 +24,6 @@ import (
 	"github.com/vouch-nl/vouch/internal/phoneapi"
 	"github.com/vouch-nl/vouch/internal/protocol"
 )
-
-// TestChaffLooksReal sends real and chaff exchanges interleaved and
-// compares what an observer of the traffic sees: the status, the size of
-// every response (equal) and the time to answer (medians alike). Chaff
-// changes nothing on the bus.
-func TestChaffLooksReal(t *testing.T) {
-	// Not parallel: it measures time, and runs alone in its package.
-	w := newWorld(t, nil)
-	const n = 25
-	type pair struct{ real, chaff []byte }
-	// make prepares n real and n chaff exchanges of each route.
-	mk := func() (uploads, pickups []pair) {
-		for range n {
-			p := newPhone(t)
-			bundle, _ := w.bundle(p, bundleOpts{})
-			real := p.uploadReq(bundle, keys(t, 14), time.Now())
-			// A chaff phone has no bundle: random bytes of a bundle's
-			// length, well-formed keys, its own signature.
-			c := newPhone(t)
-			fake := make([]byte, len(bundle))
-			rand.Read(fake)
-			chaff := c.uploadReq(fake, keys(t, 14), time.Now())
-			u := pair{padRequest(&real, phoneapi.UploadRequestBlock), padRequest(&chaff, phoneapi.UploadRequestBlock)}
-			pr, pc := p.pickupReq(time.Now()), c.pickupReq(time.Now())
-			pk := pair{padRequest(&pr, phoneapi.PickupRequestBlock), padRequest(&pc, phoneapi.PickupRequestBlock)}
-			if len(u.real) != len(u.chaff) || len(pk.real) != len(pk.chaff) {
-				t.Fatalf("requests differ in size: the test's phones pad wrongly")
-			}
-			uploads, pickups = append(uploads, u), append(pickups, pk)
-		}
-		return uploads, pickups
-	}
-	measure := func(path string, pairs []pair) (real, chaff []time.Duration) {
-		for i, pr := range pairs {
-			// Alternate which goes first, so neither always meets a warm
-			// or a cold path.
-			order := []bool{false, true}
-			if i%2 == 1 {
-				order = []bool{true, false}
-			}
-			for _, isChaff := range order {
-				body := pr.real
-				if isChaff {
-					body = pr.chaff
-				}
-				start := time.Now()
-				status, res := w.post(path, body, isChaff)
-				d := time.Since(start)
-				if status != http.StatusOK {
-					t.Fatalf("%s (chaff %v): %d %s", path, isChaff, status, res)
-				}
-				want := phoneapi.UploadResponseBlock
-				if path == phoneapi.PathPickup {
-					want = phoneapi.PickupResponseBlock
-				}
-				if len(res) != want {
-					t.Errorf("%s (chaff %v): %d bytes, want %d", path, isChaff, len(res), want)
-				}
-				if isChaff {
-					chaff = append(chaff, d)
-				} else {
-					real = append(real, d)
-				}
-			}
-		}
-		return real, chaff
-	}
-	// alike: medians within half the slower, or 1.5 ms. A busy machine
-	// (other test processes on two cores) can stall one run: a route is
-	// told apart only when three runs in a row all tell it apart.
-	alike := func(what string, real, chaff []time.Duration) bool {
-		mr, mc := median(real), median(chaff)
-		t.Logf("%s: median real %s, chaff %s", what, mr, mc)
-		return (mr - mc).Abs() <= max(1500*time.Microsecond, max(mr, mc)/2)
-	}
-	uploaded := 0
-	okUpload, okPickup := false, false
-	for attempt := 0; attempt < 3 && !(okUpload && okPickup); attempt++ {
-		uploads, pickups := mk()
-		measure(phoneapi.PathUploads, uploads[:1]) // warm up: the verifier caches a card's chain
-		uploaded++
-		if !okUpload {
-			ru, cu := measure(phoneapi.PathUploads, uploads[1:])
-			uploaded += len(ru)
-			okUpload = alike("upload", ru, cu)
-		}
-		if !okPickup {
-			rp, cp := measure(phoneapi.PathPickup, pickups)
-			okPickup = alike("pickup", rp, cp)
-		}
-	}
-	if !okUpload {
-		t.Error("uploads: real and chaff told apart by time in three runs")
-	}
-	if !okPickup {
-		t.Error("pickups: real and chaff told apart by time in three runs")
-	}
-	if recs, _ := w.messages(); len(recs) != uploaded {
-		t.Errorf("%d messages on the stream, want the %d real uploads", len(recs), uploaded)
-	}
-	kv, err := w.bus.JetStream().KeyValue(t.Context(), exposure.UsedBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	used, err := kv.ListKeys(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := 0
-	for range used.Keys() {
-		count++
-	}
-	if count != uploaded {
-		t.Errorf("%d authorizations marked used, want %d", count, uploaded)
-	}
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 // fakeClock is a clock tests move.
 type fakeClock struct {

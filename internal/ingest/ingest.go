@@ -11,12 +11,7 @@ package ingest
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,11 +61,13 @@ type Service struct {
 	js       jetstream.JetStream
 	auths    jetstream.KeyValue
 	used     jetstream.KeyValue
-	licenses *licenses
-	crls     *crls
-	access   *AccessLog
-	decoy    *decoy
-	metrics  *metrics
+	// chaffMarks and the chaff stream take chaff's writes (chaffWrite).
+	chaffMarks jetstream.KeyValue
+	licenses   *licenses
+	crls       *crls
+	access     *AccessLog
+	decoy      *decoy
+	metrics    *metrics
 }
 
 // New opens what the API needs on the bus — the stream, the buckets,
@@ -138,16 +135,45 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if s.used, err = openUsed(ctx, s.js, cfg.Replicas, usedTTL(cfg.MaxAgeDays)); err != nil {
 		return nil, err
 	}
+	if _, err := deps.Bus.Stream(ctx, bus.StreamConfig{Name: ChaffStream, Subjects: []string{ChaffSubject},
+		MaxAge: chaffTTL, Replicas: cfg.Replicas}); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if s.chaffMarks, err = openBucket(ctx, s.js, jetstream.KeyValueConfig{Bucket: ChaffBucket, History: 1, TTL: chaffTTL,
+		Replicas: max(cfg.Replicas, 1), Description: "chaff's writes, which cost what a used mark does; read by nobody"}); err != nil {
+		return nil, err
+	}
 	if cfg.AccessLogDir != "" {
 		if s.access, err = NewAccessLog(cfg.AccessLogDir, deps.Now); err != nil {
 			return nil, err
 		}
 	}
-	if s.decoy, err = newDecoy(); err != nil {
+	if s.decoy, err = newDecoy(tr, deps.Now()); err != nil {
 		return nil, err
 	}
 	s.metrics = newMetrics(deps.Metrics)
 	return s, nil
+}
+
+// Where chaff's writes go: a stream and a bucket of their own, which no
+// reader reads, whose entries expire after chaffTTL.
+const (
+	ChaffStream  = "VOUCH_CHAFF"
+	ChaffSubject = "vouch.chaff"
+	ChaffBucket  = "vouch-chaff"
+	chaffTTL     = time.Minute
+)
+
+// openBucket opens a bucket, creating it when it does not exist.
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }
 
 // openUsed opens the bucket that marks authorizations used, creating it,
@@ -250,46 +276,6 @@ func (s *Service) retryAfter() int {
 // ipExtractor is the one rule every role follows (server.IPExtractor).
 func (s *Service) ipExtractor() echo.IPExtractor {
 	return server.IPExtractor(s.nets.proxies)
-}
-
-// decoy is the work a chaff upload does instead of verifying a bundle: an
-// RSA-2048 and an ECDSA P-256 verification, as a bundle's card and
-// attestation signatures cost.
-type decoy struct {
-	rsaPub    *rsa.PublicKey
-	rsaSig    []byte
-	ecPub     *ecdsa.PublicKey
-	ecSig     []byte
-	digest    [32]byte
-	statement []byte
-}
-
-func newDecoy() (*decoy, error) {
-	rk, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	d := &decoy{rsaPub: &rk.PublicKey, ecPub: &ek.PublicKey, statement: make([]byte, 300)}
-	d.digest = sha256.Sum256(d.statement)
-	if d.rsaSig, err = rsa.SignPKCS1v15(rand.Reader, rk, crypto.SHA256, d.digest[:]); err != nil {
-		return nil, err
-	}
-	if d.ecSig, err = ecdsa.SignASN1(rand.Reader, ek, d.digest[:]); err != nil {
-		return nil, err
-	}
-	return d, nil
-}
-
-func (d *decoy) work(bundle []byte) {
-	_, _ = protocol.ParseBundle(bundle)
-	digest := sha256.Sum256(d.statement)
-	_ = rsa.VerifyPKCS1v15(d.rsaPub, crypto.SHA256, digest[:], d.rsaSig)
-	digest = sha256.Sum256(d.statement)
-	_ = ecdsa.VerifyASN1(d.ecPub, digest[:], d.ecSig)
 }
 
 // metrics count requests by outcome, chaff and real alike (countUpload).
