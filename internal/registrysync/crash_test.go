@@ -1,3 +1,8 @@
+// The tests of the real parts (slapd, PostgreSQL, NATS); a mutation run
+// builds with -tags mutation and leaves them out (see unit_test.go).
+
+//go:build !mutation
+
 package registrysync
 
 import (

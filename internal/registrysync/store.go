@@ -130,14 +130,19 @@ func mirrorIndexes(ctx context.Context, tx pgx.Tx) ([]string, error) {
 		if err := defs.Scan(&name, &def); err != nil {
 			return nil, err
 		}
-		def = strings.Replace(def, " INDEX "+name+" ON ", " INDEX "+strings.Replace(name, "registry_entries", "registry_entries_next", 1)+" ON ", 1)
-		def = strings.Replace(def, ".registry_entries USING ", ".registry_entries_next USING ", 1)
-		stmts = append(stmts, def)
+		stmts = append(stmts, nextIndex(name, def))
 	}
 	if err := defs.Err(); err != nil {
 		return nil, fmt.Errorf("read mirror indexes: %w", err)
 	}
 	return stmts, nil
+}
+
+// nextIndex rewrites the definition of the mirror's index name into the
+// same index of registry_entries_next, under the name swapTables turns back.
+func nextIndex(name, def string) string {
+	def = strings.Replace(def, " INDEX "+name+" ON ", " INDEX "+strings.Replace(name, "registry_entries", "registry_entries_next", 1)+" ON ", 1)
+	return strings.Replace(def, ".registry_entries USING ", ".registry_entries_next USING ", 1)
 }
 
 // copyNext makes registry_entries_next with the indexes given and copies a

@@ -346,7 +346,7 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 		// The guard counts who leaves, not the total: half the register
 		// replaced by as many strangers is no less wrong than half gone.
 		// Refused, the transaction and the outbox rows written go back.
-		if !s.acceptShrink && s.cfg.MaxShrink < 1 && before >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(before) {
+		if s.beyondShrink(leaving, before) {
 			return fmt.Errorf("%w: %d of the mirror's %d card holders are no longer in the register, which now lists %d (run registry-sync -once -full -accept-shrink to accept)",
 				ErrShrink, leaving, before, n)
 		}
@@ -705,7 +705,7 @@ func (s *Syncer) checkShrink(ctx context.Context, tx pgx.Tx, removed int) error 
 	if err := tx.QueryRow(ctx, `select count(*) from registry_entries`).Scan(&total); err != nil {
 		return fmt.Errorf("registrysync: count mirror: %w", err)
 	}
-	if total >= minShrinkBase && float64(removed) > s.cfg.MaxShrink*float64(total) {
+	if s.beyondShrink(removed, total) {
 		return fmt.Errorf("%w: %d of %d card holders would leave the mirror (run registry-sync -once -full -accept-shrink to accept)", ErrShrink, removed, total)
 	}
 	return nil
@@ -714,6 +714,13 @@ func (s *Syncer) checkShrink(ctx context.Context, tx pgx.Tx, removed int) error 
 // minShrinkBase: below this many card holders (tests, tiny registers) the
 // shrink guard does not apply.
 const minShrinkBase = 100
+
+// beyondShrink is the shrink guard's rule, for both syncs: removing
+// leaving of a mirror of total card holders is refused when it is more
+// than MaxShrink of them, unless an operator accepted it.
+func (s *Syncer) beyondShrink(leaving, total int) bool {
+	return !s.acceptShrink && s.cfg.MaxShrink < 1 && total >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(total)
+}
 
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
