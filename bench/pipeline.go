@@ -553,7 +553,9 @@ func (b pipelineBench) storeRows(ctx context.Context, r *pipelineResult, db *dat
 // the last 14 days (as internal/export's memory test does).
 func seedKeys(ctx context.Context, db *database.DB, n int) error {
 	pool := db.Pool()
-	if _, err := pool.Exec(ctx, `truncate exposure_keys`); err != nil {
+	// The export's batches go with the keys they hold: a new store, a new
+	// series of files.
+	if _, err := pool.Exec(ctx, `truncate exposure_keys, export_batches, export_files`); err != nil {
 		return err
 	}
 	today := time.Now().UTC().Truncate(24 * time.Hour)
