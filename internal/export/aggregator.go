@@ -324,10 +324,11 @@ func (a *Aggregator) makeBatches(ctx context.Context, cut time.Time) (padded, he
 		// One range update per window, no join: the first run after an
 		// upgrade assigns every stored key at once.
 		for i, id := range ids {
+			var err error
 			if i < len(lastOf) {
 				_, err = tx.Exec(ctx, `update exposure_keys set batch_id = $3 where `+eligible+`
 					and (rolling_start + rolling_period, key_data) <= ($4, $5)`, oldest, limit, id, lastOf[i].e, lastOf[i].data)
-			} else if len(ids) > len(lastOf) {
+			} else {
 				_, err = tx.Exec(ctx, `update exposure_keys set batch_id = $3 where `+eligible, oldest, limit, id)
 			}
 			if err != nil {
@@ -335,11 +336,19 @@ func (a *Aggregator) makeBatches(ctx context.Context, cut time.Time) (padded, he
 			}
 		}
 		if revisions > 0 {
-			if _, err := tx.Exec(ctx, `update exposure_keys set revised_batch_id = $1 where key_data in (
-					select key_data from exposure_keys
-					where revised_report_type is not null and revised_batch_id is null and batch_id is not null
-					order by key_data limit $2)`, ids[parts-1], a.cfg.MaxKeys); err != nil {
+			// Into the last file, as many as it still holds (padding
+			// included); the rest go with the next batch.
+			var inLast int
+			if err := tx.QueryRow(ctx, `select count(*) from exposure_keys where batch_id = $1`, ids[parts-1]).Scan(&inLast); err != nil {
 				return fmt.Errorf("export: assign revisions: %w", err)
+			}
+			if room := MaxKeysPerFile - max(inLast, a.cfg.MinKeys); room > 0 {
+				if _, err := tx.Exec(ctx, `update exposure_keys set revised_batch_id = $1 where key_data in (
+						select key_data from exposure_keys
+						where revised_report_type is not null and revised_batch_id is null and batch_id is not null
+						order by key_data limit $2)`, ids[parts-1], room); err != nil {
+					return fmt.Errorf("export: assign revisions: %w", err)
+				}
 			}
 		}
 		for _, id := range ids {
