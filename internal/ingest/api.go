@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,9 +86,9 @@ func (s *Service) refuse(c echo.Context, err error, block int) {
 	case errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge:
 		ae = errTooLarge
 	case errors.As(err, &he) && he.Code < 500:
-		ae = &apiError{status: he.Code, code: strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "-")), msg: http.StatusText(he.Code)}
+		ae = &apiError{status: he.Code, code: httpCode(he.Code), msg: http.StatusText(he.Code)}
 	default:
-		ae = &apiError{status: http.StatusInternalServerError, code: "internal", msg: "something went wrong on the server", cause: err}
+		ae = &apiError{status: http.StatusInternalServerError, code: codeInternal, msg: "something went wrong on the server", cause: err}
 	}
 	reqID := c.Response().Header().Get(echo.HeaderXRequestID)
 	if ae.status >= 500 {
@@ -197,8 +198,46 @@ func jsonCause(err error) error {
 	return errors.New("not valid JSON (a value of the wrong form)")
 }
 
-func isChaff(c echo.Context) bool {
-	return c.Request().Header.Get(phoneapi.HeaderChaff) == phoneapi.ChaffFake
+// chaffOf reads the X-Chaff header, which every request must carry: "0"
+// real, "1" chaff; anything else is malformed.
+func chaffOf(c echo.Context) (bool, error) {
+	switch c.Request().Header.Get(phoneapi.HeaderChaff) {
+	case phoneapi.ChaffReal:
+		return false, nil
+	case phoneapi.ChaffFake:
+		return true, nil
+	}
+	return false, errChaffHeader
+}
+
+var errChaffHeader = &apiError{status: http.StatusBadRequest, code: errMalformed.code,
+	msg: "the X-Chaff header must be 0 (real) or 1 (chaff)", cause: errors.New("no valid X-Chaff header")}
+
+// ErrorCodes are every ErrorResponse.error the API answers (the enum of
+// docs/openapi.yaml): its own, the protocol's verdicts on a bundle, and
+// the refusals of the edge (IP filter, unknown path or method).
+func ErrorCodes() []string {
+	codes := []string{errMalformed.code, errTooLarge.code, errPhoneSig.code, errStale.code, errReplay.code,
+		errUnavailable.code, errLicense.code, codeKeysInvalid, codeRateLimited, codeInternal,
+		httpCode(http.StatusForbidden), httpCode(http.StatusNotFound), httpCode(http.StatusMethodNotAllowed)}
+	for _, r := range protocol.Reasons() {
+		if r != protocol.ReasonOK {
+			codes = append(codes, string(r))
+		}
+	}
+	slices.Sort(codes)
+	return slices.Compact(codes)
+}
+
+const (
+	codeKeysInvalid = "keys-invalid"
+	codeRateLimited = "rate-limited"
+	codeInternal    = "internal"
+)
+
+// httpCode is the code of a refusal of the HTTP layer: its status text.
+func httpCode(status int) string {
+	return strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "-"))
 }
 
 // busCtx bounds one wait for the bus; a phone gets 503 past it.
@@ -243,7 +282,10 @@ func checkPhone(phone ed25519.PublicKey, msg, sig []byte, at, now time.Time) err
 // pickup answers whether the phone was vouched for, with the bundle once it
 // was. Chaff does the same work and is always pending.
 func (s *Service) pickup(c echo.Context) error {
-	chaff := isChaff(c)
+	chaff, err := chaffOf(c)
+	if err != nil {
+		return s.countPickup(err)
+	}
 	body, err := readBody(c, phoneapi.MaxPickupRequestSize)
 	if err != nil {
 		return s.countPickup(err)
@@ -361,14 +403,17 @@ func decodeUpload(b []byte) (*decodedUpload, error) {
 // mark's lookup, a write and a publish, stored where no reader looks
 // (ChaffBucket, ChaffStream) and gone within minutes.
 func (s *Service) upload(c echo.Context) error {
-	chaff := isChaff(c)
+	chaff, err := chaffOf(c)
+	if err != nil {
+		return s.countUpload(err)
+	}
 	body, err := readBody(c, phoneapi.MaxUploadRequestSize)
 	if err != nil {
 		return s.countUpload(err)
 	}
 	req, err := decodeUpload(body)
 	if errors.Is(err, exposure.ErrTooManyKeys) {
-		return s.countUpload(&apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+		return s.countUpload(&apiError{status: http.StatusBadRequest, code: codeKeysInvalid, msg: err.Error(), cause: err})
 	}
 	if err != nil {
 		return s.countUpload(&apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
@@ -400,7 +445,7 @@ func (s *Service) upload(c echo.Context) error {
 		}
 		if err := exposure.Validate(u.Keys, now, s.cfg.MaxAgeDays); err != nil {
 			// The rule's text is written for a phone's developer.
-			return s.countUpload(&apiError{status: http.StatusBadRequest, code: "keys-invalid", msg: err.Error(), cause: err})
+			return s.countUpload(&apiError{status: http.StatusBadRequest, code: codeKeysInvalid, msg: err.Error(), cause: err})
 		}
 	}
 	// The bundle is verified for a retry too (its answer is not needed: it

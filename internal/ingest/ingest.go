@@ -259,7 +259,7 @@ func (s *Service) Register(e *echo.Echo) {
 			// When the client's next request is let through at the earliest:
 			// a phone waits that long and a jittered while more.
 			c.Response().Header().Set("Retry-After", strconv.Itoa(s.retryAfter()))
-			return &apiError{status: http.StatusTooManyRequests, code: "rate-limited", msg: "too many requests; try again later"}
+			return &apiError{status: http.StatusTooManyRequests, code: codeRateLimited, msg: "too many requests; try again later"}
 		},
 	})
 	e.POST(phoneapi.PathPickup, s.pickup, limit)
