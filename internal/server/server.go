@@ -117,7 +117,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, checks map[str
 		m.middleware,
 		s.accessLog,
 		bodies(cfg.Limits.MaxBodies, &s.bodyWait),
-		middleware.BodyLimit("64K"),
+		middleware.BodyLimit("64KiB"), // 65,536 bytes: "64K" is 64,000 to echo, below the phone API's 64 KiB
 	)
 	e.GET("/static/*", staticFiles)
 	e.GET("/", func(c echo.Context) error {
