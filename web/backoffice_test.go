@@ -292,6 +292,18 @@ func TestBackofficeInTheBrowser(t *testing.T) {
 	}
 	screenshot(t, page, "06-locked")
 	waitJS(t, page, `document.getElementById("unlock").disabled`, 5*time.Second)
+	// The lock is the server's: the page loaded again is the locked page,
+	// with nothing of the card holder; it unlocks from there.
+	if err := run(page, chromedp.Navigate(origin+"/vouch")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, page, `document.body.dataset.page === "locked" && !document.getElementById("lock").hidden`, 10*time.Second)
+	var shown string
+	js(t, page, `document.documentElement.outerHTML`, &shown)
+	if strings.Contains(shown, "A. Huisarts") || strings.Contains(shown, "900000001") {
+		t.Error("the locked page shows the card holder")
+	}
+	waitJS(t, page, `document.getElementById("unlock").disabled`, 5*time.Second)
 
 	// Put it back: unlock, a wrong PIN first.
 	testenv.InsertCard(t, man, "gp", readers[0])

@@ -59,10 +59,14 @@
   const cardListeners = [];
   // signing: the card agent is busy with a signature (the clinician types
   // the PIN in its window) and may not answer a list in time; a list asked
-  // then would time out as "extension missing", which is false.
+  // then — or asked just before and still waiting behind the signature —
+  // would time out as "extension missing", which is false, and lock the
+  // page or blank the card list. Such a failed list is not taken.
   let signing = 0;
+  let signs = 0;
   async function sign(f) {
     signing++;
+    signs++;
     try { return await f(); } finally { signing--; }
   }
 
@@ -70,7 +74,9 @@
     if (signing > 0) return;
     if (refreshing) return refreshing;
     refreshing = (async () => {
+      const before = signs;
       const r = await VouchCard.cards();
+      if (r.type === "error" && (signing > 0 || signs !== before)) return;
       if (r.type === "error") {
         const had = cards !== null;
         cards = null;
