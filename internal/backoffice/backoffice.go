@@ -219,7 +219,8 @@ func (s *Service) Register(e *echo.Echo) {
 	cop.SetDenyHandler(http.HandlerFunc(s.crossOrigin))
 	// The configured origin may differ from the Host a proxy passes on.
 	_ = cop.AddTrustedOrigin(s.Origin())
-	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16K"), s.language, s.loadSession, s.auditRefusals, s.lockGate)
+	// 16,384 bytes ("16K" would be 16,000 to echo).
+	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16KiB"), s.language, s.loadSession, s.auditRefusals, s.lockGate)
 
 	g.GET("/", s.home)
 	g.GET("/signin", s.signInPage)

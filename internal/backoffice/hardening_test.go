@@ -413,3 +413,20 @@ func TestVouchPageHelpsInEveryLanguage(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyLimitIs16KiB: an API body of 16 KiB (16,384 bytes) is read, one
+// byte more is refused with 413, as docs/backoffice.md says.
+func TestBodyLimitIs16KiB(t *testing.T) {
+	w := newWorld(t, nil)
+	b := w.browser()
+	body := func(n int) []byte {
+		js := `{"purpose":"sign-in"}`
+		return []byte(js + strings.Repeat(" ", n-len(js)))
+	}
+	if resp, out := b.do(http.MethodPost, "/api/challenge", "application/json", body(16384)); resp.StatusCode != http.StatusOK {
+		t.Errorf("16,384 bytes: %d %s", resp.StatusCode, out)
+	}
+	if resp, out := b.do(http.MethodPost, "/api/challenge", "application/json", body(16385)); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("16,385 bytes: %d %s", resp.StatusCode, out)
+	}
+}
