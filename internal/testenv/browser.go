@@ -91,7 +91,9 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // Browser starts headless Chromium with the Vouch extension (web/extension)
 // loaded and the card agent installed as its native messaging host, signing
 // for origins with the test cards of module (SoftHSM, configured by conf).
-// It returns the browser's context; the browser ends with the test.
+// It returns once the extension has taken the origins from the agent and
+// registered its content script for them, with the browser's context; the
+// browser ends with the test.
 func Browser(t testing.TB, origins []string, module, conf string) context.Context {
 	t.Helper()
 	if _, err := os.Stat(Chromium); err != nil {
