@@ -203,7 +203,7 @@ func typePIN(t *testing.T, browser context.Context, pin string, want map[string]
 func TestBackofficeInTheBrowser(t *testing.T) {
 	man := testenv.Cards(t)
 	readers := testenv.PCSC(t)
-	// make demo runs this session against its own back office.
+	// make demo-browser runs this session against the demo's back office.
 	origin, dbURL := os.Getenv("VOUCH_BROWSER_TARGET"), os.Getenv("DATABASE_URL")
 	if origin == "" {
 		dbURL = testenv.DatabaseURL(t)

@@ -82,7 +82,7 @@ func phoneTrust(ctx context.Context, now time.Time) (protocol.Trust, error) {
 		return protocol.Trust{}, fmt.Errorf("configuration: %w", err)
 	}
 	if len(cfg.Trust.AttestationKeys) == 0 {
-		return protocol.Trust{}, errors.New("no attestation key to verify bundles with (VOUCH_ATTESTATION_KEYS)")
+		return protocol.Trust{}, errors.New("no attestation key to verify bundles with (VOUCH_ATTESTATION_KEYS: the back end's attestation public key; after make demo, eval \"$(bin/vouch demo env)\" sets it)")
 	}
 	// A phone has no CRLs: it cannot fetch them offline, and the server
 	// checks revocation again at upload.

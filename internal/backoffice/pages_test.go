@@ -25,7 +25,7 @@ func TestScriptTexts(t *testing.T) {
 	agentCodes := []string{cardagent.ErrMalformed, cardagent.ErrOrigin, cardagent.ErrNotVouch, cardagent.ErrWrongCard,
 		cardagent.ErrStale, cardagent.ErrNoCard, cardagent.ErrPINWrong, cardagent.ErrPINBlocked, cardagent.ErrPINNeeded,
 		cardagent.ErrCardRemoved, cardagent.ErrCardInUse, cardagent.ErrCardError, cardagent.ErrNoSigningCert,
-		cardagent.ErrPINPadCancelled, "extension-missing", "extension-unavailable", "agent-missing", "agent-unavailable"}
+		cardagent.ErrPINPadCancelled, "extension-missing", "extension-unavailable", "agent-missing", "agent-unavailable", "rate-limited"}
 	for _, lang := range i18n.Default().Languages() {
 		texts := scriptTexts(lang)
 		for _, m := range ids {
