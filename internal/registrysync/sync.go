@@ -717,9 +717,10 @@ const minShrinkBase = 100
 
 // beyondShrink is the shrink guard's rule, for both syncs: removing
 // leaving of a mirror of total card holders is refused when it is more
-// than MaxShrink of them, unless an operator accepted it.
+// than MaxShrink of them, unless an operator accepted it. A MaxShrink of 1
+// never refuses: no more can leave than there are.
 func (s *Syncer) beyondShrink(leaving, total int) bool {
-	return !s.acceptShrink && s.cfg.MaxShrink < 1 && total >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(total)
+	return !s.acceptShrink && total >= minShrinkBase && float64(leaving) > s.cfg.MaxShrink*float64(total)
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -21,6 +21,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -278,6 +279,7 @@ func TestShrinkRule(t *testing.T) {
 		{0.1, false, 100, 100, true},
 		{0.1, true, 100, 100, false},
 		{1, false, 100, 100, false},
+		{1, false, 100, 1000, false},
 		{0.999, false, 100, 100, true},
 		{0, false, 1, 1000, true},
 		{0, false, 0, 1000, false},
@@ -477,5 +479,66 @@ func TestNewAndSteps(t *testing.T) {
 	}
 	if s.step(stepCommitted) != nil || s.step(stepPublished) != boom {
 		t.Error("fault injection")
+	}
+}
+
+// copyTx is a transaction that takes COPYs and nothing else.
+type copyTx struct {
+	pgx.Tx
+	copies [][][]any
+	err    error
+}
+
+func (tx *copyTx) CopyFrom(_ context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	if tx.err != nil {
+		return 0, tx.err
+	}
+	if table.Sanitize() != `"license_outbox"` || strings.Join(cols, ",") != "uzi_number,record" {
+		return 0, fmt.Errorf("copy into %s (%v)", table.Sanitize(), cols)
+	}
+	var rows [][]any
+	for src.Next() {
+		v, err := src.Values()
+		if err != nil {
+			return 0, err
+		}
+		rows = append(rows, v)
+	}
+	tx.copies = append(tx.copies, rows)
+	return int64(len(rows)), nil
+}
+
+// TestOutboxWritesInBatches: the outbox holds at most a batch in memory,
+// writing each full one as it fills, and the rest at flush.
+func TestOutboxWritesInBatches(t *testing.T) {
+	t.Parallel()
+	tx := &copyTx{}
+	o := (&Syncer{}).outbox(tx, time.Now(), true)
+	for i := range outboxBatch - 1 {
+		if err := o.put(context.Background(), fmt.Sprint(i), LicenseRecord{Status: "removed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tx.copies) != 0 || len(o.rows) != outboxBatch-1 {
+		t.Fatalf("written before a batch was full: %d copies, %d held", len(tx.copies), len(o.rows))
+	}
+	for i := range 2 {
+		if err := o.put(context.Background(), fmt.Sprint("x", i), LicenseRecord{Status: "removed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tx.copies) != 1 || len(tx.copies[0]) != outboxBatch || len(o.rows) != 1 {
+		t.Fatalf("a full batch: %d copies, %d held", len(tx.copies), len(o.rows))
+	}
+	if err := o.flush(context.Background()); err != nil || len(tx.copies) != 2 || len(tx.copies[1]) != 1 || len(o.rows) != 0 {
+		t.Fatalf("flush: %v, %d copies, %d held", err, len(tx.copies), len(o.rows))
+	}
+	if tx.copies[1][0][0] != "x1" {
+		t.Errorf("last row %v", tx.copies[1][0])
+	}
+	tx.err = errors.New("database away")
+	o.put(context.Background(), "y", LicenseRecord{})
+	if err := o.flush(context.Background()); !errors.Is(err, tx.err) || !strings.HasPrefix(err.Error(), "registrysync: write license outbox: ") {
+		t.Errorf("failed copy: %v", err)
 	}
 }
