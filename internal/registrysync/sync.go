@@ -261,13 +261,6 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 	defer func() { res.Skipped = int(skipped.Load()) }()
 	reconciled := false
 	err = s.withLock(ctx, func(tx pgx.Tx) error {
-		// Read before the bucket is: if it is replaced after, the
-		// reconciliation recorded is of the old one, and the next run
-		// compares the new one.
-		bucketID, err := s.bucket.Identity(ctx)
-		if err != nil {
-			return fmt.Errorf("registrysync: license bucket: %w", err)
-		}
 		scan := func(ctx context.Context) (<-chan []directory.Entry, func() error) {
 			skipped.Store(0) // a second scan counts afresh
 			pages := make(chan []directory.Entry, 4)
@@ -320,7 +313,7 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 		// refusal in the bucket.
 		out := s.outbox(tx, start, before > 0)
 		leaving := 0
-		firstIntoEmpty := false
+		firstIntoEmpty, bucketID := false, ""
 		if before == 0 {
 			// Everyone is new, and only who may not vouch is announced:
 			// no comparison to make, and only those rows to read.
@@ -330,7 +323,12 @@ func (s *Syncer) full(ctx context.Context) (res Result, err error) {
 			res.Changes = int(n)
 			// Into an empty bucket, what this run announces is the whole
 			// bucket the mirror implies: as good as a reconciliation. (Under
-			// the lock nobody else writes the bucket.)
+			// the lock nobody else writes the bucket.) Its identity is read
+			// first: if it is replaced after, the reconciliation recorded is
+			// of the old one, and the next run compares the new one.
+			if bucketID, err = s.bucket.Identity(ctx); err != nil {
+				return fmt.Errorf("registrysync: license bucket: %w", err)
+			}
 			if firstIntoEmpty, err = s.bucket.Empty(ctx); err != nil {
 				return fmt.Errorf("registrysync: license bucket: %w", err)
 			}
