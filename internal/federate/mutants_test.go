@@ -216,3 +216,37 @@ func TestPullCancelled(t *testing.T) {
 		t.Errorf("cancelled pull: %+v, %v; want context.Canceled and no refusal", res, err)
 	}
 }
+
+// TestPullOverHTTPS: partner sites publish over https; a pull from one
+// imports its files, and a URL of another scheme is refused before any
+// request.
+func TestPullOverHTTPS(t *testing.T) {
+	t.Parallel()
+	a := newSite(t, "site-a")
+	partner, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	file := signed(t, partner, []export.Key{dayKey(2, 1)}, nil)
+	requests := 0
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests++
+		if r.URL.Path == "/index.txt" {
+			w.Write([]byte("1.zip\n"))
+			return
+		}
+		w.Write(file)
+	}))
+	t.Cleanup(srv.Close)
+	p, err := federate.New(a.db, srv.Client(), federate.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []*ecdsa.PublicKey{&partner.PublicKey}
+	if res, err := p.Pull(t.Context(), federate.Site{Name: "be", BaseURL: srv.URL, Keys: keys}); err != nil || res.Keys != 1 {
+		t.Fatalf("pull over https: %+v, %v", res, err)
+	}
+	for _, u := range []string{strings.Replace(srv.URL, "https", "ftp", 1), strings.Replace(srv.URL, "https", "gopher", 1)} {
+		before := requests
+		if _, err := p.Pull(t.Context(), federate.Site{Name: "be", BaseURL: u, Keys: keys}); err == nil || !strings.Contains(err.Error(), "not an http(s) URL") || requests != before {
+			t.Errorf("pull from %s: %v; want it refused as not http(s)", u, err)
+		}
+	}
+}
