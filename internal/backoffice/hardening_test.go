@@ -359,7 +359,7 @@ func TestRegistrationRefusalSaysWhomToContact(t *testing.T) {
 	w.svc = w.start(deps)
 	b := w.browser()
 	b.lang = "nl"
-	if _, r := b.signIn(w.card("suspended")); r.str("message") != i18n.T("nl", "license.license-suspended")+" "+i18n.T("nl", "license.contact-default") {
+	if _, r := b.signIn(w.card("suspended")); r.str("message") != i18n.T("nl", "license.license-suspended")+" "+i18n.T("nl", "signin.contact-default") {
 		t.Errorf("without a contact: %q", r.str("message"))
 	}
 	// Suspended during the session: the vouch is refused the same way.
@@ -368,11 +368,11 @@ func TestRegistrationRefusalSaysWhomToContact(t *testing.T) {
 	w.ldap.LDIF(t, "dn: vouchUziNumber=900000001,ou=people,dc=registry,dc=test\nchangetype: modify\nreplace: vouchLicenseStatus\nvouchLicenseStatus: suspended")
 	_, code := phone(t)
 	st, r := gp.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true})
-	if st != http.StatusForbidden || !contains(r.str("message"), i18n.T("en", "license.contact-default")) {
+	if st != http.StatusForbidden || !contains(r.str("message"), i18n.T("en", "signin.contact-default")) {
 		t.Errorf("vouch after suspension: %d %v", st, r)
 	}
 	// Other refusals are as they were.
-	if st, r := w.browser().signIn(w.card("revoked")); st != http.StatusForbidden || contains(r.str("message"), i18n.T("en", "license.contact-default")) {
+	if st, r := w.browser().signIn(w.card("revoked")); st != http.StatusForbidden || contains(r.str("message"), i18n.T("en", "signin.contact-default")) {
 		t.Errorf("revoked card: %d %v", st, r)
 	}
 }

@@ -259,10 +259,10 @@ func (s *Service) withNextStep(c echo.Context, se *server.Error) error {
 	lang := langOf(c)
 	next := s.cfg.Contact
 	if next == "" {
-		next = i18n.T(lang, "license.contact-default")
+		next = i18n.T(lang, "signin.contact-default")
 	}
 	e := *se
-	e.Message, e.Data = "license.refused-next", map[string]any{"Reason": i18n.T(lang, se.Message, se.Data), "Next": next}
+	e.Message, e.Data = "signin.refused-next", map[string]any{"Reason": i18n.T(lang, se.Message, se.Data), "Next": next}
 	return &e
 }
 
