@@ -205,6 +205,7 @@ func (j *fakeJS) UpdateKeyValue(_ context.Context, cfg jetstream.KeyValueConfig)
 
 type softCard struct {
 	trust   protocol.Trust
+	caKeys  map[*x509.Certificate]*ecdsa.PrivateKey // the root's and the issuing CA's, for CRLs
 	cardKey *rsa.PrivateKey
 	card    *x509.Certificate
 	id      uzi.Identity
@@ -262,7 +263,7 @@ func newSoftCard(prof uzi.Profile) (*softCard, error) {
 		return nil, err
 	}
 	ca, _ := x509.ParseCertificate(der)
-	c := &softCard{}
+	c := &softCard{caKeys: map[*x509.Certificate]*ecdsa.PrivateKey{root: rootKey, ca: caKey}}
 	if c.cardKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,140 @@
+package ingest
+
+// The fast layer, continued: what Run keeps current (the CRLs and the
+// license states) and the readiness checks an operator's probe reads.
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"math/big"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vouch-nl/vouch/internal/revocation"
+)
+
+// fakeCRLs is a revocation source that counts its reads.
+type fakeCRLs struct {
+	ders  [][]byte
+	err   error
+	reads atomic.Int32
+}
+
+func (f *fakeCRLs) CRLs(context.Context) ([][]byte, error) {
+	f.reads.Add(1)
+	return f.ders, f.err
+}
+
+// currentCRLs are a CRL of every CA of card's trust, current at t0.
+func currentCRLs(t *testing.T, card *softCard) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for ca, key := range card.caKeys {
+		der, err := x509.CreateRevocationList(nil, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: t0.Add(-time.Hour),
+			NextUpdate: t0.Add(24 * time.Hour)}, ca, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, der)
+	}
+	return out
+}
+
+func TestCRLsRefresh(t *testing.T) {
+	t.Parallel()
+	card, _ := fixtures(t)
+	var logs bytes.Buffer
+	src := &fakeCRLs{err: errors.New("bus down")}
+	c := &crls{set: revocation.NewSet(), src: src, cas: card.trust.CAs(), now: func() time.Time { return t0 },
+		log: slog.New(slog.NewTextHandler(&logs, nil))}
+	c.refresh(context.Background())
+	if !strings.Contains(logs.String(), "CRLs: some were not taken") || c.ready(context.Background()) == nil {
+		t.Errorf("a failed read: logged %q, ready %v; want a warning and not ready", logs.String(), c.ready(context.Background()))
+	}
+	src.err, src.ders = nil, currentCRLs(t, card)
+	logs.Reset()
+	c.refresh(context.Background())
+	if err := c.ready(context.Background()); err != nil || logs.Len() != 0 {
+		t.Errorf("every CA's CRL: ready %v, logged %q", err, logs.String())
+	}
+	// A cancelled refresh is the service stopping, not a CRL problem.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	src.err = context.Canceled
+	logs.Reset()
+	c.refresh(ctx)
+	if logs.Len() != 0 {
+		t.Errorf("a refresh cut short by the end logged %q", logs.String())
+	}
+}
+
+// Run refreshes the CRLs at its interval, keeps watching the licenses,
+// and closes the access log when it ends.
+func TestRunRefreshesAndEnds(t *testing.T) {
+	t.Parallel()
+	card, _ := fixtures(t)
+	u := newUnit(t, nil)
+	kv := newFakeKV()
+	kv.watcher = &fakeWatcher{ch: make(chan jetstream.KeyValueEntry, 1)}
+	kv.watcher.ch <- nil
+	u.s.licenses = newLicenses(kv, u.s.log)
+	src := &fakeCRLs{ders: currentCRLs(t, card)}
+	u.s.crls = &crls{set: revocation.NewSet(), src: src, cas: card.trust.CAs(), every: 20 * time.Millisecond, now: u.clock, log: u.s.log}
+	var err error
+	if u.s.access, err = NewAccessLog(t.TempDir(), u.clock); err != nil {
+		t.Fatal(err)
+	}
+	_ = u.s.access.Log("192.0.2.1", "x")
+	checks := u.s.Checks()
+	if checks["licenses"].Check(context.Background()) == nil || checks["revocation"].Check(context.Background()) == nil {
+		t.Error("ready before the licenses and the CRLs were read")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var runErr error
+	go func() { defer wg.Done(); runErr = u.s.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for src.reads.Load() < 3 || checks["licenses"].Check(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("in 10 s: %d CRL reads, licenses %v", src.reads.Load(), checks["licenses"].Check(context.Background()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := checks["revocation"].Check(context.Background()); err != nil {
+		t.Errorf("revocation not ready after refreshes: %v", err)
+	}
+	cancel()
+	wg.Wait()
+	if runErr != nil || u.s.access.f != nil {
+		t.Errorf("Run ended with %v, access log open %v", runErr, u.s.access.f != nil)
+	}
+}
+
+// Rotation closes the previous hour's file: a server up for weeks must
+// not run out of file descriptors, one per hour.
+func TestAccessLogRotationClosesTheOldFile(t *testing.T) {
+	t.Parallel()
+	now := t0
+	l, err := NewAccessLog(t.TempDir(), func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_ = l.Log("192.0.2.1", "a")
+	old := l.f
+	now = now.Add(time.Hour)
+	_ = l.Log("192.0.2.1", "b")
+	if _, err := old.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("the previous hour's file is still open: %v", err)
+	}
+}
