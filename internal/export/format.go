@@ -160,7 +160,6 @@ type fileWriter struct {
 	signers []Signer
 	buf     []byte
 	msg     []byte
-	n       int
 }
 
 // flushAt is how much encoded key data is gathered before one write.
@@ -192,7 +191,6 @@ func (fw *fileWriter) addRevised(k Key) error { return fw.addField(fRevised, k) 
 
 func (fw *fileWriter) addField(field protowire.Number, k Key) error {
 	fw.buf = appendKey(fw.buf, fw.msg, field, k)
-	fw.n++
 	if len(fw.buf) >= flushAt {
 		return fw.flush()
 	}
