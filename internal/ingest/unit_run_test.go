@@ -138,3 +138,65 @@ func TestAccessLogRotationClosesTheOldFile(t *testing.T) {
 		t.Errorf("the previous hour's file is still open: %v", err)
 	}
 }
+
+// Within an hour every line goes to the one open file: no reopening, no
+// reading of the directory, per request.
+func TestAccessLogKeepsTheHoursFile(t *testing.T) {
+	t.Parallel()
+	now := t0
+	l, err := NewAccessLog(t.TempDir(), func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_ = l.Log("192.0.2.1", "a")
+	f := l.f
+	now = now.Add(59 * time.Minute)
+	_ = l.Log("192.0.2.1", "b")
+	if l.f != f {
+		t.Error("a second write within the hour reopened the file")
+	}
+}
+
+// An old file that cannot be deleted is reported (Run warns the operator)
+// and does not stop the others from going.
+func TestAccessLogPruneReportsFailure(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	stuck := AccessLogName(t0.Add(-72 * time.Hour))
+	// A non-empty directory under a log's name: os.Remove fails, even for root.
+	if err := os.MkdirAll(dir+"/"+stuck+"/x", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []time.Duration{-71, -70} {
+		if err := os.WriteFile(dir+"/"+AccessLogName(t0.Add(h*time.Hour)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := NewAccessLog(dir, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Prune()
+	if err == nil || !strings.Contains(err.Error(), "ingest: access log") {
+		t.Errorf("Prune with an undeletable file: %v, want an error", err)
+	}
+	for _, h := range []time.Duration{-71, -70} {
+		if _, err := os.Stat(dir + "/" + AccessLogName(t0.Add(h*time.Hour))); !os.IsNotExist(err) {
+			t.Errorf("the file of %v h was kept: %v", h, err)
+		}
+	}
+	// A file gone meanwhile is no failure.
+	if err := os.RemoveAll(dir + "/" + stuck); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Prune(); err != nil {
+		t.Errorf("Prune of a clean directory: %v", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Prune(); err == nil {
+		t.Error("Prune of a vanished directory: no error")
+	}
+}

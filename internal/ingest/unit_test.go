@@ -1055,6 +1055,8 @@ func TestUnitRefuseInternal(t *testing.T) {
 	}{
 		{errors.New("secret cause"), 500, "internal"},
 		{echo.NewHTTPError(http.StatusServiceUnavailable, "secret cause"), 500, "internal"},
+		{echo.NewHTTPError(http.StatusInternalServerError, "secret cause"), 500, "internal"},
+		{echo.NewHTTPError(499), 499, ""},
 		{echo.NewHTTPError(http.StatusRequestEntityTooLarge), 413, "too-large"},
 		{echo.NewHTTPError(http.StatusUnsupportedMediaType), 415, "unsupported-media-type"},
 		{errReplay, 409, "replay"},
