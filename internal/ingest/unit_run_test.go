@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/revocation"
 )
 
@@ -198,5 +199,24 @@ func TestAccessLogPruneReportsFailure(t *testing.T) {
 	}
 	if err := l.Prune(); err == nil {
 		t.Error("Prune of a vanished directory: no error")
+	}
+}
+
+// An upload signed exactly 5 minutes before or after the server's time is
+// on time; a second more is time-skew.
+func TestUnitUploadClockSkewBounds(t *testing.T) {
+	t.Parallel()
+	u := newUnit(t, nil)
+	for i, d := range []time.Duration{-protocol.PhoneClockSkew, protocol.PhoneClockSkew} {
+		p := newPhoneKey(t)
+		body := p.uploadBody(u.card.bundle(t, p.pub, aidOf(byte(20+i)), ""), t0.Add(d), goodKeys(1))
+		if a := u.upload(body, "0"); a.status != 200 {
+			t.Errorf("signed %v from now: %d %s, want 200", d, a.status, a.body)
+		}
+	}
+	for _, d := range []time.Duration{-protocol.PhoneClockSkew - time.Second, protocol.PhoneClockSkew + time.Second} {
+		if err := checkTime(t0.Add(d), t0); err != errStale {
+			t.Errorf("checkTime %v from now: %v, want time-skew", d, err)
+		}
 	}
 }
