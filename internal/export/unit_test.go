@@ -871,12 +871,19 @@ func TestKeysGatheredIntoLargeWrites(t *testing.T) {
 	}
 	cw := &countingWriter{w: fw.bin}
 	fw.bin = cw
+	// The gathering buffer is made once, large enough for a flush's worth
+	// and one more key: memory stays flat whatever the number of keys.
+	base := &fw.buf[:1][0]
 	const n = 5000 // about 185 KB of keys
 	for i := range n {
 		k := key(0, 1, 144, 0, 1)
 		binary.BigEndian.PutUint32(k.Data[:], uint32(i))
+		k.DaysSinceOnset, k.HasOnset = -14, i%2 == 0
 		if err := fw.add(k); err != nil {
 			t.Fatal(err)
+		}
+		if &fw.buf[:1][0] != base {
+			t.Fatalf("buffer reallocated at key %d", i)
 		}
 	}
 	if _, err := fw.close(); err != nil {
