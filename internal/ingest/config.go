@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"time"
 
@@ -94,7 +95,9 @@ func (cfg *Config) Validate() (nets, error) {
 	case cfg.MaxAgeDays > 30:
 		errs = append(errs, fmt.Errorf("VOUCH_KEYS_MAX_AGE_DAYS must be at most 30, got %d", cfg.MaxAgeDays))
 	}
-	if cfg.RatePerSecond < 0 || cfg.RateBurst < 1 {
+	// Written as !(r > 0): NaN and +Inf compare false to everything, and
+	// either would make the limiter let everything through or nothing.
+	if !(cfg.RatePerSecond > 0) || math.IsInf(cfg.RatePerSecond, 1) || cfg.RateBurst < 1 {
 		errs = append(errs, errors.New("VOUCH_INGEST_RATE must be positive and VOUCH_INGEST_RATE_BURST at least 1"))
 	}
 	if cfg.StreamMaxAge < time.Hour {

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -1228,6 +1229,8 @@ func TestUnitConfigValidate(t *testing.T) {
 		{"9 days", Config{MaxAgeDays: 9}, "VOUCH_KEYS_MAX_AGE_DAYS must be at least 10, got 9"},
 		{"31 days", Config{MaxAgeDays: 31}, "VOUCH_KEYS_MAX_AGE_DAYS must be at most 30, got 31"},
 		{"negative rate", Config{RatePerSecond: -1}, "VOUCH_INGEST_RATE"},
+		{"NaN rate", Config{RatePerSecond: math.NaN()}, "VOUCH_INGEST_RATE"},
+		{"infinite rate", Config{RatePerSecond: math.Inf(1)}, "VOUCH_INGEST_RATE"},
 		{"negative burst", Config{RateBurst: -1}, "VOUCH_INGEST_RATE_BURST at least 1"},
 		{"short stream", Config{StreamMaxAge: time.Hour - time.Second}, "VOUCH_KEYS_STREAM_MAX_AGE must be at least 1h"},
 		{"negative timeout", Config{BusTimeout: -1}, "VOUCH_INGEST_BUS_TIMEOUT must be positive"},
