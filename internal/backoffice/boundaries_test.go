@@ -1,3 +1,5 @@
+//go:build !mutation
+
 package backoffice_test
 
 // Not parallel: worlds share the SoftHSM tokens, and a login on a token in

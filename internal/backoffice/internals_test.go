@@ -1,3 +1,5 @@
+//go:build !mutation
+
 package backoffice
 
 // Tests of the back office's parts below its HTTP handlers, at exact
