@@ -160,3 +160,20 @@ func TestUnitTf(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitSessionCookieShape: a session cookie that is not 43 base64url
+// characters (32 bytes) is not looked up: the request goes on signed out.
+func TestUnitSessionCookieShape(t *testing.T) {
+	t.Parallel()
+	s := unitService(t, func(c *Config) { c.Origin = "http://127.0.0.1:8080" })
+	for _, v := range []string{"", strings.Repeat("A", 42), strings.Repeat("A", 44), strings.Repeat("A", 42) + "!", strings.Repeat("A", 42) + "="} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: v})
+		c, _ := unitContext(s, r)
+		reached := false
+		err := s.loadSession(func(c echo.Context) error { reached = sessionOf(c) == nil; return nil })(c)
+		if err != nil || !reached {
+			t.Errorf("cookie %q: %v, reached signed out %v", v, err, reached)
+		}
+	}
+}
