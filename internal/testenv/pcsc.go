@@ -3,10 +3,13 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -56,10 +59,31 @@ func PCSC(t testing.TB) []VirtualReader {
 		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 		lock.Close()
 	})
-	if err := waitReaders(2 * time.Second); err != nil {
-		// Not running (or without vpcd): start it, for this machine. It is
-		// left running, like the machine's PostgreSQL.
-		cmd := exec.Command("/usr/sbin/pcscd", "--foreground", "--auto-exit")
+	ensureReaders(t)
+	return VirtualReaders
+}
+
+// ensureReaders makes pcscd run with vpcd's readers, empty; the caller
+// holds the readers' lock.
+func ensureReaders(t testing.TB) {
+	t.Helper()
+	err := waitReaders(2 * time.Second)
+	if errors.Is(err, errNoReader) {
+		// A pcscd answers without vpcd's readers: vpcd was installed after
+		// it started, or its ports were still held (by a pcscd on its way
+		// out) when it started. CI met the second. Ask it to read its
+		// reader configuration again; if that does not bring them, it is
+		// restarted below.
+		exec.Command("/usr/sbin/pcscd", "--hotplug").Run()
+		if err = waitReaders(3 * time.Second); errors.Is(err, errNoReader) {
+			stopPCSCD(t)
+		}
+	}
+	if err != nil {
+		// Not running (or stopped above): start it, for this machine. It
+		// is left running, like the machine's PostgreSQL; not with
+		// --auto-exit, whose exit a later test could race.
+		cmd := exec.Command("/usr/sbin/pcscd", "--foreground")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Start(); err != nil {
 			missing(t, "pcscd", err)
@@ -69,8 +93,51 @@ func PCSC(t testing.TB) []VirtualReader {
 			missing(t, "pcscd with vpcd's readers", err)
 		}
 	}
-	return VirtualReaders
 }
+
+// pcscdPIDFile is where pcscd writes its pid; its socket is beside it.
+const pcscdPIDFile = "/run/pcscd/pcscd.pid"
+
+// stopPCSCD stops the running pcscd (the caller holds the readers' lock)
+// and waits until it is gone and its ports are free.
+func stopPCSCD(t testing.TB) {
+	t.Helper()
+	b, err := os.ReadFile(pcscdPIDFile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.Trim(string(b), "\x00 \t\r\n"))
+	if err != nil || pid <= 1 {
+		return
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return
+	}
+	p.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if !alive(pid) {
+			return
+		}
+	}
+	p.Signal(syscall.SIGKILL)
+	time.Sleep(200 * time.Millisecond)
+}
+
+// alive tells whether process pid runs: not gone, and no zombie (a
+// container's init may never reap a pcscd whose test process ended).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// errNoReader: a pcscd answers, but without (all of) vpcd's readers.
+var errNoReader = errors.New("pcscd answers without the reader")
 
 // waitReaders waits until PC/SC lists vpcd's readers, all empty.
 func waitReaders(d time.Duration) error {
@@ -91,13 +158,16 @@ func readersReady() error {
 	}
 	defer sc.Release()
 	names, err := sc.ListReaders()
+	if errors.Is(err, scard.ErrNoReadersAvailable) {
+		return fmt.Errorf("%w: %w", errNoReader, err)
+	}
 	if err != nil {
 		return err
 	}
 	states := make([]scard.ReaderState, 0, len(VirtualReaders))
 	for _, r := range VirtualReaders {
 		if !slices.Contains(names, r.Name) {
-			return errors.New("no reader " + r.Name)
+			return fmt.Errorf("%w %s", errNoReader, r.Name)
 		}
 		states = append(states, scard.ReaderState{Reader: r.Name})
 	}
