@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -72,6 +73,7 @@ func main() {
 	cdnKeys := flag.Int("cdn-keys", 40_000, "keys of the export file the origin rows serve (40,000: about 1 MB)")
 	cdnSeconds := flag.Float64("cdn-seconds", 3, "seconds of each origin measurement")
 	cdnConns := flag.Int("cdn-connections", 32, "keep-alive connections of the origin load")
+	only := flag.String("only", "", "the pipeline's stages to measure, comma-separated ("+strings.Join(pipelineStages, ", ")+"); empty: all")
 	cardsDir := flag.String("cards", filepath.Join(envOr("VOUCH_STATE_DIR", ".vouch"), "cards"), "the test cards (make cards)")
 	flag.Parse()
 	var rows []Row
@@ -131,7 +133,17 @@ func main() {
 	if *pipeline {
 		pb := pipelineBench{vouch: *vouch, dbURL: *dbURL, cardsDir: *cardsDir, rounds: *rounds, uploads: *uploads, concurrency: *uploadConc,
 			openRate: *openRate, openSeconds: *openSeconds, storeN: *storeN, exportKeys: *exportKeys, cdnKeys: *cdnKeys,
-			cdnSeconds: *cdnSeconds, cdnConns: *cdnConns}
+			cdnSeconds: *cdnSeconds, cdnConns: *cdnConns, only: map[string]bool{}}
+		for _, st := range strings.Split(*only, ",") {
+			if st = strings.TrimSpace(st); st == "" {
+				continue
+			}
+			if !slices.Contains(pipelineStages, st) {
+				fmt.Fprintf(os.Stderr, "bench: -only: no stage %q (%s)\n", st, strings.Join(pipelineStages, ", "))
+				os.Exit(2)
+			}
+			pb.only[st] = true
+		}
 		r, err := pb.run(ctx)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: pipeline:", err)

@@ -54,7 +54,15 @@ type pipelineBench struct {
 	cdnKeys     int // (d) keys of the served export file
 	cdnSeconds  float64
 	cdnConns    int
+
+	only map[string]bool // the stages to measure (uploads, readers, export, origin); empty: all
 }
+
+// pipelineStages are the -only names of the pipeline's stages.
+var pipelineStages = []string{"uploads", "readers", "export", "origin"}
+
+// does tells whether stage is measured in this run.
+func (b pipelineBench) does(stage string) bool { return len(b.only) == 0 || b.only[stage] }
 
 // keysPer is the keys of one upload: ten days of a phone, as the
 // end-to-end test uploads.
@@ -120,74 +128,92 @@ func (b pipelineBench) run(ctx context.Context) (r pipelineResult, err error) {
 	for _, kv := range man.Env() {
 		env = append(env, kv[0]+"="+kv[1])
 	}
-	ingestAddr := freeAddr()
 	env = append(env, "DATABASE_URL="+dbURL, "NATS_URL="+bs.ClientURL(), "VOUCH_BUS_TOKEN="+token,
 		"VOUCH_HSM_PIN="+man.Backend.PIN, "VOUCH_LOG_LEVEL=warn",
-		"VOUCH_INGEST_ADDR="+ingestAddr, "VOUCH_INGEST_ACCESS_LOG_DIR="+filepath.Join(dir, "access"),
 		// Every phone of the load comes from one loopback address.
 		"VOUCH_INGEST_RATE=1000000000", "VOUCH_INGEST_RATE_BURST=1000000000")
 
+	if b.does("uploads") || b.does("readers") {
+		if err := b.runTier(ctx, &r, man, db, bs, env, dir); err != nil {
+			return r, err
+		}
+	}
+	// (c) and (d) on the same database, emptied.
+	if b.does("export") {
+		if err := b.exportRows(ctx, &r, db, env, dir); err != nil {
+			return r, err
+		}
+	}
+	if b.does("origin") {
+		if err := b.cdnRows(ctx, &r, db, env, dir); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// runTier measures (a) and (b): ingest and store as processes.
+func (b pipelineBench) runTier(ctx context.Context, r *pipelineResult, man *testpki.Manifest, db *database.DB, bs *bus.Bus, env []string, dir string) (err error) {
+	ingestAddr := freeAddr()
+	env = append(env, "VOUCH_INGEST_ADDR="+ingestAddr, "VOUCH_INGEST_ACCESS_LOG_DIR="+filepath.Join(dir, "access"))
 	// The bundles: one per upload (an authorization is used once), from
 	// two cards at once, each with its one session.
 	total := b.uploads + int(b.openRate*b.openSeconds)
 	fmt.Fprintf(os.Stderr, "bench: pipeline: issuing %d bundles on SoftHSM\n", total)
 	ups, uzis, err := issueUploads(man, total)
 	if err != nil {
-		return r, err
+		return err
 	}
 	if err := putLicenses(ctx, bs, uzis); err != nil {
-		return r, err
+		return err
 	}
 
 	// Readiness is on each role's operations listener.
 	ingestOps := freeAddr()
 	ingest, err := startRole(b.vouch, append(env, "VOUCH_OPS_LISTEN="+ingestOps), dir, "ingest", "ingest")
 	if err != nil {
-		return r, err
+		return err
 	}
 	defer ingest.stop()
 	storeOps := freeAddr()
 	store, err := startRole(b.vouch, append(env, "VOUCH_OPS_LISTEN="+storeOps), dir, "store", "store")
 	if err != nil {
-		return r, err
+		return err
 	}
 	defer store.stop()
 	if err := ingest.waitHTTP("http://" + ingestOps + "/readyz"); err != nil {
-		return r, err
+		return err
 	}
 	if err := store.waitHTTP("http://" + storeOps + "/readyz"); err != nil {
-		return r, err
+		return err
 	}
 
 	// (a) The bare reference first: the same uploads verified in this
 	// process, on as many goroutines as cores.
 	tr, err := manifestTrust(man)
 	if err != nil {
-		return r, err
+		return err
 	}
 	if err := signUploads(ups[:b.uploads], time.Now()); err != nil {
-		return r, err
+		return err
 	}
 	if r.bareRate, err = bareVerify(tr, ups[:b.uploads]); err != nil {
-		return r, err
+		return err
 	}
-	if err := b.uploadRows(ctx, &r, db, ingestAddr, ups, ingest, store); err != nil {
-		return r, err
+	if b.does("uploads") {
+		if err := b.uploadRows(ctx, r, db, ingestAddr, ups, ingest, store); err != nil {
+			return err
+		}
 	}
 	// (b) The readers alone, on keys already on the bus.
-	if err := b.storeRows(ctx, &r, db, bs, store); err != nil {
-		return r, err
+	if b.does("readers") {
+		if err := b.storeRows(ctx, r, db, bs, store); err != nil {
+			return err
+		}
 	}
 	store.stop()
 	ingest.stop()
-	// (c) and (d) on the same database, emptied.
-	if err := b.exportRows(ctx, &r, db, env, dir); err != nil {
-		return r, err
-	}
-	if err := b.cdnRows(ctx, &r, db, env, dir); err != nil {
-		return r, err
-	}
-	return r, nil
+	return nil
 }
 
 // issueUploads vouches n phones and signs their uploads of keysPer keys,
@@ -976,39 +1002,48 @@ func (b pipelineBench) rows(r pipelineResult) []Row {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	closed := fmt.Sprintf("uploads end to end over loopback, %d at once, closed loop", b.concurrency)
 	how := fmt.Sprintf("vouch ingest + vouch store into PostgreSQL as processes; %d uploads of %d keys, counted when the store has every key", b.uploads, keysPer)
-	rows := []Row{
-		{Name: closed + ", sustained", Value: r.rate, Unit: "uploads/s", Target: target(3000), AtLeast: true,
-			Reference:      "bare in-process verification of the same uploads (bundle verify + phone Ed25519 + key checks, every core)",
-			ReferenceValue: r.bareRate, Ratio: r.bareRate / r.rate, Detail: how + "; " + r.cpu},
-		{Name: closed + ": p50", Value: ms(r.p50), Unit: "ms"},
-		{Name: closed + ": p99", Value: ms(r.p99), Unit: "ms"},
+	var rows []Row
+	if b.does("uploads") {
+		rows = append(rows, []Row{
+			{Name: closed + ", sustained", Value: r.rate, Unit: "uploads/s", Target: target(3000), AtLeast: true,
+				Reference:      "bare in-process verification of the same uploads (bundle verify + phone Ed25519 + key checks, every core)",
+				ReferenceValue: r.bareRate, Ratio: r.bareRate / r.rate, Detail: how + "; " + r.cpu},
+			{Name: closed + ": p50", Value: ms(r.p50), Unit: "ms"},
+			{Name: closed + ": p99", Value: ms(r.p99), Unit: "ms"},
+		}...)
 	}
-	if r.openSent > 0 {
+	if b.does("uploads") && r.openSent > 0 {
 		open := fmt.Sprintf("uploads end to end over loopback at %.0f/s, open loop", b.openRate)
 		d := fmt.Sprintf("%d uploads over %.0f s, latency from when each was due; all stored after", r.openSent, b.openSeconds)
 		rows = append(rows,
 			Row{Name: open + ": p50", Value: ms(r.openP50), Unit: "ms", Detail: d},
 			Row{Name: open + ": p99", Value: ms(r.openP99), Unit: "ms", Target: target(50), Detail: d})
 	}
-	rows = append(rows,
-		Row{Name: fmt.Sprintf("keys into PostgreSQL by the readers, %dk keys", b.storeN*keysPer/1000), Value: r.storeRate, Unit: "keys/s",
-			Reference: "pgx CopyFrom of the same rows into an identical empty table", ReferenceValue: r.copyRate, Ratio: r.copyRate / r.storeRate,
-			Target: target(1.5), Detail: "one vouch store process (2 readers) let go on keys already on the bus; ratio = time over bare's"})
-	ex := fmt.Sprintf("export of %d keys over 14 days, signed (vouch aggregate -once, a child process)", b.exportKeys)
-	rows = append(rows,
-		Row{Name: ex, Value: r.exportSeconds, Unit: "s", Target: target(3), Detail: "wall time of the process, its start included"},
-		Row{Name: ex + ": against bare", Value: r.exportSeconds, Unit: "s",
-			Reference: "COPY (SELECT key columns ... ORDER BY key_data) TO STDOUT of the same rows", ReferenceValue: r.copyToSeconds,
-			Ratio: r.exportSeconds / r.copyToSeconds, Target: target(2.5)},
-		Row{Name: ex + ": peak RSS", Value: r.exportMB, Unit: "MB", Target: target(100), Detail: "VmHWM of the child, read every 2 ms until it exits"})
-	file := fmt.Sprintf("a cached export file (%.2f MB, %d keys)", float64(r.cdnFileBytes)/1e6, b.cdnKeys)
-	d := fmt.Sprintf("%d keep-alive connections from one Go load generator on the same machine", b.cdnConns)
-	rows = append(rows,
-		Row{Name: "origin revalidating " + file + ": If-None-Match → 304", Value: r.cdn304, Unit: "req/s",
-			Reference: "nginx serving the same directory", ReferenceValue: r.nginx304, Ratio: r.nginx304 / r.cdn304, Target: target(1.25),
-			Detail: d + "; what a CDN asks when its copy's max-age is over; ratio = cost (1/throughput) over nginx's"},
-		Row{Name: "origin filling a cache with " + file + ": full GET → 200", Value: r.cdn200, Unit: "req/s",
-			Reference: "nginx serving the same directory", ReferenceValue: r.nginx200, Ratio: r.nginx200 / r.cdn200, Target: target(1.25),
-			Detail: d + "; what a CDN asks on a miss"})
+	if b.does("readers") {
+		rows = append(rows,
+			Row{Name: fmt.Sprintf("keys into PostgreSQL by the readers, %dk keys", b.storeN*keysPer/1000), Value: r.storeRate, Unit: "keys/s",
+				Reference: "pgx CopyFrom of the same rows into an identical empty table", ReferenceValue: r.copyRate, Ratio: r.copyRate / r.storeRate,
+				Target: target(1.5), Detail: "one vouch store process (2 readers) let go on keys already on the bus; ratio = time over bare's"})
+	}
+	if b.does("export") {
+		ex := fmt.Sprintf("export of %d keys over 14 days, signed (vouch aggregate -once, a child process)", b.exportKeys)
+		rows = append(rows,
+			Row{Name: ex, Value: r.exportSeconds, Unit: "s", Target: target(3), Detail: "wall time of the process, its start included"},
+			Row{Name: ex + ": against bare", Value: r.exportSeconds, Unit: "s",
+				Reference: "COPY (SELECT key columns ... ORDER BY key_data) TO STDOUT of the same rows", ReferenceValue: r.copyToSeconds,
+				Ratio: r.exportSeconds / r.copyToSeconds, Target: target(2.5)},
+			Row{Name: ex + ": peak RSS", Value: r.exportMB, Unit: "MB", Target: target(100), Detail: "VmHWM of the child, read every 2 ms until it exits"})
+	}
+	if b.does("origin") {
+		file := fmt.Sprintf("a cached export file (%.2f MB, %d keys)", float64(r.cdnFileBytes)/1e6, b.cdnKeys)
+		d := fmt.Sprintf("%d keep-alive connections from one Go load generator on the same machine", b.cdnConns)
+		rows = append(rows,
+			Row{Name: "origin revalidating " + file + ": If-None-Match → 304", Value: r.cdn304, Unit: "req/s",
+				Reference: "nginx serving the same directory", ReferenceValue: r.nginx304, Ratio: r.nginx304 / r.cdn304, Target: target(1.25),
+				Detail: d + "; what a CDN asks when its copy's max-age is over; ratio = cost (1/throughput) over nginx's"},
+			Row{Name: "origin filling a cache with " + file + ": full GET → 200", Value: r.cdn200, Unit: "req/s",
+				Reference: "nginx serving the same directory", ReferenceValue: r.nginx200, Ratio: r.nginx200 / r.cdn200, Target: target(1.25),
+				Detail: d + "; what a CDN asks on a miss"})
+	}
 	return rows
 }
