@@ -48,10 +48,11 @@ type Config struct {
 	StreamMaxAge time.Duration `env:"VOUCH_KEYS_STREAM_MAX_AGE, default=72h"`
 }
 
-// withDefaults fills what a Config built in code left zero.
+// withDefaults fills what a Config built in code left zero, with the
+// environment's defaults (TestUnitDefaults holds the two equal).
 func (c Config) withDefaults() Config {
 	if c.Batch == 0 {
-		c.Batch = 500
+		c.Batch = 2000
 	}
 	if c.BatchWait == 0 {
 		c.BatchWait = 200 * time.Millisecond
@@ -60,7 +61,7 @@ func (c Config) withDefaults() Config {
 		c.Consumer = "vouch-store"
 	}
 	if c.Readers == 0 {
-		c.Readers = 1
+		c.Readers = 2
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sethvargo/go-envconfig"
 
 	"github.com/vouch-nl/vouch/internal/exposure"
 )
@@ -534,10 +535,18 @@ func TestUnitRunEndsWithItsReaders(t *testing.T) {
 // left zero, and keeps what it set.
 func TestUnitDefaults(t *testing.T) {
 	t.Parallel()
-	want := Config{Batch: 500, BatchWait: 200 * time.Millisecond, Consumer: "vouch-store", Readers: 1, AckWait: 30 * time.Second,
+	want := Config{Batch: 2000, BatchWait: 200 * time.Millisecond, Consumer: "vouch-store", Readers: 2, AckWait: 30 * time.Second,
 		MaxAckPending: 20000, RetryMin: 100 * time.Millisecond, RetryMax: 15 * time.Second, StreamMaxAge: 72 * time.Hour}
 	if d := cmp.Diff(want, Config{}.withDefaults()); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+	// The same as an empty environment gives: one set of defaults.
+	var env Config
+	if err := envconfig.ProcessWith(t.Context(), &envconfig.Config{Target: &env, Lookuper: envconfig.MapLookuper(nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(env, Config{}.withDefaults()); d != "" {
+		t.Errorf("code's defaults differ from the environment's (-env +code):\n%s", d)
 	}
 	set := Config{Batch: 7, BatchWait: time.Second, Consumer: "c", Readers: 3, AckWait: time.Minute,
 		MaxAckPending: 70, RetryMin: time.Millisecond, RetryMax: time.Second, StreamMaxAge: 2 * time.Hour}
