@@ -102,20 +102,47 @@ func newDecoder(b []byte, label string) *decoder {
 		return d
 	}
 	// A label of ours has the form vouch/<type>/v<version>; anything else
-	// is not a message of ours at all.
-	parts := strings.Split(got, "/")
-	if len(parts) != 3 || parts[0]+"/" != labelPrefix || parts[1] == "" || len(parts[2]) < 2 || parts[2][0] != 'v' ||
-		strings.Trim(parts[2][1:], "0123456789") != "" {
+	// is not a message of ours at all. A label of that form names another
+	// type or another version of ours.
+	kind, ok := labelKind(got)
+	switch {
+	case !ok:
 		d.err = errMalformed
-		return d
-	}
-	kind := got[:strings.LastIndexByte(got, '/')+1]
-	if strings.HasPrefix(label, kind) {
+	case strings.HasPrefix(label, kind):
 		d.err = errUnknownVersion
-	} else {
+	default:
 		d.err = errWrongType
 	}
 	return d
+}
+
+// labelKind checks the v1 label grammar (docs/protocol.md §2) and returns
+// the label up to its version, "vouch/<type>/". The type is one or more
+// lowercase ASCII letters, digits and hyphens; the version decimal digits
+// without a leading zero, not 0. One grammar, so that a verifier in any
+// language gives an odd label the same reason: "vouch/Bundle/v1" and
+// "vouch/bundle/v01" are not labels of ours (malformed), not another type
+// or version.
+func labelKind(s string) (string, bool) {
+	rest, ok := strings.CutPrefix(s, labelPrefix)
+	if !ok {
+		return "", false
+	}
+	typ, version, ok := strings.Cut(rest, "/v")
+	if !ok || typ == "" || version == "" || version[0] == '0' {
+		return "", false
+	}
+	for _, c := range []byte(typ) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return "", false
+		}
+	}
+	for _, c := range []byte(version) {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	return labelPrefix + typ + "/", true
 }
 
 func (d *decoder) bytes(max int) []byte {

@@ -18,13 +18,17 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/phonecode"
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/testpki"
@@ -36,14 +40,59 @@ var update = flag.Bool("update", false, "regenerate testdata/bundle (new keys, n
 
 const vectorDir = "../../testdata/bundle"
 
+// The vector sets: the back end's (with CRLs) and what a phone sees
+// offline (no CRLs), beside each other in testdata/bundle.
+const (
+	backEndSet = "vectors.json"
+	phoneSet   = "vectors-phone.json"
+)
+
+// TestVectors checks every case of both sets, and every trust case of the
+// back end's, against this implementation: what a second implementation
+// must reproduce.
 func TestVectors(t *testing.T) {
 	if *update {
 		writeVectors(t)
 	}
-	vec, v := loadVectors(t)
-	now := vec.Now
 	seen := map[protocol.Reason]bool{}
-	for _, c := range vec.Cases {
+	for _, set := range []string{backEndSet, phoneSet} {
+		t.Run(set, func(t *testing.T) {
+			vec, v := loadVectorSet(t, set)
+			runCases(t, v, vec.Now, vec.Cases, seen)
+			for _, tc := range vec.TrustCases {
+				t.Run("trust/"+tc.Name, func(t *testing.T) {
+					tr, err := vec.LoadTrustCase(tc)
+					var tv *protocol.Verifier
+					if err == nil {
+						tv, err = protocol.NewVerifier(tr)
+					}
+					switch {
+					case tc.Want == trust.TrustRefused && err == nil:
+						t.Fatal("configuration accepted, want refused")
+					case tc.Want == trust.TrustRefused:
+						t.Logf("refused: %v", err)
+						return
+					case err != nil:
+						t.Fatalf("configuration refused, want accepted: %v", err)
+					}
+					runCases(t, tv, vec.Now, tc.Cases, seen)
+				})
+			}
+		})
+	}
+	// Every reason in the catalogue has a vector: a reason no vector
+	// produces is either dead or untested.
+	for _, r := range protocol.Reasons() {
+		if !seen[r] {
+			t.Errorf("no vector yields %q", r)
+		}
+	}
+}
+
+// runCases verifies each case at now and checks its verdict.
+func runCases(t *testing.T, v *protocol.Verifier, now time.Time, cases []trust.Case, seen map[protocol.Reason]bool) {
+	t.Helper()
+	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			raw, err := os.ReadFile(c.Bundle)
 			if err != nil {
@@ -68,19 +117,117 @@ func TestVectors(t *testing.T) {
 			}
 		})
 	}
-	// Every reason in the catalogue has a vector: a reason no vector
-	// produces is either dead or untested.
-	for _, r := range protocol.Reasons() {
-		if !seen[r] {
-			t.Errorf("no vector yields %q", r)
+}
+
+// TestPhoneVectors: the phone's set is the back end's without CRLs. It has
+// every case of the back end's set, with the same verdict except where only
+// the back end can refuse (a revoked card or CA, a CA whose CRL is missing):
+// offline those bundles are accepted, and the back end refuses them at
+// upload.
+func TestPhoneVectors(t *testing.T) {
+	back, _ := loadVectorSet(t, backEndSet)
+	phone, _ := loadVectorSet(t, phoneSet)
+	if back.Mode != trust.ModeBackEnd || phone.Mode != trust.ModePhone {
+		t.Fatalf("modes %q and %q", back.Mode, phone.Mode)
+	}
+	if len(phone.Trust.CRLs) != 0 || len(phone.TrustCases) != 0 {
+		t.Fatal("the phone's set configures CRLs or trust cases")
+	}
+	withoutCRLs := back.Trust
+	withoutCRLs.CRLs = nil
+	a, _ := json.Marshal(withoutCRLs)
+	b, _ := json.Marshal(phone.Trust)
+	if string(a) != string(b) || !back.Now.Equal(phone.Now) {
+		t.Errorf("the phone's trust or now is not the back end's without CRLs:\n%s\n%s", a, b)
+	}
+	want := map[string]string{}
+	for _, c := range back.Cases {
+		switch protocol.Reason(c.Want) {
+		case protocol.ReasonCertRevoked, protocol.ReasonRevocationUnknown:
+			want[c.Name] = string(protocol.ReasonOK)
+		default:
+			want[c.Name] = c.Want
 		}
 	}
+	backOnly := 0
+	for _, c := range phone.Cases {
+		w, ok := want[c.Name]
+		if !ok {
+			t.Errorf("phone case %s is not in the back end's set", c.Name)
+		}
+		if c.Want != w {
+			t.Errorf("phone case %s wants %q, want %q", c.Name, c.Want, w)
+		}
+		if c.Want != back.Cases[slices.IndexFunc(back.Cases, func(b trust.Case) bool { return b.Name == c.Name })].Want {
+			backOnly++
+		}
+		delete(want, c.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("back-end cases missing from the phone's set: %v", slices.Sorted(maps.Keys(want)))
+	}
+	if backOnly < 4 {
+		t.Errorf("%d cases differ between the sets; want the four that depend on CRLs", backOnly)
+	}
+}
+
+// TestReasonTextsFile: testdata/bundle/reasons.json, which phones show,
+// holds for every reason exactly the texts the back office shows
+// (Reason.Text) in every language of the catalogue.
+func TestReasonTextsFile(t *testing.T) {
+	var file reasonTexts
+	if err := json.Unmarshal(readFile(t, "reasons.json"), &file); err != nil {
+		t.Fatal(err)
+	}
+	want := makeReasonTexts()
+	if !slices.Equal(file.Languages, want.Languages) {
+		t.Errorf("languages %v, catalogue %v", file.Languages, want.Languages)
+	}
+	for _, r := range protocol.Reasons() {
+		for _, lang := range want.Languages {
+			if got := file.Reasons[string(r)][lang]; got != r.Text(lang) {
+				t.Errorf("%s in %s: file says %q, the back office %q (regenerate with -update)", r, lang, got, r.Text(lang))
+			}
+		}
+	}
+	if len(file.Reasons) != len(protocol.Reasons()) {
+		t.Errorf("%d reasons in the file, %d in the protocol", len(file.Reasons), len(protocol.Reasons()))
+	}
+}
+
+// reasonTexts is the format of testdata/bundle/reasons.json.
+type reasonTexts struct {
+	Description string                       `json:"description"`
+	Languages   []string                     `json:"languages"`
+	Reasons     map[string]map[string]string `json:"reasons"` // code → language → text
+}
+
+func makeReasonTexts() reasonTexts {
+	rt := reasonTexts{
+		Description: "What each verdict of docs/protocol.md §8 means to a person, in each language, exactly as the back office and " +
+			"'vouch bundle verify' show it (internal/i18n, message reason.<code>). A phone shows the same words.",
+		Languages: i18n.Default().Languages(),
+		Reasons:   map[string]map[string]string{},
+	}
+	for _, r := range protocol.Reasons() {
+		rt.Reasons[string(r)] = map[string]string{}
+		for _, lang := range rt.Languages {
+			rt.Reasons[string(r)][lang] = r.Text(lang)
+		}
+	}
+	return rt
 }
 
 // loadVectors reads testdata/bundle/vectors.json into a verifier.
 func loadVectors(t testing.TB) (*trust.Vectors, *protocol.Verifier) {
 	t.Helper()
-	vec, tr, err := trust.LoadVectors(filepath.Join(vectorDir, "vectors.json"))
+	return loadVectorSet(t, backEndSet)
+}
+
+// loadVectorSet reads one vector set of testdata/bundle into a verifier.
+func loadVectorSet(t testing.TB, set string) (*trust.Vectors, *protocol.Verifier) {
+	t.Helper()
+	vec, tr, err := trust.LoadVectors(filepath.Join(vectorDir, set))
 	if err != nil {
 		t.Fatalf("%v (regenerate with go test ./internal/protocol -run TestVectors -update)", err)
 	}
@@ -165,12 +312,18 @@ func (g *gen) crafted(key crypto.Signer, caName string, edit func(*x509.Certific
 	return cert
 }
 
+// onset is the date days after the UTC date of the vectors' statements
+// (issued an hour before now), as a symptom onset.
+func (g *gen) onset(days int) string {
+	return g.now.Add(-time.Hour).UTC().Truncate(24 * time.Hour).AddDate(0, 0, days).Format(time.DateOnly)
+}
+
 // signed makes a statement for cert, edited, signed by key.
 func (g *gen) signed(key crypto.Signer, cert *x509.Certificate, edit func(*protocol.Statement)) (*protocol.Statement, []byte, []byte) {
 	var id [16]byte
 	h := sha256.Sum256(cert.Raw)
 	copy(id[:], h[:16])
-	st, err := protocol.NewStatement("NL", id, phonecode.FromPublicKey(g.phone), g.now.Add(-time.Hour), "2026-11-18", cert.Raw)
+	st, err := protocol.NewStatement("NL", id, phonecode.FromPublicKey(g.phone), g.now.Add(-time.Hour), g.onset(-4), cert.Raw)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -302,8 +455,10 @@ func writeVectors(t *testing.T) {
 	g := &gen{t: t, pki: pki, now: made.Add(2 * time.Hour), att: att, phone: phoneKey("vouch test phone"),
 		keys: map[string]*rsa.PrivateKey{}, certs: map[string]*x509.Certificate{}}
 	os.RemoveAll(vectorDir)
-	if err := os.MkdirAll(filepath.Join(vectorDir, "cases"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{"cases", "crls"} {
+		if err := os.MkdirAll(filepath.Join(vectorDir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	write := func(name string, b []byte) {
 		if err := os.WriteFile(filepath.Join(vectorDir, name), b, 0o644); err != nil {
@@ -320,6 +475,12 @@ func writeVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And one the root revokes whose own CRL is not configured: a card
+	// from it shows which is checked first, the card or its CA.
+	revokedNoCRLCA, err := pki.AddCA("care-provider-revoked-no-crl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Named as in a card manifest, so the vectors trust the files the way a
 	// test deployment of the SoftHSM cards does.
 	files := &testpki.Manifest{RootCA: "root.pem", CAs: map[string]string{testpki.CACareProvider: "care-provider-ca.pem"},
@@ -330,13 +491,14 @@ func writeVectors(t *testing.T) {
 	}
 	write("root.pem", testpki.CertPEM(pki.Root.Cert))
 	write("care-provider-ca.pem", append(append(testpki.CertPEM(pki.CAs[testpki.CACareProvider].Cert),
-		testpki.CertPEM(revokedCA.Cert)...), testpki.CertPEM(noCRLCA.Cert)...))
+		testpki.CertPEM(revokedCA.Cert)...), append(testpki.CertPEM(noCRLCA.Cert), testpki.CertPEM(revokedNoCRLCA.Cert)...)...))
 	pubDER, _ := x509.MarshalPKIXPublicKey(att.Public())
 	write("attestation.pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 	g.vec = trust.Vectors{
 		Description: "Vouch bundle test vectors (docs/protocol.md). Verify each case's bundle at 'now' with the phone key given, " +
 			"trusting the roots, the issuing CAs per card type, the attestation keys and the CRLs listed, under the named card profile and jurisdiction; " +
 			"the verdict must equal 'want'.",
+		Mode:  trust.ModeBackEnd,
 		Now:   g.now,
 		Trust: trust.Config{AttestationKeys: []string{"attestation.pub.pem"}, Jurisdiction: "NL", Profile: "test"},
 	}
@@ -361,7 +523,7 @@ func writeVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeCRL(testpki.CACareProvider, crl)
-	rootCRL, err := pki.CRL("root", []*big.Int{revokedCA.Cert.SerialNumber}, g.now)
+	rootCRL, err := pki.CRL("root", []*big.Int{revokedCA.Cert.SerialNumber, revokedNoCRLCA.Cert.SerialNumber}, g.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +664,7 @@ func writeVectors(t *testing.T) {
 		"issued-at":        func(s *protocol.Statement) { s.IssuedAt = s.IssuedAt.Add(time.Hour) },
 		"expires-at":       func(s *protocol.Statement) { s.ExpiresAt = s.ExpiresAt.Add(time.Hour) },
 		"consent":          func(s *protocol.Statement) { s.Consent = false },
-		"symptom-onset":    func(s *protocol.Statement) { s.SymptomOnset = "2026-11-01" },
+		"symptom-onset":    func(s *protocol.Statement) { s.SymptomOnset = g.onset(-10) },
 		"signer-cert-hash": func(s *protocol.Statement) { s.SignerCertHash[0] ^= 1 },
 	}
 	for field, edit := range tamper {
@@ -558,6 +720,11 @@ func writeVectors(t *testing.T) {
 		"onset-31-days-before": {issuedDay.Add(-protocol.MaxOnsetAge - 24*time.Hour).Format(time.DateOnly), protocol.ReasonSymptomOnset},
 		"onset-not-a-date":     {"2026-02-30", protocol.ReasonSymptomOnset},
 		"onset-other-format":   {"18-11-2026", protocol.ReasonSymptomOnset},
+		// At most 10 characters: longer is a field over its maximum.
+		"onset-11-chars": {g.onset(-4) + "0", protocol.ReasonMalformed},
+		"onset-9-chars":  {g.onset(-4)[:9], protocol.ReasonSymptomOnset},
+		"onset-slashes":  {strings.ReplaceAll(g.onset(-4), "-", "/"), protocol.ReasonSymptomOnset},
+		"onset-non-ascii": {g.onset(-4)[:9] + "\xc3", protocol.ReasonMalformed},
 	} {
 		// NewStatement refuses such onsets, so sign a hand-edited one.
 		k, c := g.card("gp")
@@ -688,9 +855,268 @@ func writeVectors(t *testing.T) {
 	field(gp.AttestationSignature)
 	g.add("certificate-list-with-ca", listed, phone, protocol.ReasonMalformed)
 
-	b, err := json.MarshalIndent(g.vec, "", "  ")
+	g.addRuleCases(key, certCase, raw, revokedNoCRLCA)
+	g.vec.TrustCases = g.trustCases(write, tf.CRLs, revokedCert)
+	writeJSON := func(name string, v any) {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(name, append(b, '\n'))
+	}
+	writeJSON(backEndSet, g.vec)
+	writeJSON(phoneSet, g.phoneVectors())
+	writeJSON("reasons.json", makeReasonTexts())
+}
+
+// addRuleCases adds the cases that pin the rules docs/protocol.md states
+// for a second implementation (issue 19): signature algorithms, validity
+// boundaries, basicConstraints, issuer names, the label grammar,
+// truncation, the card name's OID and the order of revocation checks.
+func (g *gen) addRuleCases(key *rsa.PrivateKey, certCase func(string, string, protocol.Reason, func(*x509.Certificate)), raw []byte, revokedNoCRLCA *testpki.CA) {
+	t, phone := g.t, g.phone
+	// Signature algorithms on certificates: RSA PKCS#1 v1.5 or ECDSA with
+	// SHA-256, -384 or -512; RSASSA-PSS and SHA-1 are not accepted.
+	for name, tt := range map[string]struct {
+		alg  x509.SignatureAlgorithm
+		want protocol.Reason
+	}{
+		"card-signed-rsa-pss-sha256": {x509.SHA256WithRSAPSS, protocol.ReasonCertSignature},
+		"card-signed-rsa-pss-sha512": {x509.SHA512WithRSAPSS, protocol.ReasonCertSignature},
+		"card-signed-sha1-rsa":       {x509.SHA1WithRSA, protocol.ReasonCertSignature},
+		"card-signed-sha384-rsa":     {x509.SHA384WithRSA, protocol.ReasonOK},
+		"card-signed-sha512-rsa":     {x509.SHA512WithRSA, protocol.ReasonOK},
+	} {
+		certCase(name, testpki.CACareProvider, tt.want, func(c *x509.Certificate) { c.SignatureAlgorithm = tt.alg })
+	}
+	// Validity is inclusive at both ends: notBefore <= now <= notAfter.
+	certCase("card-valid-until-now", testpki.CACareProvider, protocol.ReasonOK, func(c *x509.Certificate) { c.NotAfter = g.now })
+	certCase("card-expired-1s-ago", testpki.CACareProvider, protocol.ReasonCertExpired, func(c *x509.Certificate) { c.NotAfter = g.now.Add(-time.Second) })
+	certCase("card-valid-from-now", testpki.CACareProvider, protocol.ReasonOK, func(c *x509.Certificate) { c.NotBefore = g.now })
+	certCase("card-valid-from-1s-later", testpki.CACareProvider, protocol.ReasonCertNotYetValid, func(c *x509.Certificate) {
+		c.NotBefore = g.now.Add(time.Second)
+	})
+	// basicConstraints may be absent from a card certificate; when present,
+	// cA is false (card-ca-flag).
+	certCase("card-no-basic-constraints", testpki.CACareProvider, protocol.ReasonOK, func(c *x509.Certificate) { c.BasicConstraintsValid = false })
+	// The card name's OID CA: arcs without leading zeros.
+	certCase("card-name-oid-leading-zero", testpki.CACareProvider, protocol.ReasonCardNameMalformed, func(c *x509.Certificate) {
+		name := strings.Replace(testpki.Cards()[0].UZIName(), "2.16.528.", "2.16.0528.", 1)
+		san, _ := uzi.SANExtension(name)
+		c.ExtraExtensions = []pkix.Extension{san}
+	})
+	certCase("card-name-oid-one-arc", testpki.CACareProvider, protocol.ReasonCardNameMalformed, func(c *x509.Certificate) {
+		name := testpki.Cards()[0].UZIName()
+		san, _ := uzi.SANExtension("2" + name[strings.IndexByte(name, '-'):])
+		c.ExtraExtensions = []pkix.Extension{san}
+	})
+	// Issuer names are compared byte for byte: the CA's name encoded
+	// otherwise (UTF8String for PrintableString), signed by the CA's own
+	// key, is not the CA's name.
+	ca := g.pki.CAs[testpki.CACareProvider]
+	parent := *ca.Cert
+	parent.RawSubject = utf8Name(t, ca.Cert.RawSubject)
+	tmpl, _ := g.pki.Template(testpki.Cards()[0], testpki.UsageSign)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, &parent, key.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("vectors.json", append(b, '\n'))
+	reencoded, _ := x509.ParseCertificate(der)
+	g.add("card-issuer-name-other-encoding", g.bundleFor(key, reencoded, nil).Marshal(), phone, protocol.ReasonUnknownCA)
+	// Revocation: the card is checked before its CA. Its CA has no CRL
+	// (status unknown) and is revoked by the root: the card's reason wins.
+	k := mustRSA(t)
+	tmpl, _ = g.pki.Template(testpki.Cards()[0], testpki.UsageSign)
+	underRevoked, err := g.pki.IssueFrom(tmpl, revokedNoCRLCA.Name, k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.add("card-unknown-under-revoked-ca", g.bundleFor(k, underRevoked, nil).Marshal(), phone, protocol.ReasonRevocationUnknown)
+
+	// The label grammar: vouch/<type>/v<version>, type [a-z0-9-]+, version
+	// decimal without a leading zero; at most 64 bytes.
+	relabel := func(label string) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(label)))
+		return append(append(b, label...), raw[4+len(protocol.LabelBundle):]...)
+	}
+	long := func(n int) string { return "vouch/" + strings.Repeat("x", n-len("vouch//v1")) + "/v1" }
+	for name, tt := range map[string]struct {
+		label string
+		want  protocol.Reason
+	}{
+		"label-type-uppercase":       {"vouch/Bundle/v1", protocol.ReasonMalformed},
+		"label-prefix-uppercase":     {"Vouch/bundle/v1", protocol.ReasonMalformed},
+		"label-version-uppercase-v":  {"vouch/bundle/V1", protocol.ReasonMalformed},
+		"label-version-leading-zero": {"vouch/bundle/v01", protocol.ReasonMalformed},
+		"label-version-zero":         {"vouch/bundle/v0", protocol.ReasonMalformed},
+		"label-version-missing":      {"vouch/bundle/v", protocol.ReasonMalformed},
+		"label-extra-segment":        {"vouch/bundle/v1/x", protocol.ReasonMalformed},
+		"label-type-empty":           {"vouch//v1", protocol.ReasonMalformed},
+		"label-type-non-ascii":       {"vouch/b\xc3\xbcndle/v1", protocol.ReasonMalformed},
+		"label-version-large":        {"vouch/bundle/v18446744073709551616", protocol.ReasonUnknownVersion},
+		"label-type-hyphen-digit":    {"vouch/key-upload2/v1", protocol.ReasonWrongType},
+		"label-64-bytes":             {long(64), protocol.ReasonWrongType},
+		"label-65-bytes":             {long(65), protocol.ReasonMalformed},
+	} {
+		g.add(name, relabel(tt.label), phone, tt.want)
+	}
+	// Truncation: one or more bytes that begin a bundle's label; zero
+	// bytes are malformed (the "empty" case).
+	g.add("truncated-in-length", raw[:2], phone, protocol.ReasonTruncated)
+	g.add("truncated-in-label", raw[:4+8], phone, protocol.ReasonTruncated)
+	g.add("one-byte-not-a-length", []byte{0xff}, phone, protocol.ReasonMalformed)
+}
+
+// utf8Name re-encodes a DER Name with every PrintableString as a
+// UTF8String: the same name to RFC 5280's comparison, other bytes.
+func utf8Name(t *testing.T, raw []byte) []byte {
+	type atv struct {
+		Type  asn1.ObjectIdentifier
+		Value asn1.RawValue
+	}
+	type rdnSET []atv
+	var in []rdnSET
+	if _, err := asn1.Unmarshal(raw, &in); err != nil {
+		t.Fatal(err)
+	}
+	for _, rdn := range in {
+		for i := range rdn {
+			if rdn[i].Value.Tag == asn1.TagPrintableString {
+				rdn[i].Value = asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagUTF8String, Bytes: rdn[i].Value.Bytes}
+			}
+		}
+	}
+	out, err := asn1.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(out, raw) {
+		t.Fatal("name not re-encoded")
+	}
+	return out
+}
+
+// trustCases makes the back end's trust cases: CRL lists that must be
+// refused or taken (each replacing the care-provider CA's CRL in the set's
+// list), a root that is not the test PKI's, and another set of
+// professions.
+func (g *gen) trustCases(write func(string, []byte), crls []string, revokedCert *x509.Certificate) []trust.TrustCase {
+	t, now := g.t, g.now
+	const caName = testpki.CACareProvider
+	valid := trust.Case{Name: "valid-gp", Bundle: "cases/valid-gp.bin", PhoneKeyHex: hex.EncodeToString(g.phone), Want: string(protocol.ReasonOK)}
+	revokedCase := trust.Case{Name: "card-revoked", Bundle: "cases/card-revoked.bin", PhoneKeyHex: hex.EncodeToString(g.phone), Want: string(protocol.ReasonCertRevoked)}
+	gpRevoked := valid
+	gpRevoked.Want = string(protocol.ReasonCertRevoked)
+	entry := func(c *x509.Certificate, at time.Time) x509.RevocationListEntry {
+		return x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: at}
+	}
+	revokedEntry := []x509.RevocationListEntry{entry(revokedCert, now.Add(-time.Hour))}
+	// crl writes a CRL of caName (or another CA) made from tmpl.
+	crl := func(file, ca string, tmpl x509.RevocationList) string {
+		der, err := g.pki.CRLWith(ca, tmpl)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		name := "crls/" + file + ".crl"
+		write(name, der)
+		return name
+	}
+	std := func(number int64, this, next time.Time) x509.RevocationList {
+		return x509.RevocationList{Number: big.NewInt(number), ThisUpdate: this, NextUpdate: next, RevokedCertificateEntries: revokedEntry}
+	}
+	week := now.Add(7 * 24 * time.Hour)
+	// with replaces the care-provider CA's CRL in the set's list.
+	with := func(files ...string) json.RawMessage {
+		var list []string
+		for _, f := range crls {
+			if f == caName+".crl" {
+				list = append(list, files...)
+			} else {
+				list = append(list, f)
+			}
+		}
+		b, _ := json.Marshal(map[string][]string{"crls": list})
+		return b
+	}
+	ext := func(id asn1.ObjectIdentifier, critical bool, value []byte) x509.RevocationList {
+		l := std(2, now.Add(-time.Minute), week)
+		l.ExtraExtensions = []pkix.Extension{{Id: id, Critical: critical, Value: value}}
+		return l
+	}
+	algo := func(a x509.SignatureAlgorithm) x509.RevocationList {
+		l := std(2, now.Add(-time.Minute), week)
+		l.SignatureAlgorithm = a
+		return l
+	}
+	noNumber := std(0, now.Add(-time.Minute), week)
+	noNumber.Number = nil
+	futureRevocation := std(2, now.Add(-time.Minute), week)
+	futureRevocation.RevokedCertificateEntries = append(futureRevocation.RevokedCertificateEntries, entry(g.certs["gp"], now.Add(24*time.Hour)))
+	accepted := func(name string, trustKeys json.RawMessage, cases ...trust.Case) trust.TrustCase {
+		return trust.TrustCase{Name: name, Trust: trustKeys, Want: trust.TrustAccepted, Cases: cases}
+	}
+	refused := func(name string, trustKeys json.RawMessage) trust.TrustCase {
+		return trust.TrustCase{Name: name, Trust: trustKeys, Want: trust.TrustRefused}
+	}
+	pharmacist, _ := testpki.CardByName("pharmacist")
+	professions, _ := json.Marshal(map[string][]string{"professions": append(uzi.DefaultVouchProfessions(), pharmacist.Role[:2])})
+	write("rogue-root.pem", testpki.CertPEM(g.pki.Rogue.Cert))
+	roots, _ := json.Marshal(map[string][]string{"roots": {"root.pem", "rogue-root.pem"}})
+	return []trust.TrustCase{
+		// Boundaries: a CRL is current up to and including its nextUpdate,
+		// and may be dated up to and including 5 minutes ahead.
+		accepted("crl-next-update-now", with(crl("next-update-now", caName, std(2, now.Add(-time.Hour), now))), valid, revokedCase),
+		refused("crl-next-update-1s-ago", with(crl("next-update-1s-ago", caName, std(2, now.Add(-time.Hour), now.Add(-time.Second))))),
+		accepted("crl-this-update-in-5m", with(crl("this-update-in-5m", caName, std(2, now.Add(5*time.Minute), week))), valid, revokedCase),
+		refused("crl-this-update-in-5m1s", with(crl("this-update-in-5m1s", caName, std(2, now.Add(5*time.Minute+time.Second), week)))),
+		// The list is a series of updates, in order: each CRL of an issuer
+		// replaces the one before unless it is older by number or by
+		// thisUpdate, which refuses the configuration.
+		accepted("crl-series-newer-revokes", with(
+			crl("series-1-empty", caName, x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-2 * time.Hour), NextUpdate: week}),
+			crl("series-2-revokes", caName, std(2, now.Add(-time.Hour), week))), valid, revokedCase),
+		refused("crl-series-older-number-after", with(
+			crl("series-2-revokes", caName, std(2, now.Add(-time.Hour), week)),
+			crl("series-1-empty", caName, x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-2 * time.Hour), NextUpdate: week}))),
+		refused("crl-series-number-up-this-update-down", with(
+			crl("series-2-revokes", caName, std(2, now.Add(-time.Hour), week)),
+			crl("series-3-earlier", caName, std(3, now.Add(-2*time.Hour), week)))),
+		// Complete lists only, numbered, with a nextUpdate, signed with an
+		// accepted algorithm by a configured CA.
+		refused("crl-delta", with(crl("delta", caName, ext(asn1.ObjectIdentifier{2, 5, 29, 27}, true, []byte{0x02, 0x01, 0x01})))),
+		refused("crl-issuing-distribution-point", with(crl("issuing-distribution-point", caName, ext(asn1.ObjectIdentifier{2, 5, 29, 28}, true, []byte{0x30, 0x00})))),
+		refused("crl-unknown-critical-extension", with(crl("unknown-critical-extension", caName, ext(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 2}, true, []byte{0x05, 0x00})))),
+		accepted("crl-unknown-non-critical-extension", with(crl("unknown-non-critical-extension", caName, ext(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 2}, false, []byte{0x05, 0x00}))), valid, revokedCase),
+		refused("crl-no-number", with(crl("no-number", caName, noNumber))),
+		refused("crl-sha1", with(crl("sha1", caName, algo(x509.SHA1WithRSA)))),
+		refused("crl-rsa-pss", with(crl("rsa-pss", caName, algo(x509.SHA256WithRSAPSS)))),
+		accepted("crl-sha384", with(crl("sha384", caName, algo(x509.SHA384WithRSA))), valid, revokedCase),
+		refused("crl-of-unconfigured-ca", with(crl("unconfigured-ca", testpki.CAUnknown, std(2, now.Add(-time.Minute), week)))),
+		// A listed serial is revoked whatever its revocation date.
+		accepted("crl-revocation-date-in-future", with(crl("revocation-date-in-future", caName, futureRevocation)), gpRevoked, revokedCase),
+		// The test profile trusts only roots with the test PKI's mark.
+		refused("root-without-test-mark", roots),
+		// Professions replace the default list.
+		accepted("professions-with-pharmacist", professions,
+			trust.Case{Name: "card-pharmacist", Bundle: "cases/card-pharmacist.bin", PhoneKeyHex: hex.EncodeToString(g.phone), Want: string(protocol.ReasonOK)}),
+	}
+}
+
+// phoneVectors is the back end's set as a phone sees it: no CRLs, so the
+// cases that only revocation refuses are accepted.
+func (g *gen) phoneVectors() trust.Vectors {
+	v := g.vec
+	v.Description = "Vouch bundle test vectors as a phone verifies offline (docs/protocol.md §6, phone mode): the back end's set " +
+		"(vectors.json) without CRLs. Verify each case's bundle at 'now' with the phone key given; the verdict must equal 'want'."
+	v.Mode = trust.ModePhone
+	v.Trust.CRLs = nil
+	v.TrustCases = nil
+	v.Cases = slices.Clone(g.vec.Cases)
+	for i, c := range v.Cases {
+		switch protocol.Reason(c.Want) {
+		case protocol.ReasonCertRevoked, protocol.ReasonRevocationUnknown:
+			v.Cases[i].Want = string(protocol.ReasonOK)
+		}
+	}
+	return v
 }

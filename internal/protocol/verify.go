@@ -247,6 +247,13 @@ func verifyChain(certs []*x509.Certificate) (caChain, error) {
 	if !ch.notBefore.Before(ch.notAfter) {
 		return ch, errors.New("its certificates are never valid at the same time")
 	}
+	// Every signature on the path is one of the accepted algorithms; the
+	// root's own signature is not checked (it is trusted as configured).
+	for _, c := range certs[:len(certs)-1] {
+		if !revocation.SignatureAccepted(c.SignatureAlgorithm) {
+			return ch, fmt.Errorf("%q is signed with %s, which is not accepted", c.Subject, c.SignatureAlgorithm)
+		}
+	}
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	roots.AddCert(certs[len(certs)-1])
 	for _, c := range certs[1 : len(certs)-1] {
@@ -380,6 +387,12 @@ func (v *Verifier) issued(der []byte) (*verifiedCard, *Refusal) {
 	}
 	if signer == nil {
 		return nil, refuse(ReasonCertSignature, sigErr)
+	}
+	// The CA's signature verified, but only the listed algorithms count
+	// (docs/protocol.md §6): x509 also accepts RSASSA-PSS and Ed25519,
+	// which no UZI CA signs with and which a phone may not verify.
+	if !revocation.SignatureAccepted(c.SignatureAlgorithm) {
+		return nil, refuse(ReasonCertSignature, fmt.Errorf("signed with %s, which is not accepted", c.SignatureAlgorithm))
 	}
 	vc := &verifiedCard{cert: c, critical: criticalUnknown(c)}
 	for _, cand := range cas {

@@ -100,7 +100,7 @@ func Parse(der []byte, cas []*x509.Certificate, now time.Time) (*CRL, error) {
 		return nil, fmt.Errorf("revocation: CRL of %q: its issuer is not a configured CA", crl.Issuer)
 	}
 	name := issuer.Subject
-	if !slices.Contains(signatureAlgorithms, crl.SignatureAlgorithm) {
+	if !SignatureAccepted(crl.SignatureAlgorithm) {
 		// x509 accepts SHA-1 on CRLs, though not on certificates.
 		return nil, fmt.Errorf("revocation: CRL of %s is signed with %s, which is not accepted", name, crl.SignatureAlgorithm)
 	}
@@ -120,12 +120,21 @@ func Parse(der []byte, cas []*x509.Certificate, now time.Time) (*CRL, error) {
 	return &CRL{List: crl, Issuer: issuer, DER: der}, nil
 }
 
-// signatureAlgorithms are those a CRL may be signed with: what the x509
-// package accepts on certificates.
+// signatureAlgorithms are those a CRL or a certificate may be signed with
+// (docs/protocol.md §6, "Signature algorithms"): RSA PKCS#1 v1.5 and ECDSA,
+// each with SHA-256, SHA-384 or SHA-512. The UZI CAs sign with RSA PKCS#1
+// v1.5 and SHA-256; RSASSA-PSS and Ed25519, which x509 would accept, no UZI
+// CA uses, and a phone's platform verifier may lack them.
 var signatureAlgorithms = []x509.SignatureAlgorithm{
 	x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
-	x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS,
-	x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512, x509.PureEd25519,
+	x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512,
+}
+
+// SignatureAccepted reports whether a certificate or CRL signed with alg
+// may be used at all; the verifier of bundles applies the same list to
+// certificates.
+func SignatureAccepted(alg x509.SignatureAlgorithm) bool {
+	return slices.Contains(signatureAlgorithms, alg)
 }
 
 // IssuerKey names the CA whose key signed c, as Set files it.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(tr.Roots) != 1 || len(tr.AttestationKeys) != 1 || tr.Revocation == nil || tr.Profile.Name() != "test" ||
-		len(tr.IssuingCAs["Z"]) != 3 || len(tr.IssuingCAs["N"]) != 1 || len(tr.IssuingCAs) != 2 {
+		len(tr.IssuingCAs["Z"]) != 4 || len(tr.IssuingCAs["N"]) != 1 || len(tr.IssuingCAs) != 2 {
 		t.Errorf("loaded %+v", tr)
 	}
 	// A phone's trust has no CRLs and checks no revocation.
@@ -44,8 +45,8 @@ func TestLoad(t *testing.T) {
 	if tr, err := phone.Load(v.Now); err != nil || tr.Revocation != nil {
 		t.Errorf("without CRLs: revocation %v (%v), want none", tr.Revocation, err)
 	}
-	if got := len(tr.CAs()); got != 1+3+1 {
-		t.Errorf("CAs: %d, want the root, three care-provider CAs and the named-employee CA", got)
+	if got := len(tr.CAs()); got != 1+4+1 {
+		t.Errorf("CAs: %d, want the root, four care-provider CAs and the named-employee CA", got)
 	}
 	tests := []struct {
 		name string
@@ -130,5 +131,66 @@ func TestLoadRefusesUnnumberedCRL(t *testing.T) {
 	c.CRLs = []string{write("unnumbered.crl", unnumbered)}
 	if _, err := c.Load(now); err == nil || !strings.Contains(err.Error(), "no CRL number") {
 		t.Errorf("unnumbered CRL: %v", err)
+	}
+}
+
+// TestLoadVectors: the two sets load, each in its mode; a set's mode must
+// be known, a phone set may configure no CRLs, and a trust case replaces
+// exactly the keys it has.
+func TestLoadVectors(t *testing.T) {
+	t.Parallel()
+	back, tr, err := LoadVectors(vec + "vectors.json")
+	if err != nil || back.Mode != ModeBackEnd || tr.Revocation == nil || len(back.TrustCases) == 0 {
+		t.Fatalf("back-end set: mode %q, revocation %v, %d trust cases (%v)", back.Mode, tr.Revocation, len(back.TrustCases), err)
+	}
+	phone, tr, err := LoadVectors(vec + "vectors-phone.json")
+	if err != nil || phone.Mode != ModePhone || tr.Revocation != nil {
+		t.Fatalf("phone set: mode %q, revocation %v (%v)", phone.Mode, tr.Revocation, err)
+	}
+	// A trust case's "professions" replaces the set's (none: the default);
+	// its other keys stay the set's, CRLs included.
+	tc := TrustCase{Name: "t", Trust: json.RawMessage(`{"professions": ["17"]}`), Want: TrustAccepted}
+	got, err := back.LoadTrustCase(tc)
+	if err != nil || !slices.Equal(got.Profile.VouchProfessions(), []string{"17"}) || got.Revocation == nil || len(got.IssuingCAs) != 4 {
+		t.Errorf("trust case: professions %v, revocation %v, %d card types (%v)", got.Profile.VouchProfessions(), got.Revocation, len(got.IssuingCAs), err)
+	}
+	tc.Trust = json.RawMessage(`{"crls": []}`)
+	if got, err := back.LoadTrustCase(tc); err != nil || got.Revocation != nil {
+		t.Errorf("trust case without CRLs: revocation %v (%v)", got.Revocation, err)
+	}
+	tc.Trust = json.RawMessage(`{"crl": []}`)
+	if _, err := back.LoadTrustCase(tc); err == nil || !strings.Contains(err.Error(), "unknown field") {
+		t.Errorf("trust case with a misspelt key: %v", err)
+	}
+
+	for name, tt := range map[string]struct {
+		edit func(v map[string]any)
+		want string
+	}{
+		"no mode":             {func(v map[string]any) { delete(v, "mode") }, "mode"},
+		"unknown mode":        {func(v map[string]any) { v["mode"] = "tablet" }, "mode"},
+		"phone set with CRLs": {func(v map[string]any) { v["mode"] = ModePhone }, "no CRLs"},
+		"trust case want":     {func(v map[string]any) { v["trust_cases"].([]any)[0].(map[string]any)["want"] = "ok" }, "want"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b, err := os.ReadFile(vec + "vectors.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v map[string]any
+			if err := json.Unmarshal(b, &v); err != nil {
+				t.Fatal(err)
+			}
+			tt.edit(v)
+			b, _ = json.Marshal(v)
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "vectors.json"), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := LoadVectors(filepath.Join(dir, "vectors.json")); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
