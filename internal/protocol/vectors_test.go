@@ -315,7 +315,7 @@ func (g *gen) crafted(key crypto.Signer, caName string, edit func(*x509.Certific
 // onset is the date days after the UTC date of the vectors' statements
 // (issued an hour before now), as a symptom onset.
 func (g *gen) onset(days int) string {
-	return g.now.Add(-time.Hour).UTC().Truncate(24 * time.Hour).AddDate(0, 0, days).Format(time.DateOnly)
+	return g.now.Add(-time.Hour).UTC().Truncate(24*time.Hour).AddDate(0, 0, days).Format(time.DateOnly)
 }
 
 // signed makes a statement for cert, edited, signed by key.
@@ -721,9 +721,9 @@ func writeVectors(t *testing.T) {
 		"onset-not-a-date":     {"2026-02-30", protocol.ReasonSymptomOnset},
 		"onset-other-format":   {"18-11-2026", protocol.ReasonSymptomOnset},
 		// At most 10 characters: longer is a field over its maximum.
-		"onset-11-chars": {g.onset(-4) + "0", protocol.ReasonMalformed},
-		"onset-9-chars":  {g.onset(-4)[:9], protocol.ReasonSymptomOnset},
-		"onset-slashes":  {strings.ReplaceAll(g.onset(-4), "-", "/"), protocol.ReasonSymptomOnset},
+		"onset-11-chars":  {g.onset(-4) + "0", protocol.ReasonMalformed},
+		"onset-9-chars":   {g.onset(-4)[:9], protocol.ReasonSymptomOnset},
+		"onset-slashes":   {strings.ReplaceAll(g.onset(-4), "-", "/"), protocol.ReasonSymptomOnset},
 		"onset-non-ascii": {g.onset(-4)[:9] + "\xc3", protocol.ReasonMalformed},
 	} {
 		// NewStatement refuses such onsets, so sign a hand-edited one.
