@@ -66,6 +66,13 @@ func TestParseStatementBounds(t *testing.T) {
 		{"issued a second before 2000", func(s *stmt) { s.issued, s.expires = minTime-1, minTime+1 }, errTimeRange},
 		{"expires at the last second before 2100", func(s *stmt) { s.issued, s.expires = maxTime-2, maxTime-1 }, nil},
 		{"expires in 2100", func(s *stmt) { s.issued, s.expires = maxTime-2, maxTime }, errTimeRange},
+		// Symptom onset: at most 10 characters (longer is a field over its
+		// maximum); shorter, or 10 that are not a date in range, is errOnset.
+		{"onset of 10, the issue date", func(s *stmt) { s.onset = "2027-01-15" }, nil},
+		{"onset of 11", func(s *stmt) { s.onset = "2027-01-150" }, errFieldTooLarge},
+		{"onset of 9", func(s *stmt) { s.onset = "2027-01-1" }, errOnset},
+		{"onset of 1", func(s *stmt) { s.onset = "2" }, errOnset},
+		{"onset with a sign", func(s *stmt) { s.onset = "+027-01-15" }, errOnset},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +110,22 @@ func TestDecodeLabels(t *testing.T) {
 		{"a version that is not a number", label("vouch/bundle/vX"), errMalformed},
 		{"a version with a trailing space", label("vouch/bundle/v1 "), errMalformed},
 		{"a later version", label("vouch/bundle/v12"), errUnknownVersion},
+		// The grammar (docs/protocol.md §2): type [a-z0-9-]+, version
+		// [1-9][0-9]*; anything else is not a label of ours.
+		{"no input", nil, errMalformed},
+		{"one zero byte", []byte{0}, errTruncated},
+		{"one byte that begins no label length", []byte{1}, errMalformed},
+		{"a type in capitals", label("vouch/Bundle/v1"), errMalformed},
+		{"a prefix in capitals", label("VOUCH/bundle/v1"), errMalformed},
+		{"a version with a leading zero", label("vouch/bundle/v01"), errMalformed},
+		{"version zero", label("vouch/bundle/v0"), errMalformed},
+		{"a capital V", label("vouch/bundle/V1"), errMalformed},
+		{"a type with an underscore", label("vouch/key_upload/v1"), errMalformed},
+		{"a type with a hyphen and a digit", label("vouch/key-upload2/v1"), errWrongType},
+		{"a type of one digit", label("vouch/7/v1"), errWrongType},
+		{"a type with a slash", label("vouch/a/b/v1"), errMalformed},
+		{"an empty type", label("vouch//v1"), errMalformed},
+		{"a version beyond 64 bits", label("vouch/bundle/v18446744073709551616"), errUnknownVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +134,23 @@ func TestDecodeLabels(t *testing.T) {
 				t.Errorf("got %v, want %v", err, tt.want)
 			}
 		})
+	}
+	// The same grammar for every message: each decoder knows its own type.
+	for _, tt := range []struct {
+		parse func([]byte) error
+		label string
+		want  error
+	}{
+		{func(b []byte) error { _, err := ParseStatement(b); return err }, LabelBundle, errWrongType},
+		{func(b []byte) error { _, err := ParseStatement(b); return err }, "vouch/statement/v2", errUnknownVersion},
+		{func(b []byte) error { _, err := ParseStatement(b); return err }, "vouch/Statement/v1", errMalformed},
+		{func(b []byte) error { _, err := ParseAttestation(b); return err }, LabelStatement, errWrongType},
+		{func(b []byte) error { _, err := ParseAttestation(b); return err }, "vouch/attestation/v3", errUnknownVersion},
+		{func(b []byte) error { _, err := ParseAttestation(b); return err }, "vouch/attestation/v03", errMalformed},
+	} {
+		if err := tt.parse(label(tt.label, make([]byte, 100)...)); !errors.Is(err, tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.label, err, tt.want)
+		}
 	}
 }
 

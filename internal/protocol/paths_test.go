@@ -2,6 +2,8 @@ package protocol_test
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -191,5 +193,81 @@ func TestChainBundleRefused(t *testing.T) {
 	}
 	if _, err := v.VerifyCard(card.Raw, uzi.PurposeVouch, now); protocol.Verdict(err) != protocol.ReasonUnknownCA {
 		t.Errorf("card signed by the root: %q (%v)", protocol.Verdict(err), err)
+	}
+}
+
+// TestSignatureAlgorithms: certificates count only when signed with RSA
+// PKCS#1 v1.5 or ECDSA and SHA-256, -384 or -512 (docs/protocol.md §6,
+// "Signature algorithms"). A CA certificate on a path signed otherwise
+// refuses the configuration; a card certificate signed otherwise is
+// cert-signature-invalid, though x509 verifies RSASSA-PSS.
+func TestSignatureAlgorithms(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC().Truncate(time.Second)
+	pki, err := testpki.New(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caWith := func(alg x509.SignatureAlgorithm, pub crypto.PublicKey) *x509.Certificate {
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Vouch Test Z CA " + alg.String()},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true, SignatureAlgorithm: alg}, pki.Root.Cert, pub, pki.Root.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return c
+	}
+	for alg, ok := range map[x509.SignatureAlgorithm]bool{
+		x509.SHA256WithRSA: true, x509.SHA384WithRSA: true, x509.SHA512WithRSA: true,
+		x509.SHA256WithRSAPSS: false, x509.SHA384WithRSAPSS: false, x509.SHA1WithRSA: false,
+	} {
+		tr := testTrust(pki)
+		tr.IssuingCAs[uzi.CardCareProvider] = []*x509.Certificate{caWith(alg, mustRSA(t).Public())}
+		_, err := protocol.NewVerifier(tr)
+		if ok != (err == nil) {
+			t.Errorf("issuing CA signed with %s: %v, want accepted %v", alg, err, ok)
+		}
+	}
+	// An ECDSA issuing CA: its cards are signed with ECDSA.
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecCA := caWith(x509.SHA256WithRSA, ecKey.Public())
+	pki.CAs["ec"] = &testpki.CA{Name: "ec", Cert: ecCA, Key: ecKey}
+	tr := testTrust(pki)
+	tr.IssuingCAs[uzi.CardCareProvider] = []*x509.Certificate{pki.CAs[testpki.CACareProvider].Cert, ecCA}
+	v, err := protocol.NewVerifier(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := testpki.CardByName("gp")
+	for _, tt := range []struct {
+		ca   string
+		alg  x509.SignatureAlgorithm
+		want protocol.Reason
+	}{
+		{testpki.CACareProvider, x509.SHA256WithRSA, protocol.ReasonOK},
+		{testpki.CACareProvider, x509.SHA512WithRSA, protocol.ReasonOK},
+		{testpki.CACareProvider, x509.SHA256WithRSAPSS, protocol.ReasonCertSignature},
+		{testpki.CACareProvider, x509.SHA1WithRSA, protocol.ReasonCertSignature},
+		{"ec", x509.ECDSAWithSHA256, protocol.ReasonOK},
+		{"ec", x509.ECDSAWithSHA384, protocol.ReasonOK},
+		{"ec", x509.ECDSAWithSHA512, protocol.ReasonOK},
+		{"ec", x509.ECDSAWithSHA1, protocol.ReasonCertSignature},
+	} {
+		tmpl, err := pki.Template(c, testpki.UsageSign)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.SignatureAlgorithm = tt.alg
+		card, err := pki.IssueFrom(tmpl, tt.ca, mustRSA(t).Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.VerifyCard(card.Raw, uzi.PurposeVouch, now); protocol.Verdict(err) != tt.want {
+			t.Errorf("card signed with %s: %q (%v), want %q", tt.alg, protocol.Verdict(err), err, tt.want)
+		}
 	}
 }
