@@ -1,7 +1,8 @@
 // Package retention deletes what Vouch keeps no longer: published keys
 // past the days published, authorizations after 30 days, expired login
 // challenges and sessions, the ingest's HTTP access logs after 48 hours and
-// audit rows after six years. `vouch cleanup` runs it once or in a loop.
+// audit rows after six years, then checks that the audit chain still holds
+// (vouch_audit_chain_ok). `vouch cleanup` runs it once or in a loop.
 //
 // Each rule runs on its own: one that fails (a full disk, a lock) is
 // reported and the others still delete.
@@ -99,6 +100,11 @@ type Cleaner struct {
 	now     func() time.Time
 	log     *slog.Logger
 	deleted *prometheus.CounterVec
+	// chainOK and chainChecked are what the last audit chain check found
+	// (VerifyAudit): an operator's alert needs both a broken chain and a
+	// check that stopped running.
+	chainOK      prometheus.Gauge
+	chainChecked prometheus.Gauge
 }
 
 // New checks cfg and returns a Cleaner. now is the clock (nil: time.Now);
@@ -111,9 +117,14 @@ func New(cfg Config, db DB, now func() time.Time, reg prometheus.Registerer, log
 		now = time.Now
 	}
 	c := &Cleaner{cfg: cfg.withDefaults(), db: db, now: now, log: log,
-		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_cleanup_deleted_total", Help: "Rows and files deleted past retention."}, []string{"what"})}
+		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_cleanup_deleted_total", Help: "Rows and files deleted past retention."}, []string{"what"}),
+		chainOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_audit_chain_ok",
+			Help: "1 if the audit chain held at the last check, 0 if it was broken (vouch audit verify says where)."}),
+		chainChecked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_audit_chain_checked_timestamp_seconds",
+			Help: "When the audit chain was last checked to the end, whatever the result."}),
+	}
 	if reg != nil {
-		reg.MustRegister(c.deleted)
+		reg.MustRegister(c.deleted, c.chainOK, c.chainChecked)
 	}
 	return c, nil
 }
@@ -160,9 +171,46 @@ func (c *Cleaner) Once(ctx context.Context) (Report, error) {
 			errs = append(errs, err)
 		}
 	}
+	// After the prune: the anchor it left is where the check starts.
+	if _, err := c.VerifyAudit(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
 	c.log.Info("cleanup: done", "keys", rep.Keys, "authorizations", rep.Authorizations, "login_challenges", rep.Challenges,
 		"sessions", rep.Sessions, "access_logs", rep.AccessLogs, "audit_rows", rep.AuditRows)
 	return rep, errors.Join(errs...)
+}
+
+// VerifyAudit recomputes the whole audit chain (audit.Verify) on one
+// snapshot and sets vouch_audit_chain_ok and its timestamp, so that a
+// broken chain pages someone instead of waiting for an auditor's verify.
+// A chain that does not hold is an error wrapping the audit.Problem; one
+// that could not be read leaves the gauges as they were.
+func (c *Cleaner) VerifyAudit(ctx context.Context, now time.Time) (audit.Report, error) {
+	var rep audit.Report
+	err := pgx.BeginFunc(ctx, c.db, func(tx pgx.Tx) error {
+		// One snapshot: rows appended meanwhile neither help nor hide.
+		if _, err := tx.Exec(ctx, `set transaction isolation level repeatable read, read only`); err != nil {
+			return err
+		}
+		var err error
+		rep, err = audit.Verify(ctx, tx, nil)
+		return err
+	})
+	var p audit.Problem
+	switch {
+	case errors.As(err, &p):
+		c.chainOK.Set(0)
+	case err != nil:
+		return rep, fmt.Errorf("retention: audit chain check: %w", err)
+	default:
+		c.chainOK.Set(1)
+	}
+	c.chainChecked.Set(float64(now.Unix()))
+	if err != nil {
+		c.log.Error("cleanup: the audit chain does not hold; run vouch audit verify", "seq", p.Seq, "kind", p.Kind)
+		return rep, fmt.Errorf("retention: %w", err)
+	}
+	return rep, nil
 }
 
 // Keys deletes the keys that stopped being valid KeysMaxAgeDays ago or

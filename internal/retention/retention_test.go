@@ -3,6 +3,7 @@ package retention
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vouch-nl/vouch/internal/audit"
 	"github.com/vouch-nl/vouch/internal/database"
@@ -273,4 +275,59 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestOnceChecksTheAuditChain(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	for range 3 {
+		if err := db.InTx(context.Background(), func(tx pgx.Tx) error {
+			_, err := audit.Append(context.Background(), tx, audit.Entry{Actor: "900000001", Action: audit.ActionSignIn}, clock)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	c, err := New(Config{}, db.Pool(), func() time.Time { return clock }, reg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.chainOK.Set(-1) // neither answer yet
+	if _, err := c.Once(context.Background()); err != nil {
+		t.Fatalf("Once on an intact chain: %v", err)
+	}
+	if ok, at := gauge(t, reg, "vouch_audit_chain_ok"), gauge(t, reg, "vouch_audit_chain_checked_timestamp_seconds"); ok != 1 || at != float64(clock.Unix()) {
+		t.Fatalf("intact chain: vouch_audit_chain_ok %v checked at %v, want 1 at %d", ok, at, clock.Unix())
+	}
+
+	// What the owner of the database can do: edit a row past the triggers.
+	exec(t, db, `begin; alter table audit_log disable trigger user; update audit_log set actor = '900000002' where seq = 2;
+		alter table audit_log enable trigger user; commit`)
+	later := clock.Add(time.Hour)
+	c.now = func() time.Time { return later }
+	_, err = c.Once(context.Background())
+	var p audit.Problem
+	if !errors.As(err, &p) || p.Seq != 2 {
+		t.Fatalf("Once on an edited chain = %v, want the audit problem at row 2", err)
+	}
+	if ok, at := gauge(t, reg, "vouch_audit_chain_ok"), gauge(t, reg, "vouch_audit_chain_checked_timestamp_seconds"); ok != 0 || at != float64(later.Unix()) {
+		t.Errorf("broken chain: vouch_audit_chain_ok %v checked at %v, want 0 at %d", ok, at, later.Unix())
+	}
+}
+
+// gauge is the value of the gauge name in reg, as /metrics serves it.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s registered", name)
+	return 0
 }
