@@ -23,7 +23,8 @@ type Bucket struct {
 
 // Bucket opens the bucket name, creating it when it does not exist.
 func (b *Bus) Bucket(ctx context.Context, name, description string) (*Bucket, error) {
-	k := &Bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name, History: 5, Description: description}, wait: 30 * time.Second}
+	k := &Bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name, History: 5, Description: description,
+		Storage: jetstream.FileStorage, Replicas: max(b.replicas, 1)}, wait: 30 * time.Second}
 	if _, err := k.Ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -35,7 +36,8 @@ func (b *Bus) Bucket(ctx context.Context, name, description string) (*Bucket, er
 // authorizations the phones pick up, which are worth nothing after their
 // validity. Only the latest value of a key is kept.
 func (b *Bus) ExpiringBucket(ctx context.Context, name, description string, ttl time.Duration) (*Bucket, error) {
-	k := &Bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name, History: 1, TTL: ttl, Description: description}, wait: 30 * time.Second}
+	k := &Bucket{js: b.js, cfg: jetstream.KeyValueConfig{Bucket: name, History: 1, TTL: ttl, Description: description,
+		Storage: jetstream.FileStorage, Replicas: max(b.replicas, 1)}, wait: 30 * time.Second}
 	if _, err := k.Ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -106,40 +108,44 @@ const maxPending = 1024
 
 // PutAll puts every entry, in order, and returns once the bus acknowledged
 // all of them: after it returns nil they survive a restart of the bus. A
-// key that appears twice ends with its last value.
+// key that appears twice ends with its last value. Puts not acknowledged
+// because the bucket's leader is being elected are put again, a batch at a
+// time in order (a put is idempotent: the same value again), bounded by a
+// Retry of the bucket's wait.
 func (k *Bucket) PutAll(ctx context.Context, entries []KeyValue) error {
-	subject := "$KV." + k.cfg.Bucket + "."
-	pending := make([]jetstream.PubAckFuture, 0, min(len(entries), maxPending))
-	wait := func() error {
-		timeout := time.NewTimer(k.wait)
-		defer timeout.Stop()
-		for _, f := range pending {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return fmt.Errorf("bus: bucket %s: %w", k.cfg.Bucket, err)
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-timeout.C:
-				return fmt.Errorf("bus: bucket %s did not acknowledge in %s", k.cfg.Bucket, k.wait)
-			}
+	r := Retry{Attempt: k.wait, Within: 2 * k.wait}
+	for len(entries) > 0 {
+		batch := entries[:min(len(entries), maxPending)]
+		entries = entries[len(batch):]
+		if err := r.DoOn(ctx, k.js, "KV_"+k.cfg.Bucket, func(ctx context.Context) error { return k.putBatch(ctx, batch) }); err != nil {
+			return fmt.Errorf("bus: bucket %s: %w", k.cfg.Bucket, err)
 		}
-		pending = pending[:0]
-		return nil
 	}
+	return nil
+}
+
+// putBatch puts entries and waits for every acknowledgement, until ctx
+// ends.
+func (k *Bucket) putBatch(ctx context.Context, entries []KeyValue) error {
+	subject := "$KV." + k.cfg.Bucket + "."
+	pending := make([]jetstream.PubAckFuture, 0, len(entries))
 	for _, e := range entries {
 		f, err := k.js.PublishAsync(subject+e.Key, e.Value)
 		if err != nil {
-			return fmt.Errorf("bus: bucket %s: put %s: %w", k.cfg.Bucket, e.Key, err)
+			return fmt.Errorf("put %s: %w", e.Key, err)
 		}
 		pending = append(pending, f)
-		if len(pending) >= maxPending {
-			if err := wait(); err != nil {
-				return err
-			}
+	}
+	for _, f := range pending {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("not acknowledged: %w", ctx.Err())
 		}
 	}
-	return wait()
+	return nil
 }
 
 // Get returns the value of key, or nil and no error when there is none.

@@ -1,6 +1,8 @@
 // Package bus connects Vouch to NATS JetStream: an external server or cluster
 // named by URL, or, when none is configured, a server embedded in this process
-// so that one machine (a laptop, CI, `vouch all`) needs nothing else.
+// so that one machine (a laptop, CI, `vouch all`) needs nothing else. Streams
+// and buckets are made with the configured replicas on file storage, and
+// writes are retried through a leader election (Retry).
 package bus
 
 import (
@@ -18,12 +20,31 @@ import (
 
 // Config selects an external server (URL) or configures the embedded one.
 type Config struct {
-	// URL of an external NATS server or cluster; empty starts an embedded server.
+	// URL of an external NATS server or cluster, several servers of one
+	// cluster separated by commas (nats://a:4222,nats://b:4222): the client
+	// connects to any that answers and moves to another when it goes.
+	// Empty starts an embedded server.
 	URL string `env:"NATS_URL"`
 	// Token authenticates this process to the server: to an external one,
 	// and the embedded one requires it of every client when it listens.
 	// Read it from a file with VOUCH_BUS_TOKEN_FILE.
 	Token string `env:"VOUCH_BUS_TOKEN"`
+	// CredsFile is a NATS credentials file (a user JWT and its NKey seed,
+	// as nsc writes it) for a server run in operator mode; NKeyFile a file
+	// holding a user's NKey seed (SU...) for a server that lists the public
+	// key. At most one of them, and neither with a token.
+	CredsFile string `env:"VOUCH_BUS_CREDS_FILE"`
+	NKeyFile  string `env:"VOUCH_BUS_NKEY_FILE"`
+	// CAFile (PEM) verifies the servers' certificates and makes the
+	// connection TLS; CertFile and KeyFile (PEM, both or neither) are this
+	// client's certificate for servers that ask for one (verify: true).
+	CAFile   string `env:"VOUCH_BUS_CA_FILE"`
+	CertFile string `env:"VOUCH_BUS_CERT_FILE"`
+	KeyFile  string `env:"VOUCH_BUS_KEY_FILE"`
+	// Replicas of every stream and bucket this process creates: 1 on one
+	// machine, 3 (or 5) on a cluster of as many servers, so that losing
+	// one server loses no acknowledged write. Every role must use the same.
+	Replicas int `env:"VOUCH_BUS_REPLICAS, default=1"`
 	// StoreDir is the embedded server's JetStream store; empty means
 	// $XDG_STATE_HOME/vouch/bus (~/.local/state/vouch/bus). Other users
 	// may not write it: whoever can write it can write license states.
@@ -49,6 +70,8 @@ type Bus struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	url string
+	// replicas of the streams and buckets this process creates.
+	replicas int
 }
 
 // Start connects to cfg.URL, or starts an embedded JetStream server and
@@ -63,19 +86,13 @@ func Start(ctx context.Context, cfg Config) (*Bus, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("bus: start: %w", err)
 	}
-
-	if cfg.URL == "" && cfg.Listen && len(cfg.Token) < minTokenLen {
-		return nil, fmt.Errorf("bus: an embedded server that listens (VOUCH_BUS_LISTEN) needs VOUCH_BUS_TOKEN of at least %d characters: "+
-			"without it any local user could write license states", minTokenLen)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	b := &Bus{url: cfg.URL}
-	opts := []nats.Option{
-		nats.Name(cfg.Name),
-		// Keep reconnecting forever: a server restart must not kill a role.
-		nats.MaxReconnects(-1),
-	}
-	if cfg.Token != "" {
-		opts = append(opts, nats.Token(cfg.Token))
+	b := &Bus{url: cfg.URL, replicas: max(cfg.Replicas, 1)}
+	opts, err := cfg.clientOptions()
+	if err != nil {
+		return nil, err
 	}
 	if cfg.URL == "" {
 		srv, err := startEmbedded(cfg)
@@ -225,3 +242,7 @@ func (b *Bus) shutdownServer() {
 		b.srv.WaitForShutdown()
 	}
 }
+
+// Replicas is how many servers hold each stream and bucket this process
+// creates (VOUCH_BUS_REPLICAS).
+func (b *Bus) Replicas() int { return b.replicas }

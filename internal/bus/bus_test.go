@@ -36,7 +36,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bus.Config{StoreDir: "/x", Host: "127.0.0.1", Port: -1, Name: "vouch", StartTimeout: 10 * time.Second}
+	want := bus.Config{StoreDir: "/x", Host: "127.0.0.1", Port: -1, Name: "vouch", StartTimeout: 10 * time.Second, Replicas: 1}
 	if cfg != want {
 		t.Fatalf("cfg = %+v, want %+v", cfg, want)
 	}
@@ -113,12 +113,14 @@ func exercise(t *testing.T, js jetstream.JetStream) {
 func TestExternalByURL(t *testing.T) {
 	t.Parallel()
 	server := start(t, bus.Config{StoreDir: t.TempDir(), Listen: true, Token: token})
-	client := start(t, bus.Config{URL: server.ClientURL(), Token: token})
+	// Several servers, the first of which is down: the client takes the
+	// one that answers.
+	client := start(t, bus.Config{URL: "nats://127.0.0.1:1, " + server.ClientURL(), Token: token})
 	if client.Embedded() {
 		t.Fatal("client started its own server")
 	}
-	if client.ClientURL() != server.ClientURL() {
-		t.Fatalf("ClientURL = %s, want %s", client.ClientURL(), server.ClientURL())
+	if client.Conn().ConnectedUrl() != server.ClientURL() {
+		t.Fatalf("connected to %s, want %s", client.Conn().ConnectedUrl(), server.ClientURL())
 	}
 	if err := client.Healthy(); err != nil {
 		t.Fatal(err)

@@ -18,8 +18,8 @@ type StreamConfig struct {
 	Name       string
 	Subjects   []string
 	MaxAge     time.Duration
-	Duplicates time.Duration // the dedupe window; default 2 minutes
-	Replicas   int           // 1 on one machine, 3 in a cluster
+	Duplicates time.Duration // the dedupe window; default DuplicatesWindow, longer than RetryWithin
+	Replicas   int           // 1 on one machine, 3 in a cluster; default the bus's (VOUCH_BUS_REPLICAS)
 }
 
 // Stream opens the stream cfg names, creating it when it does not exist and
@@ -31,10 +31,18 @@ func (b *Bus) Stream(ctx context.Context, cfg StreamConfig) (jetstream.Stream, e
 		return nil, errors.New("bus: a stream needs a name, subjects and a positive age")
 	}
 	if cfg.Duplicates <= 0 {
-		cfg.Duplicates = 2 * time.Minute
+		cfg.Duplicates = DuplicatesWindow
 	}
 	if cfg.Duplicates > cfg.MaxAge {
 		cfg.Duplicates = cfg.MaxAge
+	}
+	// A publish tried again after its first try landed must fall inside
+	// the window, or the message is stored twice.
+	if cfg.Duplicates <= RetryWithin {
+		return nil, fmt.Errorf("bus: stream %s: a dedupe window of %s is not longer than the publish retries (%s)", cfg.Name, cfg.Duplicates, RetryWithin)
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = b.replicas
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
