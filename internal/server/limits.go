@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -118,6 +119,16 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// ReadFrom is the connection's own (a TCP connection's sends a file with
+// sendfile(2)): net/http hands a response body to it only when the
+// connection has one, and the wrapper would otherwise hide it.
+func (c *limitConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
 }
 
 var errBusy = &Error{Status: http.StatusServiceUnavailable, Code: "busy"}
