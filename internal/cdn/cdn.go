@@ -50,6 +50,9 @@ func (c Config) Validate() error {
 
 // Handler serves the files below one root directory.
 type Handler struct {
+	// Files are opened through beneath (openat2(2)) where the kernel has
+	// it, else through root; one of the two is nil.
+	beneath   *beneath
 	root      *os.Root
 	immutable string // Cache-Control of content-addressed files
 	log       *slog.Logger
@@ -58,21 +61,52 @@ type Handler struct {
 var _ http.Handler = (*Handler)(nil)
 
 // NewHandler opens dir as the root. The root is held open: files are
-// opened through it, so neither ".." nor a symbolic link can leave it.
+// opened relative to it, so neither ".." nor a symbolic link can leave it.
 func NewHandler(dir string, maxAge time.Duration, log *slog.Logger) (*Handler, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, fmt.Errorf("cdn: %w", err)
-	}
-	return &Handler{
-		root:      root,
+	return newHandler(dir, maxAge, log, true)
+}
+
+// newHandler is NewHandler; tryBeneath false opens files through an
+// os.Root even where openat2(2) works, for tests of that path.
+func newHandler(dir string, maxAge time.Duration, log *slog.Logger, tryBeneath bool) (*Handler, error) {
+	h := &Handler{
 		immutable: "public, max-age=" + strconv.FormatInt(int64(maxAge/time.Second), 10) + ", immutable",
 		log:       log,
-	}, nil
+	}
+	var b *beneath
+	var ok bool
+	var err error
+	if tryBeneath {
+		b, ok, err = openBeneath(dir)
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case ok:
+		h.beneath = b
+	default:
+		if h.root, err = os.OpenRoot(dir); err != nil {
+			return nil, fmt.Errorf("cdn: %w", err)
+		}
+	}
+	return h, nil
 }
 
 // Close closes the root.
-func (h *Handler) Close() error { return h.root.Close() }
+func (h *Handler) Close() error {
+	if h.beneath != nil {
+		return h.beneath.close()
+	}
+	return h.root.Close()
+}
+
+// open opens name below the root.
+func (h *Handler) open(name string) (*os.File, error) {
+	if h.beneath != nil {
+		return h.beneath.open(name)
+	}
+	return h.root.Open(name)
+}
 
 // ServeHTTP serves one file. ETag, If-None-Match, If-Modified-Since and
 // Range are http.ServeContent's, given the ETag set here.
@@ -84,10 +118,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	name, ok := cleanName(r)
 	if !ok {
-		http.Error(w, "bad path", http.StatusBadRequest)
+		// Not a name the origin could serve: the same answer as a missing
+		// file, so that no path tells more than another.
+		h.notFound(w, name, nil)
 		return
 	}
-	f, err := h.root.Open(name)
+	f, err := h.open(name)
 	if err != nil {
 		h.notFound(w, name, err)
 		return

@@ -30,8 +30,8 @@ func serve(t *testing.T, h http.Handler, target string) *httptest.ResponseRecord
 
 // TestWhichNamesAreServed: a file is served by its plain name — letters of
 // either case, digits, '.', '_' and '-', a path of 2 to 512 bytes — and
-// refused (400) whatever other character its name holds, even when such a
-// file lies in the root.
+// refused (404, as a missing file) whatever other character its name
+// holds, even when such a file lies in the root.
 func TestWhichNamesAreServed(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -52,8 +52,8 @@ func TestWhichNamesAreServed(t *testing.T) {
 		}
 	}
 	for _, n := range odd {
-		if w := serve(t, h, "/"+n); w.Code != http.StatusBadRequest {
-			t.Errorf("GET /%s: %d %q, want 400", n, w.Code, w.Body.String())
+		if w := serve(t, h, "/"+n); w.Code != http.StatusNotFound || w.Body.String() != "not found\n" {
+			t.Errorf("GET /%s: %d %q, want 404", n, w.Code, w.Body.String())
 		}
 	}
 	// 512 bytes is the longest path: not found, but asked for.
@@ -64,8 +64,8 @@ func TestWhichNamesAreServed(t *testing.T) {
 	if w := serve(t, h, long); w.Code != http.StatusNotFound {
 		t.Errorf("a path of 512 bytes: %d, want 404", w.Code)
 	}
-	if w := serve(t, h, long+"c"); w.Code != http.StatusBadRequest {
-		t.Errorf("a path of 513 bytes: %d, want 400", w.Code)
+	if w := serve(t, h, long+"c"); w.Code != http.StatusNotFound {
+		t.Errorf("a path of 513 bytes: %d, want 404", w.Code)
 	}
 }
 
