@@ -49,9 +49,10 @@ type CRLConfig struct {
 }
 
 type crlFetcher struct {
-	cfg CRLConfig
-	db  *database.DB
-	log *slog.Logger
+	cfg     CRLConfig
+	db      *database.DB
+	log     *slog.Logger
+	metrics *Metrics // nil: none kept
 }
 
 // fetchAll fetches every source and stores each CRL that checks out. One
@@ -63,7 +64,37 @@ func (f *crlFetcher) fetchAll(ctx context.Context, now time.Time) error {
 			errs = append(errs, fmt.Errorf("%s: %w", src, err))
 		}
 	}
+	if err := f.observe(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// observe sets vouch_crl_next_update_timestamp_seconds from the stored
+// CRLs, the ones verifiers use (during a key rollover two CAs share a
+// name: the sooner one counts). A source that keeps failing leaves the
+// stored CRL's NextUpdate to come closer, which is what the alert watches.
+func (f *crlFetcher) observe(ctx context.Context) error {
+	if f.metrics == nil {
+		return nil
+	}
+	rows, err := f.db.Pool().Query(ctx, `select issuer_name, min(next_update) from uzi_crls group by issuer_name`)
+	if err != nil {
+		return fmt.Errorf("read stored CRLs' next update: %w", err)
+	}
+	type stored struct {
+		Issuer string
+		Next   time.Time
+	}
+	crls, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stored])
+	if err != nil {
+		return fmt.Errorf("read stored CRLs' next update: %w", err)
+	}
+	f.metrics.crlNextUpdate.Reset()
+	for _, c := range crls {
+		f.metrics.crlNextUpdate.WithLabelValues(c.Issuer).Set(float64(c.Next.Unix()))
+	}
+	return nil
 }
 
 func (f *crlFetcher) fetch(ctx context.Context, src string, now time.Time) error {

@@ -10,6 +10,10 @@ type Metrics struct {
 	skipped     prometheus.Counter
 	changes     prometheus.Counter
 	lastSuccess prometheus.Gauge
+	// crlNextUpdate is when each stored CRL stops being usable: past it
+	// every card of that issuer is refused (revocation answers no when it
+	// cannot know), so an operator is warned while there is time.
+	crlNextUpdate *prometheus.GaugeVec
 }
 
 // NewMetrics registers the sync job's metrics with reg.
@@ -27,7 +31,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "License state changes published to the public tier."}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_registry_sync_last_success_timestamp_seconds",
 			Help: "When the mirror was last brought up to date."}),
+		crlNextUpdate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vouch_crl_next_update_timestamp_seconds",
+			Help: "NextUpdate of each stored CRL, by issuer: past it the issuer's cards are refused."}, []string{"issuer"}),
 	}
-	reg.MustRegister(m.runs, m.duration, m.entries, m.skipped, m.changes, m.lastSuccess)
+	reg.MustRegister(m.runs, m.duration, m.entries, m.skipped, m.changes, m.lastSuccess, m.crlNextUpdate)
 	return m
 }

@@ -119,7 +119,7 @@ const BucketDescription = "license states by UZI number; a key that may not vouc
 func New(ctx context.Context, cfg Config, dir *directory.Client, db *database.DB, bucket LicenseBucket, crls *CRLConfig, log *slog.Logger, m *Metrics) (*Syncer, error) {
 	s := &Syncer{cfg: cfg, dir: dir, db: db, bucket: bucket, log: log, metrics: m, now: time.Now, reconciled: true}
 	if crls != nil {
-		s.crls = &crlFetcher{cfg: *crls, db: db, log: log}
+		s.crls = &crlFetcher{cfg: *crls, db: db, log: log, metrics: m}
 	}
 	return s, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/database"
@@ -417,6 +418,18 @@ func TestCRLs(t *testing.T) {
 	f.db.Pool().QueryRow(ctx, `select count(*) from uzi_crls`).Scan(&n)
 	if n != 1 {
 		t.Fatalf("%d CRLs stored, want only the care-provider one", n)
+	}
+	// The stored CRL's NextUpdate is what the CRL-expiry alert watches.
+	list, err := x509.ParseRevocationList(crl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next dto.Metric
+	if err := f.s.metrics.crlNextUpdate.WithLabelValues(care.Subject.String()).Write(&next); err != nil {
+		t.Fatal(err)
+	}
+	if got := next.GetGauge().GetValue(); got != float64(list.NextUpdate.Unix()) {
+		t.Errorf("vouch_crl_next_update_timestamp_seconds{issuer=%q} = %v, want %d", care.Subject.String(), got, list.NextUpdate.Unix())
 	}
 	set := revocation.NewSet()
 	if err := set.Refresh(ctx, revocation.Stored{DB: f.db.Pool()}, []*x509.Certificate{care}, now); err != nil {
