@@ -44,6 +44,10 @@ type Result struct {
 type Config struct {
 	MaxFiles int `env:"VOUCH_FEDERATE_MAX_FILES, default=500"`
 	MaxKeys  int `env:"VOUCH_FEDERATE_MAX_KEYS, default=2000000"`
+	// Sites are pulled every Interval by `vouch federate` and `vouch all`
+	// (Run); none configured, nothing is pulled on a schedule.
+	Sites    Sites         `env:"VOUCH_FEDERATE_SITES"`
+	Interval time.Duration `env:"VOUCH_FEDERATE_INTERVAL, default=5m"`
 }
 
 // ErrLimit is a pull that stopped at one of its limits; the files left
@@ -58,11 +62,20 @@ func (c *Config) Validate() error {
 	if c.MaxKeys == 0 {
 		c.MaxKeys = 2000000
 	}
+	if c.Interval == 0 {
+		c.Interval = 5 * time.Minute
+	}
 	if c.MaxFiles < 1 || c.MaxFiles > 100000 {
 		return fmt.Errorf("VOUCH_FEDERATE_MAX_FILES must be 1..100000, got %d", c.MaxFiles)
 	}
 	if c.MaxKeys < 1 || c.MaxKeys > 100000000 {
 		return fmt.Errorf("VOUCH_FEDERATE_MAX_KEYS must be 1..100000000, got %d", c.MaxKeys)
+	}
+	// A site's index is read at every pull: more often than every second
+	// is load on its origin for nothing; less than daily leaves phones
+	// without its keys for too long.
+	if c.Interval < time.Second || c.Interval > 24*time.Hour {
+		return fmt.Errorf("VOUCH_FEDERATE_INTERVAL must be 1s..24h, got %v", c.Interval)
 	}
 	return nil
 }
@@ -142,6 +155,9 @@ func (p *Puller) Pull(ctx context.Context, s Site) (Result, error) {
 			break
 		}
 		n, err := p.importFile(ctx, s, base, path, p.cfg.MaxKeys-keys)
+		if errors.Is(err, errImportedElsewhere) {
+			continue
+		}
 		if errors.Is(err, ErrLimit) {
 			res.Deferred = len(todo) - i
 			errs = append(errs, fmt.Errorf("federate: %s %s: %w; %d files wait for the next pull", s.Name, path, err, res.Deferred))
@@ -202,6 +218,10 @@ func (p *Puller) get(ctx context.Context, u *url.URL, max int) ([]byte, error) {
 	return b, nil
 }
 
+// errImportedElsewhere is a file another puller on the same store
+// recorded first: this import rolls back and counts for nothing.
+var errImportedElsewhere = errors.New("federate: imported by another puller meanwhile")
+
 // imported is what one file brought.
 type imported struct{ read, added, revised int }
 
@@ -244,6 +264,16 @@ func (p *Puller) importFile(ctx context.Context, s Site, base *url.URL, path str
 	}
 	received := exposure.Coarse(now)
 	err = p.db.InTx(ctx, func(tx pgx.Tx) error {
+		// Copies importing the same file wait for each other here rather
+		// than deadlock on its keys; the later one finds it recorded.
+		var done bool
+		if err := tx.QueryRow(ctx, `select pg_advisory_xact_lock(hashtextextended('federate/' || $1 || '/' || $2, 0)),
+			exists (select from federate_imports where site = $1 and path = $2)`, s.Name, path).Scan(nil, &done); err != nil {
+			return fmt.Errorf("federate: %w", err)
+		}
+		if done {
+			return errImportedElsewhere
+		}
 		if _, err := tx.Exec(ctx, `create temporary table federate_keys (like exposure_keys) on commit drop`); err != nil {
 			return fmt.Errorf("federate: %w", err)
 		}
@@ -304,9 +334,16 @@ func (p *Puller) importFile(ctx context.Context, s Site, base *url.URL, path str
 			}
 			got.revised = int(unpublished.RowsAffected() + published.RowsAffected())
 		}
-		if _, err := tx.Exec(ctx, `insert into federate_imports (site, path, keys) values ($1, $2, $3)`,
-			s.Name, path, got.read); err != nil {
+		// Another copy of the role (a second machine, `vouch all` beside
+		// `vouch federate`) may import the same file at the same moment:
+		// the second to record it rolls back, neither fails.
+		tag, err = tx.Exec(ctx, `insert into federate_imports (site, path, keys) values ($1, $2, $3)
+			on conflict (site, path) do nothing`, s.Name, path, got.read)
+		if err != nil {
 			return fmt.Errorf("federate: record import: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return errImportedElsewhere
 		}
 		return nil
 	})
