@@ -57,6 +57,7 @@ type Aggregator struct {
 	// beforeIndex, when set (tests), runs under the lease just before the
 	// index is written.
 	beforeIndex func()
+	target      Target // a bucket published to as well (target.go), or nil
 }
 
 type metrics struct {
@@ -71,12 +72,16 @@ func New(cfg Config, db *database.DB, signers []Signer, reg prometheus.Registere
 		return nil, errors.New("export: no signing key")
 	}
 	var id [8]byte
-	if _, err := rand.Read(id[:]); err != nil {
+	var err error
+	if _, err = rand.Read(id[:]); err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
 	a := &Aggregator{cfg: cfg, db: db, signers: signers, log: log, now: time.Now,
 		holder: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(id[:]))}
+	if a.target, err = OpenTarget(cfg); err != nil {
+		return nil, err
+	}
 	a.m = metrics{
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_export_keys_held",
 			Help: "Keys in the export window not published yet because they may still be broadcast."}),
@@ -170,6 +175,10 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 		return res, fmt.Errorf("export: %w", err)
 	}
 	a.removeStaleTemps(exports)
+	version, err := a.targetVersion(ctx) // before anything is built: see publishTarget
+	if err != nil {
+		return res, err
+	}
 	// What expired goes before anything is written.
 	if err := a.deleteExpired(ctx, now); err != nil {
 		return res, err
@@ -209,6 +218,9 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 	}
 	if a.beforeIndex != nil {
 		a.beforeIndex()
+	}
+	if err := a.publishTarget(ctx, version, res.Files, []byte(indexText(res.Files))); err != nil {
+		return res, errors.Join(buildErr, err)
 	}
 	if err := writeAtomic(a.cfg.Dir, IndexName, []byte(indexText(res.Files))); err != nil {
 		return res, errors.Join(buildErr, err)
@@ -777,6 +789,9 @@ func (a *Aggregator) deleteExpired(ctx context.Context, now time.Time) error {
 	for _, rel := range gone {
 		if !strings.HasPrefix(rel, ExportsDir+"/") || strings.Contains(rel, "..") {
 			continue
+		}
+		if err := a.deleteTarget(ctx, rel); err != nil {
+			return err
 		}
 		if err := os.Remove(filepath.Join(a.cfg.Dir, filepath.FromSlash(rel))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("export: delete %s: %w", rel, err)

@@ -52,11 +52,26 @@ type Config struct {
 	// Lease is how long one run may hold the right to publish; longer than
 	// a run takes.
 	Lease time.Duration `env:"VOUCH_EXPORT_LEASE, default=10m"`
+
+	// Target is a second origin the export is published to, an
+	// S3-compatible bucket: s3://bucket/prefix (target.go). Dir is then
+	// the working copy, by default in the user's cache directory.
+	Target     string `env:"VOUCH_EXPORT_TARGET"`
+	S3Endpoint string `env:"VOUCH_EXPORT_S3_ENDPOINT"`
+	// S3Region is the bucket's region (for SigV4), not the export's.
+	S3Region        string `env:"VOUCH_EXPORT_S3_REGION, default=us-east-1"`
+	S3AccessKeyFile string `env:"VOUCH_EXPORT_S3_ACCESS_KEY_FILE"`
+	S3SecretKeyFile string `env:"VOUCH_EXPORT_S3_SECRET_KEY_FILE"`
+	// S3CAFile, when set, is the only CA trusted for an https endpoint.
+	S3CAFile string `env:"VOUCH_EXPORT_S3_CA_FILE"`
+	// CacheMaxAge is how long caches keep a content-addressed object: the
+	// origin's (cdn) setting, so both origins send the same Cache-Control.
+	CacheMaxAge time.Duration `env:"VOUCH_CDN_MAX_AGE, default=8760h"`
 }
 
 // Validate checks c and fills the defaults that depend on other fields.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := c.validateTarget()
 	if c.Dir == "" {
 		errs = append(errs, errors.New("VOUCH_EXPORT_DIR is not set"))
 	}
