@@ -1,6 +1,12 @@
 // Package database opens Vouch's PostgreSQL pool, runs the embedded schema
 // migrations and offers a small transaction helper. SQL for each feature lives
 // next to the code that runs it, not here.
+//
+// DATABASE_URL may name several hosts with target_session_attrs=primary
+// (postgres://u@a:5432,b:5432/vouch?target_session_attrs=primary): new
+// connections go to whichever is the primary. After a failover the pool
+// drops what still points at the old server (see Open), so a long-running
+// role finds the new primary without a restart.
 package database
 
 import (
@@ -8,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -48,16 +55,59 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database: parse url: %w", err)
 	}
+	var opened atomic.Pointer[pgxpool.Pool]
+	pcfg.ConnConfig.OnPgError = dropOnFailover(pcfg.ConnConfig.OnPgError, func() {
+		if p := opened.Load(); p != nil {
+			p.Reset()
+		}
+	})
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: open pool: %w", err)
 	}
+	opened.Store(pool)
 	db := &DB{pool: pool}
 	if err := db.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// dropOnFailover wraps pgx's error handler (prev; it closes a connection
+// on FATAL errors). An error saying the server is no primary any more, or
+// is going away, closes the connection it came on and calls reset, which
+// closes every other connection of the pool: they all lead to the same
+// server. New connections then go through target_session_attrs to the
+// primary. A connection that is cut (the server killed) pgx closes itself,
+// and the pool pings one idle for over a second before handing it out.
+func dropOnFailover(prev pgconn.PgErrorHandler, reset func()) pgconn.PgErrorHandler {
+	return func(c *pgconn.PgConn, e *pgconn.PgError) bool {
+		keep := prev == nil || prev(c, e)
+		if !IsFailover(e) {
+			return keep
+		}
+		reset()
+		return false
+	}
+}
+
+// IsFailover reports whether err is the server saying that no connection
+// to it is of use for writing any more: it is read-only (25006: a standby,
+// or a primary demoted under us), shutting down (57P01, as at a switchover),
+// or restarting after a crash of one of its processes (57P02).
+func IsFailover(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "25006", // read_only_sql_transaction
+		"57P01", // admin_shutdown
+		"57P02": // crash_shutdown
+		return true
+	}
+	return false
 }
 
 // Close closes every connection of the pool.

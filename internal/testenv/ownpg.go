@@ -35,6 +35,9 @@ type Postgres struct {
 	data    string
 	cred    *syscall.Credential // nil when not root
 	logPath string
+	// settings are name=value pairs given to every start (postgres -c):
+	// replication and archiving for PostgresPair.
+	settings []string
 
 	mu     sync.Mutex
 	proc   *exec.Cmd // the running postmaster, nil when down
@@ -50,6 +53,18 @@ const ownPGDatabase = "vouch"
 // "vouch" migrated to the newest schema. The cluster stops and its files go
 // when the test ends, however it ends.
 func OwnPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	p := newOwnPostgres(t, nil)
+	p.initdb(t)
+	p.startFresh(t)
+	p.createVouch(t)
+	return p
+}
+
+// newOwnPostgres makes the directories of a cluster run with settings
+// (name=value, as postgres -c takes them) and registers its end; it is
+// neither initialised nor started.
+func newOwnPostgres(t testing.TB, settings []string) *Postgres {
 	t.Helper()
 	bin, err := postgresBin()
 	if err != nil {
@@ -68,7 +83,7 @@ func OwnPostgres(t testing.TB) *Postgres {
 		t.Fatalf("testenv: own postgres: %v", err)
 	}
 	p := &Postgres{bin: bin, base: base, data: filepath.Join(base, "data"), cred: cred,
-		logPath: filepath.Join(base, "postgres.log")}
+		logPath: filepath.Join(base, "postgres.log"), settings: settings}
 	// Registered first, so it runs last: the cluster is down before its
 	// files go, also when the test fails or a later step calls Fatal.
 	t.Cleanup(func() {
@@ -90,19 +105,32 @@ func OwnPostgres(t testing.TB) *Postgres {
 		}
 	}
 
+	return p
+}
+
+// initdb makes a new cluster in p's data directory.
+func (p *Postgres) initdb(t testing.TB) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// --no-sync: a crash during initdb only fails this test; fsync stays on
 	// for the running server, whose durability the fault tests check.
-	initdb := p.command(ctx, filepath.Join(bin, "initdb"), "-D", p.data, "-U", "postgres",
+	initdb := p.command(ctx, filepath.Join(p.bin, "initdb"), "-D", p.data, "-U", "postgres",
 		"--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("testenv: own postgres: initdb: %v\n%s", err, out)
 	}
+}
 
-	// The first start may move to another port if a parallel process took
-	// the free one; later starts keep it, so URL is settled after this.
+// startFresh starts p for the first time on a free port. It may move to
+// another port if a parallel process took the free one; later starts keep
+// it, so URL is settled after this.
+func (p *Postgres) startFresh(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	for attempt := 0; ; attempt++ {
+		var err error
 		if p.port, err = freeLoopbackPort(); err != nil {
 			t.Fatalf("testenv: own postgres: %v", err)
 		}
@@ -114,14 +142,19 @@ func OwnPostgres(t testing.TB) *Postgres {
 		}
 	}
 	p.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, ownPGDatabase)
+}
 
+// createVouch creates the database "vouch" and migrates it.
+func (p *Postgres) createVouch(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	if err := p.exec(ctx, "create database "+ownPGDatabase); err != nil {
 		t.Fatalf("testenv: own postgres: %v", err)
 	}
 	if err := database.Migrate(ctx, p.url); err != nil {
 		t.Fatalf("testenv: own postgres: %v", err)
 	}
-	return p
 }
 
 // URL is the migrated database "vouch" as superuser postgres, sslmode=disable.
@@ -235,6 +268,9 @@ func (p *Postgres) start(ctx context.Context) error {
 		"-c", "shared_buffers=16MB",
 		"-c", "max_connections=50",
 		"-c", "logging_collector=off")
+	for _, kv := range p.settings {
+		cmd.Args = append(cmd.Args, "-c", kv)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so Ctrl-C at a terminal reaches only us and
 	// we stop the server in order. SIGQUIT (immediate shutdown)
