@@ -18,6 +18,7 @@ import (
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/directory"
 	"github.com/vouch-nl/vouch/internal/export"
+	"github.com/vouch-nl/vouch/internal/federate"
 	"github.com/vouch-nl/vouch/internal/ingest"
 	"github.com/vouch-nl/vouch/internal/keystore"
 	"github.com/vouch-nl/vouch/internal/license"
@@ -47,6 +48,7 @@ type allConfig struct {
 	CDN          cdn.Config
 	CDNLimit     cdnLimit
 	Retention    retention.Config
+	Federate     federate.Config
 }
 
 // startPipeline adds the public pipeline's roles to g: the phone API on its
@@ -162,6 +164,20 @@ func runAll(ctx context.Context, log *slog.Logger) error {
 	}
 	if err := startPipeline(ctx, g, gctx, cfg, tr, in, ops, log); err != nil {
 		return err
+	}
+	if len(cfg.Federate.Sites) > 0 {
+		if err := cfg.Federate.Validate(); err != nil {
+			return err
+		}
+		sites, err := federateSites(cfg.Federate.Sites)
+		if err != nil {
+			return err
+		}
+		pull, err := startFederate(cfg.Federate, sites, in.db, in.reg, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return pull(gctx) })
 	}
 	if syncRuns {
 		s, err := newSyncer(ctx, cfg.Directory, cfg.Sync, cfg.Trust, tr.CAs(), in, log)

@@ -21,7 +21,8 @@ const (
 
 Runs every server role in one process — the register's sync, revocation,
 the back office, the phone API, the readers, the aggregator, the origin and
-the cleanup — with an embedded bus. Configuration comes from the
+the cleanup, and with VOUCH_FEDERATE_SITES the pulls of other sites' exports
+(vouch federate -h) — with an embedded bus. Configuration comes from the
 environment (README.md, Configuration). It needs a revocation source
 (VOUCH_UZI_CRL_SOURCES or VOUCH_UZI_CRLS) and stops at start when the trust
 configuration does not load.

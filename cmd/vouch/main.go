@@ -8,7 +8,8 @@
 //	vouch aggregate            the signed export of the last days, to the origin
 //	vouch cdn                  the export's static origin
 //	vouch cleanup              delete what is kept no longer (-once, or a loop)
-//	vouch federate pull        import another site's exports
+//	vouch federate             pull other sites' exports on a schedule
+//	vouch federate pull        import another site's exports once
 //	vouch migrate              apply the database migrations
 //	vouch registry-sync        mirror the register into PostgreSQL
 //	vouch license check UZI    may this card holder vouch now, and why (not)
@@ -99,7 +100,8 @@ var commands = []command{
 		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error {
 			return runCleanup(ctx, log, args)
 		}},
-	{"federate pull", "import another site's signed exports", "", runFederate},
+	{"federate", "pull the sites of VOUCH_FEDERATE_SITES every VOUCH_FEDERATE_INTERVAL", "", runFederate},
+	{"federate pull", "import another site's signed exports once", "", runFederate},
 	{"migrate", "apply database migrations and exit", helpMigrate,
 		func(ctx context.Context, log *slog.Logger, _ []string, _, _ io.Writer) error {
 			return runMigrate(ctx, log)
