@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vouch-nl/vouch/docs"
+	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/exposure"
 	"github.com/vouch-nl/vouch/internal/phoneapi"
 	"github.com/vouch-nl/vouch/internal/phonecode"
@@ -423,7 +424,9 @@ func (s *Service) upload(c echo.Context) error {
 	if !ed25519.Verify(u.Phone, req.canon, req.sig) {
 		return s.countUpload(errPhoneSig)
 	}
-	ctx, cancel := s.busCtx(c.Request().Context())
+	// The upload's bus round trips are tried again through a leader
+	// election, all of them within RetryWithin: a phone waits 30 s.
+	ctx, cancel := context.WithTimeout(c.Request().Context(), bus.RetryWithin)
 	defer cancel()
 	sum := uploadSum(u)
 	st := statementOf(u.Bundle)
@@ -489,10 +492,13 @@ func (s *Service) upload(c echo.Context) error {
 	if chaff {
 		err = s.chaffPublish(ctx, rec.Marshal())
 	} else {
-		_, err = s.js.Publish(ctx, exposure.Subject, rec.Marshal(), jetstream.WithMsgID(id))
+		// The authorization id is the message id, the same at every try
+		// and at the phone's own retry: the stream keeps one.
+		_, err = bus.PublishOnce(ctx, s.js, s.retry, exposure.Stream, exposure.Subject, id, rec.Marshal())
 	}
 	if err != nil {
-		// The mark stays: the phone's retry of this upload publishes.
+		// The retries are spent. The mark stays: the phone's retry of this
+		// upload publishes.
 		return s.countUpload(unavailable(err))
 	}
 	s.countUpload(nil)
@@ -540,7 +546,11 @@ func statementOf(bundle []byte) *protocol.Statement {
 // marked reports whether the authorization id is marked used by the upload
 // whose sum is sum.
 func (s *Service) marked(ctx context.Context, id string, sum []byte) (bool, error) {
-	e, err := s.used.Get(ctx, id)
+	var e jetstream.KeyValueEntry
+	err := s.retry.Do(ctx, func(ctx context.Context) (err error) {
+		e, err = s.used.Get(ctx, id)
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return false, nil
@@ -554,15 +564,26 @@ func (s *Service) marked(ctx context.Context, id string, sum []byte) (bool, erro
 // atomically: the first upload creates the mark; the same upload again
 // (two at once) finds its own sum and goes on; another upload with it is a
 // replay.
+//
+// A create whose answer was lost in a leader election is tried again: if
+// the first try landed, the next finds the upload's own sum, so the mark
+// is made once either way.
 func (s *Service) markUsed(ctx context.Context, id string, sum []byte) error {
-	_, err := s.used.Create(ctx, id, sum)
+	err := s.retry.DoOn(ctx, s.js, "KV_"+exposure.UsedBucket, func(ctx context.Context) error {
+		_, err := s.used.Create(ctx, id, sum)
+		return err
+	})
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return unavailable(err)
 	}
-	e, err := s.used.Get(ctx, id)
+	var e jetstream.KeyValueEntry
+	err = s.retry.Do(ctx, func(ctx context.Context) (err error) {
+		e, err = s.used.Get(ctx, id)
+		return err
+	})
 	if err != nil {
 		return unavailable(err)
 	}
@@ -579,7 +600,11 @@ func (s *Service) markUsed(ctx context.Context, id string, sum []byte) error {
 func (s *Service) chaffWrite(ctx context.Context, sum []byte) error {
 	var r [protocol.AuthorizationIDLen]byte
 	_, _ = randRead(r[:])
-	if _, err := s.chaffMarks.Create(ctx, hex.EncodeToString(r[:]), sum); err != nil {
+	err := s.retry.DoOn(ctx, s.js, "KV_"+ChaffBucket, func(ctx context.Context) error {
+		_, err := s.chaffMarks.Create(ctx, hex.EncodeToString(r[:]), sum)
+		return err
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) { // a try that landed
 		return unavailable(err)
 	}
 	return nil
@@ -590,7 +615,7 @@ func (s *Service) chaffWrite(ctx context.Context, sum []byte) error {
 func (s *Service) chaffPublish(ctx context.Context, rec []byte) error {
 	var r [protocol.AuthorizationIDLen]byte
 	_, _ = randRead(r[:])
-	_, err := s.js.Publish(ctx, ChaffSubject, rec, jetstream.WithMsgID(hex.EncodeToString(r[:])))
+	_, err := bus.PublishOnce(ctx, s.js, s.retry, ChaffStream, ChaffSubject, hex.EncodeToString(r[:]), rec)
 	return err
 }
 

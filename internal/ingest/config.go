@@ -45,8 +45,10 @@ type Config struct {
 	// and tries again.
 	BusTimeout time.Duration `env:"VOUCH_INGEST_BUS_TIMEOUT, default=5s"`
 	// Replicas of the stream and the used bucket: 1 on one machine, 3 in a
-	// cluster.
-	Replicas int `env:"VOUCH_KEYS_STREAM_REPLICAS, default=1"`
+	// cluster. Unset (0) takes the bus's VOUCH_BUS_REPLICAS, which every
+	// role shares: a role that opened the stream with other replicas would
+	// change it for all.
+	Replicas int `env:"VOUCH_KEYS_STREAM_REPLICAS"`
 }
 
 // usedTTL is how long an authorization stays marked used: a day longer

@@ -59,8 +59,12 @@ type Service struct {
 	now      func() time.Time
 	verifier *protocol.Verifier
 	js       jetstream.JetStream
-	auths    jetstream.KeyValue
-	used     jetstream.KeyValue
+	// retry tries an upload's writes again through a leader election of
+	// the cluster (each try bounded by BusTimeout), so that losing one
+	// server is not a 503.
+	retry bus.Retry
+	auths jetstream.KeyValue
+	used  jetstream.KeyValue
 	// chaffMarks and the chaff stream take chaff's writes (chaffWrite).
 	chaffMarks jetstream.KeyValue
 	licenses   *licenses
@@ -86,7 +90,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}
-	s := &Service{cfg: cfg, nets: n, log: deps.Log, now: deps.Now, js: deps.Bus.JetStream()}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = deps.Bus.Replicas()
+	}
+	s := &Service{cfg: cfg, nets: n, log: deps.Log, now: deps.Now, js: deps.Bus.JetStream(),
+		retry: bus.Retry{Attempt: cfg.BusTimeout, Within: bus.RetryWithin}}
 
 	// Revocation: the files, and what the registry sync puts on the bus.
 	crlBucket, err := deps.Bus.Bucket(ctx, registrysync.CRLBucket, registrysync.CRLBucketDescription)

@@ -36,10 +36,12 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/directory"
 	"github.com/vouch-nl/vouch/internal/exposure"
 	"github.com/vouch-nl/vouch/internal/phoneapi"
@@ -77,9 +79,11 @@ type fakeKV struct {
 	creates   int
 	getErr    error
 	createErr error
-	ttl       time.Duration
-	watcher   *fakeWatcher
-	watchErr  error
+	// createLost creates that many entries whose answers are lost.
+	createLost int
+	ttl        time.Duration
+	watcher    *fakeWatcher
+	watchErr   error
 }
 
 func newFakeKV() *fakeKV { return &fakeKV{m: map[string][]byte{}} }
@@ -108,6 +112,11 @@ func (k *fakeKV) Create(_ context.Context, key string, value []byte, _ ...jetstr
 		return 0, jetstream.ErrKeyExists
 	}
 	k.m[key] = bytes.Clone(value)
+	if k.createLost > 0 {
+		// Written, but the answer was lost in a leader election.
+		k.createLost--
+		return 0, nats.ErrTimeout
+	}
 	return 1, nil
 }
 
@@ -146,6 +155,7 @@ func (w *fakeWatcher) Stop() error                             { w.stopped = tru
 type published struct {
 	subject string
 	data    []byte
+	id      string // Nats-Msg-Id
 }
 
 // fakeJS is the stream and the bucket manager.
@@ -154,6 +164,11 @@ type fakeJS struct {
 	mu     sync.Mutex
 	pubs   []published
 	pubErr error
+	// failFirst fails that many tries of a publish with ErrNoStreamResponse
+	// (no leader yet), lost is how many of them landed all the same
+	// (their answers lost), and tries counts them.
+	failFirst, lost, tries int
+	tryIDs                 []string
 
 	buckets map[string]*fakeKV
 	created []jetstream.KeyValueConfig
@@ -161,15 +176,40 @@ type fakeJS struct {
 	kvErr   error
 }
 
-func (j *fakeJS) Publish(_ context.Context, subject string, data []byte, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+func (j *fakeJS) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.pubErr != nil {
 		return nil, j.pubErr
 	}
-	j.pubs = append(j.pubs, published{subject, bytes.Clone(data)})
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	j.tries++
+	j.tryIDs = append(j.tryIDs, id)
+	if j.tries <= j.failFirst {
+		if j.tries <= j.lost {
+			j.pubs = append(j.pubs, published{m.Subject, bytes.Clone(m.Data), id})
+		}
+		return nil, jetstream.ErrNoStreamResponse
+	}
+	j.pubs = append(j.pubs, published{m.Subject, bytes.Clone(m.Data), id})
 	return &jetstream.PubAck{}, nil
 }
+
+// stored is how many messages the stream keeps of what was published:
+// one per message id (its dedupe window, which covers every retry).
+func (j *fakeJS) stored() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	ids := map[string]bool{}
+	for _, p := range j.pubs {
+		ids[p.id] = true
+	}
+	return len(ids)
+}
+
+// Stream answers for a stream that exists (DoOn asks when a publish finds
+// no responders).
+func (j *fakeJS) Stream(context.Context, string) (jetstream.Stream, error) { return nil, nil }
 
 func (j *fakeJS) published() []published {
 	j.mu.Lock()
@@ -355,6 +395,7 @@ func newUnit(t *testing.T, tune func(*Config)) *unit {
 	lic := newLicenses(nil, log)
 	lic.loaded.Store(true)
 	u.s = &Service{cfg: cfg, nets: n, log: log, now: u.clock, verifier: v, js: u.js, auths: u.auths, used: u.used,
+		retry:      bus.Retry{Attempts: 5, Within: 2 * time.Second, Attempt: time.Second, Wait: time.Millisecond, MaxWait: 5 * time.Millisecond},
 		chaffMarks: u.chaff, licenses: lic, decoy: d, metrics: newMetrics(u.reg)}
 	u.e = echo.New()
 	u.s.Register(u.e)
@@ -825,6 +866,62 @@ func TestUnitUploadLicense(t *testing.T) {
 			}
 			if c := u.upload(p.uploadBody(card.bundle(t, p.pub, aidOf(6), ""), t0, goodKeys(1)), "1"); c.status != 200 {
 				t.Errorf("chaff: %d %s, want 200", c.status, c.body)
+			}
+		})
+	}
+}
+
+// An upload through a leader election of the cluster: the publish finds no
+// leader for a while, or its first try lands and the answer is lost, or the
+// used mark's create lands unanswered; ingest tries again with the same
+// message id and answers 200 with the keys stored once. Only when the
+// retries are spent is it 503, with the mark kept for the phone's retry.
+func TestUnitUploadThroughElection(t *testing.T) {
+	t.Parallel()
+	card, _ := fixtures(t)
+	for _, tt := range []struct {
+		name            string
+		chaff           string
+		failFirst, lost int
+		createLost      int
+		status, tries   int
+		published       int
+	}{
+		{"no leader for two tries", "0", 2, 0, 0, 200, 3, 1},
+		{"the first try landed, its answer lost", "0", 1, 1, 0, 200, 2, 1},
+		{"the mark's create landed, its answer lost", "0", 0, 0, 1, 200, 1, 1},
+		{"chaff through an election", "1", 2, 0, 0, 200, 3, 1},
+		{"retries spent", "0", 1000, 0, 0, 503, 5, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			u := newUnit(t, nil)
+			u.js.failFirst, u.js.lost, u.used.createLost = tt.failFirst, tt.lost, tt.createLost
+			p := newPhoneKey(t)
+			aid := aidOf(21)
+			body := p.uploadBody(card.bundle(t, p.pub, aid, ""), t0, goodKeys(2))
+			a := u.upload(body, tt.chaff)
+			if a.status != tt.status {
+				t.Fatalf("%d %s, want %d", a.status, a.body, tt.status)
+			}
+			if u.js.tries != tt.tries || u.js.stored() != tt.published {
+				t.Errorf("%d tries, %d stored; want %d and %d", u.js.tries, u.js.stored(), tt.tries, tt.published)
+			}
+			want := hex.EncodeToString(aid[:])
+			for i, id := range u.js.tryIDs {
+				if tt.chaff == "0" && id != want || id != u.js.tryIDs[0] {
+					t.Errorf("try %d with message id %q, want %q at every try", i, id, u.js.tryIDs[0])
+				}
+			}
+			if tt.status != 503 {
+				return
+			}
+			if u.used.get(want) == nil {
+				t.Error("the used mark is gone after a 503: the phone's retry would be refused")
+			}
+			u.js.failFirst = 0
+			if a := u.upload(body, "0"); a.status != 200 || u.js.stored() != 1 {
+				t.Errorf("the phone's retry: %d %s, %d stored", a.status, a.body, u.js.stored())
 			}
 		})
 	}
