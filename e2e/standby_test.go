@@ -73,7 +73,7 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 	}
 
 	var (
-		killed, promoted time.Time
+		killed, promoted  time.Time
 		storedAtPromotion map[[16]byte]bool
 		readersAt         time.Time
 	)
