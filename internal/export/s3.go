@@ -47,8 +47,9 @@ type s3Target struct {
 }
 
 // newS3Target makes the target of cfg (validated); rt, when set (tests),
-// carries its requests.
-func newS3Target(cfg Config, rt http.RoundTripper) (*s3Target, error) {
+// carries its requests, and retries, when positive (tests), bounds the
+// client's retries of a failed request.
+func newS3Target(cfg Config, rt http.RoundTripper, retries int) (*s3Target, error) {
 	bucket, prefix, err := ParseTarget(cfg.Target)
 	if err != nil {
 		return nil, err
@@ -96,6 +97,7 @@ func newS3Target(cfg Config, rt http.RoundTripper) (*s3Target, error) {
 		// Path-style for every endpoint but AWS's and the like, which is
 		// what S3-compatible stores on a plain host name answer.
 		BucketLookup: minio.BucketLookupAuto,
+		MaxRetries:   retries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("export: s3 client: %w", err)

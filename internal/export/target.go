@@ -40,7 +40,7 @@ func OpenTarget(cfg Config) (Target, error) {
 	if cfg.Target == "" {
 		return nil, nil
 	}
-	return newS3Target(cfg, nil)
+	return newS3Target(cfg, nil, 0)
 }
 
 // The aggregator's hooks: each does nothing without a target.
