@@ -24,6 +24,7 @@ import (
 
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/lease"
 )
 
 // Paths inside the origin's root.
@@ -31,6 +32,21 @@ const (
 	IndexName  = "index.txt"
 	ExportsDir = "exports"
 	tmpPrefix  = ".tmp-"
+	// lockName is the file whose lock (flock) orders the index's record
+	// and its file between the processes writing one directory.
+	lockName = ".publish.lock"
+)
+
+// LeaseName is the aggregator's lease (internal/lease).
+const LeaseName = "export"
+
+// Steps of a run, named for fault injection (OnStep): a crash or a freeze
+// after any of them must leave the origin consistent.
+const (
+	StepBatchRenamed   = "batch-renamed"   // a batch file recorded and in place, the index not yet decided
+	StepIndexCommitted = "index-committed" // the index's record committed under the checked epoch, no file written
+	StepIndexWritten   = "index-written"   // index.txt replaced, the files that left it not yet recorded as such
+	StepRetired        = "retired"         // the files that left recorded, the expired ones not yet deleted
 )
 
 // ErrLeaseHeld means another aggregator holds the lease: this run did not
@@ -55,9 +71,22 @@ type Aggregator struct {
 	m       metrics
 	now     func() time.Time
 	// beforeIndex, when set (tests), runs under the lease just before the
-	// index is written.
+	// index's record is committed.
 	beforeIndex func()
 	target      Target // a bucket published to as well (target.go), or nil
+	// step, when set (fault-injection tests), is called after each Step*.
+	step func(name string)
+}
+
+// OnStep makes the aggregator call f after each step of a run (the Step*
+// names): fault-injection tests freeze or kill the process there. Set it
+// before the first run.
+func (a *Aggregator) OnStep(f func(step string)) { a.step = f }
+
+func (a *Aggregator) stepDone(name string) {
+	if a.step != nil {
+		a.step(name)
+	}
 }
 
 type metrics struct {
@@ -71,14 +100,11 @@ func New(cfg Config, db *database.DB, signers []Signer, reg prometheus.Registere
 	if len(signers) == 0 {
 		return nil, errors.New("export: no signing key")
 	}
-	var id [8]byte
-	var err error
-	if _, err = rand.Read(id[:]); err != nil {
-		return nil, err
+	holder, err := lease.Holder()
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
-	host, _ := os.Hostname()
-	a := &Aggregator{cfg: cfg, db: db, signers: signers, log: log, now: time.Now,
-		holder: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(id[:]))}
+	a := &Aggregator{cfg: cfg, db: db, signers: signers, log: log, now: time.Now, holder: holder}
 	if a.target, err = OpenTarget(cfg); err != nil {
 		return nil, err
 	}
@@ -106,68 +132,129 @@ func New(cfg Config, db *database.DB, signers []Signer, reg prometheus.Registere
 	return a, nil
 }
 
-// Loop runs the export now and then every period until ctx ends. A failed
-// run is logged and retried at the next period, never in a hot loop.
+// Loop publishes while it holds the lease, and waits for it while
+// another copy does. Holding it, it runs now and then every period, its
+// heartbeat renewing the lease every third of VOUCH_EXPORT_LEASE; a
+// standby tries to take it as often, so a copy killed with -9 costs at
+// most a lease and a third before the other publishes. A failed run
+// releases the lease, so that another copy gets its turn, and this one
+// competes again a period later: never a retry in a hot loop.
 func (a *Aggregator) Loop(ctx context.Context) error {
+	poll := a.cfg.Lease / 3
+	for {
+		l, err := lease.Acquire(ctx, a.db.Pool(), LeaseName, a.holder, a.cfg.Lease)
+		switch {
+		case err == nil:
+			a.log.Info("export: lease taken", "epoch", l.Epoch)
+			a.lead(ctx, l)
+		case errors.Is(err, lease.ErrHeld):
+			a.m.runs.WithLabelValues("lease_held").Inc()
+		case ctx.Err() == nil:
+			a.log.Error("export: lease", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// lead runs the export under l now and every period until the lease is
+// lost, a run fails or ctx ends, and releases the lease then.
+func (a *Aggregator) lead(ctx context.Context, l *lease.Lease) {
+	kept, stop := l.Keep(ctx, a.db.Pool(), a.log)
 	t := time.NewTicker(a.cfg.Period)
 	defer t.Stop()
 	for {
-		res, err := a.Run(ctx)
+		res, err := a.observe(kept, l)
 		switch {
-		case errors.Is(err, ErrLeaseHeld):
-			a.log.Debug("export: lease held elsewhere")
+		case err != nil && kept.Err() != nil && ctx.Err() == nil:
+			a.log.Warn("export: lease lost during a run; nothing more of it published", "epoch", l.Epoch, "err", err)
 		case err != nil && ctx.Err() == nil:
 			a.log.Error("export failed", "err", err)
 		case err == nil:
 			a.log.Info("export published", "files", len(res.Files), "keys", res.Keys, "held", res.Held, "padded", res.Padded)
 		}
+		if err != nil || kept.Err() != nil {
+			stop()
+			a.release(ctx, l)
+			if err != nil && ctx.Err() == nil {
+				select { // another copy's turn
+				case <-ctx.Done():
+				case <-t.C:
+				}
+			}
+			return
+		}
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-kept.Done():
 		case <-t.C:
 		}
 	}
 }
 
-// Run builds and publishes the export once, if this aggregator can take
-// the lease; otherwise it returns ErrLeaseHeld.
-func (a *Aggregator) Run(ctx context.Context) (Result, error) {
-	start := time.Now()
-	res, err := a.run(ctx)
-	switch {
-	case errors.Is(err, ErrLeaseHeld):
-		a.m.runs.WithLabelValues("lease_held").Inc()
-	case err != nil:
-		a.m.runs.WithLabelValues("error").Inc()
-	default:
-		a.m.runs.WithLabelValues("published").Inc()
-		a.m.seconds.Observe(time.Since(start).Seconds())
-		a.m.held.Set(float64(res.Held))
-		a.m.published.Set(float64(res.Keys))
-		a.m.files.Set(float64(len(res.Files)))
+// release gives the lease up, so another copy need not wait for it to
+// expire; a failed release only delays that.
+func (a *Aggregator) release(ctx context.Context, l *lease.Lease) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := l.Release(rctx, a.db.Pool()); err != nil {
+		a.log.Warn("export: release lease", "err", err)
 	}
+}
+
+// Run builds and publishes the export once, if this aggregator can take
+// the lease (kept by heartbeat during the run, released after);
+// otherwise it returns ErrLeaseHeld.
+func (a *Aggregator) Run(ctx context.Context) (Result, error) {
+	l, err := lease.Acquire(ctx, a.db.Pool(), LeaseName, a.holder, a.cfg.Lease)
+	if errors.Is(err, lease.ErrHeld) {
+		a.m.runs.WithLabelValues("lease_held").Inc()
+		return Result{}, ErrLeaseHeld
+	}
+	if err != nil {
+		a.m.runs.WithLabelValues("error").Inc()
+		return Result{}, fmt.Errorf("export: %w", err)
+	}
+	kept, stop := l.Keep(ctx, a.db.Pool(), a.log)
+	res, err := a.observe(kept, l)
+	stop()
+	a.release(ctx, l)
 	return res, err
 }
 
-func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
-	if err := a.takeLease(ctx); err != nil {
+// observe runs once under l and counts the result.
+func (a *Aggregator) observe(ctx context.Context, l *lease.Lease) (Result, error) {
+	start := time.Now()
+	res, err := a.run(ctx, l)
+	if err != nil {
+		a.m.runs.WithLabelValues("error").Inc()
 		return res, err
 	}
+	a.m.runs.WithLabelValues("published").Inc()
+	a.m.seconds.Observe(time.Since(start).Seconds())
+	a.m.held.Set(float64(res.Held))
+	a.m.published.Set(float64(res.Keys))
+	a.m.files.Set(float64(len(res.Files)))
+	return res, nil
+}
+
+// run builds and publishes under l. Every write to the database checks
+// l's epoch in its own transaction; the index's record is committed so
+// before the index goes anywhere, and under the directory's lock, so that
+// the index file and the bucket's index follow those commits in order
+// (publish). A holder frozen past its lease writes nothing after it
+// wakes, even if it took the lease again: that is another epoch.
+func (a *Aggregator) run(ctx context.Context, l *lease.Lease) (res Result, err error) {
 	now := a.now()
 	defer func() {
-		if err != nil && !errors.Is(err, ErrLeaseHeld) {
+		if err != nil {
 			// Expired files go even when the run failed: a full disk must
 			// not keep the next run from publishing.
 			if derr := a.deleteExpired(context.WithoutCancel(ctx), now); derr != nil {
 				a.log.Warn("export: delete expired files", "err", derr)
 			}
-		}
-		// Let the next run (here or elsewhere) go without waiting out the
-		// lease; a failed release only delays it.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := a.releaseLease(rctx); rerr != nil && err == nil {
-			a.log.Warn("export: release lease", "err", rerr)
 		}
 	}()
 	exports := filepath.Join(a.cfg.Dir, ExportsDir)
@@ -184,7 +271,7 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 		return res, err
 	}
 	cut := now.UTC().Truncate(time.Second)
-	if res.Padded, res.Held, err = a.makeBatches(ctx, cut); err != nil {
+	if res.Padded, res.Held, err = a.makeBatches(ctx, l, cut); err != nil {
 		return res, err
 	}
 	batches, err := a.indexed(ctx, cut)
@@ -201,7 +288,7 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 		// origin) is built again: the batch's keys are fixed, so its name
 		// and content are the same.
 		if _, serr := os.Stat(filepath.Join(a.cfg.Dir, filepath.FromSlash(b.path))); b.path == "" || serr != nil {
-			if b.path, buildErr = a.build(ctx, b); buildErr != nil {
+			if b.path, buildErr = a.build(ctx, l, b); buildErr != nil {
 				break
 			}
 		}
@@ -211,27 +298,112 @@ func (a *Aggregator) run(ctx context.Context) (res Result, err error) {
 	if res.Keys, err = a.countPublished(ctx, built); err != nil {
 		return res, err
 	}
-	// The lease may have run out during a long build: renewing it fails
-	// then, and another aggregator's index is not overwritten.
-	if err := a.takeLease(ctx); err != nil {
-		return res, err
-	}
-	if a.beforeIndex != nil {
-		a.beforeIndex()
-	}
-	if err := a.publishTarget(ctx, version, res.Files, []byte(indexText(res.Files))); err != nil {
-		return res, errors.Join(buildErr, err)
-	}
-	if err := writeAtomic(a.cfg.Dir, IndexName, []byte(indexText(res.Files))); err != nil {
-		return res, errors.Join(buildErr, err)
-	}
-	if err := a.retire(ctx, res.Files, now); err != nil {
+	if err := a.publish(ctx, l, res, version, now); err != nil {
 		return res, errors.Join(buildErr, err)
 	}
 	if buildErr != nil {
 		return res, buildErr
 	}
 	return res, a.deleteExpired(ctx, now)
+}
+
+// publish makes res.Files the index, holding the directory's lock from
+// the first step to the last:
+//  1. every file it names is there (files are deleted only under this
+//     lock, so they still are at the end);
+//  2. its record is committed in a transaction that checks l's epoch: a
+//     holder that lost the lease, or took it again since the run began,
+//     stops here and writes nothing;
+//  3. the bucket's index (a target), only over the version read when the
+//     run began;
+//  4. the index file, replaced atomically;
+//  5. the files that left the index recorded as such: their grace starts
+//     now that no index names them.
+//
+// Index files are so written in the order their records committed: a
+// holder frozen between its commit (2) and its file (4) keeps the lock,
+// and the next holder, which cannot commit before it has the lock, waits
+// (its run fails and is tried again). An older index never replaces a
+// newer one, and never names a file already deleted.
+func (a *Aggregator) publish(ctx context.Context, l *lease.Lease, res Result, version string, now time.Time) error {
+	return a.locked(ctx, func() error {
+		for _, rel := range res.Files {
+			if _, err := os.Stat(filepath.Join(a.cfg.Dir, filepath.FromSlash(rel))); err != nil {
+				return fmt.Errorf("export: a file of the index: %w", err)
+			}
+		}
+		if a.beforeIndex != nil {
+			a.beforeIndex()
+		}
+		files := res.Files
+		if files == nil {
+			files = []string{}
+		}
+		err := a.db.InTx(ctx, func(tx pgx.Tx) error {
+			if err := l.LimitIdle(ctx, tx); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `insert into export_index (generation, epoch, files, keys, published_at)
+				values (1, $1, $2, $3, clock_timestamp())
+				on conflict (id) do update set generation = export_index.generation + 1, epoch = excluded.epoch,
+					files = excluded.files, keys = excluded.keys, published_at = excluded.published_at`,
+				l.Epoch, files, res.Keys); err != nil {
+				return fmt.Errorf("export: record index: %w", err)
+			}
+			return l.Check(ctx, tx)
+		})
+		if err != nil {
+			return err
+		}
+		a.stepDone(StepIndexCommitted)
+		index := []byte(indexText(res.Files))
+		if err := a.publishTarget(ctx, version, res.Files, index); err != nil {
+			return err
+		}
+		if err := writeAtomic(a.cfg.Dir, IndexName, index); err != nil {
+			return err
+		}
+		a.stepDone(StepIndexWritten)
+		if err := a.retire(ctx, res.Files, now); err != nil {
+			return err
+		}
+		a.stepDone(StepRetired)
+		return nil
+	})
+}
+
+// locked runs fn holding the lock of the origin's directory (flock on
+// lockName), which orders publications and deletions between the
+// processes writing it: on one machine, or on a shared filesystem whose
+// locks work across machines (NFSv4). It waits at most a lease for a
+// holder; one that keeps it longer is frozen mid-publication, and this
+// run fails and is tried again.
+func (a *Aggregator) locked(ctx context.Context, fn func() error) error {
+	f, err := os.OpenFile(filepath.Join(a.cfg.Dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("export: lock: %w", err)
+	}
+	defer f.Close() // releases the lock too
+	deadline := time.Now().Add(a.cfg.Lease)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("export: lock %s: %w", f.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("export: %s held by another process for longer than the lease", f.Name())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return fn()
 }
 
 // batch is one row of export_batches: the keys that became publishable
@@ -250,11 +422,14 @@ type batch struct {
 // share their times. When nothing is new no batch is made, unless the
 // index would be empty. It returns the padding added and the keys held
 // back by the embargo.
-func (a *Aggregator) makeBatches(ctx context.Context, cut time.Time) (padded, held int, err error) {
+func (a *Aggregator) makeBatches(ctx context.Context, l *lease.Lease, cut time.Time) (padded, held int, err error) {
 	oldest := exposure.IntervalNumber(cut.Add(-time.Duration(a.cfg.MaxAgeDays) * 24 * time.Hour))
 	// A key is publishable when its end lies Embargo before cut.
 	limit := int32(cut.Add(-a.cfg.Embargo).Unix() / exposure.IntervalSeconds)
-	err = a.db.InTx(ctx, func(tx pgx.Tx) error {
+	err = a.db.InTx(ctx, func(tx pgx.Tx) (err error) {
+		if err := l.LimitIdle(ctx, tx); err != nil {
+			return err
+		}
 		const eligible = `batch_id is null and rolling_start + rolling_period > $1 and rolling_start + rolling_period <= $2`
 		var n int
 		if err := tx.QueryRow(ctx, `select count(*) filter (where rolling_start + rolling_period <= $2),
@@ -277,6 +452,13 @@ func (a *Aggregator) makeBatches(ctx context.Context, cut time.Time) (padded, he
 		if n == 0 && revisions == 0 && inWindow {
 			return nil
 		}
+		// A stale holder's batches do not land: two copies would make
+		// windows that overlap.
+		defer func() {
+			if err == nil {
+				err = l.Check(ctx, tx)
+			}
+		}()
 		// The first batch covers every arrival in the days published.
 		start := cut.Add(-time.Duration(a.cfg.MaxAgeDays) * 24 * time.Hour)
 		if lastEnd != nil {
@@ -506,10 +688,25 @@ const keyColumns = `key_data, rolling_start, rolling_period, transmission_risk, 
 // build writes batch b's file from one consistent snapshot, records its
 // path and returns it. The batch's keys were fixed when it was made, so
 // the file is the same whenever it is built.
-func (a *Aggregator) build(ctx context.Context, b batch) (string, error) {
+//
+// The file is written from the snapshot, then recorded (its path in
+// export_files as not indexed, so a crash before the index leaves it to be
+// deleted after the grace period, and as the batch's) in a transaction
+// that checks l's epoch, and only then moved into place: a stale holder's
+// file never appears, and no file appears unrecorded.
+func (a *Aggregator) build(ctx context.Context, l *lease.Lease, b batch) (string, error) {
 	var rel string
-	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead}
+	var bf *batchFile
+	defer func() {
+		if bf != nil {
+			bf.abort() // after the rename this removes nothing
+		}
+	}()
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
 	err := pgx.BeginTxFunc(ctx, a.db.Pool(), opts, func(tx pgx.Tx) error {
+		if err := l.LimitIdle(ctx, tx); err != nil {
+			return err
+		}
 		var keys, revised int
 		// Each count on its own partial index.
 		if err := tx.QueryRow(ctx, `select (select count(*) from exposure_keys where batch_id = $1),
@@ -521,11 +718,11 @@ func (a *Aggregator) build(ctx context.Context, b batch) (string, error) {
 		if err := a.checkFree(int64(len(Header)+64<<10) + int64(keys+revised)*writtenKeyEstimate); err != nil {
 			return err
 		}
-		bf, err := a.newBatch(batchHeader{Start: b.start.UTC(), End: b.end.UTC(), Region: a.cfg.Region, BatchNum: 1, BatchSize: 1})
+		var err error
+		bf, err = a.newBatch(batchHeader{Start: b.start.UTC(), End: b.end.UTC(), Region: a.cfg.Region, BatchNum: 1, BatchSize: 1})
 		if err != nil {
 			return err
 		}
-		defer bf.abort()
 		n := 0
 		for _, q := range []struct {
 			sql string
@@ -558,15 +755,35 @@ func (a *Aggregator) build(ctx context.Context, b batch) (string, error) {
 		if n != keys+revised {
 			return fmt.Errorf("export: counted %d keys, read %d", keys+revised, n)
 		}
-		if rel, err = a.finish(ctx, bf); err != nil {
+		rel, err = a.seal(bf)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	// In read committed, unlike the snapshot above: the check must see a
+	// take-over, and the holder's own renewals must not fail it.
+	err = a.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := l.LimitIdle(ctx, tx); err != nil {
 			return err
+		}
+		if _, err := tx.Exec(ctx, `insert into export_files (path, in_index, left_index_at)
+			values ($1, false, $2) on conflict (path) do nothing`, rel, a.now()); err != nil {
+			return fmt.Errorf("export: record %s: %w", rel, err)
 		}
 		if _, err := tx.Exec(ctx, `update export_batches set path = $1 where id = $2`, rel, b.id); err != nil {
 			return fmt.Errorf("export: record batch: %w", err)
 		}
-		return nil
+		return l.Check(ctx, tx)
 	})
-	return rel, err
+	if err != nil {
+		return "", err
+	}
+	if err := a.place(bf, rel); err != nil {
+		return "", err
+	}
+	a.stepDone(StepBatchRenamed)
+	return rel, nil
 }
 
 // scanKey decodes one row from PostgreSQL's binary format without an
@@ -630,15 +847,9 @@ func (b *batchFile) abort() {
 	os.Remove(b.f.Name())
 }
 
-// finish signs and closes b and moves it to its content address (see
-// contentName). A file of that name already holds the same keys and header
-// signed by the same keys (only the randomized ECDSA signature differs), so
-// it is kept and b dropped: a rebuild of the same data publishes the same
-// bytes.
-// The file is recorded before it appears, as not indexed, so a crash
-// before the index leaves it to be deleted after the grace period.
-func (a *Aggregator) finish(ctx context.Context, b *batchFile) (string, error) {
-	defer b.abort() // after the rename this removes nothing
+// seal signs, closes and syncs b and returns its content address (see
+// contentName), relative to the origin's root.
+func (a *Aggregator) seal(b *batchFile) (string, error) {
 	digest, err := b.fw.close()
 	if err != nil {
 		return "", err
@@ -653,22 +864,22 @@ func (a *Aggregator) finish(ctx context.Context, b *batchFile) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rel := ExportsDir + "/" + name + ".zip"
-	if _, err := a.db.Pool().Exec(ctx, `insert into export_files (path, in_index, left_index_at)
-		values ($1, false, $2) on conflict (path) do nothing`, rel, a.now()); err != nil {
-		return "", fmt.Errorf("export: record %s: %w", rel, err)
-	}
+	return ExportsDir + "/" + name + ".zip", nil
+}
+
+// place moves sealed b to rel. A file of that name already holds the same
+// keys and header signed by the same keys (only the randomized ECDSA
+// signature differs), so it is kept and b dropped: a rebuild of the same
+// data publishes the same bytes.
+func (a *Aggregator) place(b *batchFile, rel string) error {
 	target := filepath.Join(a.cfg.Dir, filepath.FromSlash(rel))
 	if _, err := os.Stat(target); err == nil {
-		return rel, nil
+		return nil
 	}
 	if err := os.Rename(b.f.Name(), target); err != nil {
-		return "", fmt.Errorf("export: %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
-	if err := syncDir(filepath.Dir(target)); err != nil {
-		return "", err
-	}
-	return rel, nil
+	return syncDir(filepath.Dir(target))
 }
 
 // contentName is a file's name: the SHA-256 of its export.bin's digest and
@@ -775,8 +986,14 @@ func (a *Aggregator) retire(ctx context.Context, files []string, now time.Time) 
 
 // deleteExpired deletes the files that left the index more than the grace
 // period before now. It runs before a run writes anything and after a run
-// failed, so expired files never keep a full disk full.
+// failed, so expired files never keep a full disk full; under the
+// directory's lock, so never between publish's check that the files it
+// names are there and its index.
 func (a *Aggregator) deleteExpired(ctx context.Context, now time.Time) error {
+	return a.locked(ctx, func() error { return a.deleteExpiredLocked(ctx, now) })
+}
+
+func (a *Aggregator) deleteExpiredLocked(ctx context.Context, now time.Time) error {
 	rows, err := a.db.Pool().Query(ctx, `select path from export_files
 		where not in_index and left_index_at < $1 order by path`, now.Add(-a.cfg.Grace))
 	if err != nil {
@@ -823,27 +1040,4 @@ func (a *Aggregator) checkFree(need int64) error {
 			ErrNoSpace, free, a.cfg.Dir, need, a.cfg.MinFree)
 	}
 	return nil
-}
-
-// takeLease takes or renews the publication lease: one atomic upsert that
-// succeeds only when the lease is free, expired or already ours.
-func (a *Aggregator) takeLease(ctx context.Context) error {
-	var holder string
-	err := a.db.Pool().QueryRow(ctx, `insert into export_lease (name, holder, expires_at)
-		values ('export', $1, now() + make_interval(secs => $2))
-		on conflict (name) do update set holder = excluded.holder, expires_at = excluded.expires_at
-		where export_lease.expires_at < now() or export_lease.holder = excluded.holder
-		returning holder`, a.holder, a.cfg.Lease.Seconds()).Scan(&holder)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrLeaseHeld
-	}
-	if err != nil {
-		return fmt.Errorf("export: lease: %w", err)
-	}
-	return nil
-}
-
-func (a *Aggregator) releaseLease(ctx context.Context) error {
-	_, err := a.db.Pool().Exec(ctx, `delete from export_lease where name = 'export' and holder = $1`, a.holder)
-	return err
 }

@@ -273,14 +273,13 @@ func TestAggregateLease(t *testing.T) {
 	if _, err := aggs[1].Run(context.Background()); err != nil {
 		t.Errorf("after the first released the lease: %v", err)
 	}
-	if _, err := db.Pool().Exec(context.Background(), `insert into export_lease values ('export', 'dead', now() - interval '1 second')`); err != nil {
+	if _, err := db.Pool().Exec(context.Background(), `update leases set holder = 'dead', expires_at = now() - interval '1 second'`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := aggs[1].Run(context.Background()); err != nil {
 		t.Errorf("an expired lease was not taken over: %v", err)
 	}
-	if _, err := db.Pool().Exec(context.Background(), `insert into export_lease values ('export', 'alive', now() + interval '1 minute')
-		on conflict (name) do update set holder = 'alive', expires_at = now() + interval '1 minute'`); err != nil {
+	if _, err := db.Pool().Exec(context.Background(), `update leases set holder = 'alive', expires_at = now() + interval '1 minute'`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := aggs[1].Run(context.Background()); !errors.Is(err, export.ErrLeaseHeld) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/lease"
 )
 
 // Config is the aggregator's configuration.
@@ -49,9 +50,15 @@ type Config struct {
 	// Grace is how long a file stays after it left the index: longer than
 	// a phone takes between reading the index and fetching the files.
 	Grace time.Duration `env:"VOUCH_EXPORT_GRACE, default=2h"`
-	// Lease is how long one run may hold the right to publish; longer than
-	// a run takes.
-	Lease time.Duration `env:"VOUCH_EXPORT_LEASE, default=10m"`
+	// Lease is the publication lease's time to live (internal/lease): the
+	// holder renews it every third of it, a standby tries to take it as
+	// often, so a holder killed with -9 costs at most Lease and a third
+	// before another copy publishes. It need not cover a run (the
+	// heartbeat does); it must cover the longest pause of the database's
+	// answers to a renewal, or a holder loses the lease to a slow
+	// database. Its transactions end when idle for as long (a frozen
+	// holder's locks do not outlive it).
+	Lease time.Duration `env:"VOUCH_EXPORT_LEASE, default=30s"`
 
 	// Target is a second origin the export is published to, an
 	// S3-compatible bucket: s3://bucket/prefix (target.go). Dir is then
@@ -140,8 +147,8 @@ func (c *Config) Validate() error {
 	if c.Grace < 0 {
 		errs = append(errs, errors.New("VOUCH_EXPORT_GRACE must not be negative"))
 	}
-	if c.Lease <= 0 {
-		errs = append(errs, errors.New("VOUCH_EXPORT_LEASE must be positive"))
+	if c.Lease < lease.MinTTL {
+		errs = append(errs, fmt.Errorf("VOUCH_EXPORT_LEASE must be at least %s", lease.MinTTL))
 	}
 	return errors.Join(errs...)
 }

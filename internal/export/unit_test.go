@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/vouch-nl/vouch/internal/exposure"
+	"github.com/vouch-nl/vouch/internal/lease"
 )
 
 func memSigner(t testing.TB, version, id string) (Signer, *ecdsa.PrivateKey) {
@@ -727,7 +728,8 @@ func TestConfigBounds(t *testing.T) {
 		"period negative":       {func(c *Config) { c.Period = -1 }, false},
 		"grace 0":               {func(c *Config) { c.Grace = 0 }, true},
 		"grace negative":        {func(c *Config) { c.Grace = -1 }, false},
-		"lease 1ns":             {func(c *Config) { c.Lease = 1 }, true},
+		"lease at its minimum":  {func(c *Config) { c.Lease = lease.MinTTL }, true},
+		"lease under it":        {func(c *Config) { c.Lease = lease.MinTTL - 1 }, false},
 		"lease 0":               {func(c *Config) { c.Lease = 0 }, false},
 		"lease negative":        {func(c *Config) { c.Lease = -1 }, false},
 		"region 64":             {func(c *Config) { c.Region = strings.Repeat("a", 64) }, true},
