@@ -153,6 +153,9 @@ type Deps struct {
 	Log          *slog.Logger
 	Metrics      prometheus.Registerer
 	Now          func() time.Time // time.Now when nil
+	// Buckets keep the rate limits' token buckets, shared by every copy;
+	// nil means in PostgreSQL (DB).
+	Buckets Buckets
 }
 
 // Service is the back office.
@@ -164,6 +167,7 @@ type Service struct {
 	deps    Deps
 	now     func() time.Time
 	pages   map[string]*template.Template
+	buckets Buckets
 	signins *limiter
 	vouches *limiter
 	metrics *metrics
@@ -183,10 +187,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("backoffice: a dependency is missing")
 	}
 	zone, _ := time.LoadLocation(cfg.DayZone) // checked by Validate
+	buckets := deps.Buckets
+	if buckets == nil {
+		buckets = pgBuckets{db: deps.DB}
+	}
 	s := &Service{
 		cfg: cfg, origin: origin, secure: origin.Scheme == "https", zone: zone, deps: deps, now: deps.Now,
-		signins: newLimiter(cfg.SignInPerMinute),
-		vouches: newLimiter(cfg.VouchPerMinute),
+		buckets: buckets,
+		signins: newLimiter("signin", cfg.SignInPerMinute, buckets),
+		vouches: newLimiter("vouch", cfg.VouchPerMinute, buckets),
 		signers: make(chan crypto.Signer, len(deps.Attestation)),
 		acked:   make(chan [16]byte, 4096),
 	}
@@ -258,6 +267,9 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 			return sweep(ctx, tx, s.now(), s.cfg.IdleTimeout, s.cfg.AbsoluteTimeout)
 		}); err != nil && ctx.Err() == nil {
 			s.deps.Log.Warn("sessions: sweep failed", "err", err)
+		}
+		if err := s.buckets.Sweep(ctx, s.now()); err != nil && ctx.Err() == nil {
+			s.deps.Log.Warn("rate limits: sweep failed", "err", err)
 		}
 		// Lock the sessions whose page went silent, with their audit rows,
 		// even if no request of theirs comes.

@@ -69,8 +69,8 @@ func (s *Service) challenge(c echo.Context) error {
 	default:
 		return errBadRequest
 	}
-	if !s.signins.allow(c.RealIP(), s.now()) {
-		return errRateLimited
+	if err := s.signins.check(c.Request().Context(), c.RealIP(), s.now()); err != nil {
+		return err
 	}
 	ch := make([]byte, ChallengeSize)
 	if _, err := rand.Read(ch); err != nil {
@@ -129,8 +129,8 @@ func (s *Service) signIn(c echo.Context) error {
 	if len(req.Challenge) != ChallengeSize || len(req.AuthCert) == 0 || len(req.Signature) == 0 {
 		return errBadRequest
 	}
-	if !s.signins.allow(c.RealIP(), s.now()) {
-		return errRateLimited
+	if err := s.signins.check(c.Request().Context(), c.RealIP(), s.now()); err != nil {
+		return err
 	}
 	ctx, now := c.Request().Context(), s.now()
 	if !s.challengeFromThisBrowser(c, req.Challenge) {
@@ -347,8 +347,8 @@ func (s *Service) unlock(c echo.Context) error {
 	if len(req.Challenge) != ChallengeSize || len(req.AuthCert) == 0 || len(req.Signature) == 0 {
 		return errBadRequest
 	}
-	if !s.signins.allow(c.RealIP(), s.now()) {
-		return errRateLimited
+	if err := s.signins.check(c.Request().Context(), c.RealIP(), s.now()); err != nil {
+		return err
 	}
 	ctx, now := c.Request().Context(), s.now()
 	if _, _, err := s.checkLogin(ctx, req.Challenge, purposeUnlock, sess.Hash, req.AuthCert, req.Signature, now); err != nil {

@@ -74,7 +74,7 @@ func unitDeps(t *testing.T) Deps {
 		t.Fatal(err)
 	}
 	return Deps{DB: &database.DB{}, Verifier: unitVerifier{}, Licenses: unitLicenses{}, Attestation: []crypto.Signer{key, key},
-		Publisher: unitPublisher{}, Jurisdiction: "NL"}
+		Publisher: unitPublisher{}, Jurisdiction: "NL", Buckets: newMemBuckets()}
 }
 
 func unitService(t *testing.T, tune func(*Config)) *Service {
@@ -210,8 +210,19 @@ func TestUnitNew(t *testing.T) {
 	if s.zone == nil || s.zone.String() != "Europe/Amsterdam" {
 		t.Errorf("zone %v", s.zone)
 	}
-	if s.signins.perMin != 20 || s.vouches.perMin != 30 {
-		t.Errorf("rates %v, %v", s.signins.perMin, s.vouches.perMin)
+	if s.signins.rate.PerMinute != 20 || s.vouches.rate.PerMinute != 30 || s.signins.name == s.vouches.name {
+		t.Errorf("rates %v %s, %v %s", s.signins.rate, s.signins.name, s.vouches.rate, s.vouches.name)
+	}
+	if s.signins.shared != deps.Buckets || s.vouches.shared != deps.Buckets || s.buckets != deps.Buckets {
+		t.Error("the limits do not take from Deps.Buckets")
+	}
+	if s.signins.shield != nil {
+		t.Error("a shield in front of buckets in memory")
+	}
+	d0 := deps
+	d0.Buckets = nil
+	if s0, err := New(unitConfig(), d0); err != nil || s0.buckets != (pgBuckets{db: d0.DB}) || s0.signins.shield == nil || s0.vouches.shield == nil {
+		t.Errorf("without Deps.Buckets: %v; want PostgreSQL's, each limit shielded", err)
 	}
 	if len(s.signers) != 2 || cap(s.signers) != 2 {
 		t.Errorf("%d of %d HSM sessions free, want 2", len(s.signers), cap(s.signers))
@@ -239,6 +250,7 @@ func TestUnitNew(t *testing.T) {
 func TestUnitLimiterBurst(t *testing.T) {
 	t.Parallel()
 	t0 := time.Unix(1_700_000_000, 0)
+	ctx := context.Background()
 	for _, tt := range []struct {
 		perMinute float64
 		burst     int
@@ -250,37 +262,100 @@ func TestUnitLimiterBurst(t *testing.T) {
 		{20, 10, 3 * time.Second},
 		{100, 50, 600 * time.Millisecond},
 	} {
-		l := newLimiter(tt.perMinute)
-		if l.burst != tt.burst {
-			t.Errorf("%v/min: burst %d, want %d", tt.perMinute, l.burst, tt.burst)
+		shared := newMemBuckets()
+		l := newLimiter("signin", tt.perMinute, shared)
+		if l.rate.Burst != tt.burst {
+			t.Errorf("%v/min: burst %d, want %d", tt.perMinute, l.rate.Burst, tt.burst)
 		}
 		got := 0
-		for l.allow("ip", t0) && got <= 1000 {
+		for l.check(ctx, "ip", t0) == nil && got <= 1000 {
 			got++
 		}
 		if got != tt.burst {
 			t.Errorf("%v/min: %d allowed at once, want %d", tt.perMinute, got, tt.burst)
 		}
-		if l.allow("ip", t0.Add(tt.refill*9/10)) {
-			t.Errorf("%v/min: a token back before %v", tt.perMinute, tt.refill)
+		if err := l.check(ctx, "ip", t0.Add(tt.refill*9/10)); err != errRateLimited {
+			t.Errorf("%v/min: a token back before %v (%v)", tt.perMinute, tt.refill, err)
 		}
-		if !l.allow("ip", t0.Add(tt.refill*11/10)) {
-			t.Errorf("%v/min: no token back after %v", tt.perMinute, tt.refill)
+		if err := l.check(ctx, "ip", t0.Add(tt.refill*11/10)); err != nil {
+			t.Errorf("%v/min: no token back after %v (%v)", tt.perMinute, tt.refill, err)
 		}
-		if !l.allow("other", t0) {
+		if err := l.check(ctx, "other", t0); err != nil {
 			t.Errorf("%v/min: another key limited by the first", tt.perMinute)
 		}
+		// Another limit on the same buckets is counted apart.
+		if err := newLimiter("vouch", tt.perMinute, shared).check(ctx, "ip", t0); err != nil {
+			t.Errorf("%v/min: another limit's key limited by the first: %v", tt.perMinute, err)
+		}
+	}
+}
+
+// sharedBuckets are buckets every copy takes from, as PostgreSQL keeps
+// them: memory behind something that is not a *memBuckets, so that each
+// copy's limiter puts its shield in front; fail makes Take fail.
+type sharedBuckets struct {
+	mem   *memBuckets
+	takes int
+	fail  error
+}
+
+func (b *sharedBuckets) Take(ctx context.Context, key string, r Rate, now time.Time) (bool, error) {
+	b.takes++
+	if b.fail != nil {
+		return false, b.fail
+	}
+	return b.mem.Take(ctx, key, r, now)
+}
+
+func (b *sharedBuckets) Sweep(ctx context.Context, now time.Time) error { return b.mem.Sweep(ctx, now) }
+
+// TestUnitLimiterAcrossCopies: two copies' limiters on shared buckets
+// allow the limit once between them, not once each; each copy's shield
+// keeps a flood from reaching the shared store; an error of the store
+// refuses (never allows) and is not taken for a rate limit.
+func TestUnitLimiterAcrossCopies(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	shared := &sharedBuckets{mem: newMemBuckets()}
+	a, b := newLimiter("signin", 10, shared), newLimiter("signin", 10, shared) // burst 5
+	if a.shield == nil || b.shield == nil {
+		t.Fatal("no shield in front of shared buckets")
+	}
+	allowed := 0
+	for i := range 400 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		if l.check(ctx, "192.0.2.1", t0) == nil {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Errorf("%d allowed by two copies, want the burst of 5", allowed)
+	}
+	// Each copy asks the shared buckets until its own shield is empty:
+	// 5 each, then nothing more.
+	if shared.takes != 10 {
+		t.Errorf("the shared buckets asked %d times for 400 requests, want 10", shared.takes)
+	}
+	shared.fail = errors.New("database down")
+	err := a.check(ctx, "192.0.2.9", t0)
+	if err == nil || errors.Is(err, errRateLimited) || !errors.Is(err, shared.fail) {
+		t.Errorf("shared buckets failing: %v; want their error", err)
 	}
 }
 
 func TestUnitLimiterSweep(t *testing.T) {
 	t.Parallel()
-	l := newLimiter(60) // burst 30: refilled after 30 s, forgotten after 90 s idle
+	m := newMemBuckets()
+	l := newLimiter("signin", 60, m) // burst 30: refilled after 30 s, forgotten after 90 s idle
 	t0 := time.Unix(1_700_000_000, 0)
 	keys := func() []string {
 		var ks []string
-		for k := range l.buckets {
-			ks = append(ks, k)
+		for k := range m.buckets {
+			ks = append(ks, strings.TrimPrefix(k, "signin/"))
 		}
 		slices.Sort(ks)
 		return ks
@@ -297,10 +372,18 @@ func TestUnitLimiterSweep(t *testing.T) {
 		{151 * time.Second, "e", []string{"c", "d", "e"}}, // sweeps: a (151 s), b (91 s) go; c (90 s) stays
 		{212 * time.Second, "f", []string{"e", "f"}},
 	} {
-		l.allow(st.key, t0.Add(st.at))
+		l.check(context.Background(), st.key, t0.Add(st.at))
 		if got := keys(); !slices.Equal(got, st.want) {
 			t.Fatalf("at %v: %v, want %v", st.at, got, st.want)
 		}
+	}
+	// Sweep forgets at once what is idle past its keep, whenever the last
+	// sweep was.
+	if err := m.Sweep(context.Background(), t0.Add(212*time.Second+90*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(); !slices.Equal(got, []string{"f"}) {
+		t.Fatalf("after Sweep: %v, want [f]", got)
 	}
 }
 

@@ -81,8 +81,8 @@ func (s *Service) prepare(c echo.Context) error {
 		return err
 	}
 	now := s.now()
-	if !s.vouches.allow(sess.UZI, now) {
-		return errRateLimited
+	if err := s.vouches.check(c.Request().Context(), sess.UZI, now); err != nil {
+		return err
 	}
 	code, err := phonecode.Parse(req.Code)
 	if err != nil {
@@ -207,8 +207,8 @@ func (s *Service) sign(c echo.Context) error {
 	if len(sess.Pending) == 0 || sess.PendingAt == nil || now.Sub(*sess.PendingAt) > PendingLifetime {
 		return errNoPending
 	}
-	if !s.vouches.allow(sess.UZI, now) {
-		return errRateLimited
+	if err := s.vouches.check(c.Request().Context(), sess.UZI, now); err != nil {
+		return err
 	}
 	res, err := s.deps.Verifier.VerifyStatement(sess.Pending, req.Signature, sess.SignCert, now)
 	if err != nil {
