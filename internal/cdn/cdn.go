@@ -52,10 +52,10 @@ func (c Config) Validate() error {
 type Handler struct {
 	// Files are opened through beneath (openat2(2)) where the kernel has
 	// it, else through root; one of the two is nil.
-	beneath   *beneath
-	root      *os.Root
-	immutable string // Cache-Control of content-addressed files
-	log       *slog.Logger
+	beneath *beneath
+	root    *os.Root
+	hv      values // header values
+	log     *slog.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -70,8 +70,8 @@ func NewHandler(dir string, maxAge time.Duration, log *slog.Logger) (*Handler, e
 // os.Root even where openat2(2) works, for tests of that path.
 func newHandler(dir string, maxAge time.Duration, log *slog.Logger, tryBeneath bool) (*Handler, error) {
 	h := &Handler{
-		immutable: "public, max-age=" + strconv.FormatInt(int64(maxAge/time.Second), 10) + ", immutable",
-		log:       log,
+		hv:  newValues(maxAge),
+		log: log,
 	}
 	var b *beneath
 	var ok bool
@@ -101,11 +101,15 @@ func (h *Handler) Close() error {
 }
 
 // open opens name below the root.
-func (h *Handler) open(name string) (*os.File, error) {
+func (h *Handler) open(name string) (*file, error) {
 	if h.beneath != nil {
 		return h.beneath.open(name)
 	}
-	return h.root.Open(name)
+	f, err := h.root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return osFile(name, f)
 }
 
 // ServeHTTP serves one file. ETag, If-None-Match, If-Modified-Since and
@@ -129,18 +133,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
+	if !f.regular {
 		// Directories are never listed; devices and the like never served.
-		h.notFound(w, name, err)
+		h.notFound(w, name, nil)
 		return
 	}
+	if r.Header["Range"] != nil {
+		// A multipart answer reads the file on a goroutine of its own:
+		// the *os.File must exist before, not be made there.
+		if _, err := f.file(); err != nil {
+			h.log.Error("cdn: open", "file", name, "err", err)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+	}
+	// The header values are shared by every response (no allocation);
+	// net/http only reads them, and Set and Del replace or drop a slice,
+	// never write into it.
 	hd := w.Header()
-	hd.Set("Content-Type", contentType(name))
-	hd.Set("X-Content-Type-Options", "nosniff")
+	hd["Content-Type"] = h.hv.contentType(name)
+	hd["X-Content-Type-Options"] = h.hv.nosniff
 	if sum, ok := contentAddress(name); ok {
-		hd.Set("ETag", `"`+sum+`"`)
-		hd.Set("Cache-Control", h.immutable)
+		hd["Etag"] = []string{`"` + sum + `"`}
+		hd["Cache-Control"] = h.hv.immutable
 	} else {
 		// The index changes in place: its ETag is its content's hash, and
 		// caches must ask again before using it.
@@ -155,10 +170,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
 		}
-		hd.Set("ETag", `"`+hex.EncodeToString(hs.Sum(nil))+`"`)
-		hd.Set("Cache-Control", "no-cache")
+		hd["Etag"] = []string{`"` + hex.EncodeToString(hs.Sum(nil)) + `"`}
+		hd["Cache-Control"] = h.hv.noCache
 	}
-	http.ServeContent(w, r, "", fi.ModTime(), f)
+	http.ServeContent(bodyWriter{w, f}, r, "", f.modTime, f)
 }
 
 func (h *Handler) notFound(w http.ResponseWriter, name string, err error) {
@@ -213,16 +228,33 @@ func contentAddress(name string) (string, bool) {
 	return base, true
 }
 
-func contentType(name string) string {
+// values are header values every response shares, so that none is
+// allocated per request; each has capacity one, so that an append
+// (Header.Add) copies rather than writes into it.
+type values struct {
+	immutable, noCache, nosniff []string // Cache-Control, X-Content-Type-Options
+	zip, text, octet            []string // Content-Type
+}
+
+func newValues(maxAge time.Duration) values {
+	return values{
+		immutable: []string{"public, max-age=" + strconv.FormatInt(int64(maxAge/time.Second), 10) + ", immutable"},
+		noCache:   []string{"no-cache"},
+		nosniff:   []string{"nosniff"},
+		zip:       []string{"application/zip"},
+		text:      []string{"text/plain; charset=utf-8"},
+		octet:     []string{"application/octet-stream"},
+	}
+}
+
+func (v *values) contentType(name string) []string {
 	switch path.Ext(name) {
 	case ".zip":
-		return "application/zip"
+		return v.zip
 	case ".txt":
-		return "text/plain; charset=utf-8"
-	case ".sig", ".bin":
-		return "application/octet-stream"
+		return v.text
 	}
-	return "application/octet-stream"
+	return v.octet
 }
 
 // Server is the origin: the handler behind an HTTP server with timeouts.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,21 +34,7 @@ type origin struct {
 
 func start(t testing.TB) origin {
 	t.Helper()
-	base := t.TempDir()
-	dir := filepath.Join(base, "root")
-	must(t, os.MkdirAll(filepath.Join(dir, "exports", "sub"), 0o755))
-	must(t, os.WriteFile(filepath.Join(base, "secret.txt"), []byte("SECRET outside the root"), 0o600))
-	zip := []byte(strings.Repeat("PK export bytes 0123456789\n", 200))
-	sum := sha256.Sum256(zip)
-	o := origin{zip: zip, zipSum: hex.EncodeToString(sum[:]), index: []byte("exports/" + hex.EncodeToString(sum[:]) + ".zip\n")}
-	must(t, os.WriteFile(filepath.Join(dir, "exports", o.zipSum+".zip"), zip, 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "index.txt"), o.index, 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, ".tmp-index"), []byte("half written"), 0o644))
-	must(t, os.Symlink(filepath.Join(base, "secret.txt"), filepath.Join(dir, "escape.txt")))
-	must(t, os.Symlink("../secret.txt", filepath.Join(dir, "exports", "rel.txt")))
-	must(t, os.Symlink(base, filepath.Join(dir, "up")))
-	must(t, os.Symlink("index.txt", filepath.Join(dir, "inside.txt")))
-
+	dir, o := exportDir(t)
 	srv, err := cdn.New(cdn.Config{Addr: "127.0.0.1:0", Dir: dir, MaxAge: 365 * 24 * time.Hour}, slog.New(slog.DiscardHandler))
 	must(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,6 +52,40 @@ func start(t testing.TB) origin {
 	o.addr = ln.Addr().String()
 	o.url = "http://" + o.addr
 	return o
+}
+
+// startOSRoot is start with files opened through an os.Root, as where
+// openat2(2) is missing.
+func startOSRoot(t testing.TB) origin {
+	t.Helper()
+	dir, o := exportDir(t)
+	h, err := cdn.NewHandlerOSRoot(dir, 365*24*time.Hour, slog.New(slog.DiscardHandler))
+	must(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.Close(); h.Close() })
+	o.url = srv.URL
+	o.addr = strings.TrimPrefix(srv.URL, "http://")
+	return o
+}
+
+// exportDir is an export directory, a secret beside it, and links.
+func exportDir(t testing.TB) (string, origin) {
+	t.Helper()
+	base := t.TempDir()
+	dir := filepath.Join(base, "root")
+	must(t, os.MkdirAll(filepath.Join(dir, "exports", "sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(base, "secret.txt"), []byte("SECRET outside the root"), 0o600))
+	zip := []byte(strings.Repeat("PK export bytes 0123456789\n", 200))
+	sum := sha256.Sum256(zip)
+	o := origin{zip: zip, zipSum: hex.EncodeToString(sum[:]), index: []byte("exports/" + hex.EncodeToString(sum[:]) + ".zip\n")}
+	must(t, os.WriteFile(filepath.Join(dir, "exports", o.zipSum+".zip"), zip, 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "index.txt"), o.index, 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, ".tmp-index"), []byte("half written"), 0o644))
+	must(t, os.Symlink(filepath.Join(base, "secret.txt"), filepath.Join(dir, "escape.txt")))
+	must(t, os.Symlink("../secret.txt", filepath.Join(dir, "exports", "rel.txt")))
+	must(t, os.Symlink(base, filepath.Join(dir, "up")))
+	must(t, os.Symlink("index.txt", filepath.Join(dir, "inside.txt")))
+	return dir, o
 }
 
 func must(t testing.TB, err error) {
@@ -116,7 +137,15 @@ func raw(t *testing.T, addr, target string) (int, string) {
 
 func TestFilesAndCaching(t *testing.T) {
 	t.Parallel()
-	o := start(t)
+	for name, start := range map[string]func(testing.TB) origin{"openat2": start, "os.Root": startOSRoot} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testFilesAndCaching(t, start(t))
+		})
+	}
+}
+
+func testFilesAndCaching(t *testing.T, o origin) {
 	zipURL := o.url + "/exports/" + o.zipSum + ".zip"
 	idx := sha256.Sum256(o.index)
 	idxTag := `"` + hex.EncodeToString(idx[:]) + `"`
@@ -175,7 +204,15 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // that no path tells more than another), and no answer holds the secret.
 func TestNothingOutsideTheRoot(t *testing.T) {
 	t.Parallel()
-	o := start(t)
+	for name, start := range map[string]func(testing.TB) origin{"openat2": start, "os.Root": startOSRoot} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testNothingOutsideTheRoot(t, start(t))
+		})
+	}
+}
+
+func testNothingOutsideTheRoot(t *testing.T, o origin) {
 	targets := []string{
 		"/", "/exports", "/exports/", "/exports/sub", "/exports/sub/",
 		"/../secret.txt", "/exports/../../secret.txt", "/./index.txt", "//index.txt", "/exports//" + o.zipSum + ".zip",

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,7 @@ func openBeneath(dir string) (b *beneath, ok bool, err error) {
 		return nil, false, fmt.Errorf("cdn: %w", err)
 	}
 	b = &beneath{dir: d, rc: rc}
+	// "." fails with ENOTDIR where dir is not a directory.
 	f, err := b.open(".")
 	if err != nil {
 		d.Close()
@@ -45,17 +47,12 @@ func openBeneath(dir string) (b *beneath, ok bool, err error) {
 		}
 		return nil, false, fmt.Errorf("cdn: %w", err)
 	}
-	fi, err := f.Stat()
 	f.Close()
-	if err != nil || !fi.IsDir() {
-		d.Close()
-		return nil, false, fmt.Errorf("cdn: %s is not a directory (%v)", dir, err)
-	}
 	return b, true, nil
 }
 
-// open opens name, relative to the directory, for reading.
-func (b *beneath) open(name string) (*os.File, error) {
+// open opens name, relative to the directory, for reading, and fstats it.
+func (b *beneath) open(name string) (*file, error) {
 	how := unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
@@ -76,7 +73,16 @@ func (b *beneath) open(name string) (*os.File, error) {
 	if oerr != nil {
 		return nil, &fs.PathError{Op: "openat2", Path: name, Err: oerr}
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "fstat", Path: name, Err: err}
+	}
+	return &file{name: name, fd: fd, size: st.Size, modTime: time.Unix(st.Mtim.Unix()),
+		regular: st.Mode&unix.S_IFMT == unix.S_IFREG}, nil
 }
+
+// closeFD closes a descriptor openat2 gave.
+func closeFD(fd int) error { return unix.Close(fd) }
 
 func (b *beneath) close() error { return b.dir.Close() }

@@ -1,10 +1,15 @@
 package cdn_test
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +113,60 @@ func TestHandlerNeedsADirectory(t *testing.T) {
 			if h, err := open(dir, time.Hour, slog.New(slog.DiscardHandler)); err == nil {
 				h.Close()
 				t.Errorf("%s: a handler on %s", name, dir)
+			}
+		}
+	}
+}
+
+// readerFromRecorder is a response that, as a TCP connection's does, takes
+// a body by ReadFrom, and remembers what it was given.
+type readerFromRecorder struct {
+	*httptest.ResponseRecorder
+	srcs []string
+}
+
+func (w *readerFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	desc := fmt.Sprintf("%T", src)
+	if lr, ok := src.(*io.LimitedReader); ok {
+		desc += fmt.Sprintf(" of %T", lr.R)
+	}
+	w.srcs = append(w.srcs, desc)
+	return io.Copy(w.ResponseRecorder, src)
+}
+
+// TestBodyIsTheFile: a file's bytes reach the connection's ReadFrom as the
+// *os.File itself (a TCP connection sends it with sendfile(2); anything
+// else it copies through the process), whole or a range, by either opener.
+func TestBodyIsTheFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	body := strings.Repeat("export bytes ", 1000)
+	must(t, os.WriteFile(filepath.Join(dir, "a.bin"), []byte(body), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "index.txt"), []byte(body), 0o644))
+	for name, open := range map[string]func(string, time.Duration, *slog.Logger) (*cdn.Handler, error){
+		"openat2": cdn.NewHandler, "os.Root": cdn.NewHandlerOSRoot,
+	} {
+		h, err := open(dir, time.Hour, slog.New(slog.DiscardHandler))
+		must(t, err)
+		t.Cleanup(func() { h.Close() })
+		for _, tt := range []struct {
+			target, rng, want string
+		}{
+			{"/a.bin", "", body},
+			{"/index.txt", "", body}, // read once for its ETag first
+			{"/a.bin", "bytes=13-25", body[13:26]},
+		} {
+			w := &readerFromRecorder{ResponseRecorder: httptest.NewRecorder()}
+			req := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			if tt.rng != "" {
+				req.Header.Set("Range", tt.rng)
+			}
+			h.ServeHTTP(w, req)
+			if w.Body.String() != tt.want {
+				t.Errorf("%s: GET %s %s: %d, %d bytes, want %d", name, tt.target, tt.rng, w.Code, w.Body.Len(), len(tt.want))
+			}
+			if want := []string{"*io.LimitedReader of *os.File"}; !slices.Equal(w.srcs, want) {
+				t.Errorf("%s: GET %s %s: the body went as %q, want %q", name, tt.target, tt.rng, w.srcs, want)
 			}
 		}
 	}
