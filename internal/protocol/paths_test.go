@@ -208,6 +208,9 @@ func TestSignatureAlgorithms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One key for the CAs and one for the cards: the algorithm is what
+	// varies, and RSA keys are slow to make.
+	caKey, cardKey := mustRSA(t), mustRSA(t)
 	caWith := func(alg x509.SignatureAlgorithm, pub crypto.PublicKey) *x509.Certificate {
 		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Vouch Test Z CA " + alg.String()},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -223,7 +226,7 @@ func TestSignatureAlgorithms(t *testing.T) {
 		x509.SHA256WithRSAPSS: false, x509.SHA384WithRSAPSS: false, x509.SHA1WithRSA: false,
 	} {
 		tr := testTrust(pki)
-		tr.IssuingCAs[uzi.CardCareProvider] = []*x509.Certificate{caWith(alg, mustRSA(t).Public())}
+		tr.IssuingCAs[uzi.CardCareProvider] = []*x509.Certificate{caWith(alg, caKey.Public())}
 		_, err := protocol.NewVerifier(tr)
 		if ok != (err == nil) {
 			t.Errorf("issuing CA signed with %s: %v, want accepted %v", alg, err, ok)
@@ -262,7 +265,7 @@ func TestSignatureAlgorithms(t *testing.T) {
 			t.Fatal(err)
 		}
 		tmpl.SignatureAlgorithm = tt.alg
-		card, err := pki.IssueFrom(tmpl, tt.ca, mustRSA(t).Public())
+		card, err := pki.IssueFrom(tmpl, tt.ca, cardKey.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
