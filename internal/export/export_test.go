@@ -1,8 +1,11 @@
 package export
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/vouch-nl/vouch/internal/lease"
 )
 
 // SetBeforeIndex makes a run call f under the lease just before it writes
@@ -33,3 +36,10 @@ func FuzzParse(f *testing.F) {
 
 // SetNow makes a run read the time from now, for tests.
 func SetNow(a *Aggregator, now func() time.Time) { a.now = now }
+
+// RunUnder runs once under l without a heartbeat: a holder frozen (its
+// heartbeat too) is one whose lease runs out.
+func RunUnder(ctx context.Context, a *Aggregator, l *lease.Lease) (Result, error) { return a.run(ctx, l) }
+
+// Holder is a's name in the lease.
+func Holder(a *Aggregator) string { return a.holder }

@@ -1,0 +1,198 @@
+//go:build !mutation
+
+package export_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/export"
+	"github.com/vouch-nl/vouch/internal/lease"
+	"github.com/vouch-nl/vouch/internal/testenv"
+)
+
+// expireLease ends the aggregators' lease now, as a freeze longer than
+// the lease would.
+func expireLease(t *testing.T, db *database.DB) {
+	t.Helper()
+	if _, err := db.Pool().Exec(context.Background(), `update leases set expires_at = clock_timestamp() - interval '1 millisecond' where name = $1`, export.LeaseName); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// indexNow is the index file's list, nil when there is none.
+func indexNow(t *testing.T, dir string) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, export.IndexName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	paths, err := export.ReadIndex(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+// stopAt makes a's run stop at step until release is closed (a frozen
+// process) and closes the channel it returns when it got there.
+func stopAt(a *export.Aggregator, step string, release <-chan struct{}) <-chan struct{} {
+	there := make(chan struct{})
+	a.OnStep(func(s string) {
+		if s == step {
+			close(there)
+			<-release
+		}
+	})
+	return there
+}
+
+// TestStaleHolderWritesNothing is issue 20's attack on one database: an
+// aggregator frozen just after it put its batch file in place, while
+// another took over, published newer indexes (and, past the grace,
+// deleted a file the frozen one's index names), woke up with the lease
+// taken back under its own holder name, and went on. It publishes nothing:
+// its epoch is not the lease's any more. The index never goes back.
+func TestStaleHolderWritesNothing(t *testing.T) {
+	t.Parallel()
+	for name, pastGrace := range map[string]bool{
+		// Only the epoch's check stops it: every file it names is there.
+		"newer index, same files": false,
+		// Its file was deleted meanwhile.
+		"its file deleted": true,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db := testenv.Database(t)
+			cfg := testConfig(t)
+			cfg.Grace = time.Hour
+			s := softSigner(t, 7, "v1")
+			storeKeys(t, db, "", dayKey(t, 1), dayKey(t, 2))
+			stale := newAggregator(t, cfg, db, nil, s)
+			release := make(chan struct{})
+			there := stopAt(stale, export.StepBatchRenamed, release)
+			l, err := lease.Acquire(context.Background(), db.Pool(), export.LeaseName, export.Holder(stale), cfg.Lease)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := export.RunUnder(context.Background(), stale, l); done <- err }()
+			<-there
+
+			// The other copy takes over and publishes more keys.
+			expireLease(t, db)
+			other := newAggregator(t, cfg, db, nil, s)
+			c := &clock{t: noon.Add(time.Minute)}
+			export.SetNow(other, c.now)
+			storeKeys(t, db, "", dayKey(t, 1), dayKey(t, 1), dayKey(t, 3))
+			if _, err := other.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if pastGrace {
+				// The first batch leaves the window, then its grace passes.
+				c.add(14*24*time.Hour + time.Minute)
+				if _, err := other.Run(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				c.add(cfg.Grace + time.Minute)
+			}
+			last, err := other.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := indexNow(t, cfg.Dir)
+			if !slices.Equal(want, last.Files) {
+				t.Fatalf("index %v, the run published %v", want, last.Files)
+			}
+			// The frozen one's process takes the lease again, under the
+			// same holder name, before its run goes on.
+			again, err := lease.Acquire(context.Background(), db.Pool(), export.LeaseName, export.Holder(stale), cfg.Lease)
+			if err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			err = <-done
+			if err == nil {
+				t.Fatal("the stale run published")
+			}
+			t.Logf("stale run: %v", err)
+			if got := indexNow(t, cfg.Dir); !slices.Equal(got, want) {
+				t.Errorf("index after the stale run: %v, want %v", got, want)
+			}
+			var epoch int64
+			var files []string
+			if err := db.Pool().QueryRow(context.Background(), `select epoch, files from export_index`).Scan(&epoch, &files); err != nil {
+				t.Fatal(err)
+			}
+			if epoch >= again.Epoch || !slices.Equal(files, want) {
+				t.Errorf("index record of epoch %d, %v; want the other's (before %d), %v", epoch, files, again.Epoch, want)
+			}
+			for _, f := range want {
+				if _, err := os.Stat(filepath.Join(cfg.Dir, f)); err != nil {
+					t.Errorf("indexed file: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestIndexFilesFollowCommits: an aggregator frozen between its index's
+// checked commit and its index file keeps the directory's lock; the copy
+// that took over cannot commit a newer index before the frozen one wrote
+// its file, so the older file never replaces the newer.
+func TestIndexFilesFollowCommits(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	cfg := testConfig(t)
+	cfg.Lease = time.Second
+	s := softSigner(t, 7, "v1")
+	storeKeys(t, db, "", dayKey(t, 1))
+	frozen := newAggregator(t, cfg, db, nil, s)
+	release := make(chan struct{})
+	there := stopAt(frozen, export.StepIndexCommitted, release)
+	l, err := lease.Acquire(context.Background(), db.Pool(), export.LeaseName, export.Holder(frozen), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := export.RunUnder(context.Background(), frozen, l); done <- err }()
+	<-there
+	expireLease(t, db)
+
+	other := newAggregator(t, cfg, db, nil, s)
+	export.SetNow(other, func() time.Time { return noon.Add(time.Minute) })
+	storeKeys(t, db, "", dayKey(t, 2), dayKey(t, 3))
+	var seen [][]string
+	if _, err := other.Run(context.Background()); err == nil {
+		seen = append(seen, indexNow(t, cfg.Dir))
+	} else {
+		t.Logf("the other's run while the frozen one holds the directory: %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the frozen run, whose commit was the last: %v", err)
+	}
+	seen = append(seen, indexNow(t, cfg.Dir))
+	if _, err := other.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seen = append(seen, indexNow(t, cfg.Dir))
+	for i := 1; i < len(seen); i++ {
+		if len(seen[i]) < len(seen[i-1]) {
+			t.Errorf("the index went back: %v, then %v", seen[i-1], seen[i])
+		}
+	}
+	if last := seen[len(seen)-1]; len(last) != 2 {
+		t.Errorf("last index %v, want both batches", last)
+	}
+}
