@@ -39,7 +39,9 @@ func SetNow(a *Aggregator, now func() time.Time) { a.now = now }
 
 // RunUnder runs once under l without a heartbeat: a holder frozen (its
 // heartbeat too) is one whose lease runs out.
-func RunUnder(ctx context.Context, a *Aggregator, l *lease.Lease) (Result, error) { return a.run(ctx, l) }
+func RunUnder(ctx context.Context, a *Aggregator, l *lease.Lease) (Result, error) {
+	return a.run(ctx, l)
+}
 
 // Holder is a's name in the lease.
 func Holder(a *Aggregator) string { return a.holder }
