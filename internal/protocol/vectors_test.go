@@ -481,6 +481,9 @@ func writeVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A CA renewed with the same name and key, once under the root and
+	// once under an intermediate: two paths for its cards (§6 step 4).
+	renewedA, renewedB := g.renewedCA()
 	// Named as in a card manifest, so the vectors trust the files the way a
 	// test deployment of the SoftHSM cards does.
 	files := &testpki.Manifest{RootCA: "root.pem", CAs: map[string]string{testpki.CACareProvider: "care-provider-ca.pem"},
@@ -490,8 +493,18 @@ func writeVectors(t *testing.T) {
 		files.CRLs[ca] = ca + ".crl"
 	}
 	write("root.pem", testpki.CertPEM(pki.Root.Cert))
-	write("care-provider-ca.pem", append(append(testpki.CertPEM(pki.CAs[testpki.CACareProvider].Cert),
-		testpki.CertPEM(revokedCA.Cert)...), append(testpki.CertPEM(noCRLCA.Cert), testpki.CertPEM(revokedNoCRLCA.Cert)...)...))
+	zFile := func(renewed ...*x509.Certificate) []byte {
+		var b []byte
+		for _, c := range append([]*x509.Certificate{pki.CAs[testpki.CACareProvider].Cert, revokedCA.Cert, noCRLCA.Cert, revokedNoCRLCA.Cert}, renewed...) {
+			b = append(b, testpki.CertPEM(c)...)
+		}
+		return b
+	}
+	write("care-provider-ca.pem", zFile(renewedA, renewedB))
+	// The same CAs with the renewed CA's certificates the other way round,
+	// for a trust case: the first path is then the one through B.
+	write("care-provider-ca-renewed-b-first.pem", zFile(renewedB, renewedA))
+	write("intermediate.pem", testpki.CertPEM(pki.CAs["intermediate"].Cert))
 	pubDER, _ := x509.MarshalPKIXPublicKey(att.Public())
 	write("attestation.pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 	g.vec = trust.Vectors{
@@ -500,7 +513,7 @@ func writeVectors(t *testing.T) {
 			"the verdict must equal 'want'.",
 		Mode:  trust.ModeBackEnd,
 		Now:   g.now,
-		Trust: trust.Config{AttestationKeys: []string{"attestation.pub.pem"}, Jurisdiction: "NL", Profile: "test"},
+		Trust: trust.Config{Intermediates: []string{"intermediate.pem"}, AttestationKeys: []string{"attestation.pub.pem"}, Jurisdiction: "NL", Profile: "test"},
 	}
 	phone, otherPhone := g.phone, phoneKey("another phone")
 
@@ -523,7 +536,7 @@ func writeVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeCRL(testpki.CACareProvider, crl)
-	rootCRL, err := pki.CRL("root", []*big.Int{revokedCA.Cert.SerialNumber, revokedNoCRLCA.Cert.SerialNumber}, g.now)
+	rootCRL, err := pki.CRL("root", []*big.Int{revokedCA.Cert.SerialNumber, revokedNoCRLCA.Cert.SerialNumber, renewedA.SerialNumber}, g.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,6 +548,18 @@ func writeVectors(t *testing.T) {
 	writeCRL("care-provider-revoked", revokedCACRL)
 	// The other issuing CAs revoke nothing, but their CRLs must be current:
 	// without one a card's status is unknown, and that refuses.
+	renewedCRL, err := pki.CRL("care-provider-renewed", nil, g.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCRL("care-provider-renewed", renewedCRL)
+	// The intermediate's CRL is not in the set's list: the path through
+	// it has an unknown status, until a trust case adds it.
+	interCRL, err := pki.CRL("intermediate", nil, g.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("crls/intermediate.crl", interCRL)
 	for _, ca := range []string{testpki.CANamedEmployee, testpki.CAServices, testpki.CAServer} {
 		empty, err := pki.CRL(ca, nil, g.now)
 		if err != nil {
@@ -932,6 +957,16 @@ func (g *gen) addRuleCases(key *rsa.PrivateKey, certCase func(string, string, pr
 		t.Fatal(err)
 	}
 	g.add("card-unknown-under-revoked-ca", g.bundleFor(k, underRevoked, nil).Marshal(), phone, protocol.ReasonRevocationUnknown)
+	// Two paths, both failing: through A (the root revoked A) and through
+	// B (the intermediate's CRL is missing). A comes first in the CA file,
+	// so its reason is reported; trust cases turn the order round, and add
+	// the intermediate's CRL so that B's path passes.
+	tmpl, _ = g.pki.Template(testpki.Cards()[0], testpki.UsageSign)
+	renewedCard, err := g.pki.IssueFrom(tmpl, "care-provider-renewed", k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.add("card-renewed-ca-first-path-reason", g.bundleFor(k, renewedCard, nil).Marshal(), phone, protocol.ReasonCertRevoked)
 
 	// The label grammar: vouch/<type>/v<version>, type [a-z0-9-]+, version
 	// decimal without a leading zero; at most 64 bytes.
@@ -965,6 +1000,39 @@ func (g *gen) addRuleCases(key *rsa.PrivateKey, certCase func(string, string, pr
 	g.add("truncated-in-length", raw[:2], phone, protocol.ReasonTruncated)
 	g.add("truncated-in-label", raw[:4+8], phone, protocol.ReasonTruncated)
 	g.add("one-byte-not-a-length", []byte{0xff}, phone, protocol.ReasonMalformed)
+}
+
+// renewedCA makes an intermediate CA under the root and a card-issuing CA
+// "care-provider-renewed" whose one key and name have two certificates: A
+// signed by the root, B by the intermediate. Both go into pki.CAs (A as
+// the issuing CA's certificate).
+func (g *gen) renewedCA() (a, b *x509.Certificate) {
+	t, made := g.t, g.pki.Made
+	create := func(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	caTmpl := func(cn string, serial int64) *x509.Certificate {
+		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, Organization: []string{"Vouch test PKI"}, Country: []string{"NL"}},
+			NotBefore: made.Add(-10 * 365 * 24 * time.Hour), NotAfter: made.Add(20 * 365 * 24 * time.Hour),
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
+	}
+	interKey, caKey := mustRSA(t), mustRSA(t)
+	it := caTmpl("Vouch Test UZI Intermediate CA", 19001)
+	it.MaxPathLen, it.MaxPathLenZero = 1, false
+	inter := create(it, g.pki.Root.Cert, interKey.Public(), g.pki.Root.Key)
+	a = create(caTmpl("Vouch Test UZI care-provider-renewed CA", 19002), g.pki.Root.Cert, caKey.Public(), g.pki.Root.Key)
+	b = create(caTmpl("Vouch Test UZI care-provider-renewed CA", 19003), inter, caKey.Public(), interKey)
+	g.pki.CAs["intermediate"] = &testpki.CA{Name: "intermediate", Cert: inter, Key: interKey}
+	g.pki.CAs["care-provider-renewed"] = &testpki.CA{Name: "care-provider-renewed", Cert: a, Key: caKey}
+	return a, b
 }
 
 // utf8Name re-encodes a DER Name with every PrintableString as a
@@ -1061,6 +1129,11 @@ func (g *gen) trustCases(write func(string, []byte), crls []string, revokedCert 
 	pharmacist, _ := testpki.CardByName("pharmacist")
 	professions, _ := json.Marshal(map[string][]string{"professions": append(uzi.DefaultVouchProfessions(), pharmacist.Role[:2])})
 	write("rogue-root.pem", testpki.CertPEM(g.pki.Rogue.Cert))
+	renewed := func(want protocol.Reason) trust.Case {
+		return trust.Case{Name: "card-renewed-ca-first-path-reason", Bundle: "cases/card-renewed-ca-first-path-reason.bin", PhoneKeyHex: hex.EncodeToString(g.phone), Want: string(want)}
+	}
+	withInterCRL, _ := json.Marshal(map[string][]string{"crls": append(slices.Clone(crls), "crls/intermediate.crl")})
+	bFirst, _ := json.Marshal(map[string]map[string]string{"cas": {"Z": "care-provider-ca-renewed-b-first.pem"}})
 	roots, _ := json.Marshal(map[string][]string{"roots": {"root.pem", "rogue-root.pem"}})
 	return []trust.TrustCase{
 		// Boundaries: a CRL is current up to and including its nextUpdate,
@@ -1096,6 +1169,10 @@ func (g *gen) trustCases(write func(string, []byte), crls []string, revokedCert 
 		accepted("crl-revocation-date-in-future", with(crl("revocation-date-in-future", caName, futureRevocation)), gpRevoked, revokedCase),
 		// The test profile trusts only roots with the test PKI's mark.
 		refused("root-without-test-mark", roots),
+		// Paths: one that passes is enough; when none does, the first
+		// path's reason is reported, in the order of the CA file.
+		accepted("intermediate-crl-second-path-passes", withInterCRL, renewed(protocol.ReasonOK), valid),
+		accepted("renewed-ca-other-path-first", bFirst, renewed(protocol.ReasonRevocationUnknown), valid),
 		// Professions replace the default list.
 		accepted("professions-with-pharmacist", professions,
 			trust.Case{Name: "card-pharmacist", Bundle: "cases/card-pharmacist.bin", PhoneKeyHex: hex.EncodeToString(g.phone), Want: string(protocol.ReasonOK)}),

@@ -36,7 +36,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(tr.Roots) != 1 || len(tr.AttestationKeys) != 1 || tr.Revocation == nil || tr.Profile.Name() != "test" ||
-		len(tr.IssuingCAs["Z"]) != 4 || len(tr.IssuingCAs["N"]) != 1 || len(tr.IssuingCAs) != 2 {
+		len(tr.IssuingCAs["Z"]) != 6 || len(tr.IssuingCAs["N"]) != 1 || len(tr.IssuingCAs) != 2 {
 		t.Errorf("loaded %+v", tr)
 	}
 	// A phone's trust has no CRLs and checks no revocation.
@@ -45,8 +45,8 @@ func TestLoad(t *testing.T) {
 	if tr, err := phone.Load(v.Now); err != nil || tr.Revocation != nil {
 		t.Errorf("without CRLs: revocation %v (%v), want none", tr.Revocation, err)
 	}
-	if got := len(tr.CAs()); got != 1+4+1 {
-		t.Errorf("CAs: %d, want the root, four care-provider CAs and the named-employee CA", got)
+	if got := len(tr.CAs()); got != 1+6+1 {
+		t.Errorf("CAs: %d, want the root, six care-provider CA certificates and the named-employee CA", got)
 	}
 	tests := []struct {
 		name string
