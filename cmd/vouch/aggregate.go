@@ -60,6 +60,9 @@ func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	defer closeKeys()
+	if err := exportFaults(agg, log); err != nil {
+		return err
+	}
 	if *once {
 		res, err := agg.Run(ctx)
 		if err != nil {

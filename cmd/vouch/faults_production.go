@@ -1,0 +1,12 @@
+//go:build production
+
+package main
+
+import (
+	"log/slog"
+
+	"github.com/vouch-nl/vouch/internal/export"
+)
+
+// exportFaults: a production build injects no faults.
+func exportFaults(*export.Aggregator, *slog.Logger) error { return nil }
