@@ -66,9 +66,11 @@ type Config struct {
 	Target     string `env:"VOUCH_EXPORT_TARGET"`
 	S3Endpoint string `env:"VOUCH_EXPORT_S3_ENDPOINT"`
 	// S3Region is the bucket's region (for SigV4), not the export's.
-	S3Region        string `env:"VOUCH_EXPORT_S3_REGION, default=us-east-1"`
-	S3AccessKeyFile string `env:"VOUCH_EXPORT_S3_ACCESS_KEY_FILE"`
-	S3SecretKeyFile string `env:"VOUCH_EXPORT_S3_SECRET_KEY_FILE"`
+	S3Region string `env:"VOUCH_EXPORT_S3_REGION, default=us-east-1"`
+	// S3AccessKey and S3SecretKey are the bucket's credentials: give them
+	// as files (VOUCH_EXPORT_S3_ACCESS_KEY_FILE, ..._SECRET_KEY_FILE).
+	S3AccessKey string `env:"VOUCH_EXPORT_S3_ACCESS_KEY"`
+	S3SecretKey string `env:"VOUCH_EXPORT_S3_SECRET_KEY"`
 	// S3CAFile, when set, is the only CA trusted for an https endpoint.
 	S3CAFile string `env:"VOUCH_EXPORT_S3_CA_FILE"`
 	// CacheMaxAge is how long caches keep a content-addressed object: the

@@ -58,13 +58,9 @@ func newS3Target(cfg Config, rt http.RoundTripper, retries int) (*s3Target, erro
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || strings.Trim(u.Path, "/") != "" {
 		return nil, fmt.Errorf("VOUCH_EXPORT_S3_ENDPOINT %q: an http:// or https:// URL of a host, without a path", cfg.S3Endpoint)
 	}
-	access, err := readSecretFile(cfg.S3AccessKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("VOUCH_EXPORT_S3_ACCESS_KEY_FILE: %w", err)
-	}
-	secret, err := readSecretFile(cfg.S3SecretKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("VOUCH_EXPORT_S3_SECRET_KEY_FILE: %w", err)
+	access, secret := strings.TrimSpace(cfg.S3AccessKey), strings.TrimSpace(cfg.S3SecretKey)
+	if access == "" || secret == "" {
+		return nil, errors.New("VOUCH_EXPORT_S3_ACCESS_KEY and VOUCH_EXPORT_S3_SECRET_KEY (or their _FILE) must give the bucket's credentials")
 	}
 	secure := u.Scheme == "https"
 	if rt == nil {
@@ -107,21 +103,6 @@ func newS3Target(cfg Config, rt http.RoundTripper, retries int) (*s3Target, erro
 		maxAge = defaultCacheMaxAge
 	}
 	return &s3Target{c: c, bucket: bucket, prefix: prefix, endpoint: u.Scheme + "://" + u.Host, maxAge: maxAge}, nil
-}
-
-func readSecretFile(name string) (string, error) {
-	if name == "" {
-		return "", errors.New("not set")
-	}
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", name)
-	}
-	return s, nil
 }
 
 func (s *s3Target) String() string {

@@ -31,7 +31,7 @@ func s3Config(t testing.TB, gw *testenv.S3, bucket, prefix string) export.Config
 	cfg := testConfig(t)
 	cfg.Target = "s3://" + bucket + "/" + prefix
 	cfg.S3Endpoint = gw.Endpoint
-	cfg.S3AccessKeyFile, cfg.S3SecretKeyFile = gw.AccessKeyFile, gw.SecretKeyFile
+	cfg.S3AccessKey, cfg.S3SecretKey = gw.AccessKey, gw.SecretKey
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

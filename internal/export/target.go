@@ -164,8 +164,8 @@ func (c *Config) validateTarget() []error {
 	} else if !strings.HasPrefix(c.S3Endpoint, "https://") && !strings.HasPrefix(c.S3Endpoint, "http://") {
 		errs = append(errs, fmt.Errorf("VOUCH_EXPORT_S3_ENDPOINT %q: an http:// or https:// URL", c.S3Endpoint))
 	}
-	if c.S3AccessKeyFile == "" || c.S3SecretKeyFile == "" {
-		errs = append(errs, errors.New("VOUCH_EXPORT_S3_ACCESS_KEY_FILE and VOUCH_EXPORT_S3_SECRET_KEY_FILE must name the files holding the bucket's credentials"))
+	if strings.TrimSpace(c.S3AccessKey) == "" || strings.TrimSpace(c.S3SecretKey) == "" {
+		errs = append(errs, errors.New("VOUCH_EXPORT_S3_ACCESS_KEY and VOUCH_EXPORT_S3_SECRET_KEY (or their _FILE) must give the bucket's credentials"))
 	}
 	if c.CacheMaxAge == 0 {
 		c.CacheMaxAge = defaultCacheMaxAge
