@@ -48,6 +48,16 @@ func (b *Bus) ExpiringBucket(ctx context.Context, name, description string, ttl 
 // it: a bucket deleted by an operator, or lost with the bus's store, is
 // empty, and its writer must fill it again.
 func (k *Bucket) Ensure(ctx context.Context) (created bool, err error) {
+	// As for a stream (Stream): a cluster answers once the bucket's
+	// replicas elected a leader, and a try that timed out may have made it.
+	err = openRetry().Do(ctx, func(ctx context.Context) (err error) {
+		created, err = k.ensure(ctx)
+		return err
+	})
+	return created, err
+}
+
+func (k *Bucket) ensure(ctx context.Context) (created bool, err error) {
 	kv, err := k.js.KeyValue(ctx, k.cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = k.js.CreateKeyValue(ctx, k.cfg)

@@ -57,6 +57,23 @@ func (b *Bus) Stream(ctx context.Context, cfg StreamConfig) (jetstream.Stream, e
 		Replicas:   cfg.Replicas,
 		Discard:    jetstream.DiscardOld,
 	}
+	// A cluster answers a creation once the stream's replicas elected a
+	// leader, which takes seconds while the cluster starts or under load;
+	// a try that timed out may have created it, and the next finds it.
+	var st jetstream.Stream
+	err := openRetry().Do(ctx, func(ctx context.Context) (err error) {
+		st, err = b.openStream(ctx, js)
+		return err
+	})
+	return st, err
+}
+
+// openRetry bounds the creation of a stream or bucket at start.
+func openRetry() Retry { return Retry{Attempt: 10 * time.Second, Within: time.Minute} }
+
+// openStream opens the stream js describes, creating or updating it.
+func (b *Bus) openStream(ctx context.Context, js jetstream.StreamConfig) (jetstream.Stream, error) {
+	cfg := js
 	// Update only what differs: every role opens the stream at start, and
 	// an update racing another role's consumer creation is needless work
 	// for the server (and a data race inside nats-server 2.15's file store
