@@ -76,6 +76,7 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 		killed, promoted  time.Time
 		storedAtPromotion map[[16]byte]bool
 		readersAt         time.Time
+		leaseAtPromotion  standbyLease
 	)
 	acked := load(t, w, phones, 32, func(func() int64) {
 		pair.Primary.Kill(t)
@@ -86,6 +87,7 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 		// What the new primary holds now; the readers' first commit
 		// after shows they found it.
 		storedAtPromotion = standbyStoredKeys(t, pair.Standby.URL())
+		leaseAtPromotion = standbyExportLease(t, pair.Standby.URL())
 		readersAt = standbyWaitStored(t, pair.Standby.URL(), len(storedAtPromotion), 30*time.Second)
 	})
 
@@ -123,6 +125,18 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 	}
 	if afterPromotion == 0 {
 		t.Error("no key was exported from the new primary: the aggregators did not go on")
+	}
+	// The publication lease: held and renewed on the new primary (by the
+	// same aggregator, or taken over at a higher epoch), and the index
+	// published again under it.
+	leaseAfter := standbyExportLease(t, pair.Standby.URL())
+	t.Logf("export lease at the promotion: %s; after: %s", leaseAtPromotion, leaseAfter)
+	if !leaseAfter.expires.After(promoted) || leaseAfter.generation <= leaseAtPromotion.generation ||
+		leaseAfter.epoch < leaseAtPromotion.epoch {
+		t.Errorf("the export lease did not go on on the new primary: at the promotion %s, after %s", leaseAtPromotion, leaseAfter)
+	}
+	if d := firstVouch.Sub(promoted); d > 30*time.Second {
+		t.Errorf("the back office's first vouch came %s after the promotion, over 30 s", d)
 	}
 
 	confirmed := clin.confirmedIDs()
@@ -607,4 +621,31 @@ func standbyExportedKeys(t *testing.T, dir string, key *ecdsa.PublicKey) map[[16
 		}
 	}
 	return out
+}
+
+// standbyLease is the export's publication lease and the index's
+// generation, as one database holds them.
+type standbyLease struct {
+	holder     string
+	epoch      int64
+	expires    time.Time
+	generation int64
+}
+
+func (l standbyLease) String() string {
+	return fmt.Sprintf("holder %s epoch %d expiring %s, index generation %d", l.holder, l.epoch, l.expires.Format("15:04:05.000"), l.generation)
+}
+
+func standbyExportLease(t *testing.T, url string) standbyLease {
+	t.Helper()
+	conn := standbyConnect(t, url)
+	defer conn.Close(context.Background())
+	var l standbyLease
+	err := conn.QueryRow(context.Background(), `select l.holder, l.epoch, l.expires_at,
+		coalesce((select generation from export_index), 0) from leases l where l.name = $1`, export.LeaseName).
+		Scan(&l.holder, &l.epoch, &l.expires, &l.generation)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatalf("export lease: %v", err)
+	}
+	return l
 }

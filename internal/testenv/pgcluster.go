@@ -56,6 +56,10 @@ func NewPostgresPair(t testing.TB) *PostgresPair {
 		// primary waits for.
 		fmt.Sprintf("primary_conninfo=host=127.0.0.1 port=%d user=postgres application_name=%s", primary.port, standbyName),
 		"hot_standby=on",
+		// After its primary is lost the standby retries streaming at this
+		// interval, and a promotion asked for meanwhile waited out the
+		// default 5 s (in about half the runs, measured).
+		"wal_retrieve_retry_interval=500ms",
 		// Once promoted it waits for no standby of its own: a commit
 		// there would hang.
 		"synchronous_standby_names=",
