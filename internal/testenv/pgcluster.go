@@ -34,6 +34,11 @@ func NewPostgresPair(t testing.TB) *PostgresPair {
 	// The primary's directories first, so the archive can sit in them
 	// (the cluster's user must own it).
 	primary := newOwnPostgres(t, nil)
+	for _, prog := range []string{"pg_basebackup", "pg_ctl"} {
+		if path := filepath.Join(primary.bin, prog); !isExecutable(path) {
+			missing(t, "PostgreSQL's "+prog+" (Debian postgresql)", fmt.Errorf("no %s", path))
+		}
+	}
 	archive := filepath.Join(primary.base, "archive")
 	if err := primary.mkdirOwned(archive); err != nil {
 		t.Fatalf("testenv: postgres pair: %v", err)
