@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -44,6 +45,9 @@ type s3Target struct {
 	prefix   string
 	endpoint string
 	maxAge   time.Duration
+	// conditional is set once the store has shown it refuses conditional
+	// writes that fail (checkConditional).
+	conditional atomic.Bool
 }
 
 // newS3Target makes the target of cfg (validated); rt, when set (tests),
@@ -110,6 +114,9 @@ func (s *s3Target) String() string {
 }
 
 func (s *s3Target) IndexVersion(ctx context.Context) (string, error) {
+	if err := s.checkConditional(ctx); err != nil {
+		return "", err
+	}
 	info, err := s.c.StatObject(ctx, s.bucket, objectKey(s.prefix, IndexName), minio.StatObjectOptions{})
 	if err != nil {
 		if isNotFound(err) {
@@ -152,6 +159,53 @@ func (s *s3Target) Publish(ctx context.Context, dir string, files []string, inde
 	}
 	return nil
 }
+
+// conditionalProbe is the object checkConditional writes, beside the
+// index; no phone asks for it.
+const conditionalProbe = "conditional-write-check.txt"
+
+// checkConditional shows, once per process before the first publication,
+// that the store refuses a PUT with If-None-Match: * over an existing
+// object and one with an If-Match that does not match. A store that
+// ignores them (some S3-compatible ones do, silently) would let two
+// aggregators overwrite each other's index: publishing there is refused.
+func (s *s3Target) checkConditional(ctx context.Context) error {
+	if s.conditional.Load() {
+		return nil
+	}
+	key := objectKey(s.prefix, conditionalProbe)
+	put := func(set func(*minio.PutObjectOptions)) error {
+		const body = "vouch: this store refuses failed conditional writes\n"
+		opts := minio.PutObjectOptions{ContentType: indexContentType, CacheControl: "no-store", DisableMultipart: true}
+		set(&opts)
+		_, err := s.c.PutObject(ctx, s.bucket, key, strings.NewReader(body), int64(len(body)), opts)
+		return err
+	}
+	noneMatch := func(o *minio.PutObjectOptions) { o.SetMatchETagExcept("*") }
+	if err := put(noneMatch); err != nil && !isPreconditionFailed(err) {
+		return fmt.Errorf("check conditional writes: %w", err)
+	}
+	for _, c := range []struct {
+		header string
+		set    func(*minio.PutObjectOptions)
+	}{
+		{"If-None-Match: * over an existing object", noneMatch},
+		{"If-Match with an ETag that does not match", func(o *minio.PutObjectOptions) { o.SetMatchETag("vouch-no-such-etag") }},
+	} {
+		if perr := put(c.set); perr == nil {
+			return fmt.Errorf("%w: a PUT with %s succeeded", ErrNoConditionalWrites, c.header)
+		} else if !isPreconditionFailed(perr) {
+			return fmt.Errorf("check conditional writes (%s): %w", c.header, perr)
+		}
+	}
+	s.conditional.Store(true)
+	return nil
+}
+
+// ErrNoConditionalWrites means the store ignores If-None-Match or
+// If-Match on PUT: it cannot keep two aggregators from overwriting each
+// other's index, and the aggregator does not publish there.
+var ErrNoConditionalWrites = errors.New("the store ignores conditional writes; use one that refuses them with 412 (AWS S3, versitygw, SeaweedFS, recent MinIO or Ceph)")
 
 // existing is the set of object keys below the exports prefix: one
 // listing per run rather than a request per file.

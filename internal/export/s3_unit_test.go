@@ -7,11 +7,13 @@ package export
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,5 +218,79 @@ func TestNewS3TargetRefuses(t *testing.T) {
 	}
 	if got := s.String(); got != "s3://vouch-export/nl at https://s3.example.org" || strings.Contains(got, "SK") {
 		t.Errorf("String() = %q", got)
+	}
+}
+
+// condStore stands in for an S3-compatible store that honours only the
+// conditions it is told to. The real gateway refuses both
+// (TestS3IndexConflict); this shows that the target refuses to publish to
+// a store that ignores either.
+type condStore struct {
+	mu                 sync.Mutex
+	objs               map[string]bool
+	noneMatch, ifMatch bool
+	puts               int
+}
+
+func (c *condStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch r.Method {
+	case http.MethodPut:
+		c.puts++
+		io.Copy(io.Discard, r.Body)
+		if c.noneMatch && r.Header.Get("If-None-Match") == "*" && c.objs[r.URL.Path] ||
+			c.ifMatch && r.Header.Get("If-Match") != "" && r.Header.Get("If-Match") != `"e1"` {
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusPreconditionFailed)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+			return
+		}
+		c.objs[r.URL.Path] = true
+		w.Header().Set("ETag", `"e1"`)
+	case http.MethodHead:
+		if !c.objs[r.URL.Path] {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.Header().Set("ETag", `"e1"`)
+		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+	default:
+		w.WriteHeader(http.StatusNotImplemented)
+	}
+}
+
+func TestS3RefusesStoreWithoutConditionalWrites(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name               string
+		noneMatch, ifMatch bool
+		ok                 bool
+	}{
+		{"both honoured", true, true, true},
+		{"If-None-Match ignored", false, true, false},
+		{"If-Match ignored", true, false, false},
+		{"both ignored", false, false, false},
+	} {
+		store := &condStore{objs: map[string]bool{}, noneMatch: c.noneMatch, ifMatch: c.ifMatch}
+		srv := httptest.NewServer(store)
+		cfg := s3TestConfig()
+		cfg.S3Endpoint = srv.URL
+		tg, err := newS3Target(cfg, nil, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := tg.IndexVersion(t.Context())
+		if c.ok != (err == nil) || !c.ok && !errors.Is(err, ErrNoConditionalWrites) {
+			t.Errorf("%s: IndexVersion() = %q, %v", c.name, v, err)
+		}
+		if c.ok {
+			// Shown once per process: the next run asks nothing more.
+			n := store.puts
+			if _, err := tg.IndexVersion(t.Context()); err != nil || store.puts != n {
+				t.Errorf("%s: second run: %v, %d more PUTs", c.name, err, store.puts-n)
+			}
+		}
+		srv.Close()
 	}
 }
