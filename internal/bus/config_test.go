@@ -1,6 +1,14 @@
 package bus_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,5 +152,100 @@ func TestStreamDuplicatesLongerThanRetries(t *testing.T) {
 	_, err := b.Stream(t.Context(), bus.StreamConfig{Name: "D", Subjects: []string{"d"}, MaxAge: time.Hour, Duplicates: bus.RetryWithin})
 	if err == nil || !strings.Contains(err.Error(), "dedupe window") {
 		t.Errorf("err %v", err)
+	}
+}
+
+// busTLS writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate, PEM, into dir.
+func busTLS(t *testing.T, dir string) (ca, srvCert, srvKey, cliCert, cliKey string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bus test CA"}, NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name}, NotBefore: now.Add(-time.Hour),
+			NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(k)
+		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
+	}
+	ca = write("ca.pem", "CERTIFICATE", caDER)
+	srvCert, srvKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
+	cliCert, cliKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
+	return
+}
+
+// TestTLS: with VOUCH_BUS_CA_FILE the client verifies the server and the
+// connection is TLS; with the client certificate it reaches a server that
+// asks for one, and without it does not; without the CA it does not trust
+// the server.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, srvCert, srvKey, cliCert, cliKey := busTLS(t, dir)
+	for _, tt := range []struct {
+		name   string
+		verify bool // the server asks for a client certificate
+		cfg    bus.Config
+		ok     bool
+	}{
+		{"CA", false, bus.Config{CAFile: ca}, true},
+		{"no CA", false, bus.Config{}, false},
+		{"client certificate asked and shown", true, bus.Config{CAFile: ca, CertFile: cliCert, KeyFile: cliKey}, true},
+		{"client certificate asked, none shown", true, bus.Config{CAFile: ca}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: srvCert, KeyFile: srvKey, CaFile: ca, Verify: tt.verify})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
+				TLS: true, TLSVerify: tt.verify, TLSConfig: tc, TLSTimeout: 2, NoSigs: true, NoLog: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.Start()
+			t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+			if !srv.ReadyForConnections(10 * time.Second) {
+				t.Fatal("server not ready")
+			}
+			tt.cfg.URL = srv.ClientURL()
+			b, err := bus.Start(t.Context(), tt.cfg)
+			if !tt.ok {
+				if err == nil {
+					b.Close()
+					t.Fatal("connected")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if _, err := b.Conn().TLSConnectionState(); err != nil {
+				t.Errorf("not TLS: %v", err)
+			}
+			if err := b.Healthy(); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
