@@ -71,7 +71,11 @@ func runAggregate(ctx context.Context, log *slog.Logger, args []string) error {
 		log.Info("export published", "files", len(res.Files), "keys", res.Keys, "held", res.Held, "padded", res.Padded)
 		return nil
 	}
-	ops := newOps(cfg.Ops, log, map[string]server.Checker{"database": server.CheckFunc(db.Ping)}, reg)
+	checks := map[string]server.Checker{"database": server.CheckFunc(db.Ping)}
+	if cfg.Export.Target != "" {
+		checks["bucket"] = server.CheckFunc(agg.CheckTarget) // VOUCH_EXPORT_TARGET
+	}
+	ops := newOps(cfg.Ops, log, checks, reg)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agg.Loop(gctx) })
 	g.Go(func() error { return ops.Run(gctx) })

@@ -208,6 +208,9 @@ var varSources = map[string]string{
 	"VOUCH_BUS_TOKEN":              "the bus's token (vouch all's VOUCH_BUS_TOKEN or VOUCH_BUS_TOKEN_FILE)",
 	"VOUCH_EXPORT_KEY_URIS":        "the pkcs11: URIs of the export signing keys",
 	"VOUCH_EXPORT_DIR":             "the directory the aggregator writes and the origin serves",
+	"VOUCH_EXPORT_S3_ENDPOINT":     "the URL of the S3-compatible store of VOUCH_EXPORT_TARGET (docs/operations.md, object storage)",
+	"VOUCH_EXPORT_S3_ACCESS_KEY":   "the bucket's access key, best in a file named by VOUCH_EXPORT_S3_ACCESS_KEY_FILE",
+	"VOUCH_EXPORT_S3_SECRET_KEY":   "the bucket's secret key, best in a file named by VOUCH_EXPORT_S3_SECRET_KEY_FILE",
 	"VOUCH_BACKOFFICE_ORIGIN":      "the back office's origin as browsers see it",
 }
 

@@ -57,6 +57,13 @@ func (a *Aggregator) targetVersion(ctx context.Context) (string, error) {
 	return v, nil
 }
 
+// CheckTarget reads the target's index version, for the readiness check
+// of the operations listener; without a target it has nothing to check.
+func (a *Aggregator) CheckTarget(ctx context.Context) error {
+	_, err := a.targetVersion(ctx)
+	return err
+}
+
 // publishTarget uploads the files the index names, then the index, over
 // the version read at the start of the run.
 func (a *Aggregator) publishTarget(ctx context.Context, version string, files []string, index []byte) error {
