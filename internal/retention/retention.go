@@ -102,9 +102,11 @@ type Cleaner struct {
 	deleted *prometheus.CounterVec
 	// chainOK and chainChecked are what the last audit chain check found
 	// (VerifyAudit): an operator's alert needs both a broken chain and a
-	// check that stopped running.
-	chainOK      prometheus.Gauge
-	chainChecked prometheus.Gauge
+	// check that stopped running. Vectors without labels, so that neither
+	// is exported before the first check: a 0 there would page for a
+	// broken chain nobody found.
+	chainOK      *prometheus.GaugeVec
+	chainChecked *prometheus.GaugeVec
 }
 
 // New checks cfg and returns a Cleaner. now is the clock (nil: time.Now);
@@ -118,10 +120,10 @@ func New(cfg Config, db DB, now func() time.Time, reg prometheus.Registerer, log
 	}
 	c := &Cleaner{cfg: cfg.withDefaults(), db: db, now: now, log: log,
 		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vouch_cleanup_deleted_total", Help: "Rows and files deleted past retention."}, []string{"what"}),
-		chainOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_audit_chain_ok",
-			Help: "1 if the audit chain held at the last check, 0 if it was broken (vouch audit verify says where)."}),
-		chainChecked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vouch_audit_chain_checked_timestamp_seconds",
-			Help: "When the audit chain was last checked to the end, whatever the result."}),
+		chainOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vouch_audit_chain_ok",
+			Help: "1 if the audit chain held at the last check, 0 if it was broken (vouch audit verify says where)."}, nil),
+		chainChecked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vouch_audit_chain_checked_timestamp_seconds",
+			Help: "When the audit chain was last checked to the end, whatever the result."}, nil),
 	}
 	if reg != nil {
 		reg.MustRegister(c.deleted, c.chainOK, c.chainChecked)
@@ -199,13 +201,13 @@ func (c *Cleaner) VerifyAudit(ctx context.Context, now time.Time) (audit.Report,
 	var p audit.Problem
 	switch {
 	case errors.As(err, &p):
-		c.chainOK.Set(0)
+		c.chainOK.WithLabelValues().Set(0)
 	case err != nil:
 		return rep, fmt.Errorf("retention: audit chain check: %w", err)
 	default:
-		c.chainOK.Set(1)
+		c.chainOK.WithLabelValues().Set(1)
 	}
-	c.chainChecked.Set(float64(now.Unix()))
+	c.chainChecked.WithLabelValues().Set(float64(now.Unix()))
 	if err != nil {
 		c.log.Error("cleanup: the audit chain does not hold; run vouch audit verify", "seq", p.Seq, "kind", p.Kind)
 		return rep, fmt.Errorf("retention: %w", err)

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vouch-nl/vouch/internal/audit"
 	"github.com/vouch-nl/vouch/internal/database"
@@ -293,7 +295,12 @@ func TestOnceChecksTheAuditChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.chainOK.Set(-1) // neither answer yet
+	// Before the first check there is no answer, not a 0 that would page.
+	if mfs, err := reg.Gather(); err != nil || slices.ContainsFunc(mfs, func(mf *dto.MetricFamily) bool {
+		return strings.HasPrefix(mf.GetName(), "vouch_audit_chain_")
+	}) {
+		t.Fatalf("audit chain gauges exported before any check (%v)", err)
+	}
 	if _, err := c.Once(context.Background()); err != nil {
 		t.Fatalf("Once on an intact chain: %v", err)
 	}
@@ -328,6 +335,6 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			return mf.GetMetric()[0].GetGauge().GetValue()
 		}
 	}
-	t.Fatalf("no gauge %s registered", name)
+	t.Fatalf("no gauge %s exported", name)
 	return 0
 }
