@@ -320,3 +320,68 @@ func TestAlertMetricsExist(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertVariablesExist: the variables (and the stream) the rules and
+// their runbooks tell an operator to look at are ones the code reads: an
+// env tag, a listener prefix and its tag, or a name the code spells out.
+func TestAlertVariablesExist(t *testing.T) {
+	t.Parallel()
+	tag := regexp.MustCompile(`env:"([A-Z][A-Z0-9_]*)`)
+	prefix := regexp.MustCompile(`prefix=([A-Z][A-Z0-9_]*)`)
+	literal := regexp.MustCompile(`"(VOUCH_[A-Z0-9_]+)"`)
+	tags, prefixes, literals := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, root := range []string{"../internal", "../cmd"} {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for re, set := range map[*regexp.Regexp]map[string]bool{tag: tags, prefix: prefixes, literal: literals} {
+				for _, m := range re.FindAllSubmatch(b, -1) {
+					set[string(m[1])] = true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	known := func(name string) bool {
+		if tags[name] || literals[name] {
+			return true
+		}
+		for p := range prefixes {
+			if rest, ok := strings.CutPrefix(name, p); ok && tags[rest] {
+				return true
+			}
+		}
+		return false
+	}
+	if !known("VOUCH_EXPORT_PERIOD") || !known("VOUCH_HTTP_MAX_BODIES") || known("VOUCH_NO_SUCH_SETTING") {
+		t.Fatal("the search for the code's variables is broken")
+	}
+	rules, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(operationsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, alerts, _ := strings.Cut(string(doc), "\n## Alerts\n")
+	alerts, _, _ = strings.Cut(alerts, "\n## ")
+	if strings.TrimSpace(alerts) == "" {
+		t.Fatalf("%s has no ## Alerts section", operationsDoc)
+	}
+	for name, text := range map[string]string{rulesFile: string(rules), operationsDoc + " ## Alerts": alerts} {
+		for _, v := range regexp.MustCompile(`VOUCH_[A-Z0-9_]*[A-Z0-9]`).FindAllString(text, -1) {
+			if !known(v) {
+				t.Errorf("%s names %s, which the code does not read", name, v)
+			}
+		}
+	}
+}
