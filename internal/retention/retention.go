@@ -133,6 +133,17 @@ func New(cfg Config, db DB, now func() time.Time, reg prometheus.Registerer, log
 
 // Run cleans at once and then every Interval until ctx ends. A failed run
 // is logged and retried at the next.
+//
+// Several copies may run (one per machine: each cleans its own machine's
+// access logs), at once, and take no lease (internal/lease): none is
+// needed, and one would be wrong. Every rule is one statement or one
+// transaction that deletes what is past retention, so two copies delete
+// each row once between them and a copy frozen past any lease can only
+// delete, late, what was due anyway; the audit prune and its own audit
+// row are one transaction under the audit log's transaction-scoped
+// advisory lock (audit.Prune), so a second copy waits and prunes nothing.
+// A lease held by one copy would leave the access logs of the others'
+// machines beyond 48 hours.
 func (c *Cleaner) Run(ctx context.Context) error {
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
