@@ -140,6 +140,12 @@ func TestPoolFollowsPromotedStandby(t *testing.T) {
 	if port != pair.Primary.Port() {
 		t.Fatalf("connected to port %d, want the primary's %d", port, pair.Primary.Port())
 	}
+	// The standby named first: still the primary.
+	reversed := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/vouch?sslmode=disable&target_session_attrs=primary",
+		pair.Standby.Port(), pair.Primary.Port())
+	if port := serverPort(t, reversed); port != pair.Primary.Port() {
+		t.Fatalf("standby named first: connected to port %d, want the primary's %d", port, pair.Primary.Port())
+	}
 
 	// Writers keep writing through the kill and the promotion, as a role's
 	// loop does; each write acknowledged is noted.
@@ -175,6 +181,11 @@ func TestPoolFollowsPromotedStandby(t *testing.T) {
 
 	pair.Primary.Kill(t)
 	killed := time.Now()
+	// Until the promotion there is no primary: nothing connects, rather
+	// than to the standby.
+	if _, err := database.Open(ctx, database.Config{URL: pair.URL()}); err == nil {
+		t.Fatal("opened a pool with the primary dead and the standby not promoted")
+	}
 	pair.Promote(t)
 	promoted := time.Now()
 	atPromotion := count()
@@ -209,4 +220,19 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// serverPort is the port of the server a new pool on url reaches.
+func serverPort(t *testing.T, url string) int {
+	t.Helper()
+	db, err := database.Open(t.Context(), database.Config{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var port int
+	if err := db.Pool().QueryRow(t.Context(), `select inet_server_port()`).Scan(&port); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
