@@ -40,6 +40,12 @@ type Config struct {
 	ClockSkew time.Duration `env:"VOUCH_REGISTRY_CLOCK_SKEW, default=5m"`
 	// CRLSources are files or http(s) URLs of the issuing CAs' CRLs.
 	CRLSources []string `env:"VOUCH_UZI_CRL_SOURCES"`
+	// LockIdle ends a sync's transaction (and so frees the sync's lock)
+	// when it has waited that long for its process, idle: a copy frozen
+	// mid-sync holds the others back no longer. Longer than the sync
+	// waits between two statements (an LDAP page, reading the license
+	// bucket whole to reconcile it).
+	LockIdle time.Duration `env:"VOUCH_REGISTRY_LOCK_IDLE, default=5m"`
 }
 
 // Result counts what one run did.
@@ -187,12 +193,36 @@ func (s *Syncer) Run(ctx context.Context) error {
 }
 
 // withLock runs f holding the sync job's advisory lock on one connection.
+//
+// Several copies of the sync may run; the lock lets one at a time write.
+// It is transaction-scoped, not a lease (internal/lease), because that is
+// enough here: everything a sync writes to the database — the mirror, the
+// cookie, the outbox, the run's record — is written in the transaction
+// that holds the lock, so it lands only if that transaction commits, and a
+// copy that lost its session (killed, cut off, its transaction ended by
+// LockIdle, a failover) lost its uncommitted writes with the lock. There
+// is no gap between holding and writing for a stale copy to write in, as
+// there is for a lease renewed apart from the writes.
+//
+// What the lock cannot fence is the license bucket, outside the database:
+// a copy whose session was lost while its PutAll was on its way may land
+// records after a newer copy's. They are the outbox's states, in order,
+// only older; the next change of those card holders or the periodic
+// reconciliation (FullInterval) corrects them. Fencing them where they land
+// needs a conditional write in the bucket (a per-key revision or sequence
+// check), which the bucket does not offer yet.
 func (s *Syncer) withLock(ctx context.Context, f func(tx pgx.Tx) error) error {
+	idle := s.cfg.LockIdle
+	if idle <= 0 {
+		idle = 5 * time.Minute
+	}
 	return s.db.InTx(ctx, func(tx pgx.Tx) error {
 		// JIT compiling pays off for queries that run long and often; the
 		// sync's run once over a table and spent more compiling than running.
 		var got bool
-		if err := tx.QueryRow(ctx, `select pg_try_advisory_xact_lock($1), set_config('jit', 'off', true)`, int64(lockKey)).Scan(&got, nil); err != nil {
+		if err := tx.QueryRow(ctx, `select pg_try_advisory_xact_lock($1), set_config('jit', 'off', true),
+			set_config('idle_in_transaction_session_timeout', $2, true)`,
+			int64(lockKey), fmt.Sprint(idle.Milliseconds())).Scan(&got, nil, nil); err != nil {
 			return fmt.Errorf("registrysync: lock: %w", err)
 		}
 		if !got {
