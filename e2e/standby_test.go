@@ -170,7 +170,7 @@ func TestBackupRestoredIntoFreshCluster(t *testing.T) {
 	_, _, _, agg, _ := w.startPipeline()
 	// Only the restored cluster exports: its export then names every key.
 	agg.stop()
-	bo, _ := standbyBackoffice(t, w)
+	bo, boProc := standbyBackoffice(t, w)
 	clin := newStandbyClinician(t, w, bo, "gp")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -194,6 +194,8 @@ func TestBackupRestoredIntoFreshCluster(t *testing.T) {
 	before := round(phones[:200])
 	backup := pair.BaseBackup(t)
 	after := round(phones[200:])
+	// Nothing writes the audit log after the head is noted.
+	boProc.stop()
 	head := standbyAuditVerify(t, w, pair.Primary.URL())
 	pair.SwitchWAL(t)
 	// The primary is lost; only the backup and the archive are left.
