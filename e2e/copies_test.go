@@ -87,6 +87,7 @@ func TestBackofficeCopies(t *testing.T) {
 		t.Fatalf("the signed-in pages came from %v, want both copies %v", served, upstreams)
 	}
 	// A vouch prepared on one copy and signed on the other.
+	vouchStart := time.Now()
 	_, code := copiesPhone(t)
 	st, r, prepFrom := c.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true})
 	if st != http.StatusOK {
@@ -101,13 +102,16 @@ func TestBackofficeCopies(t *testing.T) {
 	// Sign-in attempts from one address (127.0.0.2, which nginx puts in
 	// X-Forwarded-For), some at once: the burst once between the copies.
 	bad := copiesClient(t, origin, "127.0.0.2")
+	start := time.Now()
 	codes, from := copiesBurst(t, attempts, func() (int, string) {
 		st, _, from := bad.post("/api/challenge", map[string]any{"purpose": "sign-in"})
 		return st, from
 	})
 	t.Logf("%d sign-in attempts from one address: %d answered 200, %d answered 429; by copy %v",
 		attempts, codes[http.StatusOK], codes[http.StatusTooManyRequests], from)
-	if codes[http.StatusOK] != burst || codes[http.StatusTooManyRequests] != attempts-burst {
+	// A token a minute comes back: on a machine so loaded that the burst
+	// took minutes, that many more.
+	if ok := codes[http.StatusOK]; ok < burst || ok > burst+copiesMinutes(start) || codes[http.StatusTooManyRequests] != attempts-ok {
 		t.Errorf("sign-in attempts: %v, want %d allowed and %d refused (429) between both copies", codes, burst, attempts-burst)
 	}
 	if len(from) != 2 {
@@ -126,10 +130,14 @@ func TestBackofficeCopies(t *testing.T) {
 	})
 	t.Logf("12 vouches prepared by one card: %d answered 200, %d answered 429; by copy %v",
 		codes[http.StatusOK], codes[http.StatusTooManyRequests], from)
-	if codes[http.StatusOK] != burst-2 || codes[http.StatusTooManyRequests] != 12-(burst-2) {
+	if ok := codes[http.StatusOK]; ok < burst-2 || ok > burst-2+copiesMinutes(vouchStart) || codes[http.StatusTooManyRequests] != 12-ok {
 		t.Errorf("vouches of one card: %v, want %d allowed and %d refused (429) between both copies", codes, burst-2, 12-(burst-2))
 	}
 }
+
+// copiesMinutes is the tokens a bucket of one a minute got back since
+// start.
+func copiesMinutes(start time.Time) int { return int(time.Since(start) / time.Minute) }
 
 // copiesNginx runs nginx on addr as a round-robin proxy to upstreams, with
 // its configuration, pid and temporary files in dir; each answer names

@@ -7,6 +7,7 @@ package backoffice
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,4 +136,43 @@ func TestPGBucketsSweep(t *testing.T) {
 	if err := b.Sweep(ctx, t0.Add(51*time.Second)); err != nil || count() != 0 {
 		t.Fatalf("at 51 s: %v, %d buckets; want none", err, count())
 	}
+}
+
+// TestRunSweepsBuckets: every copy's Run deletes the buckets full again,
+// at start and every interval, and keeps the others; a failed sweep is
+// logged and Run goes on.
+func TestRunSweepsBuckets(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	deps := fakeDeps(t, &fakePublisher{})
+	deps.Log = slog.New(slog.NewTextHandler(logs, nil))
+	s, err := New(fakeConfig(), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.buckets.(pgBuckets); !ok {
+		t.Fatalf("buckets %T, want PostgreSQL's by default", s.buckets)
+	}
+	ctx := t.Context()
+	now := s.now()
+	if _, err := deps.DB.Pool().Exec(ctx, `insert into rate_buckets (key, tokens, at, full_at) values
+		('signin/192.0.2.1', 0, $1, $2), ('signin/192.0.2.2', 0, $1, $3)`, now.Add(-time.Minute), now.Add(-time.Second), now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	stop := runService(t, s, time.Hour)
+	waitFor(t, func() bool { return count(t, deps.DB, `select count(*) from rate_buckets`) == 1 }, "the full bucket swept")
+	stop()
+	if n := count(t, deps.DB, `select count(*) from rate_buckets where key = 'signin/192.0.2.2'`); n != 1 {
+		t.Errorf("the live bucket swept too")
+	}
+	for _, sql := range []string{
+		`create function refuse() returns trigger language plpgsql as $$ begin raise exception 'refused (test)'; end $$`,
+		`create trigger refuse_sweep before delete on rate_buckets for each statement execute function refuse()`,
+	} {
+		if _, err := deps.DB.Pool().Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runService(t, s, time.Hour)
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "rate limits: sweep failed") }, "the failed sweep logged")
 }
