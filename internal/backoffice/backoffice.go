@@ -249,7 +249,8 @@ func (s *Service) Register(e *echo.Echo) {
 }
 
 // Run publishes what was stored but not acknowledged by the bus, deletes
-// expired challenges and sessions and locks silent ones, every interval
+// expired challenges and sessions and locks silent ones, and forgets the
+// rate limits' buckets that are full again, every interval
 // until ctx ends; in between it records which authorizations the bus
 // acknowledged, in batches, off the clinicians' requests, and writes the
 // audit rows of the refusals counted in each minute that ended. Every copy of the back office
