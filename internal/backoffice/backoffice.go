@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,6 +75,9 @@ type Config struct {
 	// Without it a general text says to contact the organisation's service
 	// desk or the register.
 	Contact string `env:"VOUCH_BACKOFFICE_CONTACT"`
+	// BootstrapAdmins are the UZI numbers made admin when no card holds
+	// admin (Service.Bootstrap): the first admins, who grant the rest.
+	BootstrapAdmins []string `env:"VOUCH_BOOTSTRAP_ADMINS"`
 }
 
 // Validate checks the configuration and returns the origin, parsed.
@@ -101,6 +105,14 @@ func (c Config) Validate() (*url.URL, error) {
 	}
 	if _, err := time.LoadLocation(c.DayZone); err != nil {
 		return nil, fmt.Errorf("VOUCH_VOUCH_DAY_ZONE: %w", err)
+	}
+	for i, a := range c.BootstrapAdmins {
+		switch {
+		case !uzi.ValidUZINumber(a):
+			return nil, fmt.Errorf("VOUCH_BOOTSTRAP_ADMINS: %q is not a UZI number (9 digits)", a)
+		case slices.Contains(c.BootstrapAdmins[:i], a):
+			return nil, fmt.Errorf("VOUCH_BOOTSTRAP_ADMINS: %s twice", a)
+		}
 	}
 	return u, nil
 }
@@ -221,7 +233,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 // Origin is the configured origin, as login signatures are bound to it.
 func (s *Service) Origin() string { return s.origin.Scheme + "://" + s.origin.Host }
 
-// Register adds the back office's routes to e: the one route table.
+// Register adds the back office's routes to e: the one route table
+// (routes), each behind the role it needs.
 func (s *Service) Register(e *echo.Echo) {
 	s.echo = e
 	cop := http.NewCrossOriginProtection()
@@ -231,21 +244,7 @@ func (s *Service) Register(e *echo.Echo) {
 	// 16,384 bytes ("16K" would be 16,000 to echo).
 	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16KiB"), s.language, s.loadSession, s.auditRefusals, s.lockGate)
 
-	g.GET("/", s.home)
-	g.GET("/signin", s.signInPage)
-	g.GET("/vouch", s.vouchPage)
-	g.GET("/staff", s.staffPage)
-	g.POST("/lang", s.switchLanguage)
-
-	api := g.Group("/api", requireJSON)
-	api.POST("/challenge", s.challenge)
-	api.POST("/signin", s.signIn)
-	api.POST("/signout", s.signOut)
-	api.POST("/lock", s.lock)
-	api.POST("/heartbeat", s.heartbeat)
-	api.POST("/unlock", s.unlock)
-	api.POST("/vouch/prepare", s.prepare)
-	api.POST("/vouch/sign", s.sign)
+	s.register(g) // the one route table: routes.go
 }
 
 // Run publishes what was stored but not acknowledged by the bus, deletes

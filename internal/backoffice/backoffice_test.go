@@ -211,7 +211,8 @@ func TestSignInRefusals(t *testing.T) {
 }
 
 // TestStaffSignsInButNeverVouches: an N card signs in to the staff view,
-// and its attempt to vouch is refused and recorded.
+// and its attempt to vouch is refused by the route table (it lacks
+// clinician) and recorded.
 func TestStaffSignsInButNeverVouches(t *testing.T) {
 	w := newWorld(t, nil)
 	for _, name := range []string{"staff", "pharmacist"} {
@@ -222,19 +223,19 @@ func TestStaffSignsInButNeverVouches(t *testing.T) {
 			if st != http.StatusOK || r.str("redirect") != "/staff" || r.str("role") != "staff" {
 				t.Fatalf("sign-in: %d %v", st, r)
 			}
-			if st, loc := b.get("/vouch"); st != http.StatusSeeOther || loc != "/staff" {
-				t.Errorf("vouch page for staff: %d %s", st, loc)
+			if st, page := b.get("/vouch"); st != http.StatusForbidden || !contains(page, "Not for your roles") {
+				t.Errorf("vouch page for staff: %d %s", st, page)
 			}
 			_, code := phone(t)
 			st, r = b.post("/api/vouch/prepare", map[string]any{"code": code.String(), "consent": true})
-			if st != http.StatusForbidden || r.str("error") != "staff-may-not-vouch" {
+			if st != http.StatusForbidden || r.str("error") != "role-missing" {
 				t.Fatalf("staff vouch: %d %v", st, r)
 			}
-			if lastOf(w.auditActions()) != "vouch-refused:staff-may-not-vouch" {
+			if lastOf(w.auditActions()) != backoffice.ActionAccessRefused+":role-missing" {
 				t.Errorf("audit: %v", w.auditActions())
 			}
 			st, page := b.get("/staff")
-			if st != http.StatusOK || !contains(page, "vouch refused") || !contains(page, "signed in") {
+			if st != http.StatusOK || !contains(page, "access refused (role)") || !contains(page, "signed in") {
 				t.Errorf("staff page does not show own activity: %d", st)
 			}
 		})

@@ -17,7 +17,7 @@ import (
 
 // pageNames are the back office's pages, each templates/<name>.html on
 // top of templates/layout.html.
-var pageNames = []string{"signin", "vouch", "staff", "locked"}
+var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden"}
 
 func loadPages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -55,6 +55,8 @@ type page struct {
 	Tr        tr
 	Session   *session
 	Locked    bool
+	// Nav are the header's links: the pages the session's roles open.
+	Nav []navLink
 	// Messages are the texts the page's script shows (the card agent's
 	// answers, progress), in the page's language.
 	Messages map[string]string
@@ -64,6 +66,8 @@ type page struct {
 	Quota              int
 	// Staff page.
 	Activity []activity
+	// Roles page.
+	Roles *rolesView
 }
 
 type activity struct {
@@ -111,6 +115,7 @@ func (s *Service) renderStatus(c echo.Context, status int, name string, p page) 
 	if p.Session != nil && p.Session.locked() {
 		p.Session, p.Locked = nil, true
 	}
+	p.Nav = s.navLinks(p.Session)
 	p.Messages = scriptTexts(lang)
 	var buf bytes.Buffer
 	if err := s.pages[name].Execute(&buf, p); err != nil {

@@ -95,7 +95,8 @@ type session struct {
 	Hash         []byte // SHA-256 of the cookie's token
 	UZI          string
 	Holder       string
-	Role         string // roleClinician or roleStaff
+	Role         string // roleClinician or roleStaff: what the card and the register made it at sign-in
+	Granted      []string // the roles granted to its UZI number (backoffice_roles), read with the session
 	CardType     string
 	RoleCode     string
 	AuthCertHash []byte
@@ -138,10 +139,11 @@ const touchEvery = 30 * time.Second
 func touchSession(ctx context.Context, q querier, hash []byte, now time.Time, idle, absolute time.Duration, touch bool) (*session, error) {
 	s := &session{}
 	err := q.QueryRow(ctx, `select hash, uzi_number, holder, role, card_type, role_code, auth_cert_hash, sign_cert, lang,
-			created_at, seen_at, locked_at, pending_statement, pending_at, coalesce(heartbeat_at, created_at)
+			created_at, seen_at, locked_at, pending_statement, pending_at, coalesce(heartbeat_at, created_at),
+			array(select r.role from backoffice_roles r where r.uzi_number = backoffice_sessions.uzi_number order by r.role)
 		from backoffice_sessions where hash = $1 and seen_at > $2 and created_at > $3`,
 		hash, now.Add(-idle), now.Add(-absolute)).Scan(&s.Hash, &s.UZI, &s.Holder, &s.Role, &s.CardType, &s.RoleCode,
-		&s.AuthCertHash, &s.SignCert, &s.Lang, &s.CreatedAt, &s.SeenAt, &s.LockedAt, &s.Pending, &s.PendingAt, &s.HeartbeatAt)
+		&s.AuthCertHash, &s.SignCert, &s.Lang, &s.CreatedAt, &s.SeenAt, &s.LockedAt, &s.Pending, &s.PendingAt, &s.HeartbeatAt, &s.Granted)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, errNotFound
