@@ -77,6 +77,7 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 		storedAtPromotion map[[16]byte]bool
 		readersAt         time.Time
 		leaseAtPromotion  standbyLease
+		exportAt          time.Time
 	)
 	acked := load(t, w, phones, 32, func(func() int64) {
 		pair.Primary.Kill(t)
@@ -89,6 +90,7 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 		storedAtPromotion = standbyStoredKeys(t, pair.Standby.URL())
 		leaseAtPromotion = standbyExportLease(t, pair.Standby.URL())
 		readersAt = standbyWaitStored(t, pair.Standby.URL(), len(storedAtPromotion), 30*time.Second)
+		exportAt = standbyWaitIndex(t, pair.Standby.URL(), leaseAtPromotion.generation, 30*time.Second)
 	})
 
 	if !clin.waitConfirmed(ctx, promoted, 5, 30*time.Second) {
@@ -98,8 +100,9 @@ func TestPrimaryKilledStandbyPromoted(t *testing.T) {
 	stopVouching()
 	<-vouching
 	firstVouch := clin.firstConfirmedAfter(promoted)
-	t.Logf("kill -9 to the first vouch confirmed after the promotion: %s (promotion to it %s); to the readers' first commit on the new primary: %s",
-		firstVouch.Sub(killed).Round(time.Millisecond), firstVouch.Sub(promoted).Round(time.Millisecond), readersAt.Sub(killed).Round(time.Millisecond))
+	t.Logf("kill -9 to the first vouch confirmed after the promotion: %s (promotion to it %s); to the readers' first commit on the new primary: %s; to the first index published from it: %s",
+		firstVouch.Sub(killed).Round(time.Millisecond), firstVouch.Sub(promoted).Round(time.Millisecond),
+		readersAt.Sub(killed).Round(time.Millisecond), exportAt.Sub(killed).Round(time.Millisecond))
 
 	got := w.waitPublished(acked, 3*time.Minute)
 	stored := standbyStoredCounts(t, pair.Standby.URL())
@@ -529,6 +532,23 @@ func standbyWaitStored(t *testing.T, url string, n int, within time.Duration) ti
 			t.Fatalf("the readers stored nothing on the new primary within %s of the promotion (%d keys)", within, got)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// standbyWaitIndex waits until an index of a generation after gen is
+// recorded, and returns when that was seen.
+func standbyWaitIndex(t *testing.T, url string, gen int64, within time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		l := standbyExportLease(t, url)
+		if l.generation > gen {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no index published on the new primary within %s of the promotion: %s", within, l)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
