@@ -32,6 +32,8 @@ import (
 	"github.com/vouch-nl/vouch/internal/bus"
 	"github.com/vouch-nl/vouch/internal/exposure"
 	"github.com/vouch-nl/vouch/internal/phoneclient"
+	"github.com/vouch-nl/vouch/internal/phonecode"
+	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/testenv"
 )
 
@@ -52,12 +54,20 @@ func TestBusClusterLeaderKill(t *testing.T) {
 	n := uploads(t)
 	began := time.Now()
 	w, nodes := busClusterWorld(t)
-	t.Logf("three servers healthy in %s", time.Since(began).Round(time.Millisecond))
+	t.Logf("vouch built, a database, the cards and three servers healthy in %s", time.Since(began).Round(time.Millisecond))
 	began = time.Now()
-	phones, gp := vouched(t, w.man, n)
-	t.Logf("%d bundles (shared with the other fault tests) in %s", n, time.Since(began).Round(time.Millisecond))
+	// The last few are vouched for only while the authorizations bucket
+	// has no leader: the back office's write must survive the election.
+	const late = 50
+	all, gp := vouched(t, w.man, n+late)
+	phones, latePhones := all[:n], all[n:]
+	t.Logf("%d bundles (shared with the other fault tests) in %s", n+late, time.Since(began).Round(time.Millisecond))
 	began = time.Now()
 	w.vouch(phones, gp)
+	auths, err := w.bus.ExpiringBucket(context.Background(), "authorizations", "e2e", protocol.MaxValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	ingestAddr2 := freeAddr(t)
 	ops1, ops2 := freeAddr(t), freeAddr(t)
@@ -127,7 +137,23 @@ func TestBusClusterLeaderKill(t *testing.T) {
 			if !busClusterWaitFor(ctx, func() bool { return nAcked.Load() >= int64(n*(2*i+1)/10) }) {
 				return
 			}
-			k, err := busClusterKillLeader(t, w.bus, nodes, victim)
+			var during func() error
+			if victim == authStream {
+				during = func() error {
+					entries := make([]bus.KeyValue, len(latePhones))
+					for i, ph := range latePhones {
+						code := phonecode.FromPublicKey(ph.priv.Public().(ed25519.PublicKey))
+						entries[i] = bus.KeyValue{Key: hex.EncodeToString(code[:]), Value: ph.bundle}
+					}
+					began := time.Now()
+					if err := auths.PutAll(ctx, entries); err != nil {
+						return fmt.Errorf("vouching during the election: %w", err)
+					}
+					t.Logf("%d authorizations put while %s had no leader: acknowledged in %s", len(entries), authStream, time.Since(began).Round(time.Millisecond))
+					return nil
+				}
+			}
+			k, err := busClusterKillLeader(t, w.bus, nodes, victim, during)
 			if err != nil {
 				t.Error(err)
 				return
@@ -206,6 +232,17 @@ func TestBusClusterLeaderKill(t *testing.T) {
 	}
 	if failed.Load() > 0 {
 		t.Errorf("%d uploads got no 2xx through the phone's retries", failed.Load())
+	}
+	// The authorizations written during the election are there to pick up.
+	wrongLate := 0
+	for _, ph := range latePhones {
+		if b, err := clients[0].Pickup(ctx, ph.priv); err != nil || !bytes.Equal(b, ph.bundle) {
+			wrongLate++
+		}
+	}
+	t.Logf("pickups of the %d phones vouched for during the election: %d not ready", len(latePhones), wrongLate)
+	if wrongLate > 0 {
+		t.Errorf("%d of %d authorizations acknowledged during the election cannot be picked up", wrongLate, len(latePhones))
 	}
 
 	began = time.Now()
@@ -470,7 +507,8 @@ type busClusterKill struct {
 // busClusterKillLeader kills the server leading stream with -9, waits for
 // the cluster to elect another, and starts the killed one again on its
 // store. It runs beside the uploads, so it returns its failure.
-func busClusterKillLeader(t *testing.T, b *bus.Bus, nodes []*busClusterNode, stream string) (busClusterKill, error) {
+// during, when not nil, runs at once after the kill.
+func busClusterKillLeader(t *testing.T, b *bus.Bus, nodes []*busClusterNode, stream string, during func() error) (busClusterKill, error) {
 	info, err := busClusterStreamInfo(b, stream)
 	if err != nil {
 		return busClusterKill{}, err
@@ -485,6 +523,11 @@ func busClusterKillLeader(t *testing.T, b *bus.Bus, nodes []*busClusterNode, str
 		return k, err
 	}
 	t.Logf("kill -9 %s, leader of %s", leader, stream)
+	if during != nil {
+		if err := during(); err != nil {
+			return k, err
+		}
+	}
 	deadline := k.at.Add(60 * time.Second)
 	for {
 		in, err := busClusterStreamInfo(b, stream)
