@@ -196,3 +196,59 @@ func TestIndexFilesFollowCommits(t *testing.T) {
 		t.Errorf("last index %v, want both batches", last)
 	}
 }
+
+// TestStaleHolderBuildsNothing: a run whose lease was taken over before it
+// wrote makes no batch (two copies would make overlapping windows) and
+// puts no file in place, not even of a batch another copy left unbuilt.
+func TestStaleHolderBuildsNothing(t *testing.T) {
+	t.Parallel()
+	for name, leftUnbuilt := range map[string]bool{"new keys": false, "a batch left unbuilt": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db := testenv.Database(t)
+			cfg := testConfig(t)
+			storeKeys(t, db, "", dayKey(t, 1), dayKey(t, 2))
+			ctx := context.Background()
+			if leftUnbuilt {
+				// As a holder that crashed between its batch and its file.
+				var id int64
+				if err := db.Pool().QueryRow(ctx, `insert into export_batches (start_at, end_at) values ($1, $2) returning id`,
+					noon.Add(-14*24*time.Hour), noon.Add(-time.Hour)).Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := db.Pool().Exec(ctx, `update exposure_keys set batch_id = $1`, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stale := newAggregator(t, cfg, db, nil)
+			l, err := lease.Acquire(ctx, db.Pool(), export.LeaseName, export.Holder(stale), cfg.Lease)
+			if err != nil {
+				t.Fatal(err)
+			}
+			expireLease(t, db)
+			if _, err := lease.Acquire(ctx, db.Pool(), export.LeaseName, "other", cfg.Lease); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := export.RunUnder(ctx, stale, l); !errors.Is(err, lease.ErrLost) {
+				t.Errorf("stale run: %v, want ErrLost", err)
+			}
+			var batches, built int
+			if err := db.Pool().QueryRow(ctx, `select count(*), count(path) from export_batches`).Scan(&batches, &built); err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			if leftUnbuilt {
+				want = 1
+			}
+			if batches != want || built != 0 {
+				t.Errorf("%d batches (%d built) after the stale run, want %d unbuilt", batches, built, want)
+			}
+			if n := fileCount(t, cfg.Dir); n != 0 {
+				t.Errorf("%d files in exports/ after the stale run", n)
+			}
+			if got := indexNow(t, cfg.Dir); got != nil {
+				t.Errorf("index %v after the stale run", got)
+			}
+		})
+	}
+}
