@@ -96,6 +96,8 @@ func dropOnFailover(prev pgconn.PgErrorHandler, reset func()) pgconn.PgErrorHand
 // to it is of use for writing any more: it is read-only (25006: a standby,
 // or a primary demoted under us), shutting down (57P01, as at a switchover),
 // or restarting after a crash of one of its processes (57P02).
+// pg_terminate_backend of a single session answers 57P01 too: the pool then
+// reconnects every connection, a small cost for a rare act.
 func IsFailover(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
