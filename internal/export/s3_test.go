@@ -22,6 +22,7 @@ import (
 
 	"github.com/vouch-nl/vouch/internal/cdn"
 	"github.com/vouch-nl/vouch/internal/export"
+	"github.com/vouch-nl/vouch/internal/lease"
 	"github.com/vouch-nl/vouch/internal/testenv"
 )
 
@@ -380,5 +381,65 @@ func TestS3KillDuringUpload(t *testing.T) {
 	names := s3Consistent(t, gw, "vouch-crash", "nl", pubOf(s))
 	if !slices.Equal(names, second.Files) || len(second.Files) <= len(first.Files) {
 		t.Fatalf("after the restart the index is %v, the run published %v (before: %v)", names, second.Files, first.Files)
+	}
+}
+
+// TestS3StaleHolderKeepsNewerIndex is issue 20's attack on two machines
+// sharing a bucket: an aggregator frozen after its index's record
+// committed (its epoch checked) and before the bucket's index, while
+// another took over on another machine (its own directory, so no lock
+// between them) and published a newer index to the bucket. When the
+// frozen one wakes, the bucket refuses its older index (If-Match with the
+// ETag it read at the start: 412), and the newer index stays.
+// (TestS3IndexConflict covers the first index, If-None-Match: *.)
+func TestS3StaleHolderKeepsNewerIndex(t *testing.T) {
+	t.Parallel()
+	gw := testenv.S3Gateway(t)
+	gw.Bucket(t, "vouch-fence", false)
+	db := testenv.Database(t)
+	cfg := s3Config(t, gw, "vouch-fence", "nl")
+	cfg.Lease = time.Second
+	s := softSigner(t, 7, "v1")
+	storeKeys(t, db, "", dayKey(t, 1))
+	// A first index: the frozen run reads its ETag when it starts.
+	if _, err := newAggregator(t, cfg, db, nil, s).Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	frozen := newAggregator(t, cfg, db, nil, s)
+	release := make(chan struct{})
+	there := stopAt(frozen, export.StepIndexCommitted, release)
+	l, err := lease.Acquire(context.Background(), db.Pool(), export.LeaseName, export.Holder(frozen), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := export.RunUnder(context.Background(), frozen, l); done <- err }()
+	select {
+	case <-there:
+	case err := <-done:
+		t.Fatalf("the run ended before its index's commit: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the run did not reach its index's commit within 60s")
+	}
+	expireLease(t, db)
+
+	cfgB := cfg
+	cfgB.Dir = t.TempDir() // another machine
+	other := newAggregator(t, cfgB, db, nil, s)
+	export.SetNow(other, func() time.Time { return noon.Add(time.Minute) })
+	storeKeys(t, db, "", dayKey(t, 2), dayKey(t, 3))
+	newer, err := other.Run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := s3Consistent(t, gw, "vouch-fence", "nl", pubOf(s)); !slices.Equal(names, newer.Files) || len(names) != 2 {
+		t.Fatalf("the bucket's index %v, the newer run published %v", names, newer.Files)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, export.ErrIndexChanged) {
+		t.Fatalf("the woken stale run: %v, want ErrIndexChanged", err)
+	}
+	if names := s3Consistent(t, gw, "vouch-fence", "nl", pubOf(s)); !slices.Equal(names, newer.Files) {
+		t.Fatalf("the stale holder's index replaced the newer one: %v, want %v", names, newer.Files)
 	}
 }
