@@ -36,6 +36,9 @@ type Catalog struct {
 	langs   []string // Source first, then by name
 	matcher language.Matcher
 	ids     map[string]map[string]bool // language → message ids
+	// texts are the messages as written (templates not filled in), every
+	// plural form: language → id → text, for the completeness check.
+	texts map[string]map[string]string
 }
 
 // std is the program's catalogue: the embedded files, which are as fixed
@@ -56,7 +59,7 @@ func Load(fsys fs.FS) (*Catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Catalog{bundle: goi18n.NewBundle(language.English), ids: map[string]map[string]bool{}}
+	c := &Catalog{bundle: goi18n.NewBundle(language.English), ids: map[string]map[string]bool{}, texts: map[string]map[string]string{}}
 	c.bundle.RegisterUnmarshalFunc("json", json.Unmarshal)
 	for _, f := range files {
 		b, err := fs.ReadFile(fsys, f)
@@ -71,11 +74,12 @@ func Load(fsys fs.FS) (*Catalog, error) {
 		if mf.Tag.String() != lang {
 			return nil, fmt.Errorf("i18n: %s: a catalogue's name is its language tag (%s.json)", f, mf.Tag)
 		}
-		ids := map[string]bool{}
+		ids, texts := map[string]bool{}, map[string]string{}
 		for _, m := range mf.Messages {
 			ids[m.ID] = true
+			texts[m.ID] = strings.Join([]string{m.Zero, m.One, m.Two, m.Few, m.Many, m.Other}, "\n")
 		}
-		c.ids[lang] = ids
+		c.ids[lang], c.texts[lang] = ids, texts
 		c.langs = append(c.langs, lang)
 	}
 	if c.ids[Source] == nil {

@@ -1,41 +1,92 @@
 package i18n
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestCataloguesComplete fails when a message is missing in a language, a
-// language has one the source does not, or a translation drops or invents
-// a value ({{.Name}}).
+// Offered are the languages the back office is built for: the
+// Netherlands and a Swiss deployment. A catalogue file that goes missing
+// fails TestCataloguesComplete rather than quietly shrinking the switch.
+var offered = []string{"en", "de", "fr", "it", "nl"}
+
+// TestCataloguesComplete fails when a language is missing, a message is
+// missing in a language, a language has one the source does not, or a
+// translation drops or invents a value ({{.Name}}).
 func TestCataloguesComplete(t *testing.T) {
 	t.Parallel()
 	c := Default()
-	if got := c.Languages(); len(got) < 2 || got[0] != Source || !slices.Contains(got, "nl") {
-		t.Fatalf("languages %v, want the source first and Dutch", got)
+	if got := c.Languages(); !slices.Equal(got, offered) {
+		t.Fatalf("languages %v, want %v (the source first)", got, offered)
 	}
+	for _, p := range incomplete(c) {
+		t.Error(p)
+	}
+}
+
+// TestIncompleteFindsEveryGap: the check TestCataloguesComplete runs
+// finds a message missing from any one language, an extra one, and a
+// dropped value.
+func TestIncompleteFindsEveryGap(t *testing.T) {
+	t.Parallel()
+	full := `{"a": "A", "b": "B {{.N}}"}`
+	for _, lang := range offered[1:] {
+		files := fstest.MapFS{}
+		for _, l := range offered {
+			files["locales/"+l+".json"] = &fstest.MapFile{Data: []byte(full)}
+		}
+		c, err := Load(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := incomplete(c); len(p) != 0 {
+			t.Fatalf("complete catalogues: %v", p)
+		}
+		for name, data := range map[string]string{
+			"missing": `{"a": "A"}`,
+			"extra":   `{"a": "A", "b": "B {{.N}}", "c": "C"}`,
+			"value":   `{"a": "A", "b": "B"}`,
+		} {
+			files["locales/"+lang+".json"] = &fstest.MapFile{Data: []byte(data)}
+			c, err := Load(files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := incomplete(c); len(p) != 1 || !strings.HasPrefix(p[0], lang+":") {
+				t.Errorf("%s %s: %v, want one problem in %s", lang, name, p, lang)
+			}
+		}
+	}
+}
+
+// incomplete lists what every catalogue but the source lacks or adds.
+func incomplete(c *Catalog) []string {
+	var out []string
 	values := regexp.MustCompile(`\{\{\s*\.(\w+)\s*\}\}`)
 	src := c.IDs()
 	for _, lang := range c.Languages()[1:] {
 		for _, id := range src {
 			if !c.Has(lang, id) {
-				t.Errorf("%s: message %q missing", lang, id)
+				out = append(out, fmt.Sprintf("%s: message %q missing", lang, id))
 				continue
 			}
-			if a, b := values.FindAllString(c.T(Source, id), -1), values.FindAllString(c.T(lang, id), -1); !slices.Equal(sorted(a), sorted(b)) {
-				t.Errorf("%s: %q fills in %v, the source %v", lang, id, b, a)
+			if a, b := values.FindAllString(c.texts[Source][id], -1), values.FindAllString(c.texts[lang][id], -1); !slices.Equal(sorted(a), sorted(b)) {
+				out = append(out, fmt.Sprintf("%s: %q fills in %v, the source %v", lang, id, b, a))
 			}
 		}
 		for id := range c.ids[lang] {
 			if !c.Has(Source, id) {
-				t.Errorf("%s: message %q is not in %s.json", lang, id, Source)
+				out = append(out, fmt.Sprintf("%s: message %q is not in %s.json", lang, id, Source))
 			}
 		}
 	}
+	return out
 }
 
 func sorted(s []string) []string { slices.Sort(s); return s }
@@ -45,8 +96,14 @@ func TestMatch(t *testing.T) {
 	for in, want := range map[string]string{
 		"":                        "en",
 		"nl-NL,nl;q=0.9,en;q=0.8": "nl",
-		"de-DE, en-GB;q=0.7":      "en",
-		"fr, nl-BE;q=0.5":         "nl",
+		"de-DE, en-GB;q=0.7":      "de",
+		"fr, nl-BE;q=0.5":         "fr",
+		"fr-CH":                   "fr",
+		"de-CH,de;q=0.9":          "de",
+		"it-CH":                   "it",
+		"rm-CH, de-CH;q=0.8":      "de",
+		"es, it;q=0.5":            "it",
+		"pt-BR, nl-BE;q=0.5":      "nl",
 		"*":                       "en",
 		"NL":                      "nl",
 		"en-US,nl;q=0.9":          "en",
