@@ -21,7 +21,7 @@ demo-browser:
 
 ## test: the whole suite with the race detector, real dependencies included
 test: deps vet
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 
 ## deps: install missing Debian packages and make sure PostgreSQL answers
 deps:
