@@ -178,6 +178,14 @@ func startBackoffice(ctx context.Context, cfg backoffice.Config, dcfg directory.
 		closeAll()
 		return nil, err
 	}
+	// The first admins (VOUCH_BOOTSTRAP_ADMINS), while no card holds admin.
+	switch n, err := svc.Bootstrap(ctx); {
+	case err != nil:
+		closeAll()
+		return nil, fmt.Errorf("VOUCH_BOOTSTRAP_ADMINS: %w", err)
+	case n > 0:
+		log.Info("back office: admins granted from VOUCH_BOOTSTRAP_ADMINS", "count", n)
+	}
 	svc.Register(srv.Echo())
 	log.Info("back office ready", "origin", svc.Origin(), "daily_quota", cfg.DailyQuota)
 	return &backofficeRole{run: func(ctx context.Context) error { return svc.Run(ctx, 30*time.Second) }, close: closeAll}, nil

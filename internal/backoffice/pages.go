@@ -57,6 +57,8 @@ type page struct {
 	Locked    bool
 	// Nav are the header's links: the pages the session's roles open.
 	Nav []navLink
+	// Held are the session's roles, for the header.
+	Held []string
 	// Messages are the texts the page's script shows (the card agent's
 	// answers, progress), in the page's language.
 	Messages map[string]string
@@ -116,6 +118,17 @@ func (s *Service) renderStatus(c echo.Context, status int, name string, p page) 
 		p.Session, p.Locked = nil, true
 	}
 	p.Nav = s.navLinks(p.Session)
+	if p.Session != nil {
+		// staff, which every card holder signed in holds, only alone.
+		for _, r := range p.Session.roles() {
+			if r != roleStaff {
+				p.Held = append(p.Held, r)
+			}
+		}
+		if len(p.Held) == 0 {
+			p.Held = []string{roleStaff}
+		}
+	}
 	p.Messages = scriptTexts(lang)
 	var buf bytes.Buffer
 	if err := s.pages[name].Execute(&buf, p); err != nil {

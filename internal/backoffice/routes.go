@@ -13,7 +13,7 @@ import (
 // What a route needs, besides a role: nothing (anyone, signed in or not),
 // or a session (locked or not: the handler decides).
 const (
-	needAnyone  = ""
+	needAnyone   = ""
 	needSignedIn = "session"
 )
 

@@ -95,7 +95,7 @@ type session struct {
 	Hash         []byte // SHA-256 of the cookie's token
 	UZI          string
 	Holder       string
-	Role         string // roleClinician or roleStaff: what the card and the register made it at sign-in
+	Role         string   // roleClinician or roleStaff: what the card and the register made it at sign-in
 	Granted      []string // the roles granted to its UZI number (backoffice_roles), read with the session
 	CardType     string
 	RoleCode     string
