@@ -84,7 +84,8 @@ func effectiveRoles(class, cardType string, granted []string) []string {
 			}
 		}
 	}
-	if class == roleClinician || class == roleStaff {
+	if class == roleClinician || class == roleStaff { // signed in: staff at least
+		add(roleStaff)
 		add(class)
 	}
 	for _, r := range granted {
