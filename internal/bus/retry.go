@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -136,16 +138,28 @@ func (r Retry) DoOn(ctx context.Context, js StreamLookup, stream string, op func
 
 // Retryable reports whether err means the write may not have reached a
 // leader that could answer — no responders (no leader elected yet), a
-// timeout (the leader died holding it), JetStream temporarily unavailable
-// — so that sending the same write again is the way on. Every other error
-// (a refusal, a closed connection, a wrong sequence) is an answer.
+// timeout (the leader died holding it), JetStream temporarily unavailable,
+// or the connection cut as the server this process was connected to died
+// (the client reconnects to another) — so that sending the same write
+// again is the way on. Every other error (a refusal, a connection this
+// process closed, a wrong sequence) is an answer.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
 		errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrStaleConnection), errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+		return true
+	}
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
 		return true
 	}
 	var api *jetstream.APIError

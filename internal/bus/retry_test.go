@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,6 +165,12 @@ func TestRetryable(t *testing.T) {
 		{context.DeadlineExceeded, true},
 		{jetstream.ErrAsyncPublishTimeout, true},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10008}, true},
+		{nats.ErrConnectionReconnecting, true},
+		{nats.ErrDisconnected, true},
+		{nats.ErrStaleConnection, true},
+		{nats.ErrReconnectBufExceeded, true},
+		{fmt.Errorf("put k: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}), true},
+		{syscall.ECONNRESET, true},
 		{context.Canceled, false},
 		{nats.ErrConnectionClosed, false},
 		{jetstream.ErrKeyExists, false},
