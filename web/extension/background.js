@@ -201,6 +201,19 @@ async function fromTab(msg, sender) {
   return handle(msg || {}, sender.origin);
 }
 
+// The languages of _locales: the PIN window speaks the asking page's
+// language when it is one of them (pinLanguage), else the browser's.
+const LANGUAGES = ["en", "de", "fr", "it", "nl"];
+
+// pinLanguage is the language the PIN window shows, from the page's html
+// lang ("nl", "de-CH"): one of LANGUAGES, or "" for the browser's own
+// (chrome.i18n, whose default is en).
+function pinLanguage(tag) {
+  if (typeof tag !== "string") return "";
+  const primary = tag.trim().toLowerCase().split(/[-_]/)[0];
+  return LANGUAGES.includes(primary) ? primary : "";
+}
+
 async function handle(msg, origin) {
   const base = { id: String(msg.id || ""), origin };
   switch (msg.type) {
@@ -219,7 +232,7 @@ async function handle(msg, origin) {
       // Every reader: the window shows what will be signed and waits for
       // the person. With a PIN pad the PIN is typed on the reader once
       // the window was confirmed; the agent gets none from here.
-      const pin = await askPIN(d.display, card.pinPad === true);
+      const pin = await askPIN(d.display, card.pinPad === true, pinLanguage(msg.lang));
       if (pin === null) return { type: "error", error: "cancelled" };
       return native({ ...req, type: "sign", pin });
     }
@@ -235,12 +248,13 @@ async function native(req) {
   }
 }
 
-// askPIN opens the extension's own window with what will be signed and
-// resolves with the PIN typed there ("" when the reader has a PIN pad and
-// the person confirmed), or null when the person cancels or closes it.
-async function askPIN(display, pinPad) {
+// askPIN opens the extension's own window with what will be signed, in
+// lang ("" for the browser's language), and resolves with the PIN typed
+// there ("" when the reader has a PIN pad and the person confirmed), or
+// null when the person cancels or closes it.
+async function askPIN(display, pinPad, lang) {
   const win = await chrome.windows.create({ url: PIN_PAGE, type: "popup", width: 460, height: 560, focused: true });
-  return new Promise((resolve) => pending.set(win.id, { display, pinPad, resolve }));
+  return new Promise((resolve) => pending.set(win.id, { display, pinPad, lang, resolve }));
 }
 
 function fromPinWindow(msg, sender, sendResponse) {
@@ -251,7 +265,7 @@ function fromPinWindow(msg, sender, sendResponse) {
     return;
   }
   if (msg.want === "display") {
-    sendResponse({ display: p.display, pinPad: p.pinPad });
+    sendResponse({ display: p.display, pinPad: p.pinPad, lang: p.lang });
     return;
   }
   let pin = null;

@@ -49,6 +49,10 @@
     for (const f of FIELDS) {
       if (typeof msg[f] === "string") req[f] = msg[f];
     }
+    // The page's language, for the PIN window: read from the page
+    // itself (its html lang), not from the message.
+    const lang = document.documentElement.lang;
+    if (typeof lang === "string" && lang !== "") req.lang = lang;
     chrome.runtime.sendMessage(req).then(
       (resp) => answer(msg.id, resp),
       () => answer(msg.id, { type: "error", error: "extension-unavailable" }),

@@ -6,15 +6,39 @@
 // can script this one.
 "use strict";
 
-const msg = (k) => chrome.i18n.getMessage(k) || k;
+// The window speaks the language of the page that asked (resp.lang, one
+// of _locales), else the browser's (chrome.i18n, default en); its html
+// lang says which (WCAG 3.1.1), from the "lang" message of the texts shown.
+const LANGUAGES = ["en", "de", "fr", "it", "nl"];
+let texts = null; // _locales/<lang>/messages.json of the asking page's language
+const msg = (k) => (texts && texts[k] && texts[k].message) || chrome.i18n.getMessage(k) || k;
 
-document.querySelectorAll("[data-msg]").forEach((el) => { el.textContent = msg(el.dataset.msg); });
+function showTexts() {
+  document.documentElement.lang = msg("lang");
+  document.querySelectorAll("[data-msg]").forEach((el) => { el.textContent = msg(el.dataset.msg); });
+}
+
+// useLanguage loads the texts of lang; the browser's stay when it has none.
+async function useLanguage(lang) {
+  if (!LANGUAGES.includes(lang) || lang === document.documentElement.lang) return;
+  try {
+    const r = await fetch(chrome.runtime.getURL("_locales/" + lang + "/messages.json"));
+    if (r.ok) texts = await r.json();
+  } catch (e) {
+    texts = null;
+  }
+  showTexts();
+}
+
+showTexts();
 
 let pinPad = false;
 
-chrome.runtime.sendMessage({ want: "display" }).then((resp) => {
+chrome.runtime.sendMessage({ want: "display" }).then(async (resp) => {
   const d = resp && resp.display;
   if (!d) { window.close(); return; }
+  await useLanguage(resp.lang);
+  const lang = document.documentElement.lang;
   pinPad = resp.pinPad === true;
   document.getElementById("origin").textContent = d.origin;
   document.getElementById("holder").textContent = d.holder || "";
@@ -23,8 +47,10 @@ chrome.runtime.sendMessage({ want: "display" }).then((resp) => {
   document.querySelectorAll(".statement").forEach((el) => el.classList.toggle("hidden", !vouching));
   if (vouching) {
     document.getElementById("code").textContent = d.code;
-    document.getElementById("valid").textContent = new Date(d.validUntil).toLocaleString(chrome.i18n.getUILanguage());
-    if (d.onset) document.getElementById("onset").textContent = d.onset;
+    document.getElementById("valid").textContent = new Date(d.validUntil).toLocaleString(lang);
+    // The onset is a day (YYYY-MM-DD), written as the window's language writes dates.
+    if (d.onset) document.getElementById("onset").textContent = /^\d{4}-\d{2}-\d{2}$/.test(d.onset)
+      ? new Date(d.onset + "T00:00:00Z").toLocaleDateString(lang, { timeZone: "UTC" }) : d.onset;
     else document.querySelectorAll(".onset").forEach((el) => el.classList.add("hidden"));
   }
   if (pinPad) {
