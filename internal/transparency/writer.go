@@ -1,0 +1,444 @@
+package transparency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
+	"github.com/transparency-dev/tessera/storage/posix"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/lease"
+	"github.com/vouch-nl/vouch/internal/protocol"
+)
+
+// LeaseName is the lease that makes one writer at a time.
+const LeaseName = "transparency-log"
+
+// Config is the log writer's configuration.
+type Config struct {
+	// Dir is the log's directory: a subdirectory of the export directory
+	// the origin serves (e.g. $VOUCH_EXPORT_DIR/log), so that the origin
+	// publishes checkpoint, tile/… and tile/entries/… beside the exports.
+	// tessera's private state is in Dir/.state, which the origin never
+	// serves (it refuses names that start with a dot).
+	Dir string `env:"VOUCH_TRANSPARENCY_DIR, required"`
+	// Origin is the checkpoint's first line. It never changes: the writer
+	// refuses to run when the key's name or the published checkpoint says
+	// another.
+	Origin string `env:"VOUCH_TRANSPARENCY_ORIGIN, required"`
+	// Key is the Ed25519 note signer key (PRIVATE+KEY+<origin>+…), read
+	// from VOUCH_TRANSPARENCY_KEY_FILE.
+	Key string `env:"VOUCH_TRANSPARENCY_KEY, required"`
+	// Interval is how often the writer looks for new authorizations.
+	Interval time.Duration `env:"VOUCH_TRANSPARENCY_INTERVAL, default=1s"`
+	// AuditInterval is how often the audit chain's head is appended (when
+	// the chain grew).
+	AuditInterval time.Duration `env:"VOUCH_TRANSPARENCY_AUDIT_INTERVAL, default=5m"`
+	// CheckpointInterval is how often a new checkpoint is published.
+	CheckpointInterval time.Duration `env:"VOUCH_TRANSPARENCY_CHECKPOINT_INTERVAL, default=1s"`
+	// Batch is the most leaves appended in one step.
+	Batch int `env:"VOUCH_TRANSPARENCY_BATCH, default=256"`
+	// Lease is the writer lease's TTL.
+	Lease time.Duration `env:"VOUCH_TRANSPARENCY_LEASE, default=15s"`
+}
+
+// Writer appends stored authorizations and audit-chain heads to the log.
+type Writer struct {
+	cfg    Config
+	db     *database.DB
+	log    *slog.Logger
+	signer note.Signer
+	holder string
+
+	// afterAppend, when set (tests), runs after a batch is in the log and
+	// before the mirror records it: the window a crash must not break.
+	afterAppend func()
+}
+
+// NewWriter checks the configuration and the key.
+func NewWriter(cfg Config, db *database.DB, log *slog.Logger) (*Writer, error) {
+	signer, err := note.NewSigner(strings.TrimSpace(cfg.Key))
+	if err != nil {
+		return nil, fmt.Errorf("transparency: signer key: %w", err)
+	}
+	if signer.Name() != cfg.Origin {
+		return nil, fmt.Errorf("transparency: the key is named %q, the origin is %q: they must be the same", signer.Name(), cfg.Origin)
+	}
+	if cfg.Dir == "" || cfg.Interval <= 0 || cfg.AuditInterval <= 0 || cfg.Batch < 1 || cfg.CheckpointInterval < 100*time.Millisecond {
+		return nil, errors.New("transparency: configuration: a directory, positive intervals (checkpoints ≥ 100ms) and a batch ≥ 1 are needed")
+	}
+	holder, err := lease.Holder()
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{cfg: cfg, db: db, log: log, signer: signer, holder: holder}, nil
+}
+
+// Run takes the lease and appends until ctx ends; while another writer
+// holds the lease it waits.
+func (w *Writer) Run(ctx context.Context) error {
+	for {
+		l, err := lease.Acquire(ctx, w.db.Pool(), LeaseName, w.holder, w.cfg.Lease)
+		switch {
+		case err == nil:
+			err = w.hold(ctx, l)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = l.Release(rctx, w.db.Pool())
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.log.Warn("transparency: writer stopped; taking the lease again", "err", err)
+		case errors.Is(err, lease.ErrHeld):
+		case ctx.Err() != nil:
+			return nil
+		default:
+			w.log.Warn("transparency: lease", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(w.cfg.Lease / 3):
+		}
+	}
+}
+
+// checkOrigin refuses a directory whose published checkpoint names
+// another origin: the origin line never changes.
+func (w *Writer) checkOrigin() error {
+	raw, err := os.ReadFile(filepath.Join(w.cfg.Dir, layout.CheckpointPath))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("transparency: %w", err)
+	}
+	origin, _, _ := strings.Cut(string(raw), "\n")
+	if origin != w.cfg.Origin {
+		return fmt.Errorf("transparency: the log in %s has origin %q, configured is %q: the origin never changes", w.cfg.Dir, origin, w.cfg.Origin)
+	}
+	return nil
+}
+
+// hold runs the writer under lease l until ctx ends or the lease is lost.
+func (w *Writer) hold(ctx context.Context, l *lease.Lease) error {
+	if err := w.checkOrigin(); err != nil {
+		return err
+	}
+	kctx, stop := l.Keep(ctx, w.db.Pool(), w.log)
+	defer stop()
+	// tessera's goroutines (batching, checkpoint publication) run with a
+	// context of their own, ended after its shutdown below.
+	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer tcancel()
+	driver, err := posix.New(tctx, posix.Config{Path: w.cfg.Dir})
+	if err != nil {
+		return fmt.Errorf("transparency: log directory: %w", err)
+	}
+	opts := tessera.NewAppendOptions().
+		WithCheckpointSigner(w.signer).
+		WithBatching(uint(w.cfg.Batch), 50*time.Millisecond).
+		WithCheckpointInterval(w.cfg.CheckpointInterval)
+	app, shutdown, reader, err := tessera.NewAppender(tctx, driver, opts)
+	if err != nil {
+		return fmt.Errorf("transparency: open the log: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			w.log.Warn("transparency: shutdown", "err", err)
+		}
+	}()
+	s := &session{w: w, l: l, app: app, reader: reader}
+	// Before appending anything: record what the log holds beyond the
+	// mirror (a previous writer died between the two).
+	if err := s.catchUp(kctx, nil); err != nil {
+		return err
+	}
+	if s.lastHead, err = w.lastHeadLogged(kctx); err != nil {
+		return err
+	}
+	for {
+		n, err := s.appendAuthorizations(kctx)
+		if err != nil {
+			return err
+		}
+		if err := s.appendAuditHead(kctx); err != nil {
+			return err
+		}
+		if n == w.cfg.Batch {
+			continue // more are waiting
+		}
+		select {
+		case <-kctx.Done():
+			return context.Cause(kctx)
+		case <-time.After(w.cfg.Interval):
+		}
+	}
+}
+
+// session is one tenure of the lease: an open appender.
+type session struct {
+	w        *Writer
+	l        *lease.Lease
+	app      *tessera.Appender
+	reader   tessera.LogReader
+	lastHead time.Time
+}
+
+// pendingRow is an authorization without a leaf yet.
+type pendingRow struct {
+	id    [16]byte
+	entry []byte
+}
+
+// pending returns up to limit authorizations without a leaf, oldest
+// first (limit 0: all).
+func (w *Writer) pending(ctx context.Context, limit int) ([]pendingRow, error) {
+	q := `select a.id, a.statement, coalesce(a.statement_sig, ''), coalesce(a.signer_cert, ''),
+			coalesce(a.attestation, ''), coalesce(a.attestation_sig, ''), a.created_at
+		from authorizations a
+		where not exists (select 1 from transparency_leaves l where l.authorization_id = a.id)
+		order by a.created_at, a.id`
+	args := []any{}
+	if limit > 0 {
+		q += ` limit $1`
+		args = append(args, limit)
+	}
+	rows, err := w.db.Pool().Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("transparency: pending authorizations: %w", err)
+	}
+	defer rows.Close()
+	var out []pendingRow
+	for rows.Next() {
+		var (
+			id                                [16]byte
+			statement, sig, cert, att, attSig []byte
+			created                           time.Time
+		)
+		if err := rows.Scan(&id, &statement, &sig, &cert, &att, &attSig, &created); err != nil {
+			return nil, fmt.Errorf("transparency: pending authorizations: %w", err)
+		}
+		out = append(out, pendingRow{id: id, entry: authorizationRowEntry(statement, sig, cert, att, attSig, created)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("transparency: pending authorizations: %w", err)
+	}
+	return out, nil
+}
+
+// authorizationRowEntry is the entry of a stored authorization: its bundle
+// as the phone picked it up (the back office's bundleOf), dated by the
+// statement's issue time (the row's time if the statement does not parse,
+// which a stored one always does).
+func authorizationRowEntry(statement, sig, cert, att, attSig []byte, created time.Time) []byte {
+	bundle := (&protocol.Bundle{Statement: statement, StatementSignature: sig, Cert: cert,
+		Attestation: att, AttestationSignature: attSig}).Marshal()
+	issued := created
+	if st, err := protocol.ParseStatement(statement); err == nil {
+		issued = st.IssuedAt
+	}
+	return AuthorizationEntry(bundle, issued)
+}
+
+// appendAuthorizations appends one batch of authorizations without a leaf
+// and records them; it returns how many.
+func (s *session) appendAuthorizations(ctx context.Context) (int, error) {
+	rows, err := s.w.pending(ctx, s.w.cfg.Batch)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	entries := make([][]byte, len(rows))
+	sources := make(map[string][16]byte, len(rows))
+	for i, r := range rows {
+		entries[i] = r.entry
+		sources[string(r.entry)] = r.id
+	}
+	if err := s.add(ctx, entries); err != nil {
+		return 0, err
+	}
+	return len(rows), s.catchUp(ctx, sources)
+}
+
+// appendAuditHead appends the audit chain's head when the chain grew since
+// the last head logged and AuditInterval passed.
+func (s *session) appendAuditHead(ctx context.Context) error {
+	if time.Since(s.lastHead) < s.w.cfg.AuditInterval {
+		return nil
+	}
+	var (
+		seq  int64
+		hash []byte
+		at   time.Time
+	)
+	err := s.w.db.Pool().QueryRow(ctx, `select seq, hash, at from audit_log order by seq desc limit 1`).Scan(&seq, &hash, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("transparency: audit head: %w", err)
+	}
+	var logged bool
+	if err := s.w.db.Pool().QueryRow(ctx, `select exists (select 1 from transparency_leaves where audit_seq >= $1)`, seq).Scan(&logged); err != nil {
+		return fmt.Errorf("transparency: audit head: %w", err)
+	}
+	if logged {
+		return nil
+	}
+	e, err := AuditHeadEntry(seq, hash, at)
+	if err != nil {
+		return err
+	}
+	if err := s.add(ctx, [][]byte{e}); err != nil {
+		return err
+	}
+	if err := s.catchUp(ctx, nil); err != nil {
+		return err
+	}
+	s.lastHead = time.Now()
+	return nil
+}
+
+// add appends entries, in order, and waits until they are in the log
+// (sequenced and integrated: tessera's POSIX driver does both before a
+// future resolves).
+func (s *session) add(ctx context.Context, entries [][]byte) error {
+	futures := make([]tessera.IndexFuture, len(entries))
+	for i, e := range entries {
+		futures[i] = s.app.Add(ctx, tessera.NewEntry(e))
+	}
+	for _, f := range futures {
+		if _, err := f(); err != nil {
+			return fmt.Errorf("transparency: append: %w", err)
+		}
+	}
+	if s.w.afterAppend != nil {
+		s.w.afterAppend()
+	}
+	return nil
+}
+
+// lastHeadLogged is when the writer last logged an audit head.
+func (w *Writer) lastHeadLogged(ctx context.Context) (time.Time, error) {
+	var t pgtype.Timestamptz
+	if err := w.db.Pool().QueryRow(ctx, `select max(logged_at) from transparency_leaves where audit_seq is not null`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("transparency: last audit head: %w", err)
+	}
+	return t.Time, nil
+}
+
+// catchUp records in the mirror every leaf the log holds beyond it, in one
+// transaction fenced by the lease. sources names the authorization of an
+// entry; an entry it does not name is looked up among all pending
+// authorizations (after a crash). This is the one place leaves are
+// recorded, on the normal path too: what is recorded is what the log
+// holds, never what the writer meant to append.
+func (s *session) catchUp(ctx context.Context, sources map[string][16]byte) error {
+	size, err := s.reader.IntegratedSize(ctx)
+	if err != nil {
+		return fmt.Errorf("transparency: log size: %w", err)
+	}
+	var next uint64
+	if err := s.w.db.Pool().QueryRow(ctx, `select coalesce(max(idx) + 1, 0) from transparency_leaves`).Scan(&next); err != nil {
+		return fmt.Errorf("transparency: mirror: %w", err)
+	}
+	switch {
+	case next == size:
+		return nil
+	case next > size:
+		// The mirror recorded leaves the log no longer has: the directory
+		// was replaced by an older copy. Appending now would give new
+		// leaves the indices of published ones: a fork. A person decides.
+		return fmt.Errorf("transparency: the log in %s has %d leaves, %d were recorded: it lost leaves; refusing to append", s.w.cfg.Dir, size, next)
+	}
+	entries, err := readEntries(ctx, s.reader.ReadEntryBundle, next, size)
+	if err != nil {
+		return err
+	}
+	var (
+		idxs   = make([]int64, len(entries))
+		ids    = make([]pgtype.UUID, len(entries))
+		seqs   = make([]*int64, len(entries))
+		lookup = sources
+		looked bool
+	)
+	for i, raw := range entries {
+		idxs[i] = int64(next) + int64(i)
+		e, err := ParseEntry(raw)
+		if err != nil {
+			return fmt.Errorf("transparency: leaf %d: %w", idxs[i], err)
+		}
+		switch e.Kind {
+		case KindAuditHead:
+			seq := e.Seq
+			seqs[i] = &seq
+		case KindAuthorization:
+			id, ok := lookup[string(raw)]
+			if !ok && !looked {
+				// Leaves a crashed writer appended: whose are they?
+				looked = true
+				rows, err := s.w.pending(ctx, 0)
+				if err != nil {
+					return err
+				}
+				all := make(map[string][16]byte, len(rows)+len(sources))
+				for k, v := range sources {
+					all[k] = v
+				}
+				for _, r := range rows {
+					all[string(r.entry)] = r.id
+				}
+				lookup = all
+				id, ok = lookup[string(raw)]
+			}
+			if ok {
+				ids[i] = pgtype.UUID{Bytes: id, Valid: true}
+			} else {
+				// Its row is gone (retention) or it is a repeat of a leaf
+				// recorded before: the auditor reports repeats.
+				s.w.log.Warn("transparency: a leaf of no pending authorization", "index", idxs[i])
+			}
+		}
+	}
+	return s.w.db.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `insert into transparency_leaves (idx, entry, authorization_id, audit_seq)
+			select * from unnest($1::bigint[], $2::bytea[], $3::uuid[], $4::bigint[])`, idxs, entries, ids, seqs); err != nil {
+			return fmt.Errorf("transparency: mirror: %w", err)
+		}
+		return s.l.Check(ctx, tx)
+	})
+}
+
+// readEntries reads the entries [from, to) of a log of size at least to.
+func readEntries(ctx context.Context, f client.EntryBundleFetcherFunc, from, to uint64) ([][]byte, error) {
+	out := make([][]byte, 0, to-from)
+	for i := from; i < to; {
+		b := i / layout.EntryBundleWidth
+		bundle, err := client.GetEntryBundle(ctx, f, b, to)
+		if err != nil {
+			return nil, fmt.Errorf("transparency: entries at %d: %w", i, err)
+		}
+		first := b * layout.EntryBundleWidth
+		end := min(to, first+uint64(len(bundle.Entries)))
+		if end <= i {
+			return nil, fmt.Errorf("transparency: entry bundle %d is short", b)
+		}
+		out = append(out, bundle.Entries[i-first:end-first]...)
+		i = end
+	}
+	return out, nil
+}
