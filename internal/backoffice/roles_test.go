@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/vouch-nl/vouch/internal/backoffice"
+	"github.com/vouch-nl/vouch/internal/i18n"
 )
 
 // UZI numbers of the test cards (internal/testpki).
@@ -379,5 +380,41 @@ func TestRouteTableRefusesMissingRoles(t *testing.T) {
 	}
 	if st, _ := anon.form("/roles/grant", roleForm(uziNurse, "admin")); st != http.StatusUnauthorized {
 		t.Errorf("grant signed out: %d", st)
+	}
+}
+
+// TestRolesPagesHaveEveryText renders the roles page (with a holder and a
+// pending grant), a refusal on it and the forbidden page in every
+// language of the catalogues: a message id
+// missing from a catalogue shows as the id itself.
+func TestRolesPagesHaveEveryText(t *testing.T) {
+	w := rolesWorld(t, uziGP)
+	admin := w.browser()
+	admin.mustSignIn(w.card("gp"))
+	if st, _ := admin.form("/roles/grant", roleForm(uziNurse, "admin")); st != http.StatusSeeOther {
+		t.Fatalf("grant: %d", st)
+	}
+	for _, lang := range i18n.Default().Languages() {
+		if st, _ := admin.form("/lang", url.Values{"lang": {lang}, "back": {"/roles"}}); st != http.StatusSeeOther {
+			t.Fatalf("language: %d", st)
+		}
+		staff := w.browser()
+		staff.lang = lang
+		staff.mustSignIn(w.card("staff"))
+		pages := map[string]string{}
+		_, pages["roles"] = admin.get("/roles?done=requested")
+		_, pages["refused"] = admin.form("/roles/grant", roleForm(uziGP, "auditor"))
+		_, pages["forbidden"] = staff.get("/roles")
+		for name, page := range pages {
+			body := page[strings.Index(page, "</script>")+1:]
+			for _, prefix := range []string{">page.", ">role.", ">roles.", ">nav.", "page.roles", "page.forbidden"} {
+				if contains(body, prefix) {
+					t.Errorf("%s page in %s shows a message id (%s…)", name, lang, prefix)
+				}
+			}
+			if !contains(page, `<html lang="`+lang+`">`) {
+				t.Errorf("%s page is not in %s", name, lang)
+			}
+		}
 	}
 }
