@@ -1,3 +1,5 @@
+//go:build cgo
+
 package p11
 
 import (
