@@ -123,7 +123,7 @@ func TestBusClusterLeaderKill(t *testing.T) {
 		nAcked   atomic.Int64
 		failed   atomic.Int64
 		next     atomic.Int64
-		firstErr atomic.Value
+		firstErr busClusterFirst
 		kills    []busClusterKill
 		wg       sync.WaitGroup
 	)
@@ -182,7 +182,7 @@ func TestBusClusterLeaderKill(t *testing.T) {
 				sent := time.Now()
 				if _, err := clients[(g+i)%2].Upload(ctx, ph.priv, ph.bundle, ph.keys); err != nil {
 					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.set(err)
 					continue
 				}
 				mu.Lock()
@@ -201,7 +201,7 @@ func TestBusClusterLeaderKill(t *testing.T) {
 	stopPickups()
 	pickWG.Wait()
 	t.Logf("uploads: %d sent, %d acknowledged (2xx), %d without 2xx (first: %v), in %s (%.0f/s)",
-		n, nAcked.Load(), failed.Load(), firstErr.Load(), took.Round(time.Millisecond), float64(nAcked.Load())/took.Seconds())
+		n, nAcked.Load(), failed.Load(), firstErr.get(), took.Round(time.Millisecond), float64(nAcked.Load())/took.Seconds())
 	for _, o := range []string{ops1, ops2} {
 		t.Logf("ingest %s: %s", o, busClusterUploadCounts(t, o))
 	}
@@ -223,7 +223,7 @@ func TestBusClusterLeaderKill(t *testing.T) {
 			k.stream, k.leader, k.elected.Round(time.Millisecond), first.Round(time.Millisecond))
 	}
 	t.Logf("pickups: %d ready, %d pending, %d wrong, %d without an answer (first: %v)",
-		pick.ready.Load(), pick.pending.Load(), pick.wrong.Load(), pick.failed.Load(), pick.firstErr.Load())
+		pick.ready.Load(), pick.pending.Load(), pick.wrong.Load(), pick.failed.Load(), pick.firstErr.get())
 	if pick.wrong.Load() > 0 || pick.failed.Load() > 0 {
 		t.Errorf("%d pickups answered wrong, %d not answered", pick.wrong.Load(), pick.failed.Load())
 	}
@@ -596,7 +596,7 @@ func busClusterWaitFor(ctx context.Context, cond func() bool) bool {
 // answers.
 type busClusterPickups struct {
 	ready, pending, wrong, failed atomic.Int64
-	firstErr                      atomic.Value
+	firstErr                      busClusterFirst
 }
 
 func (p *busClusterPickups) run(ctx context.Context, c *phoneclient.Client, phones []phone) {
@@ -617,7 +617,7 @@ func (p *busClusterPickups) run(ctx context.Context, c *phoneclient.Client, phon
 			return
 		case err != nil:
 			p.failed.Add(1)
-			p.firstErr.CompareAndSwap(nil, err)
+			p.firstErr.set(err)
 		case !bytes.Equal(got, want):
 			p.wrong.Add(1)
 		case got == nil:
@@ -626,6 +626,27 @@ func (p *busClusterPickups) run(ctx context.Context, c *phoneclient.Client, phon
 			p.ready.Add(1)
 		}
 	}
+}
+
+// busClusterFirst keeps the first error set (an atomic.Value would panic
+// on a second error of another type).
+type busClusterFirst struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *busClusterFirst) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *busClusterFirst) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // busClusterUploadCounts are an ingest's upload outcomes, from its metrics.
