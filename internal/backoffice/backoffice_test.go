@@ -16,6 +16,7 @@ import (
 
 	"github.com/vouch-nl/vouch/internal/audit"
 	"github.com/vouch-nl/vouch/internal/backoffice"
+	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/phonecode"
 	"github.com/vouch-nl/vouch/internal/protocol"
 )
@@ -675,7 +676,7 @@ func TestLanguage(t *testing.T) {
 // that is missing from a catalogue shows as the id itself.
 func TestPagesHaveEveryText(t *testing.T) {
 	w := newWorld(t, nil)
-	for _, lang := range []string{"en", "nl"} {
+	for _, lang := range i18n.Default().Languages() {
 		b := w.browser()
 		b.lang = lang
 		pages := map[string]string{}

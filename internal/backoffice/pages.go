@@ -51,7 +51,7 @@ func (t tr) Tf(id string, kv ...any) string {
 type page struct {
 	Name      string
 	Lang      string
-	Languages []string
+	Languages []languageChoice
 	Tr        tr
 	Session   *session
 	Locked    bool
@@ -64,7 +64,7 @@ type page struct {
 	Messages map[string]string
 	// Vouch page.
 	Today, OldestOnset string
-	TodayShown         string // today as the page's language writes a date (page.vouch.onset-format)
+	TodayShown         string // today as the page's language writes a date (tr.Date, page.vouch.onset-format)
 	Quota              int
 	// Staff page.
 	Activity []activity
@@ -112,7 +112,7 @@ func (s *Service) render(c echo.Context, name string, p page) error {
 // its card holder (no name, no UZI number).
 func (s *Service) renderStatus(c echo.Context, status int, name string, p page) error {
 	lang := langOf(c)
-	p.Name, p.Lang, p.Languages, p.Tr = name, lang, languages(), tr{lang}
+	p.Name, p.Lang, p.Languages, p.Tr = name, lang, languageChoices(), tr{lang}
 	p.Session = sessionOf(c)
 	if p.Session != nil && p.Session.locked() {
 		p.Session, p.Locked = nil, true
@@ -137,12 +137,6 @@ func (s *Service) renderStatus(c echo.Context, status int, name string, p page) 
 	// Pages show who is signed in: never cached.
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.HTMLBlob(status, buf.Bytes())
-}
-
-// dateLayout is the Go layout of a date format as the catalogues write it
-// for people (YYYY-MM-DD, DD-MM-JJJJ).
-func dateLayout(format string) string {
-	return strings.NewReplacer("YYYY", "2006", "JJJJ", "2006", "AAAA", "2006", "MM", "01", "DD", "02").Replace(format)
 }
 
 // home sends a person where they belong.
@@ -171,7 +165,7 @@ func (s *Service) vouchPage(c echo.Context) error {
 	today := s.dayStart(s.now())
 	return s.render(c, "vouch", page{
 		Today: today.Format(time.DateOnly), OldestOnset: today.AddDate(0, 0, -MaxOnsetDays).Format(time.DateOnly),
-		TodayShown: today.Format(dateLayout(i18n.T(langOf(c), "page.vouch.onset-format"))),
+		TodayShown: tr{langOf(c)}.Date(today),
 		Quota:      s.cfg.DailyQuota,
 	})
 }
@@ -189,7 +183,7 @@ func (s *Service) staffPage(c echo.Context) error {
 	lang := langOf(c)
 	p := page{}
 	for _, r := range rows {
-		a := activity{At: r.At.In(s.zone).Format("2006-01-02 15:04"), Action: i18n.T(lang, "audit.action."+r.Action)}
+		a := activity{At: tr{lang}.DateTime(r.At.In(s.zone)), Action: i18n.T(lang, "audit.action."+r.Action)}
 		if r.Reason != "" {
 			a.Reason = r.Reason
 		}

@@ -397,9 +397,5 @@ func (s *Service) switchLanguage(c echo.Context) error {
 	}
 	c.SetCookie(&http.Cookie{Name: langCookie, Value: lang, Path: "/", HttpOnly: true, Secure: s.secure,
 		SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600})
-	back := c.FormValue("back")
-	if !slices.Contains([]string{"/signin", "/vouch", "/staff"}, back) {
-		back = "/"
-	}
-	return c.Redirect(http.StatusSeeOther, back)
+	return c.Redirect(http.StatusSeeOther, s.backPath(c.FormValue("back")))
 }
