@@ -188,7 +188,10 @@ func (a *Aggregator) lead(ctx context.Context, l *lease.Lease) {
 			return
 		}
 		select {
-		case <-kept.Done():
+		case <-kept.Done(): // lost between runs: compete again at once
+			stop()
+			a.release(ctx, l)
+			return
 		case <-t.C:
 		}
 	}
