@@ -80,7 +80,7 @@ func appendAudit(t testing.TB, db *database.DB, n int) {
 // startWriter runs a writer until the test ends.
 func startWriter(t testing.TB, db *database.DB, cfg Config) {
 	t.Helper()
-	w, err := NewWriter(cfg, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w, err := NewWriter(cfg, db, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,3 +170,5 @@ func treeStateSize(t testing.TB, dir string) uint64 {
 	}
 	return st.Size
 }
+
+func testLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
