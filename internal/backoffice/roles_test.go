@@ -183,6 +183,22 @@ func TestGrantAdminNeedsASecondAdmin(t *testing.T) {
 	if slices.ContainsFunc(w.granted(), func(s string) bool { return strings.HasPrefix(s, uziPharmacist) }) {
 		t.Errorf("a withdrawn request granted: %v", w.granted())
 	}
+	// An admin revoked: the grants of admin they asked for wait for nobody.
+	if st, _ := nurse.form("/roles/grant", roleForm(uziPharmacist, "admin")); st != http.StatusSeeOther {
+		t.Fatalf("grant admin: %d", st)
+	}
+	if st, _ := gp.form("/roles/revoke", roleForm(uziNurse, "admin")); st != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", st)
+	}
+	if n := w.count(`select count(*) from backoffice_role_requests`); n != 0 {
+		t.Errorf("%d requests of a revoked admin left", n)
+	}
+	if n := w.count(`select count(*) from audit_log where action = 'role-revoked' and detail::jsonb->>'requests_dropped' = '1'`); n != 1 {
+		t.Errorf("%d revocations that say they dropped the request", n)
+	}
+	if st, _ := nurse.get("/roles"); st != http.StatusForbidden {
+		t.Errorf("a revoked admin opens the roles page: %d", st)
+	}
 	// The schema holds four eyes too: an admin row without a second admin.
 	if _, err := w.db.Pool().Exec(t.Context(), `insert into backoffice_roles (uzi_number, role, granted_by, granted_at)
 		values ($1, 'admin', $2, now())`, uziPharmacist, uziGP); err == nil {
