@@ -127,10 +127,19 @@ func TestBusClusterLeaderKill(t *testing.T) {
 		kills    []busClusterKill
 		wg       sync.WaitGroup
 	)
-	// The faults, in order, each once the uploads reached a share.
+	// The faults, in order, each once the uploads reached a share. Uploads
+	// past the next share wait for the fault before it (gates), so that
+	// however fast the machine, uploads are sent during each election.
 	faults := make(chan struct{})
+	gates := []chan struct{}{make(chan struct{}), make(chan struct{})}
 	go func() {
 		defer close(faults)
+		opened := 0
+		defer func() {
+			for ; opened < len(gates); opened++ {
+				close(gates[opened])
+			}
+		}()
 		for i, victim := range []string{exposure.Stream, authStream} {
 			// A tenth, then three tenths: each kill with most uploads still
 			// to come, on a slow machine too.
@@ -159,12 +168,20 @@ func TestBusClusterLeaderKill(t *testing.T) {
 				return
 			}
 			kills = append(kills, k)
+			if i == 1 {
+				close(gates[1])
+				opened++
+			}
 			// Every raft group whole again before the next fault: a second
 			// kill while a replica is still catching up would take the
 			// majority.
 			if err := busClusterWaitCurrent(w.bus, exposure.Stream, authStream, "KV_"+exposure.UsedBucket); err != nil {
 				t.Error(err)
 				return
+			}
+			if i == 0 {
+				close(gates[0])
+				opened++
 			}
 		}
 	}()
@@ -177,6 +194,14 @@ func TestBusClusterLeaderKill(t *testing.T) {
 				i := int(next.Add(1)) - 1
 				if i >= len(phones) {
 					return
+				}
+				for j, gate := range gates {
+					if i >= n*(2*j+2)/10 {
+						select {
+						case <-gate:
+						case <-ctx.Done():
+						}
+					}
 				}
 				ph := phones[i]
 				sent := time.Now()
