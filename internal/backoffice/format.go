@@ -77,3 +77,32 @@ func (s *Service) backPath(back string) string {
 	}
 	return "/"
 }
+
+// reasonMessages are the messages of the back office's own refusal codes
+// as audit rows keep them (server.Error Code → Message), for the activity
+// page; a protocol verdict or a license decision is reason.<code> or
+// license.<code>. A message that fills in a value the row does not keep
+// has a short text of its own (audit.reason.*).
+var reasonMessages = map[string]string{
+	"already-used": "error.409", "bad-request": "error.400", "cross-origin": "error.cross-origin", "internal": "error.internal",
+	"rate-limited": "error.429", "unsupported-media-type": "error.415",
+	"challenge-invalid": "signin.challenge-invalid", "challenge-other-browser": "signin.challenge-invalid",
+	"other-card": "signin.other-card", "sign-cert-invalid": "signin.sign-cert-invalid", "signin-busy": "signin.busy",
+	"locked": "session.locked", "signed-out": "session.signed-out",
+	"code-character": "vouch.code-character", "code-check": "vouch.code-check", "code-length": "vouch.code-length",
+	"no-consent": "vouch.consent-required", "no-pending-statement": "vouch.no-pending", "onset-future": "vouch.onset-future",
+	"onset-invalid": "vouch.onset-invalid", "onset-too-old": "vouch.onset-too-old", "staff-may-not-vouch": "vouch.staff-may-not-vouch",
+	"quota-reached": "audit.reason.quota-reached", ReasonHeartbeatMissed: "audit.reason.heartbeat-missed",
+}
+
+// Reason is an audit row's reason code in words; the code itself when no
+// catalogue has words for it (better a code support staff can look up).
+func (t tr) Reason(code string) string {
+	cat := i18n.Default()
+	for _, id := range []string{reasonMessages[code], "reason." + code, "license." + code, "roles." + strings.TrimPrefix(code, "role-")} {
+		if id != "" && cat.Has(i18n.Source, id) {
+			return i18n.T(t.lang, id)
+		}
+	}
+	return code
+}

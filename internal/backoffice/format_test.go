@@ -2,10 +2,12 @@ package backoffice
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vouch-nl/vouch/internal/i18n"
+	"github.com/vouch-nl/vouch/internal/server"
 )
 
 // TestUnitDateFormats: every language writes a date and a number its own
@@ -57,5 +59,44 @@ func TestUnitLanguageChoices(t *testing.T) {
 	}
 	if want := []string{"en English", "de Deutsch", "fr Français", "it Italiano", "nl Nederlands"}; !slices.Equal(got, want) {
 		t.Errorf("choices %q, want %q", got, want)
+	}
+}
+
+// TestUnitReasonTexts: the activity page writes an audit row's reason in
+// words in every language: the back office's own refusals (each as its
+// error's message, or a short text of its own where that message fills in
+// a value), protocol verdicts, license decisions and role refusals; an
+// unknown code stays a code.
+func TestUnitReasonTexts(t *testing.T) {
+	t.Parallel()
+	for _, e := range []*server.Error{errBadRequest, errUnsupported, errRateLimited, errForbidden, errSignedOut, errLocked, errChallenge,
+		errOtherCard, errSignCert, errBusy, errOtherBrowser, errStaff, errConsent, errOnsetForm, errOnsetLater, errOnsetOld, errQuota, errNoPending} {
+		id, ok := reasonMessages[e.Code]
+		switch {
+		case !ok:
+			t.Errorf("%s: no text for the activity page", e.Code)
+		case id != e.Message && !strings.HasPrefix(id, "audit.reason."):
+			t.Errorf("%s: %s, the refusal says %s", e.Code, id, e.Message)
+		}
+	}
+	for _, lang := range languages() {
+		tr := tr{lang}
+		for code, id := range map[string]string{
+			ReasonHeartbeatMissed: "audit.reason.heartbeat-missed", "quota-reached": "audit.reason.quota-reached",
+			"cert-revoked": "reason.cert-revoked", "license-expired": "license.license-expired", "role-self": "roles.self",
+			"locked": "session.locked",
+		} {
+			if got := tr.Reason(code); got != i18n.T(lang, id) || got == code || strings.Contains(got, "<no value>") {
+				t.Errorf("%s: %s is %q, want %s", lang, code, got, id)
+			}
+		}
+		if got := tr.Reason("no-such-reason"); got != "no-such-reason" {
+			t.Errorf("%s: an unknown code is %q", lang, got)
+		}
+	}
+	for code, id := range reasonMessages {
+		if !i18n.Default().Has(i18n.Source, id) {
+			t.Errorf("%s: message %s does not exist", code, id)
+		}
 	}
 }

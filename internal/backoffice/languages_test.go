@@ -66,6 +66,9 @@ func TestLanguageSwitchKeepsChoice(t *testing.T) {
 	if _, r := b.post("/api/vouch/prepare", map[string]any{"code": "1234", "consent": true}); !contains(r.str("message"), "16 caratteri") {
 		t.Errorf("a refusal not in the chosen language: %v", r)
 	}
+	if _, page := b.get("/staff"); !contains(page, "<td>Un codice ha 16 caratteri in quattro gruppi, più un carattere di controllo.</td>") {
+		t.Error("the activity page does not give the refusal's reason in words, in Italian")
+	}
 	switchTo("nl", "//evil.example", "/")
 	switchTo("nl", "https://evil.example/vouch", "/")
 	switchTo("it", "/no-such-page", "/")

@@ -185,7 +185,7 @@ func (s *Service) staffPage(c echo.Context) error {
 	for _, r := range rows {
 		a := activity{At: tr{lang}.DateTime(r.At.In(s.zone)), Action: i18n.T(lang, "audit.action."+r.Action)}
 		if r.Reason != "" {
-			a.Reason = r.Reason
+			a.Reason = tr{lang}.Reason(r.Reason)
 		}
 		p.Activity = append(p.Activity, a)
 	}
