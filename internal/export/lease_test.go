@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,5 +251,74 @@ func TestStaleHolderBuildsNothing(t *testing.T) {
 				t.Errorf("index %v after the stale run", got)
 			}
 		})
+	}
+}
+
+// TestLoopLeads: of two looping aggregators one holds the lease and
+// publishes every period while the other waits; when the holder stops,
+// the other publishes within a lease and a third.
+func TestLoopLeads(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	cfg := testConfig(t)
+	cfg.Lease, cfg.Period = 600*time.Millisecond, 100*time.Millisecond
+	storeKeys(t, db, "", dayKey(t, 1))
+	var mu sync.Mutex
+	runs := map[int]int{}
+	inside := 0
+	ctxs := make([]context.CancelFunc, 2)
+	dones := make([]chan error, 2)
+	for i := range 2 {
+		a := newAggregator(t, cfg, db, nil)
+		export.SetBeforeIndex(a, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			runs[i]++
+			if inside++; inside > 1 {
+				t.Error("two aggregators publish at once")
+			}
+			inside--
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		ctxs[i], dones[i] = cancel, make(chan error, 1)
+		go func() { dones[i] <- a.Loop(ctx) }()
+	}
+	defer func() {
+		for i := range 2 {
+			ctxs[i]()
+			<-dones[i]
+		}
+	}()
+	count := func(i int) int { mu.Lock(); defer mu.Unlock(); return runs[i] }
+	deadline := time.Now().Add(20 * time.Second)
+	for count(0)+count(1) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d runs in 20 s", count(0)+count(1))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	leader := 0
+	if count(1) > count(0) {
+		leader = 1
+	}
+	if other := count(1 - leader); other != 0 {
+		t.Errorf("the standby published %d times while the leader held the lease (%d)", other, count(leader))
+	}
+	ctxs[leader]()
+	<-dones[leader]
+	dones[leader] <- nil // for the deferred wait
+	stopped := time.Now()
+	for count(1-leader) == 0 {
+		if time.Since(stopped) > 10*time.Second {
+			t.Fatal("the standby did not take over")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(stopped)
+	t.Logf("the standby published %s after the leader stopped", took.Round(time.Millisecond))
+	// A leader that stops releases the lease: the standby's next attempt
+	// (a third of the lease) takes it.
+	if limit := cfg.Lease + cfg.Lease/3 + 2*time.Second; took > limit {
+		t.Errorf("took %s, more than %s", took, limit)
 	}
 }
