@@ -103,6 +103,7 @@ func TestMatch(t *testing.T) {
 		"it-CH":                   "it",
 		"rm-CH, de-CH;q=0.8":      "de",
 		"es, it;q=0.5":            "it",
+		"rm, it;q=0.5":            "de", // Romansh: CLDR matches German
 		"pt-BR, nl-BE;q=0.5":      "nl",
 		"*":                       "en",
 		"NL":                      "nl",
