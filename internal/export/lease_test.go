@@ -261,7 +261,7 @@ func TestLoopLeads(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t)
 	cfg := testConfig(t)
-	cfg.Lease, cfg.Period = 600*time.Millisecond, 100*time.Millisecond
+	cfg.Lease, cfg.Period = 2*time.Second, 100*time.Millisecond
 	storeKeys(t, db, "", dayKey(t, 1))
 	var mu sync.Mutex
 	runs := map[int]int{}
