@@ -16,6 +16,7 @@
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
 //	vouch bundle issue         sign a bundle with a test card (test profiles only)
 //	vouch audit verify         check the audit log's hash chain
+//	vouch config check ROLE    check a role's environment without starting it
 //	vouch demo env             make demo's environment, for eval in a shell
 //	vouch version
 //
@@ -120,6 +121,7 @@ var commands = []command{
 		func(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
 			return runAudit(ctx, args, stdout, stderr)
 		}},
+	{"config check", "ROLE  check a role's environment without starting it", "", runConfigCheck},
 	{"version", "print the version", "usage: vouch version\n",
 		func(_ context.Context, _ *slog.Logger, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "vouch", version)
