@@ -16,6 +16,7 @@
 //	vouch bundle verify FILE   say why a bundle is accepted or refused
 //	vouch bundle issue         sign a bundle with a test card (test profiles only)
 //	vouch audit verify         check the audit log's hash chain
+//	vouch transparency ...     the transparency log: log, keygen, monitor, audit
 //	vouch config check ROLE    check a role's environment without starting it
 //	vouch demo env             make demo's environment, for eval in a shell
 //	vouch version
@@ -122,6 +123,10 @@ var commands = []command{
 			return runAudit(ctx, args, stdout, stderr)
 		}},
 	{"config check", "ROLE  check a role's environment without starting it", "", runConfigCheck},
+	{"transparency log", "append authorizations and audit heads to the transparency log", "", runTransparency},
+	{"transparency keygen", "make the transparency log's Ed25519 key", "", runTransparency},
+	{"transparency monitor", "URL|DIR  follow the published log: consistency, per-day counts", "", runTransparency},
+	{"transparency audit", "URL|DIR  check every authorization and audit head is in the log", "", runTransparency},
 	{"version", "print the version", "usage: vouch version\n",
 		func(_ context.Context, _ *slog.Logger, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "vouch", version)

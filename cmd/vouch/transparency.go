@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/transparency"
+)
+
+// The transparency log's commands (docs/transparency.md):
+//
+//	vouch transparency log                the log writer (one at a time, by lease)
+//	vouch transparency keygen             make the log's Ed25519 key
+//	vouch transparency monitor URL|DIR    follow the published log, print per-day counts
+//	vouch transparency audit URL|DIR      check the database against the log
+const transparencyUsage = `usage: vouch transparency log
+       vouch transparency keygen -origin ORIGIN -out FILE
+       vouch transparency monitor [-key VKEY] -state FILE URL|DIR
+       vouch transparency audit [-key VKEY] -state FILE [-grace D] URL|DIR
+
+log      appends every stored authorization and, every
+         VOUCH_TRANSPARENCY_AUDIT_INTERVAL, the audit chain's head to the log in
+         VOUCH_TRANSPARENCY_DIR (a log/ directory inside the export directory the
+         origin serves), signing checkpoints with the key read from
+         VOUCH_TRANSPARENCY_KEY_FILE under VOUCH_TRANSPARENCY_ORIGIN.
+keygen   writes a signer key to FILE (mode 0600) and prints the public key.
+monitor  checks the published checkpoint's signature and its consistency with
+         the checkpoint in the state file, checks the new entries against it,
+         and prints the leaves per day. Exit 1 if the log is not append-only.
+audit    also checks that every authorization in the database is in the log
+         (inclusion proofs) and that every audit-chain head in the log is still
+         the audit log's. Exit 1 on any problem.
+
+The public key (VKEY, "<origin>+<hash>+<base64>") comes from -key or from
+VOUCH_TRANSPARENCY_PUBLIC_KEY (or its _FILE).
+`
+
+type transparencyLogConfig struct {
+	Database database.Config
+	Log      transparency.Config
+}
+
+type transparencyKeyConfig struct {
+	PublicKey string `env:"VOUCH_TRANSPARENCY_PUBLIC_KEY"`
+}
+
+func runTransparency(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || isHelp(args[0]) {
+		if len(args) == 0 {
+			fmt.Fprint(stderr, transparencyUsage)
+			return exitError(2)
+		}
+		fmt.Fprint(stdout, transparencyUsage)
+		return nil
+	}
+	switch args[0] {
+	case "log":
+		return runTransparencyLog(ctx, log, args[1:], stdout, stderr)
+	case "keygen":
+		return runTransparencyKeygen(args[1:], stdout, stderr)
+	case "monitor", "audit":
+		return runTransparencyCheck(ctx, args[0], args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "vouch transparency: unknown command %q\n\n%s", args[0], transparencyUsage)
+	return exitError(2)
+}
+
+func runTransparencyLog(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("transparency log", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), transparencyUsage) }
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vouch transparency log takes no arguments, got %q\n", fs.Args())
+		return exitError(2)
+	}
+	var cfg transparencyLogConfig
+	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	db, err := database.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	w, err := transparency.NewWriter(cfg.Log, db, log)
+	if err != nil {
+		return err
+	}
+	log.Info("transparency log: writing", "dir", cfg.Log.Dir, "origin", cfg.Log.Origin)
+	return w.Run(ctx)
+}
+
+func runTransparencyKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("transparency keygen", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), transparencyUsage); fs.PrintDefaults() }
+	origin := fs.String("origin", "", "the log's origin line, e.g. vouch.example.nl/transparency/log (it never changes)")
+	out := fs.String("out", "", "the file to write the signer key to (must not exist)")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 || *origin == "" || *out == "" {
+		fmt.Fprint(stderr, transparencyUsage)
+		return exitError(2)
+	}
+	skey, vkey, err := note.GenerateKey(nil, *origin)
+	if err != nil {
+		return fmt.Errorf("transparency keygen: %w", err)
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("transparency keygen: %w", err)
+	}
+	if _, err := fmt.Fprintln(f, skey); err != nil {
+		f.Close()
+		return fmt.Errorf("transparency keygen: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("transparency keygen: %w", err)
+	}
+	fmt.Fprintln(stdout, vkey)
+	return nil
+}
+
+func runTransparencyCheck(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("transparency "+name, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), transparencyUsage); fs.PrintDefaults() }
+	key := fs.String("key", "", "the log's public key (default VOUCH_TRANSPARENCY_PUBLIC_KEY)")
+	statePath := fs.String("state", "", "the file that keeps the last checkpoint seen and the counts (made on the first run)")
+	grace := fs.Duration("grace", 10*time.Minute, "audit: authorizations younger than this may not be in the log yet")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *statePath == "" {
+		fmt.Fprint(stderr, transparencyUsage)
+		return exitError(2)
+	}
+	if *key == "" {
+		var kc transparencyKeyConfig
+		if err := loadConfig(ctx, &kc); err != nil {
+			return err
+		}
+		*key = kc.PublicKey
+	}
+	if *key == "" {
+		fmt.Fprintln(stderr, "vouch transparency: the log's public key: -key or VOUCH_TRANSPARENCY_PUBLIC_KEY")
+		return exitError(2)
+	}
+	v, err := transparency.Verifier(*key)
+	if err != nil {
+		return err
+	}
+	src, err := transparency.OpenSource(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	st, err := transparency.LoadState(*statePath)
+	if err != nil {
+		return err
+	}
+	var (
+		cp  *transparency.Checkpoint
+		rep *transparency.AuditReport
+	)
+	if name == "monitor" {
+		cp, err = transparency.Follow(ctx, src, v, st, false, nil)
+	} else {
+		var cfg auditConfig
+		if err = loadConfig(ctx, &cfg); err != nil {
+			return err
+		}
+		db, err := database.Open(ctx, cfg.Database)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		rep, err = transparency.Audit(ctx, db, src, v, st, *grace, time.Now())
+		if rep != nil {
+			cp = rep.Checkpoint
+		}
+	}
+	var fork *transparency.ForkError
+	switch {
+	case errors.As(err, &fork):
+		// The state keeps the checkpoint seen before: the fork stays
+		// provable, and the next run says it again.
+		fmt.Fprintln(stderr, err)
+		return exitError(1)
+	case err != nil:
+		fmt.Fprintf(stderr, "vouch transparency %s: %v\n", name, err)
+		return exitError(1)
+	}
+	if err := st.Save(*statePath); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "log %s: %d leaves, root %x, consistent with the checkpoint seen before\n", v.Name(), cp.Size, cp.Root)
+	days := make([]string, 0, len(st.Days))
+	for d := range st.Days {
+		days = append(days, d)
+	}
+	slices.Sort(days)
+	fmt.Fprintf(stdout, "%-10s  %14s  %11s\n", "day", "authorizations", "audit heads")
+	for _, d := range days {
+		fmt.Fprintf(stdout, "%-10s  %14d  %11d\n", d, st.Days[d].Authorizations, st.Days[d].AuditHeads)
+	}
+	if rep == nil {
+		return nil
+	}
+	fmt.Fprintf(stdout, "audit: %d authorizations proven in the log (%d younger than %s not yet), %d audit-chain heads match the audit log's %d rows (%d pruned since), %d repeated leaves\n",
+		rep.Authorizations, rep.Recent, *grace, rep.Heads, rep.AuditRows, rep.HeadsPruned, rep.Repeats)
+	if len(rep.Problems) > 0 {
+		fmt.Fprintf(stdout, "%d problems:\n  %s\n", len(rep.Problems), strings.Join(rep.Problems, "\n  "))
+		return exitError(1)
+	}
+	return nil
+}

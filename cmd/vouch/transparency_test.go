@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vouch-nl/vouch/internal/cdn"
+	"github.com/vouch-nl/vouch/internal/testenv"
+)
+
+// TestTransparencyCommands: keygen makes the key; `transparency log` logs
+// the stored authorizations into log/ of the export directory; the origin
+// (internal/cdn, unchanged) serves the log as it is; `transparency monitor`
+// follows it through the origin and prints today's count, twice (the
+// second from its state); `transparency audit` proves every authorization.
+func TestTransparencyCommands(t *testing.T) {
+	db := testenv.Database(t)
+	t.Setenv("DATABASE_URL", db.Pool().Config().ConnString())
+	exportDir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "log.key")
+	run := func(args ...string) (string, error) {
+		var stdout, stderr bytes.Buffer
+		err := realMain(context.Background(), append([]string{"transparency"}, args...), &stdout, &stderr)
+		return stdout.String() + stderr.String(), err
+	}
+	out, err := run("keygen", "-origin", "vouch.test/log", "-out", keyFile)
+	if err != nil || !strings.HasPrefix(out, "vouch.test/log+") {
+		t.Fatalf("keygen: %v %q", err, out)
+	}
+	vkey := strings.TrimSpace(out)
+	if out, err := run("keygen", "-origin", "vouch.test/log", "-out", keyFile); err == nil {
+		t.Fatalf("keygen over an existing key: %q", out)
+	}
+	t.Setenv("VOUCH_TRANSPARENCY_DIR", filepath.Join(exportDir, "log"))
+	t.Setenv("VOUCH_TRANSPARENCY_ORIGIN", "vouch.test/log")
+	t.Setenv("VOUCH_TRANSPARENCY_KEY_FILE", keyFile)
+	t.Setenv("VOUCH_TRANSPARENCY_INTERVAL", "50ms")
+	t.Setenv("VOUCH_TRANSPARENCY_CHECKPOINT_INTERVAL", "100ms")
+	t.Setenv("VOUCH_TRANSPARENCY_LEASE", "2s")
+
+	ctx := context.Background()
+	rows := make([][]any, 12)
+	for i := range rows {
+		var id [16]byte
+		rand.Read(id[:])
+		rows[i] = []any{id, make([]byte, 10), []byte{byte(i)}, "900000024", time.Now(), time.Now().Add(24 * time.Hour)}
+	}
+	if _, err := db.Pool().CopyFrom(ctx, pgx.Identifier{"authorizations"},
+		[]string{"id", "phone_code", "statement", "uzi_number", "created_at", "expires_at"}, pgx.CopyFromRows(rows)); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- realMain(wctx, []string{"transparency", "log"}, io.Discard, io.Discard) }()
+	t.Cleanup(func() { cancel(); <-done })
+	checkpoint := filepath.Join(exportDir, "log", "checkpoint")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(checkpoint); bytes.HasPrefix(b, []byte("vouch.test/log\n12\n")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint of 12 leaves")
+		}
+	}
+
+	h, err := cdn.NewHandler(exportDir, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	origin := httptest.NewServer(h)
+	t.Cleanup(origin.Close)
+	state := filepath.Join(t.TempDir(), "monitor.json")
+	today := time.Now().UTC().Format("2006-01-02")
+	for range 2 {
+		out, err := run("monitor", "-key", vkey, "-state", state, origin.URL+"/log/")
+		if err != nil || !strings.Contains(out, "12 leaves") || !regexp.MustCompile(today+` +12 +0\n`).MatchString(out) {
+			t.Fatalf("monitor: %v\n%s", err, out)
+		}
+	}
+	t.Setenv("VOUCH_TRANSPARENCY_PUBLIC_KEY", vkey)
+	out, err = run("audit", "-state", filepath.Join(t.TempDir(), "audit.json"), origin.URL+"/log")
+	if err != nil || !strings.Contains(out, "12 authorizations proven") {
+		t.Fatalf("audit: %v\n%s", err, out)
+	}
+	// The private state is not published.
+	if resp, err := origin.Client().Get(origin.URL + "/log/.state/treeState"); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("the log's private state through the origin: %v %v", err, resp.Status)
+	}
+}
