@@ -47,7 +47,9 @@ func TestBackofficeBootstrapAdmins(t *testing.T) {
 	t.Setenv("VOUCH_BOOTSTRAP_ADMINS", "900000001,900000010")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- realMain(ctx, []string{"backoffice"}, &bytes.Buffer{}, &lockedWriter{w: &bytes.Buffer{}}) }()
+	go func() {
+		done <- realMain(ctx, []string{"backoffice"}, &bytes.Buffer{}, &lockedWriter{w: &bytes.Buffer{}})
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
