@@ -63,10 +63,13 @@ func OpenIssuer(m *Manifest, card string) (iss *Issuer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	iss = &Issuer{mod: mod, jurisdiction: "NL"}
+	// Closed through its own variable: a failing return sets iss to nil
+	// before the deferred call runs.
+	opened := &Issuer{mod: mod, jurisdiction: "NL"}
+	iss = opened
 	defer func() {
 		if err != nil {
-			iss.Close()
+			opened.Close()
 		}
 	}()
 	if iss.card, err = mod.Signer(su, mc.PIN); err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +75,22 @@ func TestIssuer(t *testing.T) {
 func TestOpenIssuerUnknownCard(t *testing.T) {
 	if _, err := testpki.OpenIssuer(testenv.Cards(t), "no-such-card"); err == nil {
 		t.Fatal("an issuer for a card the manifest does not have")
+	}
+}
+
+// TestOpenIssuerFailsCleanly: a card the module refuses (here a wrong
+// PIN) is an error, and what was opened is closed; it panicked when the
+// failing return had already set the issuer to nil.
+func TestOpenIssuerFailsCleanly(t *testing.T) {
+	man := *testenv.Cards(t)
+	man.Cards = slices.Clone(man.Cards)
+	for i := range man.Cards {
+		if man.Cards[i].Name == "gp" {
+			man.Cards[i].PIN = "000000"
+		}
+	}
+	if iss, err := testpki.OpenIssuer(&man, "gp"); err == nil || iss != nil {
+		t.Fatalf("an issuer with the wrong PIN: %v, %v", iss, err)
 	}
 }
 
