@@ -187,7 +187,8 @@ func TestCheckHoldsOffTakeOver(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t).Pool()
 	ctx := context.Background()
-	a := acquire(t, db, "export", "a", 500*time.Millisecond)
+	const ttl = 1500 * time.Millisecond
+	a := acquire(t, db, "export", "a", ttl)
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +197,7 @@ func TestCheckHoldsOffTakeOver(t *testing.T) {
 	if err := a.Check(ctx, tx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(600 * time.Millisecond) // expired by the database's clock
+	time.Sleep(ttl + 100*time.Millisecond) // expired by the database's clock
 	if _, err := lease.Acquire(ctx, db, "export", "b", time.Minute); !errors.Is(err, lease.ErrHeld) {
 		t.Errorf("take-over during a checked write: %v, want ErrHeld", err)
 	}
@@ -237,22 +238,22 @@ func TestOneHolderAtATime(t *testing.T) {
 	}
 }
 
-// TestKeep: the heartbeat keeps a short lease for many TTLs, and ends the
+// TestKeep: the heartbeat keeps a short lease for several TTLs, and ends the
 // work's context soon after the lease was taken over.
 func TestKeep(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t).Pool()
 	ctx := context.Background()
-	const ttl = 600 * time.Millisecond
+	const ttl = 1500 * time.Millisecond
 	a := acquire(t, db, "job", "a", ttl)
 	kept, stop := a.Keep(ctx, db, quiet)
 	defer stop()
-	time.Sleep(4 * ttl)
+	time.Sleep(3 * ttl)
 	if kept.Err() != nil {
 		t.Fatalf("kept lease lost: %v", context.Cause(kept))
 	}
 	if _, err := lease.Acquire(ctx, db, "job", "b", time.Minute); !errors.Is(err, lease.ErrHeld) {
-		t.Fatalf("after 4 TTLs of heartbeat the lease was free: %v", err)
+		t.Fatalf("after 3 TTLs of heartbeat the lease was free: %v", err)
 	}
 	expire(t, db, "job")
 	acquire(t, db, "job", "b", time.Minute)
@@ -272,7 +273,7 @@ func TestLimitIdle(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t).Pool()
 	ctx := context.Background()
-	a := acquire(t, db, "export", "a", 500*time.Millisecond)
+	a := acquire(t, db, "export", "a", 1500*time.Millisecond)
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
