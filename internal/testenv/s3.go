@@ -207,7 +207,7 @@ var versityOnce struct {
 }
 
 // versityGW is the versitygw binary of VersityGWVersion, built once into
-// the user's cache directory (about a minute cold) and reused by every
+// the user's cache directory (one to four minutes cold) and reused by every
 // later test process; a file lock keeps two test processes from building
 // it at once.
 func versityGW() (string, error) {
@@ -251,7 +251,9 @@ func buildVersityGW() (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "install", "github.com/versity/versitygw/cmd/versitygw@"+VersityGWVersion)
 	cmd.Dir = tmp // outside the module: go install pkg@version ignores it anyway
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
+	// The default build settings, so that the build cache other builds
+	// filled serves this one too.
+	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-mod=mod")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
