@@ -403,7 +403,7 @@ func TestVouchPageHelpsInEveryLanguage(t *testing.T) {
 			}
 		}
 		format := i18n.T(lang, "page.vouch.onset-format")
-		layout := strings.NewReplacer("YYYY", "2006", "JJJJ", "2006", "MM", "01", "DD", "02").Replace(format)
+		layout := strings.NewReplacer("YYYY", "2006", "JJJJ", "2006", "AAAA", "2006", "MM", "01", "DD", "02", "TT", "02", "GG", "02", "JJ", "02").Replace(format)
 		today := time.Now().In(mustZone(t)).Format(layout)
 		for _, want := range []string{`type="text" id="onset" name="onset" lang="` + lang + `"`, `placeholder="` + format + `"`, today} {
 			if !contains(page, want) {
