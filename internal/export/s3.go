@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -150,8 +151,10 @@ func (s *s3Target) Publish(ctx context.Context, dir string, files []string, inde
 	} else {
 		opts.SetMatchETag(version)
 	}
-	_, err = s.c.PutObject(ctx, s.bucket, objectKey(s.prefix, IndexName), strings.NewReader(string(index)), int64(len(index)), opts)
+	_, err = s.c.PutObject(ctx, s.bucket, objectKey(s.prefix, IndexName), bytes.NewReader(index), int64(len(index)), opts)
 	if isPreconditionFailed(err) {
+		// Also when a retry follows this run's own write whose answer was
+		// lost: the run fails, and the next starts from that index.
 		return ErrIndexChanged
 	}
 	if err != nil {
