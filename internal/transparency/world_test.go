@@ -78,11 +78,14 @@ func appendAudit(t testing.TB, db *database.DB, n int) {
 }
 
 // startWriter runs a writer until the test ends.
-func startWriter(t testing.TB, db *database.DB, cfg Config) {
+func startWriter(t testing.TB, db *database.DB, cfg Config, set ...func(*Writer)) {
 	t.Helper()
 	w, err := NewWriter(cfg, db, testLog())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range set {
+		f(w)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/vouch-nl/vouch/internal/lease"
 	"github.com/vouch-nl/vouch/internal/testenv"
 )
 
@@ -145,5 +146,64 @@ func TestOriginNeverChanges(t *testing.T) {
 	}
 	if err := w.checkOrigin(); err == nil || !strings.Contains(err.Error(), "never changes") {
 		t.Fatalf("another origin on the log: %v", err)
+	}
+}
+
+// Two writers at once: the lease lets one append; every authorization is
+// logged once (without the lease both append the same pending rows).
+func TestOneWriterAtATime(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	dir := t.TempDir()
+	skey, vkey := newKey(t, testOrigin)
+	cfg := testConfig(dir, skey)
+	cfg.Batch = 5
+	// A slow record after each append: the window in which a second
+	// writer, were it running, would append the same rows again.
+	slow := func(w *Writer) { w.afterAppend = func() { time.Sleep(30 * time.Millisecond) } }
+	startWriter(t, db, cfg, slow)
+	startWriter(t, db, cfg, slow)
+	for range 10 {
+		insertAuthorizations(t, db, 20)
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitLogged(t, db, dir, vkey, 200)
+	v, _ := Verifier(vkey)
+	src, _ := OpenSource(dir)
+	rep, err := Audit(context.Background(), db, src, v, &State{Days: map[string]*DayCount{}}, time.Minute, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Checkpoint.Size != 200 || rep.Repeats != 0 || rep.Authorizations != 200 || len(rep.Problems) != 0 {
+		t.Fatalf("two writers: %d leaves, %d repeats, %d proven, %v", rep.Checkpoint.Size, rep.Repeats, rep.Authorizations, rep.Problems)
+	}
+}
+
+// A log directory that lost leaves the mirror recorded (replaced by an
+// older copy, or emptied) stops the writer: appending would give new
+// leaves the indices of published ones, a fork.
+func TestWriterRefusesALogThatLostLeaves(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.Database(t)
+	dir := t.TempDir()
+	skey, vkey := newKey(t, testOrigin)
+	insertAuthorizations(t, db, 5)
+	runUntilLogged(t, db, testConfig(dir, skey), vkey, 5)
+	empty := t.TempDir()
+	insertAuthorizations(t, db, 1)
+	w, err := NewWriter(testConfig(empty, skey), db, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lease.Acquire(ctx, db.Pool(), LeaseName, "test", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.hold(ctx, l); err == nil || !strings.Contains(err.Error(), "lost leaves") {
+		t.Fatalf("a log that lost its leaves: %v", err)
+	}
+	if n, _ := mirrored(db); n != 5 {
+		t.Fatalf("%d leaves recorded, want the 5 of before", n)
 	}
 }
