@@ -77,14 +77,14 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 		return err
 	}
 	g.Go(func() error { return cl.Run(gctx) })
-	if len(cfg.Export.KeyURIs) > 0 && cfg.Export.Dir != "" {
+	if len(cfg.Export.KeyURIs) > 0 && (cfg.Export.Dir != "" || cfg.Export.Target != "") {
 		agg, closeKeys, err := startAggregate(cfg.Export, in.db, in.reg, log)
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { defer closeKeys(); return agg.Loop(gctx) })
 	} else {
-		log.Warn("no export key or directory (VOUCH_EXPORT_KEY_URIS, VOUCH_EXPORT_DIR): nothing is published")
+		log.Warn("no export key, or neither directory nor bucket (VOUCH_EXPORT_KEY_URIS, VOUCH_EXPORT_DIR, VOUCH_EXPORT_TARGET): nothing is published")
 	}
 	if cfg.CDN.Dir == "" {
 		cfg.CDN.Dir = cfg.Export.Dir
