@@ -114,7 +114,9 @@ func checkRole(ctx context.Context, role string, check roleCheck, environ []stri
 		read[k] = true
 	}
 	if role == "aggregate" || role == "all" {
-		read[exportFaultVar] = true
+		for _, v := range faultVars() {
+			read[v] = true
+		}
 	}
 	load := func(target any) (err error) {
 		// fileLookuper panics on a variable set twice or an unreadable

@@ -20,6 +20,9 @@ import (
 // lease_test.go); a production build has no such hook.
 const exportFaultVar = "VOUCH_TEST_EXPORT_FAULT"
 
+// faultVars are the variables this (test) build reads for faults.
+func faultVars() []string { return []string{exportFaultVar} }
+
 // exportFaults arms the fault VOUCH_TEST_EXPORT_FAULT names, if any.
 func exportFaults(agg *export.Aggregator, log *slog.Logger) error {
 	v := os.Getenv(exportFaultVar)

@@ -10,3 +10,7 @@ import (
 
 // exportFaults: a production build injects no faults.
 func exportFaults(*export.Aggregator, *slog.Logger) error { return nil }
+
+// faultVars: a production build reads no fault variable (so `vouch config
+// check` reports one as unknown).
+func faultVars() []string { return nil }
