@@ -139,7 +139,7 @@ func runTransparencyCheck(ctx context.Context, name string, args []string, stdou
 	fs.Usage = func() { fmt.Fprint(fs.Output(), transparencyUsage); fs.PrintDefaults() }
 	key := fs.String("key", "", "the log's public key (default VOUCH_TRANSPARENCY_PUBLIC_KEY)")
 	statePath := fs.String("state", "", "the file that keeps the last checkpoint seen and the counts (made on the first run)")
-	grace := fs.Duration("grace", 10*time.Minute, "audit: authorizations younger than this may not be in the log yet")
+	grace := fs.Duration("grace", 10*time.Minute, "audit: authorizations and audit rows younger than this may not be in the log yet (more than VOUCH_TRANSPARENCY_AUDIT_INTERVAL)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}

@@ -34,7 +34,9 @@ type AuditReport struct {
 // against the current checkpoint; the audit chain verifies, and every
 // audit-chain head the log holds is still a row of it with that hash, so
 // a truncated or rewritten audit log is found without a head noted by
-// hand. Problems are in the report; an error means it could not check.
+// hand; and no audit row older than grace is left without a head after it
+// in the log (grace must exceed the writer's audit interval). Problems are
+// in the report; an error means it could not check.
 func Audit(ctx context.Context, db *database.DB, src Source, v note.Verifier, st *State, grace time.Duration, now time.Time) (*AuditReport, error) {
 	rep := &AuditReport{}
 	type head struct {
@@ -109,6 +111,20 @@ func Audit(ctx context.Context, db *database.DB, src Source, v note.Verifier, st
 			return err
 		}
 		rep.AuditRows = chain.Rows
+		// Rows no head in the log covers yet must be younger than grace:
+		// a writer that stopped logging heads (or was made to) leaves the
+		// rows after its last head deletable unseen.
+		var covered int64
+		for _, h := range heads {
+			covered = max(covered, h.e.Seq)
+		}
+		var oldest *time.Time
+		if err := tx.QueryRow(ctx, `select min(at) from audit_log where seq > $1`, covered).Scan(&oldest); err != nil {
+			return fmt.Errorf("transparency: audit rows: %w", err)
+		}
+		if oldest != nil && now.Sub(*oldest) >= grace {
+			problem("audit rows after row %d (the first of %s) are older than %s and no head in the log covers them: the writer does not log the audit chain's head", covered, oldest.UTC().Format(time.RFC3339), grace)
+		}
 		for _, h := range heads {
 			if err := ProveInclusion(ctx, pb, cp, h.idx, h.raw); err != nil {
 				problem("audit head at leaf %d: %v", h.idx, err)

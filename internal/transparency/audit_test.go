@@ -35,6 +35,9 @@ func TestAuditFindsTamperedAuditLog(t *testing.T) {
 		{"one row edited", func(t *testing.T, db *database.DB) {
 			owner(t, db, `update audit_log set actor = '999999999' where seq = 3`)
 		}, "row 3 was edited"},
+		{"rows after the last head, never logged", func(t *testing.T, db *database.DB) {
+			appendAudit(t, db, 2) // after the writer stopped, and old enough
+		}, "audit rows after row 10 (the first of"},
 		{"an authorization never logged", func(t *testing.T, db *database.DB) {
 			insertAuthorizations(t, db, 1) // after the writer stopped, and old enough
 		}, "is not in the log"},
