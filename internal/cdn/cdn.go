@@ -24,6 +24,10 @@ import (
 	"time"
 )
 
+// logTiles is where the transparency log's tiles and entry bundles are
+// (internal/transparency writes the log into the export directory's log/).
+const logTiles = "log/tile/"
+
 // Config is the origin's configuration.
 type Config struct {
 	Addr string `env:"VOUCH_CDN_ADDR, default=127.0.0.1:8082"`
@@ -157,8 +161,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd["Etag"] = []string{`"` + sum + `"`}
 		hd["Cache-Control"] = h.hv.immutable
 	} else {
-		// The index changes in place: its ETag is its content's hash, and
-		// caches must ask again before using it.
+		// The index and the log's checkpoint change in place: their ETag
+		// is their content's hash, and caches must ask again before using
+		// them. The log's tiles (C2SP tlog-tiles, partial ones included)
+		// never change once written: hashed the same, cached for good.
 		hs := sha256.New()
 		if _, err := io.Copy(hs, f); err != nil {
 			h.log.Error("cdn: read", "file", name, "err", err)
@@ -172,6 +178,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		hd["Etag"] = []string{`"` + hex.EncodeToString(hs.Sum(nil)) + `"`}
 		hd["Cache-Control"] = h.hv.noCache
+		if strings.HasPrefix(name, logTiles) {
+			hd["Cache-Control"] = h.hv.immutable
+		}
 	}
 	http.ServeContent(bodyWriter{w, f}, r, "", f.modTime, f)
 }

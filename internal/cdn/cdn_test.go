@@ -80,6 +80,10 @@ func exportDir(t testing.TB) (string, origin) {
 	o := origin{zip: zip, zipSum: hex.EncodeToString(sum[:]), index: []byte("exports/" + hex.EncodeToString(sum[:]) + ".zip\n")}
 	must(t, os.WriteFile(filepath.Join(dir, "exports", o.zipSum+".zip"), zip, 0o644))
 	must(t, os.WriteFile(filepath.Join(dir, "index.txt"), o.index, 0o644))
+	// The transparency log: a tile never changes, the checkpoint does.
+	must(t, os.MkdirAll(filepath.Join(dir, "log", "tile", "0", "x001.p"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "log", "tile", "0", "x001.p", "5"), []byte("tile bytes"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "log", "checkpoint"), []byte("checkpoint"), 0o644))
 	must(t, os.WriteFile(filepath.Join(dir, ".tmp-index"), []byte("half written"), 0o644))
 	must(t, os.Symlink(filepath.Join(base, "secret.txt"), filepath.Join(dir, "escape.txt")))
 	must(t, os.Symlink("../secret.txt", filepath.Join(dir, "exports", "rel.txt")))
@@ -151,6 +155,10 @@ func testFilesAndCaching(t *testing.T, o origin) {
 	idxTag := `"` + hex.EncodeToString(idx[:]) + `"`
 	zipTag := `"` + o.zipSum + `"`
 	immutable := "public, max-age=31536000, immutable"
+	tag := func(body string) string {
+		h := sha256.Sum256([]byte(body))
+		return `"` + hex.EncodeToString(h[:]) + `"`
+	}
 	tests := []struct {
 		name   string
 		method string
@@ -173,6 +181,8 @@ func testFilesAndCaching(t *testing.T, o origin) {
 		{"multipart range", "GET", zipURL, []string{"Range", "bytes=0-1,4-5"}, reply{206, "", zipTag, immutable, ""}},
 		{"range if-range stale", "GET", zipURL, []string{"Range", "bytes=0-3", "If-Range", `"other"`}, reply{200, string(o.zip), zipTag, immutable, ""}},
 		{"range if-range current", "GET", zipURL, []string{"Range", "bytes=0-3", "If-Range", zipTag}, reply{206, string(o.zip[:4]), zipTag, immutable, "bytes 0-3/" + itoa(len(o.zip))}},
+		{"log tile", "GET", o.url + "/log/tile/0/x001.p/5", nil, reply{200, "tile bytes", tag("tile bytes"), immutable, ""}},
+		{"log checkpoint", "GET", o.url + "/log/checkpoint", nil, reply{200, "checkpoint", tag("checkpoint"), "no-cache", ""}},
 		{"symlink inside the root", "GET", o.url + "/inside.txt", nil, reply{200, string(o.index), idxTag, "no-cache", ""}},
 		{"post", "POST", zipURL, nil, reply{405, "method not allowed\n", "", "", ""}},
 		{"delete", "DELETE", o.url + "/index.txt", nil, reply{405, "method not allowed\n", "", "", ""}},
