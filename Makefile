@@ -6,7 +6,7 @@ STATE    ?= $(CURDIR)/.vouch
 BIN      := $(CURDIR)/bin
 export VOUCH_STATE_DIR := $(STATE)
 
-.PHONY: demo demo-browser test deps build cards bench fuzz vet clean
+.PHONY: demo demo-browser test deps build cards images bench fuzz vet clean
 
 ## demo: set everything up (make deps, build, cards: the script runs them,
 ## each a step it reports) and run the whole system (vouch all), shown
@@ -34,6 +34,12 @@ build:
 ## cards: the UZI-like test PKI and one SoftHSM token per test card
 cards: build
 	$(BIN)/pkcs11-mocks -dir $(STATE)/cards
+
+## images: a container image per role (deploy/images.sh): FROM scratch for
+## the roles that never sign, on a Debian base made by mmdebstrap for those
+## that load a PKCS#11 module; uses the docker daemon of DOCKER_HOST
+images: deps
+	deploy/images.sh
 
 ## vet: go vet, and a production build (no test card profile in it) must compile
 vet:
