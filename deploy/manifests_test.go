@@ -48,17 +48,18 @@ type workload struct {
 	public []int // ports a Service (or a compose ports: entry) publishes
 }
 
-// imageRoles are the roles deploy/images.sh builds an image for.
-func imageRoles(t *testing.T) map[string]bool {
+// imageRoles are the roles deploy/images.sh builds an image for, each
+// with its kind: "static" (FROM scratch) or "cgo" (the Debian base).
+func imageRoles(t *testing.T) map[string]string {
 	t.Helper()
 	b, err := os.ReadFile(imagesShell)
 	if err != nil {
 		t.Fatal(err)
 	}
-	roles := map[string]bool{}
+	roles := map[string]string{}
 	for _, m := range regexp.MustCompile(`(?m)^(static|cgo)_roles=\(([^)]*)\)`).FindAllSubmatch(b, -1) {
 		for _, r := range strings.Fields(string(m[2])) {
-			roles[r] = true
+			roles[r] = string(m[1])
 		}
 	}
 	if len(roles) == 0 {
@@ -389,7 +390,7 @@ func TestManifestsMatchTheCode(t *testing.T) {
 			} else {
 				seen[k8sDir][w.role] = true
 			}
-			if !images[w.role] {
+			if images[w.role] == "" {
 				t.Fatalf("image vouch-%s: make images builds no such image (%s)", w.role, imagesShell)
 			}
 			out, err := configCheck(vouch, w.role, fixtures(t, t.TempDir(), w.env))
