@@ -53,6 +53,9 @@ chrome.runtime.sendMessage({ want: "display" }).then(async (resp) => {
       ? new Date(d.onset + "T00:00:00Z").toLocaleDateString(lang, { timeZone: "UTC" }) : d.onset;
     else document.querySelectorAll(".onset").forEach((el) => el.classList.add("hidden"));
   }
+  // Shown once whole and in its language: nobody reads (or hears) half a
+  // window in the browser's language first.
+  document.querySelector("main").hidden = false;
   if (pinPad) {
     document.title = msg("pinPadTitle");
     document.getElementById("title").textContent = msg("pinPadTitle");
