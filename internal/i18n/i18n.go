@@ -1,9 +1,12 @@
 // Package i18n holds every text Vouch shows a person, in message catalogues
 // (locales/<language>.json, one flat object of message id → text, Go
 // template syntax for values), and picks the language for a request or a
-// terminal. A language is added by adding its file: nothing else changes.
-// English is the source language; every other file must hold exactly its
-// ids (TestCataloguesComplete).
+// terminal. A language is added by adding its file (and, for the back
+// office, its date layout in internal/backoffice/format.go and the
+// extension's web/extension/_locales, whose tests say so). English is the
+// source language; every other file must hold exactly its ids
+// (TestCataloguesComplete, which also names the languages offered: English,
+// Dutch, and French, German and Italian for a Swiss deployment).
 //
 // Catalogues are read with github.com/nicksnyder/go-i18n, which matches
 // languages (x/text/language) and knows plural rules.
