@@ -69,6 +69,11 @@ func startDockerd(t *testing.T) *dockerd {
 	}
 	pidFile := filepath.Join(state, "dockerd.pid")
 	stopStale(t, pidFile)
+	// Run directories of earlier runs: ours alone, under the lock.
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), "vouch-dockerd-*"))
+	for _, dir := range stale {
+		removeRunDir(dir)
+	}
 	// A short path: the socket's must fit in 108 bytes.
 	run, err := os.MkdirTemp("", "vouch-dockerd-")
 	if err != nil {
@@ -98,7 +103,7 @@ func startDockerd(t *testing.T) *dockerd {
 		}
 		logf.Close()
 		if !t.Failed() {
-			os.RemoveAll(run)
+			removeRunDir(run)
 		} else {
 			t.Logf("dockerd's log: %s", logf.Name())
 		}
@@ -144,6 +149,19 @@ func stopStale(t *testing.T, pidFile string) {
 		}
 	}
 	os.Remove(pidFile)
+}
+
+// removeRunDir removes a daemon's run directory, unmounting first what
+// dockerd leaves mounted in its exec root (exec/netns/default).
+func removeRunDir(dir string) {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			_ = syscall.Unmount(f[4], syscall.MNT_DETACH)
+		}
+	}
+	os.RemoveAll(dir)
 }
 
 func tail(b []byte, n int) string {
