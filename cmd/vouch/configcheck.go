@@ -235,7 +235,9 @@ func checkAll(ctx context.Context, load func(any) error) []error {
 	if cfg.Backoffice.AttestationURI != "" && err == nil {
 		errs = append(errs, checkBackofficeOrigin(cfg.Backoffice, tr))
 	}
-	if len(cfg.Export.KeyURIs) > 0 && cfg.Export.Dir != "" {
+	// As startPipeline: an export key and a directory or a bucket start
+	// the aggregator.
+	if len(cfg.Export.KeyURIs) > 0 && (cfg.Export.Dir != "" || cfg.Export.Target != "") {
 		errs = append(errs, cfg.Export.Validate())
 	}
 	if cfg.CDN.Dir == "" {
