@@ -14,7 +14,9 @@ import (
 func OpenSigners(cfg Config) (signers []Signer, close func(), err error) {
 	var opened []*p11.Signer
 	mods := map[string]*p11.Module{}
-	close = func() {
+	// release, not close: every error return sets the named close to nil
+	// before the deferred call below runs.
+	release := func() {
 		for _, g := range opened {
 			g.Close()
 		}
@@ -24,7 +26,7 @@ func OpenSigners(cfg Config) (signers []Signer, close func(), err error) {
 	}
 	defer func() {
 		if err != nil {
-			close()
+			release()
 		}
 	}()
 	for i, raw := range cfg.KeyURIs {
@@ -58,5 +60,5 @@ func OpenSigners(cfg Config) (signers []Signer, close func(), err error) {
 	if len(signers) == 0 {
 		return nil, nil, errors.New("export: no signing key (VOUCH_EXPORT_KEY_URIS)")
 	}
-	return signers, close, nil
+	return signers, release, nil
 }
