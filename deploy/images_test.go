@@ -238,6 +238,18 @@ func TestImages(t *testing.T) {
 		}
 	}
 
+	// The static build cannot sign: a scratch image asked to says why
+	// rather than crashing or pretending.
+	dbURL := testenv.DatabaseURL(t)
+	out2, err := d.docker(ctx, "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/export:uid=10001",
+		"--entrypoint", "/vouch", "-e", "VOUCH_EXPORT_DIR=/export",
+		"-e", "VOUCH_EXPORT_KEY_URIS=pkcs11:token=t;object=k?module-path=/opt/hsm/libpkcs11.so",
+		"-e", "DATABASE_URL="+dbURL,
+		"vouch-store:test", "aggregate", "-once")
+	if err == nil || !strings.Contains(out2, "built without cgo") {
+		t.Errorf("vouch aggregate in a scratch image: want a refusal naming the missing cgo, got %v:\n%s", err, out2)
+	}
+
 	// vouch all, with the test PKI and the test's database.
 	cards := testenv.Cards(t).TrustFiles()
 	trust := t.TempDir()
@@ -265,7 +277,7 @@ func TestImages(t *testing.T) {
 	}
 	ops := freeAddr(t)
 	env := map[string]string{
-		"DATABASE_URL":           testenv.DatabaseURL(t),
+		"DATABASE_URL":           dbURL,
 		"VOUCH_CARD_PROFILE":     "test",
 		"VOUCH_UZI_ROOTS":        mount(cards.Roots[0], "root.pem"),
 		"VOUCH_UZI_CAS":          strings.Join(cas, ","),
