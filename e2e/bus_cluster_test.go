@@ -12,17 +12,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,9 +32,6 @@ import (
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/testenv"
 )
-
-// busClusterModule is the server's module; its version is go.mod's.
-const busClusterModule = "github.com/nats-io/nats-server/v2"
 
 // Three JetStream servers with R3 streams and buckets, two ingests, two
 // readers and an aggregator as processes. During the uploads the stream's
@@ -288,16 +281,13 @@ func TestBusClusterLeaderKill(t *testing.T) {
 // busClusterWorld is a world (world_test.go) whose bus is a cluster of three
 // nats-server processes, which every role and the test reach by NATS_URL,
 // with R3 streams and buckets.
-func busClusterWorld(t *testing.T) (*world, []*busClusterNode) {
+func busClusterWorld(t *testing.T) (*world, []*testenv.NATSNode) {
 	t.Helper()
 	w := &world{t: t, man: testenv.Cards(t), dbURL: testenv.DatabaseURL(t), dir: t.TempDir(), bin: testenv.Build(t, "./cmd/vouch")}
 	w.token = hex.EncodeToString(random(t, 24))
-	nodes := busClusterStart(t, w.dir, w.token)
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, n.url())
-	}
-	url := strings.Join(urls, ",")
+	cluster := testenv.NewNATSCluster(t, w.dir, w.token)
+	nodes := cluster.Nodes
+	url := cluster.URL()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := bus.Start(ctx, bus.Config{URL: url, Token: w.token, Replicas: 3, Name: "e2e"})
@@ -329,188 +319,6 @@ func busClusterWorld(t *testing.T) (*world, []*busClusterNode) {
 	return w, nodes
 }
 
-// busClusterNode is one nats-server process of the cluster, restarted with
-// the same configuration and store after a kill.
-type busClusterNode struct {
-	bin, name, conf string
-	port, monitor   int
-	cmd             *exec.Cmd
-	done            chan struct{}
-	log             *os.File
-}
-
-func (n *busClusterNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
-
-// busClusterStart starts three servers with cluster routes to each other,
-// JetStream on a store of their own and sync_interval: always (every write
-// on disk before it is acknowledged: Jepsen found lazy fsync losing
-// acknowledged writes in NATS 2.12), and waits until all are healthy.
-func busClusterStart(t *testing.T, dir, token string) []*busClusterNode {
-	t.Helper()
-	bin := busClusterBinary(t)
-	port := func() int {
-		_, p, _ := net.SplitHostPort(freeAddr(t))
-		n, _ := strconv.Atoi(p)
-		return n
-	}
-	nodes := make([]*busClusterNode, 3)
-	routes := make([]int, 3)
-	for i := range nodes {
-		nodes[i] = &busClusterNode{bin: bin, name: fmt.Sprintf("n%d", i+1), port: port(), monitor: port()}
-		routes[i] = port()
-	}
-	for i, n := range nodes {
-		var rs []string
-		for j, r := range routes {
-			if j != i {
-				rs = append(rs, fmt.Sprintf("nats-route://127.0.0.1:%d", r))
-			}
-		}
-		store := filepath.Join(dir, n.name, "store")
-		conf := fmt.Sprintf(`server_name: %s
-listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
-authorization { token: %q }
-jetstream { store_dir: %q, sync_interval: always }
-cluster { name: vouch-e2e, listen: 127.0.0.1:%d, routes: [%s] }
-`, n.name, n.port, n.monitor, token, store, routes[i], strings.Join(rs, ", "))
-		n.conf = filepath.Join(dir, n.name+".conf")
-		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		log, err := os.Create(filepath.Join(dir, n.name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.log = log
-		if err := n.start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			n.stop()
-			if t.Failed() {
-				b, _ := os.ReadFile(log.Name())
-				t.Logf("%s's log:\n%s", n.name, tail(b, 3000))
-			}
-			log.Close()
-		})
-	}
-	for _, n := range nodes {
-		if err := n.waitHealthy(60 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return nodes
-}
-
-// start starts the server; the caller fails the test on an error (start
-// is called from the goroutine that kills, too).
-func (n *busClusterNode) start() error {
-	n.cmd = exec.Command(n.bin, "-c", n.conf)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := n.cmd.Start(); err != nil {
-		return fmt.Errorf("%s: %w", n.name, err)
-	}
-	n.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(n.cmd, n.done)
-	return nil
-}
-
-func (n *busClusterNode) kill9() error {
-	if err := syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill -9 %s: %w", n.name, err)
-	}
-	<-n.done
-	return nil
-}
-
-func (n *busClusterNode) stop() {
-	select {
-	case <-n.done:
-		return
-	default:
-	}
-	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(20 * time.Second):
-		syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		<-n.done
-	}
-}
-
-// waitHealthy waits until the server's monitoring endpoint says it is
-// healthy: JetStream up and, in a cluster, current with the meta leader.
-func (n *busClusterNode) waitHealthy(within time.Duration) error {
-	deadline := time.Now().Add(within)
-	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", n.monitor)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-n.done:
-			b, _ := os.ReadFile(n.log.Name())
-			return fmt.Errorf("%s stopped:\n%s", n.name, tail(b, 3000))
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(n.log.Name())
-			return fmt.Errorf("%s not healthy after %s (%v):\n%s", n.name, within, err, tail(b, 3000))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// busClusterBinary builds nats-server at go.mod's version once into the
-// user's cache (outside the repository), keyed by that version, and
-// returns its path.
-func busClusterBinary(t *testing.T) string {
-	t.Helper()
-	// go.mod's version (a test binary's build info lists no modules).
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", busClusterModule)
-	cmd.Dir = ".."
-	out, err := cmd.Output()
-	version := strings.TrimSpace(string(out))
-	if err != nil || version == "" {
-		t.Fatalf("go list -m %s: %q, %v", busClusterModule, out, err)
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "vouch-test", "nats-server-"+version)
-	bin := filepath.Join(dir, "nats-server")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp, err := os.MkdirTemp(dir, "build-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	// In the repository, so that go.mod's version is the one built.
-	cmd = exec.Command("go", "build", "-o", filepath.Join(tmp, "nats-server"), busClusterModule)
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s@%s: %v\n%s", busClusterModule, version, err, out)
-	}
-	// A rename is atomic: another test process building at the same time
-	// leaves one whole binary either way.
-	if err := os.Rename(filepath.Join(tmp, "nats-server"), bin); err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // busClusterInfo is the stream's info, asked of the cluster.
 func busClusterInfo(t *testing.T, b *bus.Bus, stream string) *jetstream.StreamInfo {
 	t.Helper()
@@ -533,18 +341,18 @@ type busClusterKill struct {
 // the cluster to elect another, and starts the killed one again on its
 // store. It runs beside the uploads, so it returns its failure.
 // during, when not nil, runs at once after the kill.
-func busClusterKillLeader(t *testing.T, b *bus.Bus, nodes []*busClusterNode, stream string, during func() error) (busClusterKill, error) {
+func busClusterKillLeader(t *testing.T, b *bus.Bus, nodes []*testenv.NATSNode, stream string, during func() error) (busClusterKill, error) {
 	info, err := busClusterStreamInfo(b, stream)
 	if err != nil {
 		return busClusterKill{}, err
 	}
 	leader := info.Cluster.Leader
-	i := slices.IndexFunc(nodes, func(n *busClusterNode) bool { return n.name == leader })
+	i := slices.IndexFunc(nodes, func(n *testenv.NATSNode) bool { return n.Name == leader })
 	if i < 0 {
 		return busClusterKill{}, fmt.Errorf("stream %s: leader %q is none of the servers", stream, leader)
 	}
 	k := busClusterKill{stream: stream, leader: leader, at: time.Now()}
-	if err := nodes[i].kill9(); err != nil {
+	if err := nodes[i].Kill9(); err != nil {
 		return k, err
 	}
 	t.Logf("kill -9 %s, leader of %s", leader, stream)
@@ -565,10 +373,10 @@ func busClusterKillLeader(t *testing.T, b *bus.Bus, nodes []*busClusterNode, str
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := nodes[i].start(); err != nil {
+	if err := nodes[i].Start(); err != nil {
 		return k, err
 	}
-	return k, nodes[i].waitHealthy(60 * time.Second)
+	return k, nodes[i].WaitHealthy(60 * time.Second)
 }
 
 func busClusterStreamInfo(b *bus.Bus, stream string) (*jetstream.StreamInfo, error) {
