@@ -66,13 +66,46 @@ func OwnPostgres(t testing.TB) *Postgres {
 // neither initialised nor started.
 func newOwnPostgres(t testing.TB, settings []string) *Postgres {
 	t.Helper()
+	p, err := makeOwnPostgres(settings)
+	if p != nil {
+		// Registered first, so it runs last: the cluster is down before
+		// its files go, also when the test fails or a later step calls
+		// Fatal.
+		t.Cleanup(func() {
+			if err := p.remove(); err != nil {
+				t.Errorf("testenv: own postgres: %v", err)
+			}
+		})
+	}
+	var m *missingDep
+	if errors.As(err, &m) {
+		missing(t, m.what, m.err)
+	}
+	if err != nil {
+		t.Fatalf("testenv: own postgres: %v", err)
+	}
+	return p
+}
+
+// missingDep is a dependency of the environment that is not installed.
+type missingDep struct {
+	what string
+	err  error
+}
+
+func (m *missingDep) Error() string { return m.what + " is not available: " + m.err.Error() }
+
+// makeOwnPostgres is newOwnPostgres's core for callers without a
+// testing.TB: the caller calls remove when done, also after an error when
+// p is not nil.
+func makeOwnPostgres(settings []string) (*Postgres, error) {
 	bin, err := postgresBin()
 	if err != nil {
-		missing(t, "PostgreSQL server binaries (Debian postgresql)", err)
+		return nil, &missingDep{"PostgreSQL server binaries (Debian postgresql)", err}
 	}
 	cred, err := unprivileged()
 	if err != nil {
-		t.Fatalf("testenv: own postgres: %v", err)
+		return nil, err
 	}
 
 	// A directory of our own in /tmp rather than t.TempDir: the cluster's
@@ -80,37 +113,40 @@ func newOwnPostgres(t testing.TB, settings []string) *Postgres {
 	// It is short too, which a Unix socket path needs (108 bytes at most).
 	base, err := os.MkdirTemp("", "vouch-pg-")
 	if err != nil {
-		t.Fatalf("testenv: own postgres: %v", err)
+		return nil, err
 	}
 	p := &Postgres{bin: bin, base: base, data: filepath.Join(base, "data"), cred: cred,
 		logPath: filepath.Join(base, "postgres.log"), settings: settings}
-	// Registered first, so it runs last: the cluster is down before its
-	// files go, also when the test fails or a later step calls Fatal.
-	t.Cleanup(func() {
-		if err := p.shutdown(); err != nil {
-			t.Errorf("testenv: own postgres: %v", err)
-		}
-		if err := os.RemoveAll(base); err != nil {
-			t.Errorf("testenv: own postgres: %v", err)
-		}
-	})
 	if err := os.Mkdir(filepath.Join(base, "sock"), 0o700); err != nil {
-		t.Fatalf("testenv: own postgres: %v", err)
+		return p, err
 	}
 	if cred != nil {
 		for _, d := range []string{base, filepath.Join(base, "sock")} {
 			if err := os.Chown(d, int(cred.Uid), int(cred.Gid)); err != nil {
-				t.Fatalf("testenv: own postgres: %v", err)
+				return p, err
 			}
 		}
 	}
+	return p, nil
+}
 
-	return p
+// remove stops the cluster if it runs and removes its files.
+func (p *Postgres) remove() error {
+	if err := p.shutdown(); err != nil {
+		return err
+	}
+	return os.RemoveAll(p.base)
 }
 
 // initdb makes a new cluster in p's data directory.
 func (p *Postgres) initdb(t testing.TB) {
 	t.Helper()
+	if err := p.initdbErr(); err != nil {
+		t.Fatalf("testenv: own postgres: %v", err)
+	}
+}
+
+func (p *Postgres) initdbErr() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// --no-sync: a crash during initdb only fails this test; fsync stays on
@@ -118,8 +154,9 @@ func (p *Postgres) initdb(t testing.TB) {
 	initdb := p.command(ctx, filepath.Join(p.bin, "initdb"), "-D", p.data, "-U", "postgres",
 		"--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
 	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("testenv: own postgres: initdb: %v\n%s", err, out)
+		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	return nil
 }
 
 // startFresh starts p for the first time on a free port. It may move to
@@ -127,34 +164,45 @@ func (p *Postgres) initdb(t testing.TB) {
 // it, so URL is settled after this.
 func (p *Postgres) startFresh(t testing.TB) {
 	t.Helper()
+	if err := p.startFreshErr(); err != nil {
+		t.Fatalf("testenv: own postgres: %v", err)
+	}
+}
+
+func (p *Postgres) startFreshErr() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		var err error
 		if p.port, err = freeLoopbackPort(); err != nil {
-			t.Fatalf("testenv: own postgres: %v", err)
+			return err
 		}
 		if err = p.start(ctx); err == nil {
 			break
 		}
 		if attempt == 4 || ctx.Err() != nil || !portTaken(err) {
-			t.Fatalf("testenv: own postgres: %v", err)
+			return err
 		}
 	}
 	p.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, ownPGDatabase)
+	return nil
 }
 
 // createVouch creates the database "vouch" and migrates it.
 func (p *Postgres) createVouch(t testing.TB) {
 	t.Helper()
+	if err := p.createVouchErr(); err != nil {
+		t.Fatalf("testenv: own postgres: %v", err)
+	}
+}
+
+func (p *Postgres) createVouchErr() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := p.exec(ctx, "create database "+ownPGDatabase); err != nil {
-		t.Fatalf("testenv: own postgres: %v", err)
+		return err
 	}
-	if err := database.Migrate(ctx, p.url); err != nil {
-		t.Fatalf("testenv: own postgres: %v", err)
-	}
+	return database.Migrate(ctx, p.url)
 }
 
 // URL is the migrated database "vouch" as superuser postgres, sslmode=disable.

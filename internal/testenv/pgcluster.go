@@ -2,9 +2,11 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,18 +33,49 @@ type PostgresPair struct {
 // Both stop and their files go when the test ends.
 func NewPostgresPair(t testing.TB) *PostgresPair {
 	t.Helper()
+	pair, err := StartPostgresPair()
+	if pair != nil {
+		t.Cleanup(func() {
+			if err := pair.Close(); err != nil {
+				t.Errorf("testenv: own postgres: %v", err)
+			}
+		})
+	}
+	var m *missingDep
+	if errors.As(err, &m) {
+		missing(t, m.what, m.err)
+	}
+	if err != nil {
+		t.Fatalf("testenv: postgres pair: %v", err)
+	}
+	return pair
+}
+
+// StartPostgresPair is NewPostgresPair's core for programs without a
+// testing.TB (the bench): the caller calls Close, also after an error when
+// the pair is not nil (it holds what was started).
+func StartPostgresPair() (*PostgresPair, error) {
+	pair := &PostgresPair{}
 	// The primary's directories first, so the archive can sit in them
 	// (the cluster's user must own it).
-	primary := newOwnPostgres(t, nil)
+	primary, err := makeOwnPostgres(nil)
+	if primary == nil {
+		return nil, err
+	}
+	pair.Primary = primary
+	if err != nil {
+		return pair, err
+	}
 	for _, prog := range []string{"pg_basebackup", "pg_ctl"} {
 		if path := filepath.Join(primary.bin, prog); !isExecutable(path) {
-			missing(t, "PostgreSQL's "+prog+" (Debian postgresql)", fmt.Errorf("no %s", path))
+			return pair, &missingDep{"PostgreSQL's " + prog + " (Debian postgresql)", fmt.Errorf("no %s", path)}
 		}
 	}
 	archive := filepath.Join(primary.base, "archive")
 	if err := primary.mkdirOwned(archive); err != nil {
-		t.Fatalf("testenv: postgres pair: %v", err)
+		return pair, err
 	}
+	pair.Archive = archive
 	primary.settings = []string{
 		"wal_level=replica",
 		"synchronous_commit=on",
@@ -51,11 +84,24 @@ func NewPostgresPair(t testing.TB) *PostgresPair {
 		// A standby that falls behind for a while still finds its WAL.
 		"wal_keep_size=256MB",
 	}
-	primary.initdb(t)
-	primary.startFresh(t)
-	primary.createVouch(t)
+	if err := primary.initdbErr(); err != nil {
+		return pair, err
+	}
+	if err := primary.startFreshErr(); err != nil {
+		return pair, err
+	}
+	if err := primary.createVouchErr(); err != nil {
+		return pair, err
+	}
 
-	standby := newOwnPostgres(t, nil)
+	standby, err := makeOwnPostgres(nil)
+	if standby == nil {
+		return pair, err
+	}
+	pair.Standby = standby
+	if err != nil {
+		return pair, err
+	}
 	standby.settings = []string{
 		// On the command line, over what -R wrote: the name is what the
 		// primary waits for.
@@ -75,24 +121,48 @@ func NewPostgresPair(t testing.TB) *PostgresPair {
 		"-p", fmt.Sprint(primary.port), "-U", "postgres", "-D", standby.data, "-R", "-X", "stream",
 		"-c", "fast", "--no-sync")
 	if out, err := bb.CombinedOutput(); err != nil {
-		t.Fatalf("testenv: postgres pair: pg_basebackup: %v\n%s", err, out)
+		return pair, fmt.Errorf("pg_basebackup: %w\n%s", err, out)
 	}
-	standby.startFresh(t)
+	if err := standby.startFreshErr(); err != nil {
+		return pair, err
+	}
 
 	// Synchronous only now that the standby is there: until then every
 	// commit (the migration's too) would wait for it. ALTER SYSTEM, not the
 	// command line, which would override it.
 	if err := primary.exec(ctx, "alter system set synchronous_standby_names = '"+standbyName+"'"); err != nil {
-		t.Fatalf("testenv: postgres pair: %v", err)
+		return pair, err
 	}
 	if err := primary.exec(ctx, "select pg_reload_conf()"); err != nil {
-		t.Fatalf("testenv: postgres pair: %v", err)
+		return pair, err
 	}
-	pair := &PostgresPair{Primary: primary, Standby: standby, Archive: archive}
 	if err := pair.waitStreaming(ctx); err != nil {
-		t.Fatalf("testenv: postgres pair: %v\nprimary:\n%s\nstandby:\n%s", err, primary.Log(), standby.Log())
+		return pair, fmt.Errorf("%w\nprimary:\n%s\nstandby:\n%s", err, primary.Log(), standby.Log())
 	}
-	return pair
+	return pair, nil
+}
+
+// Close stops both servers and removes their files, the standby first.
+func (c *PostgresPair) Close() error {
+	var errs []error
+	for _, p := range []*Postgres{c.Standby, c.Primary} {
+		if p != nil {
+			errs = append(errs, p.remove())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// KillPrimary is Primary.Kill for programs without a testing.TB: SIGKILL
+// to the postmaster and every server process at once, a crash.
+func (c *PostgresPair) KillPrimary() error {
+	p := c.Primary
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.proc == nil {
+		return errors.New("kill: the primary is not running")
+	}
+	return p.stop(syscall.SIGKILL, time.Minute)
 }
 
 // URL names both servers, primary first, with target_session_attrs=primary:
@@ -137,20 +207,27 @@ func (c *PostgresPair) replication(ctx context.Context) (state, sync string, err
 // it accepts writes.
 func (c *PostgresPair) Promote(t testing.TB) {
 	t.Helper()
-	c.Standby.promote(t)
+	if err := c.PromoteStandby(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 }
 
-func (p *Postgres) promote(t testing.TB) {
-	t.Helper()
+// PromoteStandby is Promote's core for programs without a testing.TB.
+func (c *PostgresPair) PromoteStandby() error {
+	return c.Standby.promote()
+}
+
+func (p *Postgres) promote() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := p.command(ctx, filepath.Join(p.bin, "pg_ctl"), "promote", "-D", p.data, "-w", "-t", "110")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("testenv: promote: %v\n%s\n%s", err, out, p.Log())
+		return fmt.Errorf("promote: %w\n%s\n%s", err, out, p.Log())
 	}
 	if err := p.waitPrimary(ctx); err != nil {
-		t.Fatalf("testenv: promote: %v\n%s", err, p.Log())
+		return fmt.Errorf("promote: %w\n%s", err, p.Log())
 	}
+	return nil
 }
 
 // waitPrimary waits until the server is out of recovery.
