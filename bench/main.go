@@ -73,7 +73,8 @@ func main() {
 	cdnKeys := flag.Int("cdn-keys", 40_000, "keys of the export file the origin rows serve (40,000: about 1 MB)")
 	cdnSeconds := flag.Float64("cdn-seconds", 3, "seconds of each origin measurement")
 	cdnConns := flag.Int("cdn-connections", 32, "keep-alive connections of the origin load")
-	only := flag.String("only", "", "the pipeline's stages to measure, comma-separated ("+strings.Join(pipelineStages, ", ")+"); empty: all")
+	clusterUploads := flag.Int("cluster-uploads", 5_000, "uploads of the closed loop on the R3 cluster, and on one embedded server for its ratio (stage cluster)")
+	only := flag.String("only", "", "the pipeline's stages to measure, comma-separated ("+strings.Join(pipelineStages, ", ")+"); empty: all but cluster")
 	cardsDir := flag.String("cards", filepath.Join(envOr("VOUCH_STATE_DIR", ".vouch"), "cards"), "the test cards (make cards)")
 	flag.Parse()
 	var rows []Row
@@ -133,7 +134,7 @@ func main() {
 	if *pipeline {
 		pb := pipelineBench{vouch: *vouch, dbURL: *dbURL, cardsDir: *cardsDir, rounds: *rounds, uploads: *uploads, concurrency: *uploadConc,
 			openRate: *openRate, openSeconds: *openSeconds, storeN: *storeN, exportKeys: *exportKeys, cdnKeys: *cdnKeys,
-			cdnSeconds: *cdnSeconds, cdnConns: *cdnConns, only: map[string]bool{}}
+			cdnSeconds: *cdnSeconds, cdnConns: *cdnConns, clusterUploads: *clusterUploads, only: map[string]bool{}}
 		for _, st := range strings.Split(*only, ",") {
 			if st = strings.TrimSpace(st); st == "" {
 				continue

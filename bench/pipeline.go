@@ -55,14 +55,23 @@ type pipelineBench struct {
 	cdnSeconds  float64
 	cdnConns    int
 
-	only map[string]bool // the stages to measure (uploads, readers, export, origin); empty: all
+	clusterUploads int // the cluster's closed loop, and the embedded server's beside it
+
+	only map[string]bool // the stages to measure (uploads, readers, export, origin, cluster); empty: all but cluster
 }
 
 // pipelineStages are the -only names of the pipeline's stages.
-var pipelineStages = []string{"uploads", "readers", "export", "origin"}
+var pipelineStages = []string{"uploads", "readers", "export", "origin", "cluster"}
 
-// does tells whether stage is measured in this run.
-func (b pipelineBench) does(stage string) bool { return len(b.only) == 0 || b.only[stage] }
+// does tells whether stage is measured in this run. The cluster only when
+// named: it builds nats-server, starts five servers and issues its own
+// bundles, minutes on this machine (cluster.go).
+func (b pipelineBench) does(stage string) bool {
+	if stage == "cluster" {
+		return b.only[stage]
+	}
+	return len(b.only) == 0 || b.only[stage]
+}
 
 // keysPer is the keys of one upload: ten days of a phone, as the
 // end-to-end test uploads.
@@ -81,6 +90,8 @@ type pipelineResult struct {
 
 	cdnFileBytes                       int64
 	cdn304, nginx304, cdn200, nginx200 float64 // (d) requests/s
+
+	cluster clusterResult
 }
 
 // upload is one phone's signed upload, ready to send.
@@ -136,6 +147,11 @@ func (b pipelineBench) run(ctx context.Context) (r pipelineResult, err error) {
 	if b.does("uploads") || b.does("readers") {
 		if err := b.runTier(ctx, &r, man, db, bs, env, dir); err != nil {
 			return r, err
+		}
+	}
+	if b.does("cluster") {
+		if err := b.clusterRows(ctx, &r.cluster, man, db, bs, env, token, dir); err != nil {
+			return r, fmt.Errorf("cluster: %w", err)
 		}
 	}
 	// (c) and (d) on the same database, emptied.
@@ -1044,6 +1060,9 @@ func (b pipelineBench) rows(r pipelineResult) []Row {
 			Row{Name: "origin filling a cache with " + file + ": full GET → 200", Value: r.cdn200, Unit: "req/s",
 				Reference: "nginx serving the same directory", ReferenceValue: r.nginx200, Ratio: r.nginx200 / r.cdn200, Target: target(1.25),
 				Detail: d + "; what a CDN asks on a miss"})
+	}
+	if b.does("cluster") {
+		rows = append(rows, b.clusterRowsOf(r.cluster)...)
 	}
 	return rows
 }
