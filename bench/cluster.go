@@ -397,7 +397,12 @@ func (b pipelineBench) primaryKill(ctx context.Context, r *clusterResult, man *t
 			}
 		}
 	}()
-	for count.Load() < 3 {
+	for deadline := time.Now().Add(time.Minute); count.Load() < 3; {
+		if time.Now().After(deadline) {
+			stop()
+			vouching.Wait()
+			return fmt.Errorf("the back office confirmed %d vouches in a minute before the kill (last error: %v)", count.Load(), c.lastErr)
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	fmt.Fprintln(os.Stderr, "bench: cluster: kill -9 of the primary, the standby promoted at once")
