@@ -1,7 +1,9 @@
 package export
 
 import (
+	"archive/zip"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -76,6 +78,9 @@ type Aggregator struct {
 	target      Target // a bucket published to as well (target.go), or nil
 	// step, when set (fault-injection tests), is called after each Step*.
 	step func(name string)
+	// current are the files found signed by exactly the signers, so each
+	// is read once per process: the keys change only with a restart.
+	current map[string]bool
 }
 
 // OnStep makes the aggregator call f after each step of a run (the Step*
@@ -290,7 +295,10 @@ func (a *Aggregator) run(ctx context.Context, l *lease.Lease) (res Result, err e
 		// A recorded file that is missing (a directory restored, another
 		// origin) is built again: the batch's keys are fixed, so its name
 		// and content are the same.
-		if _, serr := os.Stat(filepath.Join(a.cfg.Dir, filepath.FromSlash(b.path))); b.path == "" || serr != nil {
+		// A file the current keys did not sign (the keys were rotated
+		// since) is built again too: phones that know only the new key
+		// must verify every file of the index.
+		if b.path == "" || !a.signedNow(b.path) {
 			if b.path, buildErr = a.build(ctx, l, b); buildErr != nil {
 				break
 			}
@@ -868,6 +876,38 @@ func (a *Aggregator) seal(b *batchFile) (string, error) {
 		return "", err
 	}
 	return ExportsDir + "/" + name + ".zip", nil
+}
+
+// signedNow reports whether the file at rel (relative to the origin's
+// root) is there and was signed by exactly the aggregator's keys: its name
+// is the content address of its export.bin under those keys (contentName).
+// A file it cannot read is built again.
+func (a *Aggregator) signedNow(rel string) bool {
+	if a.current[rel] {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join(a.cfg.Dir, filepath.FromSlash(rel)))
+	if err != nil || len(b) > MaxZipSize {
+		return false
+	}
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil || len(zr.File) == 0 || zr.File[0].Name != BinName {
+		return false
+	}
+	bin, err := readEntry(zr.File[0], MaxBinSize)
+	if err != nil {
+		return false
+	}
+	digest := sha256.Sum256(bin)
+	name, err := contentName(digest[:], a.signers)
+	if err != nil || ExportsDir+"/"+name+".zip" != rel {
+		return false
+	}
+	if a.current == nil {
+		a.current = map[string]bool{}
+	}
+	a.current[rel] = true
+	return true
 }
 
 // place moves sealed b to rel. A file of that name already holds the same
