@@ -45,6 +45,7 @@ type clusterResult struct {
 	embeddedRate, clusterRate float64 // closed loop, uploads/s
 	openP50, openP99          time.Duration
 	openSent                  int
+	embeddedP50, embeddedP99  time.Duration // the open loop on the embedded server
 
 	leader                string         // the stream leader killed
 	elected, firstUpload  time.Duration  // kill -9 to a new leader, to the first upload acknowledged
@@ -64,19 +65,19 @@ func (b pipelineBench) clusterRows(ctx context.Context, r *clusterResult, man *t
 	n := b.clusterUploads
 	open := int(b.openRate * b.openSeconds)
 	kill := 20 * clusterKillRate
-	fmt.Fprintf(os.Stderr, "bench: cluster: issuing %d bundles on SoftHSM\n", 2*n+open+kill)
-	ups, uzis, err := issueUploads(man, 2*n+open+kill)
+	fmt.Fprintf(os.Stderr, "bench: cluster: issuing %d bundles on SoftHSM\n", 2*(n+open)+kill)
+	ups, uzis, err := issueUploads(man, 2*(n+open)+kill)
 	if err != nil {
 		return err
 	}
-	embedded, clustered, killUps := ups[:n], ups[n:2*n+open], ups[2*n+open:]
+	embedded, clustered, killUps := ups[:n+open], ups[n+open:2*(n+open)], ups[2*(n+open):]
 
 	// One embedded server: the reference, with the same processes.
 	var ref pipelineResult
 	if err := b.clusterUploadRun(ctx, &ref, db, env, filepath.Join(dir, "embedded"), embedded, nil); err != nil {
 		return fmt.Errorf("embedded: %w", err)
 	}
-	r.embeddedRate = ref.rate
+	r.embeddedRate, r.embeddedP50, r.embeddedP99 = ref.rate, ref.openP50, ref.openP99
 
 	cdir := filepath.Join(dir, "cluster")
 	if err := os.MkdirAll(cdir, 0o755); err != nil {
@@ -118,7 +119,8 @@ func (b pipelineBench) clusterRows(ctx context.Context, r *clusterResult, man *t
 
 // clusterUploadRun starts an ingest and a store on env's bus and database,
 // sends the closed loop of b.clusterUploads and the open loop of the rest
-// of ups (uploadRows), then runs after with the ingest's address.
+// of ups (uploadRows), then runs after with the ingest's address and
+// process.
 func (b pipelineBench) clusterUploadRun(ctx context.Context, r *pipelineResult, db *database.DB, env []string, dir string, ups []upload, after func(addr string, ingest *role) error) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -585,12 +587,15 @@ func (b pipelineBench) clusterRowsOf(r clusterResult) []Row {
 		b.clusterUploads, keysPer, b.concurrency)
 	open := fmt.Sprintf("uploads end to end on the R3 cluster at %.0f/s, open loop", b.openRate)
 	d := fmt.Sprintf("%d uploads over %.0f s, latency from when each was due; all stored after", r.openSent, b.openSeconds)
+	eopen := fmt.Sprintf("uploads end to end on one embedded server at %.0f/s, open loop, same run", b.openRate)
 	return []Row{
 		{Name: "uploads end to end on the R3 cluster (3 nats-server, sync_interval: always), closed loop", Value: r.clusterRate, Unit: "uploads/s",
 			Reference: "the same on one embedded server (file store), same run", ReferenceValue: r.embeddedRate,
 			Ratio: r.embeddedRate / r.clusterRate, Target: target(1.5), Detail: how + "; ratio = time over the embedded server's"},
 		{Name: open + ": p50", Value: ms(r.openP50), Unit: "ms", Detail: d},
 		{Name: open + ": p99", Value: ms(r.openP99), Unit: "ms", Target: target(50), Detail: d},
+		{Name: eopen + ": p50", Value: ms(r.embeddedP50), Unit: "ms", Detail: d + "; beside the cluster's: what this machine's load costs without it"},
+		{Name: eopen + ": p99", Value: ms(r.embeddedP99), Unit: "ms", Detail: d + "; beside the cluster's: what this machine's load costs without it"},
 		{Name: "R3 cluster: kill -9 of the stream's leader to the first upload acknowledged", Value: r.firstUpload.Seconds(), Unit: "s", Target: target(10),
 			Detail: fmt.Sprintf("leader %s of %s killed, counted from when it was gone; uploads at %d/s, each sent once, the first of those sent after the kill answered 2xx; the bench's own client (itself reconnecting) saw a new leader after %.2f s; %d sent after the kill got no 2xx (%v)",
 				r.leader, exposure.Stream, clusterKillRate, r.elected.Seconds(), r.failedDuringElection, r.failures)},
