@@ -27,6 +27,18 @@ var cards struct {
 	users *os.File
 }
 
+// CardsDir is the cache directory of the test cards for kind ("" for the
+// shared one): named by the way cards are made, so that two checkouts
+// with different cards never rebuild each other's tokens.
+func CardsDir(kind string) string {
+	spec, _ := json.Marshal(testpki.Cards())
+	sum := sha256.Sum256(append([]byte(cardsVersion), spec...))
+	if kind != "" {
+		kind += "-"
+	}
+	return filepath.Join(os.TempDir(), "vouch-testcards-"+kind+hex.EncodeToString(sum[:6]))
+}
+
 // Cards returns the standard test cards on SoftHSM2 tokens. They are made
 // once per machine in a shared cache directory (under a file lock, because
 // test packages run as parallel processes) and reused: making 30 RSA keys on
@@ -40,9 +52,7 @@ func Cards(t testing.TB) *testpki.Manifest {
 		missing(t, "SoftHSM2 ("+testpki.DefaultModule+")", err)
 	}
 	cards.once.Do(func() {
-		spec, _ := json.Marshal(testpki.Cards())
-		sum := sha256.Sum256(append([]byte(cardsVersion), spec...))
-		dir := filepath.Join(os.TempDir(), "vouch-testcards-"+hex.EncodeToString(sum[:6]))
+		dir := CardsDir("")
 		if d := os.Getenv("VOUCH_TEST_CARDS"); d != "" {
 			dir = d
 		}
