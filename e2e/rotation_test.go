@@ -43,7 +43,7 @@ import (
 func TestKeyRotation(t *testing.T) {
 	w := newWorld(t, testenv.DatabaseURL(t))
 	phoneBin := testenv.Build(t, "./cmd/phone")
-	phones, gp := vouched(t, w.man, 3) // attested with the old key
+	phones, gp := vouched(t, w.man, 4) // attested with the old key
 	w.vouch(phones, gp)
 	ingest, _, _, agg, _ := w.startPipeline()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -101,15 +101,26 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal("a phone of the old attestation key alone accepted a bundle of the new one")
 	}
 	rotationUpload(ctx, t, client, fresh, published)
+	newOnly.waitVerifies(published, time.Minute)
+	overlap := w.rotationIndex()
 
 	// 3c. The aggregator signs with the new key only: the old phone
-	// refuses every file now (signed by a key it does not know), the
+	// refuses the files made since (signed by a key it does not know), the
 	// updated one and one of the new key alone verify them all.
 	agg.stop()
 	agg = w.rotationRestart("aggregate-3", "aggregate", "VOUCH_EXPORT_KEY_URIS="+newExport.uri, "VOUCH_EXPORT_KEY_VERSION=v2")
+	rotationUpload(ctx, t, client, phones[3], published)
 	oldPhone.waitRefuses(time.Minute)
 	updated.waitVerifies(published, time.Minute)
 	newOnly.waitVerifies(published, time.Minute)
+	// The files signed by both keys are kept, not signed again: phones
+	// fetch the window again once in a rotation, not twice.
+	now := w.rotationIndex()
+	for f := range overlap {
+		if !now[f] {
+			t.Errorf("%s, signed by both keys, left the index when the old key did", f)
+		}
+	}
 
 	// 4. Retire the old keys: ingest trusts the new attestation key alone,
 	// so a bundle of the old key (all have expired by then in a real
@@ -276,16 +287,18 @@ func (p rotationPhone) waitVerifies(want map[[16]byte]bool, within time.Duration
 	}
 }
 
-// waitRefuses waits until the phone's sync refuses every file of the
-// index as signed by no key it knows.
+// waitRefuses waits until the phone's sync refuses a file of the index as
+// signed by no key it knows, and refuses none for another reason.
 func (p rotationPhone) waitRefuses(within time.Duration) {
 	p.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		out, err := p.sync()
-		if err != nil && strings.Contains(out, "REFUSED") && !strings.Contains(out, "fetched ") {
-			if !strings.Contains(out, "no signature verifies under a trusted key") {
-				p.t.Fatalf("%s refused the files for another reason:\n%s", p.name, out)
+		if err != nil && strings.Contains(out, "REFUSED") {
+			for line := range strings.Lines(out) {
+				if strings.HasPrefix(line, "REFUSED") && !strings.Contains(line, "no signature verifies under a trusted key") {
+					p.t.Fatalf("%s refused a file for another reason:\n%s", p.name, out)
+				}
 			}
 			return
 		}
@@ -328,6 +341,25 @@ func (p rotationPhone) verifyBundle(bundle []byte, priv ed25519.PrivateKey) erro
 	}
 	_, err = v.Verify(bundle, priv.Public().(ed25519.PublicKey), time.Now())
 	return err
+}
+
+// rotationIndex is the set of files the origin's index names.
+func (w *world) rotationIndex() map[string]bool {
+	w.t.Helper()
+	resp, err := http.Get(w.cdn + "/index.txt")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	files, err := export.ReadIndex(resp.Body)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, f := range files {
+		set[f] = true
+	}
+	return set
 }
 
 // publishedUnder fetches the index and every file in it, each verified

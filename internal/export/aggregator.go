@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -16,6 +17,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -879,9 +881,11 @@ func (a *Aggregator) seal(b *batchFile) (string, error) {
 }
 
 // signedNow reports whether the file at rel (relative to the origin's
-// root) is there and was signed by exactly the aggregator's keys: its name
-// is the content address of its export.bin under those keys (contentName).
-// A file it cannot read is built again.
+// root) is there and carries a signature of each of the aggregator's keys.
+// A file of keys since retired as well is kept: during a rotation the files
+// of the old key are signed again once, when the new key is added, not a
+// second time when the old one leaves, so phones fetch the window again
+// once. A file it cannot read is built again.
 func (a *Aggregator) signedNow(rel string) bool {
 	if a.current[rel] {
 		return true
@@ -891,17 +895,27 @@ func (a *Aggregator) signedNow(rel string) bool {
 		return false
 	}
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
-	if err != nil || len(zr.File) == 0 || zr.File[0].Name != BinName {
+	if err != nil || len(zr.File) != 2 || zr.File[0].Name != BinName || zr.File[1].Name != SigName {
 		return false
 	}
 	bin, err := readEntry(zr.File[0], MaxBinSize)
 	if err != nil {
 		return false
 	}
-	digest := sha256.Sum256(bin)
-	name, err := contentName(digest[:], a.signers)
-	if err != nil || ExportsDir+"/"+name+".zip" != rel {
+	raw, err := readEntry(zr.File[1], MaxSigSize)
+	if err != nil {
 		return false
+	}
+	sigs, err := parseSigList(raw)
+	if err != nil {
+		return false
+	}
+	digest := sha256.Sum256(bin)
+	for _, s := range a.signers {
+		pub, ok := s.Public().(*ecdsa.PublicKey)
+		if !ok || !slices.ContainsFunc(sigs, func(t tekSignature) bool { return ecdsa.VerifyASN1(pub, digest[:], t.signature) }) {
+			return false
+		}
 	}
 	if a.current == nil {
 		a.current = map[string]bool{}
