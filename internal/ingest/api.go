@@ -26,6 +26,7 @@ import (
 	"github.com/vouch-nl/vouch/internal/phoneapi"
 	"github.com/vouch-nl/vouch/internal/phonecode"
 	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/server"
 )
 
 // apiError is a refusal as the phone sees it: a status, a stable code and
@@ -82,8 +83,14 @@ func (s *Service) refuse(c echo.Context, err error, block int) {
 	}
 	var ae *apiError
 	var he *echo.HTTPError
+	var se *server.Error
 	switch {
 	case errors.As(err, &ae):
+	case errors.As(err, &se) && se.Status == http.StatusServiceUnavailable:
+		// The listener's own refusal (no slot for a body in time, as
+		// while the bus elects a leader): the phone's "try again later",
+		// with the Retry-After the listener set.
+		ae = &apiError{status: errUnavailable.status, code: errUnavailable.code, msg: errUnavailable.msg, cause: err}
 	case errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge:
 		ae = errTooLarge
 	case errors.As(err, &he) && he.Code < 500:

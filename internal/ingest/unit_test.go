@@ -49,6 +49,7 @@ import (
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/registrysync"
 	"github.com/vouch-nl/vouch/internal/revocation"
+	"github.com/vouch-nl/vouch/internal/server"
 	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
@@ -1158,6 +1159,9 @@ func TestUnitRefuseInternal(t *testing.T) {
 		{echo.NewHTTPError(http.StatusRequestEntityTooLarge), 413, "too-large"},
 		{echo.NewHTTPError(http.StatusUnsupportedMediaType), 415, "unsupported-media-type"},
 		{errReplay, 409, "replay"},
+		// The listener's "busy" (no body slot in time) is the phone's 503.
+		{&server.Error{Status: http.StatusServiceUnavailable, Code: "busy", Cause: errors.New("secret cause")}, 503, "unavailable"},
+		{&server.Error{Status: http.StatusBadGateway, Code: "x"}, 500, "internal"},
 	} {
 		rec := httptest.NewRecorder()
 		c := u.e.NewContext(httptest.NewRequest(http.MethodPost, phoneapi.PathUploads, nil), rec)
