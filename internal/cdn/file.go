@@ -16,7 +16,7 @@ import (
 // request's time.
 type file struct {
 	name    string
-	fd      int      // the descriptor, until f holds it
+	fd      int      // the descriptor, while f is nil (f owns it after)
 	f       *os.File // nil until the bytes are read
 	off     int64    // where reading starts, until f exists
 	size    int64
@@ -31,13 +31,13 @@ func osFile(name string, f *os.File) (*file, error) {
 		f.Close()
 		return nil, err
 	}
-	return &file{name: name, fd: -1, f: f, size: fi.Size(), modTime: fi.ModTime(), regular: fi.Mode().IsRegular()}, nil
+	return &file{name: name, f: f, size: fi.Size(), modTime: fi.ModTime(), regular: fi.Mode().IsRegular()}, nil
 }
 
 // file is the *os.File, made from the descriptor the first time.
 func (f *file) file() (*os.File, error) {
 	if f.f == nil {
-		f.f, f.fd = os.NewFile(uintptr(f.fd), f.name), -1
+		f.f = os.NewFile(uintptr(f.fd), f.name)
 		if f.off != 0 {
 			if _, err := f.f.Seek(f.off, io.SeekStart); err != nil {
 				return nil, err

@@ -57,7 +57,8 @@ func (b *beneath) open(name string) (*file, error) {
 		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
 	}
-	fd, oerr := -1, error(nil)
+	var fd int
+	var oerr error
 	cerr := b.rc.Control(func(dir uintptr) {
 		// EAGAIN: a rename raced a ".." in a link's target and the kernel
 		// could not be sure it stayed below; asking again is safe.
