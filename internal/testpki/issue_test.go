@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vouch-nl/vouch/internal/p11"
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/testenv"
 	"github.com/vouch-nl/vouch/internal/testpki"
@@ -92,6 +93,33 @@ func TestOpenIssuerFailsCleanly(t *testing.T) {
 	if iss, err := testpki.OpenIssuer(&man, "gp"); err == nil || iss != nil {
 		t.Fatalf("an issuer with the wrong PIN: %v, %v", iss, err)
 	}
+}
+
+// TestMadeTokenNeverMadeAgain: once the cache's tokens were made, a token
+// that looks absent (another process rewriting its file) is looked for
+// again and, still absent, is an error — never a second token of its
+// label, which broke every later lookup.
+func TestMadeTokenNeverMadeAgain(t *testing.T) {
+	man := testenv.Cards(t)
+	m, err := p11.Open(man.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const label = "vouch-never-made"
+	if s, err := testpki.OpenToken(m, label, testpki.CardPIN, true); err == nil {
+		s.Close()
+		t.Fatal("a token that was never there opened")
+	}
+	if _, err := m.FindToken(p11.URI{Token: label}); !errors.Is(err, p11.ErrTokenNotFound) {
+		t.Fatalf("after the refusal: %v, want no such token", err)
+	}
+	// Present, it opens at once.
+	s, err := testpki.OpenToken(m, man.Cards[0].Token, testpki.CardPIN, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
 }
 
 func TestIssueRefusesBadPhoneKey(t *testing.T) {

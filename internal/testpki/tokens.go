@@ -94,6 +94,16 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The tokens an earlier run of this layout made (its manifest).
+	made := map[string]bool{}
+	if old, err := LoadManifest(dir); err == nil {
+		for _, c := range old.Cards {
+			made[c.Token] = true
+		}
+		if old.Backend.Token != "" {
+			made[old.Backend.Token] = true
+		}
+	}
 	m, err := p11.Open(module)
 	if err != nil {
 		return nil, err
@@ -107,7 +117,7 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 	}
 	revoked := map[string][]*big.Int{}
 	for _, c := range cards {
-		mc, certs, err := provisionCard(m, pki, dir, module, c)
+		mc, certs, err := provisionCard(m, pki, dir, module, c, made[c.TokenLabel()])
 		if err != nil {
 			return nil, fmt.Errorf("testpki: card %s: %w", c.Name, err)
 		}
@@ -118,7 +128,7 @@ func Provision(dir, module string, cards []Card) (*Manifest, error) {
 		}
 		man.Cards = append(man.Cards, mc)
 	}
-	if man.Backend, err = provisionBackend(m, dir, module); err != nil {
+	if man.Backend, err = provisionBackend(m, dir, module, made[BackendToken]); err != nil {
 		return nil, fmt.Errorf("testpki: back-end token: %w", err)
 	}
 	crlDir := filepath.Join(dir, "crl")
@@ -180,9 +190,19 @@ func LoadManifest(dir string) (*Manifest, error) {
 }
 
 // openToken logs in to the token with label, initializing it first if absent.
-func openToken(m *p11.Module, label, pin string) (*p11.Session, error) {
+// Once the directory's tokens were made (made), an absent token is never
+// made again: another process's login rewrites a token's file, and one
+// read at that moment looks absent — a second token of the same label
+// made then breaks every later lookup ("2 tokens match"). It is looked
+// for again for a while instead, and missing stays an error.
+func openToken(m *p11.Module, label, pin string, made bool) (*p11.Session, error) {
 	u := p11.URI{Token: label}
-	if _, err := m.FindToken(u); errors.Is(err, p11.ErrTokenNotFound) {
+	_, err := m.FindToken(u)
+	for i := 0; made && i < 50 && errors.Is(err, p11.ErrTokenNotFound); i++ {
+		time.Sleep(100 * time.Millisecond)
+		_, err = m.FindToken(u)
+	}
+	if errors.Is(err, p11.ErrTokenNotFound) && !made {
 		if err := m.InitToken(label, CardSOPIN, pin); err != nil {
 			return nil, err
 		}
@@ -192,8 +212,8 @@ func openToken(m *p11.Module, label, pin string) (*p11.Session, error) {
 	return m.Login(u, pin)
 }
 
-func provisionCard(m *p11.Module, pki *PKI, dir, module string, c Card) (ManifestCard, []*x509.Certificate, error) {
-	s, err := openToken(m, c.TokenLabel(), CardPIN)
+func provisionCard(m *p11.Module, pki *PKI, dir, module string, c Card, made bool) (ManifestCard, []*x509.Certificate, error) {
+	s, err := openToken(m, c.TokenLabel(), CardPIN, made)
 	if err != nil {
 		return ManifestCard{}, nil, err
 	}
@@ -252,9 +272,9 @@ func provisionCard(m *p11.Module, pki *PKI, dir, module string, c Card) (Manifes
 	return mc, certs, nil
 }
 
-func provisionBackend(m *p11.Module, dir, module string) (Backend, error) {
+func provisionBackend(m *p11.Module, dir, module string, made bool) (Backend, error) {
 	b := Backend{Token: BackendToken, PIN: BackendPIN}
-	s, err := openToken(m, BackendToken, BackendPIN)
+	s, err := openToken(m, BackendToken, BackendPIN, made)
 	if err != nil {
 		return b, err
 	}

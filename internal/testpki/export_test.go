@@ -1,0 +1,4 @@
+package testpki
+
+// OpenToken is openToken, for the tests.
+var OpenToken = openToken
