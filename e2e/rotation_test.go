@@ -37,9 +37,10 @@ import (
 //  4. the old keys are retired from every configuration.
 //
 // At every step a phone configured as it would be then (one that still
-// knows only the old keys, one updated) verifies what it must, every file
-// of the index and the bundles, and refuses what it must: a file signed
-// only by a key it does not know, a bundle attested by one.
+// knows only the old keys, one updated with both, one of the new keys
+// alone) verifies what it must, every file of the index and the bundles,
+// and refuses what it must: a file signed only by a key it does not know,
+// a bundle attested by one; ingest likewise for uploads.
 func TestKeyRotation(t *testing.T) {
 	w := newWorld(t, testenv.DatabaseURL(t))
 	phoneBin := testenv.Build(t, "./cmd/phone")
@@ -108,7 +109,7 @@ func TestKeyRotation(t *testing.T) {
 	// refuses the files made since (signed by a key it does not know), the
 	// updated one and one of the new key alone verify them all.
 	agg.stop()
-	agg = w.rotationRestart("aggregate-3", "aggregate", "VOUCH_EXPORT_KEY_URIS="+newExport.uri, "VOUCH_EXPORT_KEY_VERSION=v2")
+	w.rotationRestart("aggregate-3", "aggregate", "VOUCH_EXPORT_KEY_URIS="+newExport.uri, "VOUCH_EXPORT_KEY_VERSION=v2")
 	rotationUpload(ctx, t, client, phones[3], published)
 	oldPhone.waitRefuses(time.Minute)
 	updated.waitVerifies(published, time.Minute)
@@ -135,7 +136,6 @@ func TestKeyRotation(t *testing.T) {
 	}
 	newOnly.waitVerifies(published, time.Minute)
 	oldPhone.waitRefuses(time.Minute)
-	_ = agg
 }
 
 // rotationRestart starts a role again with its key configuration changed,
