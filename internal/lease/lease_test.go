@@ -244,7 +244,10 @@ func TestKeep(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t).Pool()
 	ctx := context.Background()
-	const ttl = 1500 * time.Millisecond
+	// Three renewals a TTL, each with a third of it to answer: long
+	// enough that a loaded CI machine (race detector, coverage) answers
+	// one in time (1.5 s lost the lease under gremlins' coverage run).
+	const ttl = 3 * time.Second
 	a := acquire(t, db, "job", "a", ttl)
 	kept, stop := a.Keep(ctx, db, quiet)
 	defer stop()
