@@ -41,7 +41,7 @@ func TestConfigCheck(t *testing.T) {
 		cas = append(cas, typ+":"+f)
 	}
 	trustEnv := map[string]string{"VOUCH_UZI_ROOTS": strings.Join(tcfg.Roots, ","), "VOUCH_UZI_CAS": strings.Join(cas, ","),
-		"VOUCH_CARD_PROFILE": "test",
+		"VOUCH_CARD_PROFILE":     "test",
 		"VOUCH_ATTESTATION_KEYS": "../../testdata/bundle/attestation.pub.pem"}
 	with := func(base map[string]string, kv ...string) map[string]string {
 		m := map[string]string{}

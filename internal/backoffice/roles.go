@@ -490,12 +490,13 @@ func (s *Service) renderRoles(c echo.Context, status int, problem, done string) 
 		return err
 	}
 	p := page{Roles: &rolesView{Grantable: []string{roleAuditor, roleAdmin}}}
+	t := tr{langOf(c)} // dates in the page's language
 	for _, h := range holders {
-		p.Roles.Holders = append(p.Roles.Holders, roleHolderView{roleHolder: h, At: h.GrantedAt.In(s.zone).Format("2006-01-02 15:04"),
+		p.Roles.Holders = append(p.Roles.Holders, roleHolderView{roleHolder: h, At: t.DateTime(h.GrantedAt.In(s.zone)),
 			Self: h.UZI == sessionOf(c).UZI})
 	}
 	for _, r := range requests {
-		p.Roles.Requests = append(p.Roles.Requests, roleRequestView{roleRequest: r, At: r.RequestedAt.In(s.zone).Format("2006-01-02 15:04"),
+		p.Roles.Requests = append(p.Roles.Requests, roleRequestView{roleRequest: r, At: t.DateTime(r.RequestedAt.In(s.zone)),
 			Mine: r.RequestedBy == sessionOf(c).UZI, Self: r.UZI == sessionOf(c).UZI})
 	}
 	if problem != "" {
