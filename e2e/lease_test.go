@@ -57,7 +57,24 @@ func (lw *leaseWorld) leaseAggregator(name, fault string) *proc {
 	if fault != "" {
 		env = append(env, "VOUCH_TEST_EXPORT_FAULT="+fault)
 	}
-	return lw.role(name, env, "aggregate")
+	p := lw.role(name, env, "aggregate")
+	// The next one starts once this one has its keys open (its operations
+	// listener and its lease come after): SoftHSM rewrites a token's file at login, and
+	// a second process reading it at that moment finds no token ("card not
+	// found") and stops.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(p.log.Name())
+		// Either comes after the keys are open (a holder with a "stop"
+		// fault may stop itself before its listener logs).
+		if bytes.Contains(b, []byte("operations listening")) || bytes.Contains(b, []byte("lease taken")) {
+			return p
+		}
+		if !p.running() || time.Now().After(deadline) {
+			lw.t.Fatalf("%s did not start: %s", name, tail(b, 2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // leaseSeed stores n keys of days 2 to 5 before today, as the readers

@@ -663,7 +663,10 @@ func standbyExportLease(t *testing.T, url string) standbyLease {
 	conn := standbyConnect(t, url)
 	defer conn.Close(context.Background())
 	var l standbyLease
-	err := conn.QueryRow(context.Background(), `select l.holder, l.epoch, l.expires_at,
+	// A released lease keeps its row with expires_at -infinity (its
+	// epoch stays): shown as the zero time.
+	err := conn.QueryRow(context.Background(), `select l.holder, l.epoch,
+		case when l.expires_at = '-infinity' then 'epoch'::timestamptz else l.expires_at end,
 		coalesce((select generation from export_index), 0) from leases l where l.name = $1`, export.LeaseName).
 		Scan(&l.holder, &l.epoch, &l.expires, &l.generation)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
