@@ -75,23 +75,23 @@ func ensureReaders(t testing.TB) {
 		// reader configuration again; if that does not bring them, it is
 		// restarted below.
 		exec.Command("/usr/sbin/pcscd", "--hotplug").Run()
-		if err = waitReaders(3 * time.Second); errors.Is(err, errNoReader) {
-			stopPCSCD(t)
-		}
+		err = waitReaders(3 * time.Second)
 	}
-	if err != nil {
-		// Not running (or stopped above): start it, for this machine. It
-		// is left running, like the machine's PostgreSQL; not with
-		// --auto-exit, whose exit a later test could race.
+	// Not running, or without the readers: (re)start it, for this
+	// machine, a few times. It is left running, like the machine's
+	// PostgreSQL; not with --auto-exit, whose exit a later test could race.
+	for try := 0; err != nil && try < 3; try++ {
+		stopPCSCD(t)
 		cmd := exec.Command("/usr/sbin/pcscd", "--foreground")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Start(); err != nil {
 			missing(t, "pcscd", err)
 		}
 		go cmd.Wait()
-		if err := waitReaders(10 * time.Second); err != nil {
-			missing(t, "pcscd with vpcd's readers", err)
-		}
+		err = waitReaders(10 * time.Second)
+	}
+	if err != nil {
+		missing(t, "pcscd with vpcd's readers", err)
 	}
 }
 
@@ -102,26 +102,44 @@ const pcscdPIDFile = "/run/pcscd/pcscd.pid"
 // and waits until it is gone and its ports are free.
 func stopPCSCD(t testing.TB) {
 	t.Helper()
-	b, err := os.ReadFile(pcscdPIDFile)
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.Trim(string(b), "\x00 \t\r\n"))
-	if err != nil || pid <= 1 {
-		return
-	}
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return
-	}
-	p.Signal(syscall.SIGTERM)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if !alive(pid) {
-			return
+	for _, pid := range pcscdPIDs() {
+		p, err := os.FindProcess(pid)
+		if err != nil {
+			continue
+		}
+		p.Signal(syscall.SIGTERM)
+		deadline := time.Now().Add(5 * time.Second)
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if alive(pid) {
+			p.Signal(syscall.SIGKILL)
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	p.Signal(syscall.SIGKILL)
-	time.Sleep(200 * time.Millisecond)
+}
+
+// pcscdPIDs are the running pcscd processes: the one its pid file names,
+// and any other (a pid file can be gone while its daemon runs: one
+// removes it on the way out while the next has started).
+func pcscdPIDs() []int {
+	var pids []int
+	if b, err := os.ReadFile(pcscdPIDFile); err == nil {
+		if pid, err := strconv.Atoi(strings.Trim(string(b), "\x00 \t\r\n")); err == nil && pid > 1 && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	es, _ := os.ReadDir("/proc")
+	for _, e := range es {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 1 || slices.Contains(pids, pid) {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.TrimSpace(string(comm)) == "pcscd" && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // alive tells whether process pid runs: not gone, and no zombie (a
