@@ -131,6 +131,11 @@ func TestHostilePageLearnsNothing(t *testing.T) {
 			inserted.Remove()
 		}
 		cardIn = in
+		// The next step starts once pcscd has seen it: a watch started in
+		// between could report the card still there. (The case with the
+		// card just taken out and the office just opened did not settle
+		// once in CI under load.)
+		testenv.WaitCard(t, readers[0], in)
 	}
 	var office context.Context // the back office's window, nil while closed
 	setOffice := func(open bool) {

@@ -236,3 +236,28 @@ func InsertCard(t testing.TB, man *testpki.Manifest, name string, reader Virtual
 	})
 	return card, in
 }
+
+// WaitCard waits until PC/SC itself sees a card in reader (present) or
+// none, so that what a test does next starts from that state and not
+// from the moment between a card's removal and pcscd noticing it.
+func WaitCard(t testing.TB, reader VirtualReader, present bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sc, err := scard.EstablishContext()
+		if err == nil {
+			states := []scard.ReaderState{{Reader: reader.Name}}
+			err = sc.GetStatusChange(states, 0)
+			sc.Release()
+			if err == nil || errors.Is(err, scard.ErrTimeout) {
+				if (states[0].EventState&scard.StatePresent != 0) == present {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: PC/SC did not see the card %s in %s within 10 s (%v)", map[bool]string{true: "put", false: "taken out"}[present], reader.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
