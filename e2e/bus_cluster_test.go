@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vouch-nl/vouch/internal/bus"
@@ -271,7 +270,7 @@ func TestBusClusterLeaderKill(t *testing.T) {
 	if lost+dup > 0 {
 		t.Errorf("export: %d acknowledged keys lost, %d duplicated", lost, dup)
 	}
-	lost, dup = busClusterCount(acked, busClusterStored(t, w.dbURL))
+	lost, dup = busClusterCount(acked, storedCounts(t, w.dbURL))
 	t.Logf("store: %d keys acknowledged, %d lost, %d duplicated", len(acked), lost, dup)
 	if lost+dup > 0 {
 		t.Errorf("store: %d acknowledged keys lost, %d duplicated", lost, dup)
@@ -497,34 +496,6 @@ func busClusterUploadCounts(t *testing.T, ops string) string {
 		}
 	}
 	return strings.Join(out, ", ")
-}
-
-// busClusterStored counts each key stored from uploads.
-func busClusterStored(t *testing.T, dbURL string) map[[16]byte]int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `select key_data from exposure_keys where origin = ''`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored := map[[16]byte]int{}
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			t.Fatal(err)
-		}
-		stored[[16]byte(b)]++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return stored
 }
 
 // busClusterCount counts the acknowledged keys missing from got, and those

@@ -82,28 +82,7 @@ func otherPhone(t *testing.T) ed25519.PrivateKey {
 // assertStored checks that each key of want is stored exactly once.
 func assertStored(t *testing.T, dbURL string, want map[[16]byte]bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `select key_data from exposure_keys where origin = ''`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored := map[[16]byte]int{}
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			t.Fatal(err)
-		}
-		stored[[16]byte(b)]++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	stored := storedCounts(t, dbURL)
 	missing, extra := 0, 0
 	for k := range want {
 		if stored[k] != 1 {
@@ -119,6 +98,40 @@ func assertStored(t *testing.T, dbURL string, want map[[16]byte]bool) {
 	if missing > 0 {
 		t.Errorf("%d acknowledged keys are not stored exactly once", missing)
 	}
+}
+
+// storedCounts counts each key stored from uploads, by its data.
+func storedCounts(t *testing.T, dbURL string) map[[16]byte]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	return storedCountsOn(ctx, t, conn)
+}
+
+// storedCountsOn is storedCounts on an open connection.
+func storedCountsOn(ctx context.Context, t *testing.T, conn *pgx.Conn) map[[16]byte]int {
+	t.Helper()
+	rows, err := conn.Query(ctx, `select key_data from exposure_keys where origin = ''`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[[16]byte]int{}
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			t.Fatal(err)
+		}
+		stored[[16]byte(b)]++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return stored
 }
 
 // load uploads phones' keys with conc phones at a time, each retrying its

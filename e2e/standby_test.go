@@ -481,27 +481,13 @@ func standbyConnect(t *testing.T, url string) *pgx.Conn {
 	return conn
 }
 
-// standbyStoredCounts counts each stored key by its data.
+// standbyStoredCounts counts each stored key by its data, on the
+// standby's connection.
 func standbyStoredCounts(t *testing.T, url string) map[[16]byte]int {
 	t.Helper()
 	conn := standbyConnect(t, url)
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(context.Background(), `select key_data from exposure_keys where origin = ''`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[[16]byte]int{}
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			t.Fatal(err)
-		}
-		out[[16]byte(b)]++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return storedCountsOn(context.Background(), t, conn)
 }
 
 func standbyStoredKeys(t *testing.T, url string) map[[16]byte]bool {
