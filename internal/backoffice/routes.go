@@ -3,6 +3,7 @@ package backoffice
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -32,8 +33,12 @@ type route struct {
 // routes is the one route table: every route of the back office and the
 // role it needs. Register registers exactly these, each behind the role
 // gate (requireRole); a test walks it (TestRouteTableRefusesMissingRoles).
+//
+// A part of the back office with pages of its own keeps its lines in its
+// own file (routes_<part>.go), appended here in the order of the header's
+// links.
 func (s *Service) routes() []route {
-	return []route{
+	core := []route{
 		{http.MethodGet, "/", needAnyone, s.home, ""},
 		{http.MethodGet, "/signin", needAnyone, s.signInPage, ""},
 		{http.MethodGet, "/vouch", roleClinician, s.vouchPage, "nav.vouch"},
@@ -54,6 +59,7 @@ func (s *Service) routes() []route {
 		{http.MethodPost, "/api/vouch/prepare", roleClinician, s.prepare, ""},
 		{http.MethodPost, "/api/vouch/sign", roleClinician, s.sign, ""},
 	}
+	return slices.Concat(core, s.auditTrailRoutes(), s.statisticsRoutes(), s.settingsRoutes())
 }
 
 // RouteNeed is one route of the table and what it needs, for tests and

@@ -26,7 +26,7 @@ import (
 	"golang.org/x/text/language"
 )
 
-//go:embed locales/*.json
+//go:embed locales
 var locales embed.FS
 
 // Source is the language every message is written in first, and the one a
@@ -56,12 +56,20 @@ func must(c *Catalog, err error) *Catalog {
 	return c
 }
 
-// Load reads every locales/*.json in fsys.
+// Load reads every locales/*.json in fsys, and the catalogues of one part
+// of the pages each, locales/<part>/<language>.json (so that the parts
+// grow without touching one file): a part's file joins its language's
+// catalogue, and a message id is defined once in all.
 func Load(fsys fs.FS) (*Catalog, error) {
 	files, err := fs.Glob(fsys, "locales/*.json")
 	if err != nil {
 		return nil, err
 	}
+	parts, err := fs.Glob(fsys, "locales/*/*.json")
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, parts...)
 	c := &Catalog{bundle: goi18n.NewBundle(language.English), ids: map[string]map[string]bool{}, texts: map[string]map[string]string{}}
 	c.bundle.RegisterUnmarshalFunc("json", json.Unmarshal)
 	for _, f := range files {
@@ -77,13 +85,22 @@ func Load(fsys fs.FS) (*Catalog, error) {
 		if mf.Tag.String() != lang {
 			return nil, fmt.Errorf("i18n: %s: a catalogue's name is its language tag (%s.json)", f, mf.Tag)
 		}
-		ids, texts := map[string]bool{}, map[string]string{}
+		ids, texts := c.ids[lang], c.texts[lang]
+		if ids == nil {
+			if path.Dir(f) != "locales" {
+				return nil, fmt.Errorf("i18n: %s: no locales/%s.json for this part to join", f, lang)
+			}
+			ids, texts = map[string]bool{}, map[string]string{}
+			c.ids[lang], c.texts[lang] = ids, texts
+			c.langs = append(c.langs, lang)
+		}
 		for _, m := range mf.Messages {
+			if ids[m.ID] {
+				return nil, fmt.Errorf("i18n: %s: message %q is defined twice", f, m.ID)
+			}
 			ids[m.ID] = true
 			texts[m.ID] = strings.Join([]string{m.Zero, m.One, m.Two, m.Few, m.Many, m.Other}, "\n")
 		}
-		c.ids[lang], c.texts[lang] = ids, texts
-		c.langs = append(c.langs, lang)
 	}
 	if c.ids[Source] == nil {
 		return nil, fmt.Errorf("i18n: no %s.json catalogue", Source)

@@ -154,13 +154,37 @@ func TestTFallsBack(t *testing.T) {
 	}
 }
 
+// A part's catalogue joins its language's: its ids are there, and the
+// completeness check sees them.
+func TestPartsJoin(t *testing.T) {
+	t.Parallel()
+	c, err := Load(fstest.MapFS{
+		"locales/en.json":       {Data: []byte(`{"a": "A"}`)},
+		"locales/nl.json":       {Data: []byte(`{"a": "Aa"}`)},
+		"locales/audit/en.json": {Data: []byte(`{"b": "B"}`)},
+		"locales/audit/nl.json": {Data: []byte(`{"b": "Bb"}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"Aa", "Bb"}, []string{c.T("nl", "a"), c.T("nl", "b")}); d != "" {
+		t.Error(d)
+	}
+	if !c.Has("nl", "b") {
+		t.Error("a part's id is not in its language")
+	}
+}
+
 func TestLoadRefuses(t *testing.T) {
 	t.Parallel()
 	for name, fsys := range map[string]fstest.MapFS{
-		"no source":      {"locales/nl.json": {Data: []byte(`{"a": "A"}`)}},
-		"malformed":      {"locales/en.json": {Data: []byte(`{"a": `)}},
-		"not a language": {"locales/en.json": {Data: []byte(`{}`)}, "locales/dutch.json": {Data: []byte(`{}`)}},
-		"not its tag":    {"locales/en.json": {Data: []byte(`{}`)}, "locales/NL.json": {Data: []byte(`{}`)}},
+		"no source":                 {"locales/nl.json": {Data: []byte(`{"a": "A"}`)}},
+		"malformed":                 {"locales/en.json": {Data: []byte(`{"a": `)}},
+		"not a language":            {"locales/en.json": {Data: []byte(`{}`)}, "locales/dutch.json": {Data: []byte(`{}`)}},
+		"not its tag":               {"locales/en.json": {Data: []byte(`{}`)}, "locales/NL.json": {Data: []byte(`{}`)}},
+		"part without its language": {"locales/en.json": {Data: []byte(`{}`)}, "locales/audit/nl.json": {Data: []byte(`{"a": "A"}`)}},
+		"id twice in parts":         {"locales/en.json": {Data: []byte(`{"a": "A"}`)}, "locales/audit/en.json": {Data: []byte(`{"a": "B"}`)}},
+		"id twice across parts":     {"locales/en.json": {Data: []byte(`{}`)}, "locales/audit/en.json": {Data: []byte(`{"a": "A"}`)}, "locales/stats/en.json": {Data: []byte(`{"a": "B"}`)}},
 	} {
 		if _, err := Load(fsys); err == nil {
 			t.Errorf("%s: loaded", name)
