@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,6 +58,29 @@ type backofficeResult struct {
 	vouchP50, vouchP99   time.Duration
 	vouchesPerSecond     float64
 	vouchSerial, bare    time.Duration // mean, one at a time
+}
+
+// backofficeStage is the stage "backoffice", called -runs times.
+func backofficeStage(fs *flag.FlagSet) measure {
+	clinicians := fs.Int("clinicians", 50, "concurrent clinicians (stage backoffice)")
+	return func(ctx context.Context, b *bench) ([]Row, error) {
+		r, err := backofficeBench{dbURL: b.dbURL, cardsDir: b.cardsDir, clinicians: *clinicians, perEach: 4}.run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		c := fmt.Sprintf("%d clinicians at once, a request each every 0-2 s", *clinicians)
+		return []Row{
+			{Name: "back-office sign-in, server side, " + c + ": p50", Value: ms(r.signinP50), Unit: "ms"},
+			{Name: "back-office sign-in, server side, " + c + ": p99", Value: ms(r.signinP99), Unit: "ms", Target: target(20)},
+			{Name: "vouch, server side, " + c + ": p50", Value: ms(r.vouchP50), Unit: "ms"},
+			{Name: "vouch, server side, " + c + ": p99", Value: ms(r.vouchP99), Unit: "ms", Target: target(20)},
+			{Name: fmt.Sprintf("vouches per second, %d clinicians without a pause", *clinicians), Value: r.vouchesPerSecond, Unit: "vouches/s"},
+			{Name: "vouch, server side, one at a time", Value: ms(r.vouchSerial), Unit: "ms",
+				Reference: "statement verify + attestation sign on the HSM (SoftHSM), bare", ReferenceValue: ms(r.bare),
+				Ratio: float64(r.vouchSerial) / float64(r.bare), Target: target(3)},
+		}, nil
+	}
 }
 
 // benchCard is a test card's two keys.

@@ -152,7 +152,7 @@ func (b pipelineBench) clusterUploadRun(ctx context.Context, r *pipelineResult, 
 	fmt.Fprintf(os.Stderr, "bench: cluster: %s\n", dir)
 	run := b
 	run.uploads = b.clusterUploads
-	if err := run.uploadRows(ctx, r, db, addr, ups, ingest, store); err != nil {
+	if err := run.uploadRows(ctx, r, db, dir, addr, ups, ingest, store); err != nil {
 		return err
 	}
 	if after != nil {

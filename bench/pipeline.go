@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -40,58 +41,224 @@ import (
 // `vouch store` against a bus this process runs (as the end-to-end test
 // does) and a fresh database, `vouch aggregate -once` as a child, and
 // `vouch cdn` beside nginx. Every row has its bare reference measured in
-// the same run.
+// the same run. Its stages (uploads, readers, export, origin, cluster)
+// share one bus and database (pipelineEnv).
 type pipelineBench struct {
-	vouch, dbURL, cardsDir string
-	rounds                 int
+	vouch, cardsDir string
+	rounds          int // runs of the stages that measure their own
 
-	uploads     int     // (a) closed loop
-	concurrency int     // (a) closed loop's phones at once
-	openRate    float64 // (a) open loop, uploads/s
+	uploads     int     // closed loop
+	concurrency int     // closed loop's phones at once
+	openRate    float64 // open loop, uploads/s
 	openSeconds float64
-	storeN      int // (b) uploads of keysPer keys
-	exportKeys  int // (c)
-	cdnKeys     int // (d) keys of the served export file
+	storeN      int // readers: uploads of keysPer keys
+	exportKeys  int
+	cdnKeys     int // keys of the served export file
 	cdnSeconds  float64
 	cdnConns    int
 
 	clusterUploads int // the cluster's closed loop, and the embedded server's beside it
-
-	only map[string]bool // the stages to measure (uploads, readers, export, origin, cluster); empty: all but cluster
 }
 
-// pipelineStages are the -only names of the pipeline's stages.
-var pipelineStages = []string{"uploads", "readers", "export", "origin", "cluster"}
+// with is b with the run's settings.
+func (b pipelineBench) with(bb *bench) pipelineBench {
+	b.vouch, b.cardsDir, b.rounds = bb.vouch, bb.cardsDir, bb.runs
+	return b
+}
 
-// does tells whether stage is measured in this run. The cluster only when
-// named: it builds nats-server, starts five servers and issues its own
-// bundles, minutes on this machine (cluster.go).
-func (b pipelineBench) does(stage string) bool {
-	if stage == "cluster" {
-		return b.only[stage]
+// uploadsStage is the stage "uploads", called -runs times: each run its
+// own bundles, ingest and store.
+func (p *pipelineBench) uploadsStage(fs *flag.FlagSet) measure {
+	fs.IntVar(&p.uploads, "uploads", 20_000, "uploads of the closed loop (stage uploads; each needs a bundle: about 1.5 ms on SoftHSM)")
+	fs.IntVar(&p.concurrency, "upload-concurrency", 64, "phones uploading at once in the closed loop (stages uploads, cluster)")
+	fs.Float64Var(&p.openRate, "open-rate", 1000, "uploads per second of the open loop (stages uploads, cluster)")
+	fs.Float64Var(&p.openSeconds, "open-seconds", 10, "seconds of the open loop, 0: none (stages uploads, cluster)")
+	return func(ctx context.Context, bb *bench) ([]Row, error) {
+		e, err := bb.pipeline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b := p.with(bb)
+		var r pipelineResult
+		if err := b.uploadRun(ctx, &r, e); err != nil {
+			return nil, err
+		}
+		return b.uploadRowsOf(r), nil
 	}
-	return len(b.only) == 0 || b.only[stage]
+}
+
+// readersStage is the stage "readers".
+func (p *pipelineBench) readersStage(fs *flag.FlagSet) measure {
+	fs.IntVar(&p.storeN, "store-uploads", 20_000, "uploads of 10 keys on the bus (stage readers)")
+	return func(ctx context.Context, bb *bench) ([]Row, error) {
+		e, err := bb.pipeline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b := p.with(bb)
+		storeOps := freeAddr()
+		store, err := startRole(b.vouch, append(e.env, "VOUCH_OPS_LISTEN="+storeOps), e.dir, "store", "store")
+		if err != nil {
+			return nil, err
+		}
+		defer store.stop()
+		if err := store.waitHTTP("http://" + storeOps + "/readyz"); err != nil {
+			return nil, err
+		}
+		ours, bare, err := b.storeRows(ctx, e.db, e.bs, store)
+		if err != nil {
+			return nil, err
+		}
+		return []Row{{Name: fmt.Sprintf("keys into PostgreSQL by the readers, %dk keys", b.storeN*keysPer/1000), Unit: "keys/s",
+			Reference: "pgx CopyFrom of the same rows into an identical empty table", Target: target(1.5), Samples: rateSamples(ours, bare),
+			Detail: "one vouch store process (2 readers) let go on keys already on the bus; ratio = time over bare's"}}, nil
+	}
+}
+
+// exportStage is the stage "export".
+func (p *pipelineBench) exportStage(fs *flag.FlagSet) measure {
+	fs.IntVar(&p.exportKeys, "export-keys", 1_400_000, "keys over 14 days (stage export)")
+	return func(ctx context.Context, bb *bench) ([]Row, error) {
+		e, err := bb.pipeline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b := p.with(bb)
+		ours, bare, rss, err := b.exportRows(ctx, e.db, e.env, e.dir)
+		if err != nil {
+			return nil, err
+		}
+		ex := fmt.Sprintf("export of %d keys over 14 days, signed (vouch aggregate -once, a child process)", b.exportKeys)
+		return []Row{
+			{Name: ex, Unit: "s", Target: target(3), Detail: "wall time of the process, its start included", Samples: valueSamples(ours)},
+			{Name: ex + ": against bare", Unit: "s", Reference: "COPY (SELECT key columns ... ORDER BY key_data) TO STDOUT of the same rows",
+				Target: target(2.5), Samples: ratioSamples(ours, bare)},
+			{Name: ex + ": peak RSS", Unit: "MB", Target: target(100), Worst: true, Detail: "VmHWM of the child, read every 2 ms until it exits", Samples: valueSamples(rss)},
+		}, nil
+	}
+}
+
+// originStage is the stage "origin".
+func (p *pipelineBench) originStage(fs *flag.FlagSet) measure {
+	fs.IntVar(&p.cdnKeys, "cdn-keys", 40_000, "keys of the export file the origin serves (40,000: about 1 MB) (stage origin)")
+	fs.Float64Var(&p.cdnSeconds, "cdn-seconds", 3, "seconds of each origin measurement (stage origin)")
+	fs.IntVar(&p.cdnConns, "cdn-connections", 32, "keep-alive connections of the origin load (stage origin)")
+	return func(ctx context.Context, bb *bench) ([]Row, error) {
+		e, err := bb.pipeline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b := p.with(bb)
+		var r originResult
+		if err := b.cdnRows(ctx, &r, e.db, e.env, e.dir); err != nil {
+			return nil, err
+		}
+		file := fmt.Sprintf("a cached export file (%.2f MB, %d keys)", float64(r.fileBytes)/1e6, b.cdnKeys)
+		d := fmt.Sprintf("%d keep-alive connections from one Go load generator on the same machine", b.cdnConns)
+		return []Row{
+			{Name: "origin revalidating " + file + ": If-None-Match → 304", Unit: "req/s",
+				Reference: "nginx serving the same directory", Target: target(1.25), Samples: rateSamples(r.cdn304, r.nginx304),
+				Detail: d + "; what a CDN asks when its copy's max-age is over; ratio = cost (1/throughput) over nginx's"},
+			{Name: "origin filling a cache with " + file + ": full GET → 200", Unit: "req/s",
+				Reference: "nginx serving the same directory", Target: target(1.25), Samples: rateSamples(r.cdn200, r.nginx200),
+				Detail: d + "; what a CDN asks on a miss"},
+		}, nil
+	}
+}
+
+// clusterStage is the stage "cluster" (cluster.go), measured once.
+func (p *pipelineBench) clusterStage(fs *flag.FlagSet) measure {
+	fs.IntVar(&p.clusterUploads, "cluster-uploads", 5_000, "uploads of the closed loop on the R3 cluster, and on one embedded server for its ratio (stage cluster)")
+	return func(ctx context.Context, bb *bench) ([]Row, error) {
+		e, err := bb.pipeline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b := p.with(bb)
+		var r clusterResult
+		if err := b.clusterRows(ctx, &r, e.man, e.db, e.bs, e.env, e.token, e.dir); err != nil {
+			return nil, err
+		}
+		return b.clusterRowsOf(r), nil
+	}
+}
+
+// pipelineEnv is what the pipeline's stages share: the test cards, a bus
+// in this process, a database of the run's own, the roles' environment
+// and a directory.
+type pipelineEnv struct {
+	man        *testpki.Manifest
+	bs         *bus.Bus
+	db         *database.DB
+	env        []string
+	dir, token string
+}
+
+// pipeline starts the pipeline stages' bus and database on first use;
+// b.close stops them.
+func (b *bench) pipeline(ctx context.Context) (*pipelineEnv, error) {
+	if b.pipe != nil {
+		return b.pipe, nil
+	}
+	e := &pipelineEnv{}
+	man, err := testpki.LoadManifest(b.cardsDir)
+	if err != nil {
+		return nil, fmt.Errorf("test cards (make cards): %w", err)
+	}
+	e.man = man
+	os.Setenv("SOFTHSM2_CONF", man.SoftHSMConf)
+	if e.dir, err = os.MkdirTemp("", "vouch-bench-pipeline-"); err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, func() { os.RemoveAll(e.dir) })
+	e.token = hex.EncodeToString(randomBytes(24))
+	if e.bs, err = bus.Start(ctx, bus.Config{StoreDir: filepath.Join(e.dir, "bus"), Listen: true, Host: "127.0.0.1", Port: -1,
+		Token: e.token, Name: "bench", StartTimeout: 10 * time.Second}); err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, e.bs.Close)
+	dbURL, drop, err := benchDatabase(ctx, b.dbURL)
+	if err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, drop)
+	if err := database.Migrate(ctx, dbURL); err != nil {
+		return nil, err
+	}
+	if e.db, err = database.Open(ctx, database.Config{URL: dbURL}); err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, e.db.Close)
+	e.env = os.Environ()
+	for _, kv := range man.Env() {
+		e.env = append(e.env, kv[0]+"="+kv[1])
+	}
+	e.env = append(e.env, "DATABASE_URL="+dbURL, "NATS_URL="+e.bs.ClientURL(), "VOUCH_BUS_TOKEN="+e.token,
+		"VOUCH_HSM_PIN="+man.Backend.PIN, "VOUCH_LOG_LEVEL=warn",
+		// Every phone of the load comes from one loopback address.
+		"VOUCH_INGEST_RATE=1000000000", "VOUCH_INGEST_RATE_BURST=1000000000")
+	b.pipe = e
+	return e, nil
 }
 
 // keysPer is the keys of one upload: ten days of a phone, as the
 // end-to-end test uploads.
 const keysPer = 10
 
+// pipelineResult is what a run of the uploads measured (and the cluster's
+// runs on each bus).
 type pipelineResult struct {
-	rate, bareRate   float64 // (a) uploads/s
+	rate, bareRate   float64 // uploads/s
 	p50, p99         time.Duration
 	openP50, openP99 time.Duration
 	openSent         int
-	cpu              string // (a) where the closed loop's CPU went, per upload
+	cpu, openCPU     map[string]float64 // where the closed and open loops' CPU went, µs per upload
+}
 
-	storeRate, copyRate float64 // (b) keys/s
-
-	exportSeconds, copyToSeconds, exportMB float64 // (c)
-
-	cdnFileBytes                       int64
-	cdn304, nginx304, cdn200, nginx200 float64 // (d) requests/s
-
-	cluster clusterResult
+// originResult is each round of the origin's rows, requests/s.
+type originResult struct {
+	fileBytes                          int64
+	cdn304, nginx304, cdn200, nginx200 []float64
 }
 
 // upload is one phone's signed upload, ready to send.
@@ -103,84 +270,28 @@ type upload struct {
 	req    phoneapi.UploadRequest // body decoded again, for the bare reference
 }
 
-func (b pipelineBench) run(ctx context.Context) (r pipelineResult, err error) {
-	man, err := testpki.LoadManifest(b.cardsDir)
+// uploadRun is a run of the stage uploads: ingest and store as processes,
+// fresh bundles, the bare reference, the closed and the open loop.
+func (b pipelineBench) uploadRun(ctx context.Context, r *pipelineResult, e *pipelineEnv) (err error) {
+	dir, err := os.MkdirTemp(e.dir, "uploads-")
 	if err != nil {
-		return r, fmt.Errorf("test cards (make cards): %w", err)
-	}
-	os.Setenv("SOFTHSM2_CONF", man.SoftHSMConf)
-	dir, err := os.MkdirTemp("", "vouch-bench-pipeline-")
-	if err != nil {
-		return r, err
+		return err
 	}
 	defer os.RemoveAll(dir)
-	token := hex.EncodeToString(randomBytes(24))
-	bs, err := bus.Start(ctx, bus.Config{StoreDir: filepath.Join(dir, "bus"), Listen: true, Host: "127.0.0.1", Port: -1,
-		Token: token, Name: "bench", StartTimeout: 10 * time.Second})
-	if err != nil {
-		return r, err
+	if _, err := e.db.Pool().Exec(ctx, `truncate exposure_keys`); err != nil {
+		return err
 	}
-	defer bs.Close()
-	dbURL, drop, err := benchDatabase(ctx, b.dbURL)
-	if err != nil {
-		return r, err
-	}
-	defer drop()
-	if err := database.Migrate(ctx, dbURL); err != nil {
-		return r, err
-	}
-	db, err := database.Open(ctx, database.Config{URL: dbURL})
-	if err != nil {
-		return r, err
-	}
-	defer db.Close()
-
-	env := os.Environ()
-	for _, kv := range man.Env() {
-		env = append(env, kv[0]+"="+kv[1])
-	}
-	env = append(env, "DATABASE_URL="+dbURL, "NATS_URL="+bs.ClientURL(), "VOUCH_BUS_TOKEN="+token,
-		"VOUCH_HSM_PIN="+man.Backend.PIN, "VOUCH_LOG_LEVEL=warn",
-		// Every phone of the load comes from one loopback address.
-		"VOUCH_INGEST_RATE=1000000000", "VOUCH_INGEST_RATE_BURST=1000000000")
-
-	if b.does("uploads") || b.does("readers") {
-		if err := b.runTier(ctx, &r, man, db, bs, env, dir); err != nil {
-			return r, err
-		}
-	}
-	if b.does("cluster") {
-		if err := b.clusterRows(ctx, &r.cluster, man, db, bs, env, token, dir); err != nil {
-			return r, fmt.Errorf("cluster: %w", err)
-		}
-	}
-	// (c) and (d) on the same database, emptied.
-	if b.does("export") {
-		if err := b.exportRows(ctx, &r, db, env, dir); err != nil {
-			return r, err
-		}
-	}
-	if b.does("origin") {
-		if err := b.cdnRows(ctx, &r, db, env, dir); err != nil {
-			return r, err
-		}
-	}
-	return r, nil
-}
-
-// runTier measures (a) and (b): ingest and store as processes.
-func (b pipelineBench) runTier(ctx context.Context, r *pipelineResult, man *testpki.Manifest, db *database.DB, bs *bus.Bus, env []string, dir string) (err error) {
 	ingestAddr := freeAddr()
-	env = append(env, "VOUCH_INGEST_ADDR="+ingestAddr, "VOUCH_INGEST_ACCESS_LOG_DIR="+filepath.Join(dir, "access"))
+	env := append(e.env[:len(e.env):len(e.env)], "VOUCH_INGEST_ADDR="+ingestAddr, "VOUCH_INGEST_ACCESS_LOG_DIR="+filepath.Join(dir, "access"))
 	// The bundles: one per upload (an authorization is used once), from
 	// two cards at once, each with its one session.
 	total := b.uploads + int(b.openRate*b.openSeconds)
 	fmt.Fprintf(os.Stderr, "bench: pipeline: issuing %d bundles on SoftHSM\n", total)
-	ups, uzis, err := issueUploads(man, total)
+	ups, uzis, err := issueUploads(e.man, total)
 	if err != nil {
 		return err
 	}
-	if err := putLicenses(ctx, bs, uzis); err != nil {
+	if err := putLicenses(ctx, e.bs, uzis); err != nil {
 		return err
 	}
 
@@ -204,9 +315,9 @@ func (b pipelineBench) runTier(ctx context.Context, r *pipelineResult, man *test
 		return err
 	}
 
-	// (a) The bare reference first: the same uploads verified in this
+	// The bare reference first: the same uploads verified in this
 	// process, on as many goroutines as cores.
-	tr, err := manifestTrust(man)
+	tr, err := manifestTrust(e.man)
 	if err != nil {
 		return err
 	}
@@ -216,20 +327,7 @@ func (b pipelineBench) runTier(ctx context.Context, r *pipelineResult, man *test
 	if r.bareRate, err = bareVerify(tr, ups[:b.uploads]); err != nil {
 		return err
 	}
-	if b.does("uploads") {
-		if err := b.uploadRows(ctx, r, db, ingestAddr, ups, ingest, store); err != nil {
-			return err
-		}
-	}
-	// (b) The readers alone, on keys already on the bus.
-	if b.does("readers") {
-		if err := b.storeRows(ctx, r, db, bs, store); err != nil {
-			return err
-		}
-	}
-	store.stop()
-	ingest.stop()
-	return nil
+	return b.uploadRows(ctx, r, e.db, dir, ingestAddr, ups, ingest, store)
 }
 
 // issueUploads vouches n phones and signs their uploads of keysPer keys,
@@ -375,40 +473,30 @@ func wireKeys(ks []phoneapi.Key) []exposure.Key {
 	return out
 }
 
-// uploadRows is (a): the closed loop, counted until the store has every
-// key, then the open loop at openRate.
-func (b pipelineBench) uploadRows(ctx context.Context, r *pipelineResult, db *database.DB, addr string, ups []upload, ingest, store *role) error {
-	base := "http://" + addr
-	hc := phoneclient.DefaultHTTPClient(max(b.concurrency, 256))
-	send := func(body []byte) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+phoneapi.PathUploads, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(phoneapi.HeaderChaff, phoneapi.ChaffReal)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusAccepted {
-			return fmt.Errorf("upload: HTTP %d %s", resp.StatusCode, b)
-		}
-		return nil
-	}
+// uploadRows is the closed loop, counted until the store has every key,
+// then the open loop at openRate; each from a load generator of its own
+// (loadgen.go) in dir.
+func (b pipelineBench) uploadRows(ctx context.Context, r *pipelineResult, db *database.DB, dir, addr string, ups []upload, ingest, store *role) error {
 	closed, open := ups[:b.uploads], ups[b.uploads:]
+	bodies := func(ups []upload) [][]byte {
+		out := make([][]byte, len(ups))
+		for i := range ups {
+			out[i] = ups[i].body
+		}
+		return out
+	}
 	fmt.Fprintf(os.Stderr, "bench: pipeline: %d uploads, %d at once\n", len(closed), b.concurrency)
 	cpu0 := cpuNow(ingest, store)
-	start := time.Now()
-	lat, _, err := concurrently(b.concurrency, len(closed), 0, func(i int) error { return send(closed[i].body) })
+	gen, err := runLoadgen(ctx, dir, addr, bodies(closed), b.concurrency, 0)
 	if err != nil {
 		return err
 	}
 	if err := waitStored(ctx, db, len(closed)*keysPer, 2*time.Minute); err != nil {
 		return err
 	}
-	r.rate = float64(len(closed)) / time.Since(start).Seconds()
-	r.cpu = cpuNow(ingest, store).per(cpu0, len(closed))
-	r.p50, r.p99 = percentile(lat, 50), percentile(lat, 99)
+	r.rate = float64(len(closed)) / time.Since(gen.Start).Seconds()
+	r.cpu = cpuNow(ingest, store).per(cpu0, gen.cpuSeconds, len(closed))
+	r.p50, r.p99 = percentile(gen.Latencies, 50), percentile(gen.Latencies, 99)
 	for i := range closed {
 		closed[i] = upload{}
 	}
@@ -420,32 +508,16 @@ func (b pipelineBench) uploadRows(ctx context.Context, r *pipelineResult, db *da
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "bench: pipeline: %d uploads at %.0f/s, open loop\n", len(open), b.openRate)
-	olat := make([]time.Duration, len(open))
-	var wg sync.WaitGroup
-	var failed atomic.Value
-	ostart := time.Now()
-	for i := range open {
-		// Latency counts from when the upload was due, not sent: a
-		// server that falls behind pays for the queue it makes.
-		due := ostart.Add(time.Duration(float64(i) / b.openRate * float64(time.Second)))
-		time.Sleep(time.Until(due))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := send(open[i].body); err != nil {
-				failed.Store(err)
-			}
-			olat[i] = time.Since(due)
-		}()
-	}
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
+	cpu0 = cpuNow(ingest, store)
+	gen, err = runLoadgen(ctx, dir, addr, bodies(open), b.concurrency, b.openRate)
+	if err != nil {
 		return fmt.Errorf("open loop: %w", err)
 	}
 	if err := waitStored(ctx, db, len(ups)*keysPer, 2*time.Minute); err != nil {
 		return err
 	}
-	r.openP50, r.openP99 = percentile(olat, 50), percentile(olat, 99)
+	r.openCPU = cpuNow(ingest, store).per(cpu0, gen.cpuSeconds, len(open))
+	r.openP50, r.openP99 = percentile(gen.Latencies, 50), percentile(gen.Latencies, 99)
 	r.openSent = len(open)
 	for i := range open {
 		open[i] = upload{}
@@ -454,15 +526,14 @@ func (b pipelineBench) uploadRows(ctx context.Context, r *pipelineResult, db *da
 }
 
 // cpuTimes are CPU seconds (user + system) used so far by the ingest and
-// store processes, this process (the bus, the load generator) and the
-// PostgreSQL server's processes.
+// store processes, this process (the bus) and the PostgreSQL server's
+// processes.
 type cpuTimes struct{ ingest, store, self, pg float64 }
 
 func cpuNow(ingest, store *role) cpuTimes {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	c := cpuTimes{ingest: procCPU(ingest.cmd.Process.Pid), store: procCPU(store.cmd.Process.Pid),
-		self: float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9}
+	c := cpuTimes{ingest: procCPU(ingest.cmd.Process.Pid), store: procCPU(store.cmd.Process.Pid), self: rusageSeconds(&ru)}
 	if ents, err := os.ReadDir("/proc"); err == nil {
 		for _, e := range ents {
 			if comm, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.TrimSpace(string(comm)) == "postgres" {
@@ -475,32 +546,33 @@ func cpuNow(ingest, store *role) cpuTimes {
 	return c
 }
 
-// per says where the CPU went between c0 and c, per upload of n.
-func (c cpuTimes) per(c0 cpuTimes, n int) string {
-	us := func(a, b float64) float64 { return (a - b) / float64(n) * 1e6 }
-	return fmt.Sprintf("CPU per upload: ingest %.0f µs, store %.0f µs, PostgreSQL (all its processes) %.0f µs, bus + load generator %.0f µs",
-		us(c.ingest, c0.ingest), us(c.store, c0.store), us(c.pg, c0.pg), us(c.self, c0.self))
+// CPU sides of an upload row, in results.json's "cpu" (µs per upload).
+const (
+	cpuIngest = "ingest"
+	cpuStore  = "store"
+	cpuPG     = "postgresql (all its processes)"
+	cpuBus    = "bench process (the bus)"
+	cpuGen    = "load generator"
+)
+
+// per is where the CPU went between c0 and c, µs per upload of n, with
+// the load generator's gen seconds.
+func (c cpuTimes) per(c0 cpuTimes, gen float64, n int) map[string]float64 {
+	us := func(d float64) float64 { return d / float64(n) * 1e6 }
+	return map[string]float64{cpuIngest: us(c.ingest - c0.ingest), cpuStore: us(c.store - c0.store), cpuPG: us(c.pg - c0.pg),
+		cpuBus: us(c.self - c0.self), cpuGen: us(gen)}
+}
+
+// cpuText says a row's CPU, for its detail.
+func cpuText(m map[string]float64) string {
+	return fmt.Sprintf("CPU per upload: ingest %.0f µs, store %.0f µs, PostgreSQL (all its processes) %.0f µs, load generator %.0f µs, bench process (bus) %.0f µs",
+		m[cpuIngest], m[cpuStore], m[cpuPG], m[cpuGen], m[cpuBus])
 }
 
 // procCPU is a process's CPU seconds from /proc/<pid>/stat (utime + stime).
 func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var ut, st float64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &st)
-	return (ut + st) / 100 // USER_HZ
+	st, _ := readProcStat(pid)
+	return st.cpu
 }
 
 // waitStored waits until the store holds n keys.
@@ -521,16 +593,19 @@ func waitStored(ctx context.Context, db *database.DB, n int, within time.Duratio
 	}
 }
 
-// storeRows is (b): the readers stopped (SIGSTOP) while the keys go onto
-// the bus, then let go with the clock; against pgx CopyFrom of the same
-// rows into an identical empty table.
-func (b pipelineBench) storeRows(ctx context.Context, r *pipelineResult, db *database.DB, bs *bus.Bus, store *role) error {
+// storeRows measures the readers, b.rounds times: the readers stopped
+// (SIGSTOP) while the keys go onto the bus, then let go with the clock;
+// against pgx CopyFrom of the same rows into an identical empty table. It
+// returns each round's keys/s of both.
+func (b pipelineBench) storeRows(ctx context.Context, db *database.DB, bs *bus.Bus, store *role) (ours, bare []float64, err error) {
 	pool := db.Pool()
-	if _, err := pool.Exec(ctx, `create table exposure_keys_bare (like exposure_keys including all)`); err != nil {
-		return err
+	if _, err := pool.Exec(ctx, `drop table if exists exposure_keys_bare`); err != nil {
+		return nil, nil, err
 	}
-	var ours, bare []float64
-	for round := range max(1, min(b.rounds, 3)) {
+	if _, err := pool.Exec(ctx, `create table exposure_keys_bare (like exposure_keys including all)`); err != nil {
+		return nil, nil, err
+	}
+	for round := range max(1, b.rounds) {
 		recs := make([]*exposure.Record, b.storeN)
 		var rows [][]any
 		received := exposure.Coarse(time.Now())
@@ -547,34 +622,34 @@ func (b pipelineBench) storeRows(ctx context.Context, r *pipelineResult, db *dat
 			recs[i] = rec
 		}
 		if _, err := pool.Exec(ctx, `truncate exposure_keys, exposure_keys_bare`); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if _, err := pool.Exec(ctx, `vacuum analyze exposure_keys`); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if err := store.signal(syscall.SIGSTOP); err != nil {
-			return err
+			return nil, nil, err
 		}
 		js := bs.JetStream()
 		for _, rec := range recs {
 			if _, err := js.PublishAsync(exposure.Subject, rec.Marshal()); err != nil {
 				store.signal(syscall.SIGCONT)
-				return err
+				return nil, nil, err
 			}
 		}
 		select {
 		case <-js.PublishAsyncComplete():
 		case <-time.After(time.Minute):
 			store.signal(syscall.SIGCONT)
-			return errors.New("bus: publishing the records took over a minute")
+			return nil, nil, errors.New("bus: publishing the records took over a minute")
 		}
 		fmt.Fprintf(os.Stderr, "bench: pipeline: readers store %d keys (round %d)\n", len(rows), round+1)
 		start := time.Now()
 		if err := store.signal(syscall.SIGCONT); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if err := waitStored(ctx, db, len(rows), 2*time.Minute); err != nil {
-			return err
+			return nil, nil, err
 		}
 		ours = append(ours, float64(len(rows))/time.Since(start).Seconds())
 
@@ -582,13 +657,12 @@ func (b pipelineBench) storeRows(ctx context.Context, r *pipelineResult, db *dat
 		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"exposure_keys_bare"},
 			[]string{"key_data", "rolling_start", "rolling_period", "transmission_risk", "days_since_onset", "received_hour", "origin"},
 			pgx.CopyFromRows(rows)); err != nil {
-			return err
+			return nil, nil, err
 		}
 		bare = append(bare, float64(len(rows))/time.Since(start).Seconds())
 	}
-	r.storeRate, r.copyRate = mid(ours), mid(bare)
-	_, err := pool.Exec(ctx, `drop table exposure_keys_bare`)
-	return err
+	_, err = pool.Exec(ctx, `drop table exposure_keys_bare`)
+	return ours, bare, err
 }
 
 // seedKeys empties the store and fills it with n random keys spread over
@@ -686,46 +760,41 @@ func vmHWM(status string) int64 {
 	return 0
 }
 
-// exportRows is (c): the export of exportKeys keys, a child process each
-// round, against COPY TO of the same rows in key order.
-func (b pipelineBench) exportRows(ctx context.Context, r *pipelineResult, db *database.DB, env []string, dir string) error {
+// exportRows measures the export of exportKeys keys, a child process each
+// of b.rounds rounds, against COPY TO of the same rows in key order; it
+// returns each round's seconds of both and the child's peak RSS (MB).
+func (b pipelineBench) exportRows(ctx context.Context, db *database.DB, env []string, dir string) (ours, bare, rss []float64, err error) {
 	fmt.Fprintf(os.Stderr, "bench: pipeline: seeding %d keys for the export\n", b.exportKeys)
 	if err := seedKeys(ctx, db, b.exportKeys); err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	var ours, bare, rss []float64
-	for round := range max(1, min(b.rounds, 3)) {
+	for round := range max(1, b.rounds) {
 		conn, err := db.Pool().Acquire(ctx)
 		if err != nil {
-			return err
+			return nil, nil, nil, err
 		}
 		start := time.Now()
 		_, err = conn.Conn().PgConn().CopyTo(ctx, io.Discard, `copy (select key_data, rolling_start, rolling_period,
 			transmission_risk, days_since_onset from exposure_keys order by key_data) to stdout`)
 		conn.Release()
 		if err != nil {
-			return err
+			return nil, nil, nil, err
 		}
 		bare = append(bare, time.Since(start).Seconds())
 		out := filepath.Join(dir, fmt.Sprintf("export-%d", round))
 		s, mb, err := aggregateOnce(ctx, b.vouch, env, out, b.exportKeys)
 		if err != nil {
-			return err
+			return nil, nil, nil, err
 		}
 		os.RemoveAll(out)
 		ours, rss = append(ours, s), append(rss, mb)
 	}
-	r.exportSeconds, r.copyToSeconds = mid(ours), mid(bare)
-	r.exportMB = rss[0]
-	for _, v := range rss {
-		r.exportMB = max(r.exportMB, v)
-	}
-	return nil
+	return ours, bare, rss, nil
 }
 
-// cdnRows is (d): a real export file of cdnKeys keys served by `vouch cdn`
+// cdnRows measures the origin, b.rounds times: a real export file of cdnKeys keys served by `vouch cdn`
 // and by nginx from the same directory, the same load on each.
-func (b pipelineBench) cdnRows(ctx context.Context, r *pipelineResult, db *database.DB, env []string, dir string) error {
+func (b pipelineBench) cdnRows(ctx context.Context, r *originResult, db *database.DB, env []string, dir string) error {
 	if err := seedKeys(ctx, db, b.cdnKeys); err != nil {
 		return err
 	}
@@ -741,7 +810,7 @@ func (b pipelineBench) cdnRows(ctx context.Context, r *pipelineResult, db *datab
 	if err != nil {
 		return err
 	}
-	r.cdnFileBytes = fi.Size()
+	r.fileBytes = fi.Size()
 	path := "/exports/" + filepath.Base(files[0])
 	// nginx's workers may run as another user: the tree must be readable.
 	for _, d := range []string{dir, root, filepath.Join(root, "exports")} {
@@ -792,7 +861,7 @@ func (b pipelineBench) cdnRows(ctx context.Context, r *pipelineResult, db *datab
 	}
 	fmt.Fprintf(os.Stderr, "bench: pipeline: origin load, %d connections, %.0f s a measurement\n", b.cdnConns, b.cdnSeconds)
 	dur := time.Duration(b.cdnSeconds * float64(time.Second))
-	for range max(1, min(b.rounds, 3)) {
+	for range max(1, b.rounds) {
 		for _, t := range ts {
 			v, err := loadGET(ctx, t.base+path, t.etag, http.StatusNotModified, 0, b.cdnConns, dur)
 			if err != nil {
@@ -805,8 +874,8 @@ func (b pipelineBench) cdnRows(ctx context.Context, r *pipelineResult, db *datab
 			t.got200 = append(t.got200, v)
 		}
 	}
-	r.cdn304, r.nginx304 = mid(ts[0].got304), mid(ts[1].got304)
-	r.cdn200, r.nginx200 = mid(ts[0].got200), mid(ts[1].got200)
+	r.cdn304, r.nginx304 = ts[0].got304, ts[1].got304
+	r.cdn200, r.nginx200 = ts[0].got200, ts[1].got200
 	return nil
 }
 
@@ -1013,56 +1082,24 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// rows are the public tier's rows of r.
-func (b pipelineBench) rows(r pipelineResult) []Row {
+// uploadRowsOf are the stage uploads' rows of a run.
+func (b pipelineBench) uploadRowsOf(r pipelineResult) []Row {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	closed := fmt.Sprintf("uploads end to end over loopback, %d at once, closed loop", b.concurrency)
-	how := fmt.Sprintf("vouch ingest + vouch store into PostgreSQL as processes; %d uploads of %d keys, counted when the store has every key", b.uploads, keysPer)
-	var rows []Row
-	if b.does("uploads") {
-		rows = append(rows, []Row{
-			{Name: closed + ", sustained", Value: r.rate, Unit: "uploads/s", Target: target(3000), AtLeast: true,
-				Reference:      "bare in-process verification of the same uploads (bundle verify + phone Ed25519 + key checks, every core)",
-				ReferenceValue: r.bareRate, Ratio: r.bareRate / r.rate, Detail: how + "; " + r.cpu},
-			{Name: closed + ": p50", Value: ms(r.p50), Unit: "ms"},
-			{Name: closed + ": p99", Value: ms(r.p99), Unit: "ms"},
-		}...)
+	how := fmt.Sprintf("vouch ingest + vouch store into PostgreSQL as processes, the load from a process of its own; %d uploads of %d keys, counted when the store has every key", b.uploads, keysPer)
+	rows := []Row{
+		{Name: closed + ", sustained", Value: r.rate, Unit: "uploads/s", Target: target(3000), AtLeast: true,
+			Reference:      "bare in-process verification of the same uploads (bundle verify + phone Ed25519 + key checks, every core)",
+			ReferenceValue: r.bareRate, Ratio: r.bareRate / r.rate, Detail: how + "; " + cpuText(r.cpu), CPU: r.cpu},
+		{Name: closed + ": p50", Value: ms(r.p50), Unit: "ms"},
+		{Name: closed + ": p99", Value: ms(r.p99), Unit: "ms"},
 	}
-	if b.does("uploads") && r.openSent > 0 {
+	if r.openSent > 0 {
 		open := fmt.Sprintf("uploads end to end over loopback at %.0f/s, open loop", b.openRate)
 		d := fmt.Sprintf("%d uploads over %.0f s, latency from when each was due; all stored after", r.openSent, b.openSeconds)
 		rows = append(rows,
 			Row{Name: open + ": p50", Value: ms(r.openP50), Unit: "ms", Detail: d},
-			Row{Name: open + ": p99", Value: ms(r.openP99), Unit: "ms", Target: target(50), Detail: d})
-	}
-	if b.does("readers") {
-		rows = append(rows,
-			Row{Name: fmt.Sprintf("keys into PostgreSQL by the readers, %dk keys", b.storeN*keysPer/1000), Value: r.storeRate, Unit: "keys/s",
-				Reference: "pgx CopyFrom of the same rows into an identical empty table", ReferenceValue: r.copyRate, Ratio: r.copyRate / r.storeRate,
-				Target: target(1.5), Detail: "one vouch store process (2 readers) let go on keys already on the bus; ratio = time over bare's"})
-	}
-	if b.does("export") {
-		ex := fmt.Sprintf("export of %d keys over 14 days, signed (vouch aggregate -once, a child process)", b.exportKeys)
-		rows = append(rows,
-			Row{Name: ex, Value: r.exportSeconds, Unit: "s", Target: target(3), Detail: "wall time of the process, its start included"},
-			Row{Name: ex + ": against bare", Value: r.exportSeconds, Unit: "s",
-				Reference: "COPY (SELECT key columns ... ORDER BY key_data) TO STDOUT of the same rows", ReferenceValue: r.copyToSeconds,
-				Ratio: r.exportSeconds / r.copyToSeconds, Target: target(2.5)},
-			Row{Name: ex + ": peak RSS", Value: r.exportMB, Unit: "MB", Target: target(100), Detail: "VmHWM of the child, read every 2 ms until it exits"})
-	}
-	if b.does("origin") {
-		file := fmt.Sprintf("a cached export file (%.2f MB, %d keys)", float64(r.cdnFileBytes)/1e6, b.cdnKeys)
-		d := fmt.Sprintf("%d keep-alive connections from one Go load generator on the same machine", b.cdnConns)
-		rows = append(rows,
-			Row{Name: "origin revalidating " + file + ": If-None-Match → 304", Value: r.cdn304, Unit: "req/s",
-				Reference: "nginx serving the same directory", ReferenceValue: r.nginx304, Ratio: r.nginx304 / r.cdn304, Target: target(1.25),
-				Detail: d + "; what a CDN asks when its copy's max-age is over; ratio = cost (1/throughput) over nginx's"},
-			Row{Name: "origin filling a cache with " + file + ": full GET → 200", Value: r.cdn200, Unit: "req/s",
-				Reference: "nginx serving the same directory", ReferenceValue: r.nginx200, Ratio: r.nginx200 / r.cdn200, Target: target(1.25),
-				Detail: d + "; what a CDN asks on a miss"})
-	}
-	if b.does("cluster") {
-		rows = append(rows, b.clusterRowsOf(r.cluster)...)
+			Row{Name: open + ": p99", Value: ms(r.openP99), Unit: "ms", Target: target(50), Detail: d + "; " + cpuText(r.openCPU), CPU: r.openCPU})
 	}
 	return rows
 }

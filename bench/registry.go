@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -32,9 +32,56 @@ type registryBench struct {
 	changes int
 }
 
+// registryResult is each round's measurement (runs of the rows).
 type registryResult struct {
-	syncSeconds, dumpSeconds, peakMB, incrSeconds, reconcileSeconds float64
+	syncSeconds, dumpSeconds, peakMB, incrSeconds, reconcileSeconds []float64
 }
+
+// registryStage is the stage "registry": the syncs of a generated register
+// of -registry entries, each measured -runs times.
+func registryStage(fs *flag.FlagSet) measure {
+	n := fs.Int("registry", 100_000, "entries of the generated register (stage registry)")
+	return func(ctx context.Context, b *bench) ([]Row, error) {
+		r, err := registryBench{vouch: b.vouch, dbURL: b.dbURL, n: *n, rounds: b.runs, changes: 100}.run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("registry full sync, %dk entries", *n/1000)
+		throughput := make([]float64, len(r.syncSeconds))
+		for i, s := range r.syncSeconds {
+			throughput[i] = float64(*n) / s
+		}
+		return []Row{
+			{Name: name, Unit: "s", Reference: dumpReference, Target: target(1.25), Samples: ratioSamples(r.syncSeconds, r.dumpSeconds)},
+			{Name: name + ": throughput", Unit: "entries/s", Samples: valueSamples(throughput)},
+			{Name: name + ": peak RSS", Unit: "MB", Worst: true, Samples: valueSamples(r.peakMB)},
+			{Name: "registry incremental sync, 100 changes", Unit: "s", Target: target(0.25), Samples: valueSamples(r.incrSeconds)},
+			{Name: fmt.Sprintf("registry reconciliation of the license bucket, %dk entries", *n/1000), Unit: "s",
+				Reference: "full sync of the same register (registry-sync -once -full)", Target: target(1.5),
+				Samples: ratioSamples(r.reconcileSeconds, r.syncSeconds)},
+		}, nil
+	}
+}
+
+// registryBigStage is the stage "registry-big": a full sync of a register
+// of -registry-big entries, its time and memory.
+func registryBigStage(fs *flag.FlagSet) measure {
+	n := fs.Int("registry-big", 1_000_000, "entries of the register (stage registry-big)")
+	return func(ctx context.Context, b *bench) ([]Row, error) {
+		r, err := registryBench{vouch: b.vouch, dbURL: b.dbURL, n: *n, rounds: b.runs}.run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("registry full sync, %dk entries", *n/1000)
+		return []Row{
+			{Name: name + ": peak RSS", Unit: "MB", Target: target(150), Worst: true, Samples: valueSamples(r.peakMB)},
+			{Name: name, Unit: "s", Reference: dumpReference, Target: target(1.25), Samples: ratioSamples(r.syncSeconds, r.dumpSeconds)},
+		}, nil
+	}
+}
+
+// dumpReference is the full sync's reference.
+const dumpReference = "paged ldapsearch dump of the same entries, same slapd"
 
 func (b registryBench) run(ctx context.Context) (registryResult, error) {
 	var r registryResult
@@ -95,28 +142,26 @@ func (b registryBench) run(ctx context.Context) (registryResult, error) {
 		}
 		dumps, syncs, peaks = append(dumps, d), append(syncs, s), append(peaks, rss)
 	}
-	r.dumpSeconds, r.syncSeconds, r.peakMB = mid(dumps), mid(syncs), slices.Max(peaks)
-	var recs []float64
+	r.dumpSeconds, r.syncSeconds, r.peakMB = dumps, syncs, peaks
 	for i := 0; i < b.rounds; i++ {
 		s, _, err := timed(ctx, env, b.vouch, "registry-sync", "-once", "-reconcile")
 		if err != nil {
 			return r, err
 		}
-		recs = append(recs, s)
+		r.reconcileSeconds = append(r.reconcileSeconds, s)
 	}
-	r.reconcileSeconds = mid(recs)
 	if ok, err := mirrorHas(ctx, dbURL, b.n); err != nil || !ok {
 		return r, fmt.Errorf("the mirror does not hold the %d entries (%v)", b.n, err)
 	}
-	if b.changes > 0 {
-		if err := changeEntries(ctx, ldif, srv, b.changes); err != nil {
+	for i := 0; b.changes > 0 && i < b.rounds; i++ {
+		if err := changeEntries(ctx, ldif, srv, b.changes, i); err != nil {
 			return r, err
 		}
 		s, _, err := timed(ctx, env, b.vouch, "registry-sync", "-once")
 		if err != nil {
 			return r, err
 		}
-		r.incrSeconds = s
+		r.incrSeconds = append(r.incrSeconds, s)
 	}
 	return r, nil
 }
@@ -185,8 +230,9 @@ func mirrorHas(ctx context.Context, url string, n int) (bool, error) {
 	return got > n*9/10 && got <= n, nil // malformed generated entries, if any, are skipped
 }
 
-// changeEntries suspends or reinstates n entries of the register.
-func changeEntries(ctx context.Context, ldif string, srv *registry.Server, n int) error {
+// changeEntries suspends or revokes n entries of the register, the other
+// of the two in each round.
+func changeEntries(ctx context.Context, ldif string, srv *registry.Server, n, round int) error {
 	f, err := os.Open(ldif)
 	if err != nil {
 		return err
@@ -201,7 +247,7 @@ func changeEntries(ctx context.Context, ldif string, srv *registry.Server, n int
 			continue
 		}
 		status := "suspended"
-		if picked%2 == 1 {
+		if (picked+round)%2 == 1 {
 			status = "revoked"
 		}
 		fmt.Fprintf(&mods, "%s\nchangetype: modify\nreplace: vouchLicenseStatus\nvouchLicenseStatus: %s\n\n", line, status)
