@@ -46,9 +46,10 @@ vet:
 	$(GO) vet ./...
 	$(GO) build -tags production -o /dev/null ./cmd/vouch ./cmd/cardagent ./cmd/phone
 
-## bench: speed targets as ratios against bare references; writes bench/results.json
+## bench: speed targets as ratios against bare references, each row the median of 3 runs with its spread and a busy mark; writes bench/results.json (BENCH=uploads,origin: those stages only, the other rows kept)
+BENCH ?=
 bench: deps build cards
-	$(GO) run ./bench -vouch $(BIN)/vouch -out bench/results.json
+	$(GO) run ./bench -vouch $(BIN)/vouch -out bench/results.json -only '$(BENCH)'
 
 ## fuzz: run every fuzz target for a short while
 fuzz:
