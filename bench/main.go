@@ -139,7 +139,11 @@ func main() {
 // runBench parses args, measures the chosen stages, prints their rows to
 // w and writes the results file.
 func runBench(ctx context.Context, args []string, w io.Writer) error {
-	all := stages()
+	return runStages(ctx, stages(), args, w)
+}
+
+// runStages is runBench of the stages all.
+func runStages(ctx context.Context, all []stage, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	b := &bench{}
 	out := fs.String("out", "bench/results.json", "the results file: the stages measured now replace their rows, the others' stay")
@@ -238,11 +242,10 @@ func runBench(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	printLoads(w, res)
-	all2 := keep(old, res)
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		return err
 	}
-	return writeResults(*out, all2)
+	return writeResults(*out, keep(old, res))
 }
 
 // selectStages is the indexes in all of the stages -only names, in the
