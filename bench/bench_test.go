@@ -313,7 +313,7 @@ func TestKeep(t *testing.T) {
 			{Name: "u1", Stage: "uploads", Runs: 3},
 			{Name: "u-gone", Stage: "uploads", Runs: 3}, // a row the stage no longer makes
 			{Name: "o1", Stage: "origin", Runs: 3},
-			{Name: "legacy", Value: 1},    // the earlier format: no stage
+			{Name: "legacy", Value: 1},   // the earlier format: no stage
 			{Name: "legacy-2", Value: 2}, // measured again now, by name
 		}}
 	now := Results{Started: t0.Add(time.Hour), Machine: Load{Cores: 2, Busy: true},
