@@ -168,6 +168,9 @@ type Deps struct {
 	// Buckets keep the rate limits' token buckets, shared by every copy;
 	// nil means in PostgreSQL (DB).
 	Buckets Buckets
+	// Settings are the admin's settings (internal/settings, settings.go);
+	// nil means the configuration's defaults, fixed.
+	Settings Settings
 }
 
 // Service is the back office.
@@ -187,6 +190,9 @@ type Service struct {
 	acked   chan [16]byte      // authorizations the bus acknowledged, to mark published
 	refused refusals           // refusals counted for their minute's audit row
 	echo    *echo.Echo
+
+	// settings are Deps.Settings, or the configuration's defaults.
+	settings Settings
 }
 
 // New prepares the back office.
@@ -213,6 +219,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	for _, a := range deps.Attestation {
 		s.signers <- a
+	}
+	if s.settings = deps.Settings; s.settings == nil {
+		if s.settings, err = fixedSettings(cfg, deps); err != nil {
+			return nil, err
+		}
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -242,7 +253,7 @@ func (s *Service) Register(e *echo.Echo) {
 	// The configured origin may differ from the Host a proxy passes on.
 	_ = cop.AddTrustedOrigin(s.Origin())
 	// 16,384 bytes ("16K" would be 16,000 to echo).
-	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16KiB"), s.language, s.loadSession, s.auditRefusals, s.lockGate)
+	g := e.Group("", echo.WrapMiddleware(cop.Handler), middleware.BodyLimit("16KiB"), s.language, s.loadSession, s.offeredLanguage, s.auditRefusals, s.lockGate)
 
 	s.register(g) // the one route table: routes.go
 }

@@ -13,6 +13,10 @@ import (
 	"github.com/vouch-nl/vouch/internal/database"
 )
 
+// quota is the daily quota per card in effect: the admin's setting, within
+// the configuration's limit (internal/settings).
+func (s *Service) quota() int { return s.settings.Current().DailyQuota }
+
 // Rate is a token bucket's shape: PerMinute tokens a minute on average,
 // Burst at once.
 type Rate struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 
 // pageNames are the back office's pages, each templates/<name>.html on
 // top of templates/layout.html.
-var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden"}
+var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden", "settings", "quota"}
 
 func loadPages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -70,6 +71,9 @@ type page struct {
 	Activity []activity
 	// Roles page.
 	Roles *rolesView
+	// Settings page, and the per-card quota view.
+	Settings  *settingsView
+	QuotaView *quotaView
 }
 
 type activity struct {
@@ -112,7 +116,12 @@ func (s *Service) render(c echo.Context, name string, p page) error {
 // its card holder (no name, no UZI number).
 func (s *Service) renderStatus(c echo.Context, status int, name string, p page) error {
 	lang := langOf(c)
-	p.Name, p.Lang, p.Languages, p.Tr = name, lang, languageChoices(), tr{lang}
+	p.Name, p.Lang, p.Tr = name, lang, tr{lang}
+	for _, l := range languageChoices() { // the languages the admin offers (settings)
+		if slices.Contains(s.offered(), l.Tag) {
+			p.Languages = append(p.Languages, l)
+		}
+	}
 	p.Session = sessionOf(c)
 	if p.Session != nil && p.Session.locked() {
 		p.Session, p.Locked = nil, true
@@ -166,7 +175,7 @@ func (s *Service) vouchPage(c echo.Context) error {
 	return s.render(c, "vouch", page{
 		Today: today.Format(time.DateOnly), OldestOnset: today.AddDate(0, 0, -MaxOnsetDays).Format(time.DateOnly),
 		TodayShown: tr{langOf(c)}.Date(today),
-		Quota:      s.cfg.DailyQuota,
+		Quota:      s.quota(),
 	})
 }
 

@@ -151,7 +151,7 @@ func (s *Service) signIn(c echo.Context) error {
 		return s.refuseSignIn(c, audit.ActionSignInRefused, id.UZI, licenseRefusal(dec, err))
 	}
 	role := roleStaff
-	if dec.ForVouching(s.deps.Professions).Allowed {
+	if dec.ForVouching(s.settings.Current().Professions).Allowed {
 		role = roleClinician
 	}
 	var signCert []byte
@@ -387,7 +387,7 @@ func (s *Service) heartbeat(c echo.Context) error {
 // when there is one, and in a cookie for the sign-in page.
 func (s *Service) switchLanguage(c echo.Context) error {
 	lang := c.FormValue("lang")
-	if !slices.Contains(languages(), lang) {
+	if !slices.Contains(s.offered(), lang) {
 		return errBadRequest
 	}
 	if sess := sessionOf(c); sess != nil {

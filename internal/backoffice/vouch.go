@@ -100,7 +100,7 @@ func (s *Service) prepare(c echo.Context) error {
 	}
 	if n, err := vouchedSince(ctx, s.deps.DB.Pool(), sess.UZI, s.dayStart(now)); err != nil {
 		return err
-	} else if n >= s.cfg.DailyQuota {
+	} else if n >= s.quota() {
 		return s.refuseVouch(c, s.quotaRefusal())
 	}
 	var aid [protocol.AuthorizationIDLen]byte
@@ -111,6 +111,9 @@ func (s *Service) prepare(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// The validity the admin set (settings), never past the protocol's,
+	// which phones enforce.
+	st.ExpiresAt = st.IssuedAt.Add(min(s.settings.Current().AuthorizationValidity, protocol.MaxValidity))
 	enc := st.Marshal()
 	if err := setPending(ctx, s.deps.DB.Pool(), sess.Hash, enc, now); err != nil {
 		return err
@@ -160,7 +163,7 @@ func (s *Service) dayStart(now time.Time) time.Time {
 
 func (s *Service) quotaRefusal() error {
 	e := *errQuota
-	e.Data = map[string]any{"Quota": s.cfg.DailyQuota}
+	e.Data = map[string]any{"Quota": s.quota()}
 	return &e
 }
 
@@ -172,7 +175,7 @@ func (s *Service) mayVouch(ctx context.Context, sess *session, now time.Time) (u
 		return id, reasonRefusal(err)
 	}
 	dec, err := s.deps.Licenses.Decide(ctx, id)
-	if dec = dec.ForVouching(s.deps.Professions); !dec.Allowed {
+	if dec = dec.ForVouching(s.settings.Current().Professions); !dec.Allowed {
 		return id, licenseRefusal(dec, err)
 	}
 	return id, nil
@@ -246,7 +249,7 @@ func (s *Service) sign(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		if n >= s.cfg.DailyQuota {
+		if n >= s.quota() {
 			quotaHit = true
 			return errQuota
 		}
