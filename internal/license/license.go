@@ -82,11 +82,31 @@ type Decider struct {
 	db  *database.DB
 	log *slog.Logger
 	now func() time.Time
+	// bound, when set, tightens MaxMirrorAge (WithMaxMirrorAge).
+	bound func() time.Duration
 }
 
 // New returns a Decider.
 func New(cfg Config, dir *directory.Client, db *database.DB, log *slog.Logger) *Decider {
 	return &Decider{cfg: cfg, dir: dir, db: db, log: log, now: time.Now}
+}
+
+// WithMaxMirrorAge has d read the mirror's bound from bound (an admin's
+// setting, internal/settings) at every decision: it tightens
+// Config.MaxMirrorAge, never loosens it.
+func (d *Decider) WithMaxMirrorAge(bound func() time.Duration) *Decider {
+	d.bound = bound
+	return d
+}
+
+// maxMirrorAge is the bound in effect.
+func (d *Decider) maxMirrorAge() time.Duration {
+	if d.bound != nil {
+		if b := d.bound(); b > 0 && b < d.cfg.MaxMirrorAge {
+			return b
+		}
+	}
+	return d.cfg.MaxMirrorAge
 }
 
 // Decide says whether the card holder id may work as a care provider now.
@@ -132,9 +152,9 @@ func (d *Decider) decide(ctx context.Context, uziNumber string, claim func(direc
 	if err != nil {
 		return Decision{Reason: ReasonUnavailable, AsOf: now}, err
 	}
-	if age := now.Sub(asOf); asOf.IsZero() || age > d.cfg.MaxMirrorAge {
+	if age, bound := now.Sub(asOf), d.maxMirrorAge(); asOf.IsZero() || age > bound {
 		return Decision{Reason: ReasonUnavailable, Source: "mirror", AsOf: asOf},
-			fmt.Errorf("license: the mirror is %s old, over the bound of %s", age.Round(time.Second), d.cfg.MaxMirrorAge)
+			fmt.Errorf("license: the mirror is %s old, over the bound of %s", age.Round(time.Second), bound)
 	}
 	if e == nil {
 		return Decision{Reason: ReasonNotRegistered, Source: "mirror", AsOf: asOf}, nil

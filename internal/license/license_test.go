@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/directory"
 	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/license"
@@ -32,6 +33,7 @@ type world struct {
 	live   *license.Decider // asks the register, falls back to the mirror
 	mirror *license.Decider // mirror only
 	exec   func(q string, args ...any)
+	db     *database.DB
 }
 
 func newWorld(t *testing.T) *world {
@@ -55,7 +57,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	cfg := license.Config{MaxMirrorAge: 24 * time.Hour}
-	return &world{ldap: l, sync: s, live: license.New(cfg, dir, db, log), mirror: license.New(cfg, nil, db, log),
+	return &world{db: db, ldap: l, sync: s, live: license.New(cfg, dir, db, log), mirror: license.New(cfg, nil, db, log),
 		exec: func(q string, args ...any) {
 			if _, err := db.Pool().Exec(context.Background(), q, args...); err != nil {
 				t.Fatal(err)
