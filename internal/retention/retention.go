@@ -3,6 +3,8 @@
 // challenges and sessions, the ingest's HTTP access logs after 48 hours and
 // audit rows after six years, then checks that the audit chain still holds
 // (vouch_audit_chain_ok). `vouch cleanup` runs it once or in a loop.
+// An admin may set other periods in the back office (internal/settings,
+// SetPeriods), within the law's bounds, which this package keeps too.
 //
 // Each rule runs on its own: one that fails (a full disk, a lock) is
 // reported and the others still delete.
@@ -36,7 +38,47 @@ const (
 	// AuditKeepYears: the audit log is kept six years (the database refuses
 	// less).
 	AuditKeepYears = 6
+	// MinAuthorizationKeep: an authorization's row answers a replay while
+	// it is valid (24 hours), and a day after.
+	MinAuthorizationKeep = 48 * time.Hour
 )
+
+// Periods are how long authorizations, access logs and audit rows are
+// kept: an admin's settings (internal/settings).
+type Periods struct {
+	Authorizations time.Duration
+	AccessLogs     time.Duration
+	AuditYears     int
+}
+
+// defaultPeriods are the periods when none is set.
+var defaultPeriods = Periods{Authorizations: AuthorizationKeep, AccessLogs: AccessLogKeep, AuditYears: AuditKeepYears}
+
+// SetPeriods has c read the periods from periods at every run (an admin's
+// settings, kept current by a settings.Store). A period outside the law's
+// bounds — access logs over 48 hours, audit rows under six years,
+// authorizations under MinAuthorizationKeep, or none — is not used: the
+// default is, whatever the settings say.
+func (c *Cleaner) SetPeriods(periods func() Periods) { c.periodsOf = periods }
+
+// periods are the periods in effect now.
+func (c *Cleaner) periods() Periods {
+	p := defaultPeriods
+	if c.periodsOf == nil {
+		return p
+	}
+	set := c.periodsOf()
+	if set.Authorizations >= MinAuthorizationKeep {
+		p.Authorizations = set.Authorizations
+	}
+	if set.AccessLogs > 0 && set.AccessLogs <= AccessLogKeep {
+		p.AccessLogs = set.AccessLogs
+	}
+	if set.AuditYears >= AuditKeepYears {
+		p.AuditYears = set.AuditYears
+	}
+	return p
+}
 
 // Config is the cleanup's configuration.
 type Config struct {
@@ -107,6 +149,8 @@ type Cleaner struct {
 	// broken chain nobody found.
 	chainOK      *prometheus.GaugeVec
 	chainChecked *prometheus.GaugeVec
+	// periodsOf are the admin's periods (SetPeriods); nil: the defaults.
+	periodsOf func() Periods
 }
 
 // New checks cfg and returns a Cleaner. now is the clock (nil: time.Now);
@@ -241,9 +285,10 @@ func (c *Cleaner) Keys(ctx context.Context, now time.Time) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-// Authorizations deletes the authorizations created 30 days ago or earlier.
+// Authorizations deletes the authorizations created 30 days ago or earlier
+// (or the admin's period).
 func (c *Cleaner) Authorizations(ctx context.Context, now time.Time) (int64, error) {
-	tag, err := c.db.Exec(ctx, `delete from authorizations where created_at < $1`, now.Add(-AuthorizationKeep))
+	tag, err := c.db.Exec(ctx, `delete from authorizations where created_at < $1`, now.Add(-c.periods().Authorizations))
 	if err != nil {
 		return 0, fmt.Errorf("retention: authorizations: %w", err)
 	}
@@ -274,7 +319,7 @@ const accessLogLayout = "2006010215"
 
 // AccessLogs deletes the files access-*.log in AccessLogDir whose hour (in
 // the name, or the file's modification time when the name has none) began
-// 48 hours ago or more. Ingest prunes its own too; this covers an ingest
+// 48 hours (or the admin's period) ago or more. Ingest prunes its own too; this covers an ingest
 // that stopped.
 func (c *Cleaner) AccessLogs(_ context.Context, now time.Time) (int64, error) {
 	if c.cfg.AccessLogDir == "" {
@@ -289,6 +334,7 @@ func (c *Cleaner) AccessLogs(_ context.Context, now time.Time) (int64, error) {
 	}
 	var n int64
 	var errs []error
+	keep := c.periods().AccessLogs
 	for _, e := range entries {
 		name := e.Name()
 		stamp, ok := strings.CutPrefix(name, "access-")
@@ -306,7 +352,7 @@ func (c *Cleaner) AccessLogs(_ context.Context, now time.Time) (int64, error) {
 			}
 			from = info.ModTime()
 		}
-		if now.Sub(from) < AccessLogKeep {
+		if now.Sub(from) < keep {
 			continue
 		}
 		if err := os.Remove(filepath.Join(c.cfg.AccessLogDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -318,12 +364,14 @@ func (c *Cleaner) AccessLogs(_ context.Context, now time.Time) (int64, error) {
 	return n, errors.Join(errs...)
 }
 
-// AuditRows deletes the audit rows older than six years from the start of
-// the chain, leaving the anchor Verify starts from (audit.Prune).
+// AuditRows deletes the audit rows older than six years (or the admin's
+// period, never less) from the start of the chain, leaving the anchor
+// Verify starts from (audit.Prune).
 func (c *Cleaner) AuditRows(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
+	years := c.periods().AuditYears
 	err := pgx.BeginFunc(ctx, c.db, func(tx pgx.Tx) (err error) {
-		n, err = audit.Prune(ctx, tx, now.AddDate(-AuditKeepYears, 0, 0), now)
+		n, err = audit.Prune(ctx, tx, now.AddDate(-years, 0, 0), now)
 		return err
 	})
 	if err != nil {
