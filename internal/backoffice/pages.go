@@ -18,7 +18,7 @@ import (
 
 // pageNames are the back office's pages, each templates/<name>.html on
 // top of templates/layout.html.
-var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden", "settings", "quota"}
+var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden", "settings", "quota", "statistics", "statistics-public"}
 
 func loadPages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -71,6 +71,8 @@ type page struct {
 	Activity []activity
 	// Roles page.
 	Roles *rolesView
+	// Statistics pages (*statsView, statistics.go).
+	Stats any
 	// Settings page, and the per-card quota view.
 	Settings  *settingsView
 	QuotaView *quotaView
