@@ -87,6 +87,12 @@ func startWriter(t testing.TB, db *database.DB, cfg Config, set ...func(*Writer)
 	for _, f := range set {
 		f(w)
 	}
+	runWriter(t, w)
+}
+
+// runWriter runs w until the test ends.
+func runWriter(t testing.TB, w *Writer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

@@ -2,9 +2,11 @@ package transparency
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +54,41 @@ type Config struct {
 	Batch int `env:"VOUCH_TRANSPARENCY_BATCH, default=256"`
 	// Lease is the writer lease's TTL.
 	Lease time.Duration `env:"VOUCH_TRANSPARENCY_LEASE, default=15s"`
+	// WitnessPolicy names the witnesses asked to cosign each checkpoint
+	// (C2SP tlog-witness), in tessera's policy format: lines "witness
+	// <name> <vkey> <URL>", "group <name> <any|all|N> <member>…" and
+	// "quorum <name>" (docs/transparency.md). Empty: none are asked.
+	WitnessPolicy string `env:"VOUCH_TRANSPARENCY_WITNESS_POLICY"`
+	// WitnessTimeout bounds the wait for the witnesses' cosignatures; a
+	// checkpoint the quorum did not cosign in time is published with the
+	// cosignatures it got, or none.
+	WitnessTimeout time.Duration `env:"VOUCH_TRANSPARENCY_WITNESS_TIMEOUT, default=5s"`
+}
+
+// Option sets what a writer gets besides its configuration.
+type Option func(*Writer) error
+
+// WithHSMKey has every checkpoint signed a second time, under the same
+// origin, by key: the back end's ECDSA P-256 key in its HSM (signed-note
+// signature type 0x02, SigTypeECDSA).
+func WithHSMKey(key crypto.Signer) Option {
+	return func(w *Writer) error {
+		s, vkey, err := newHSMSigner(w.cfg.Origin, key)
+		if err != nil {
+			return err
+		}
+		w.hsm, w.hsmVKey = s, vkey
+		return nil
+	}
+}
+
+// WithMirror has every checkpoint, and the tiles its tree needs, copied
+// to a bucket (S3Mirror) after it is published in the directory.
+func WithMirror(m *S3Mirror) Option {
+	return func(w *Writer) error {
+		w.mirror = m
+		return nil
+	}
 }
 
 // Writer appends stored authorizations and audit-chain heads to the log.
@@ -62,13 +99,18 @@ type Writer struct {
 	signer note.Signer
 	holder string
 
+	hsm       *hsmSigner // nil: the checkpoint has the Ed25519 signature only
+	hsmVKey   string
+	witnesses tessera.WitnessGroup
+	mirror    *S3Mirror
+
 	// afterAppend, when set (tests), runs after a batch is in the log and
 	// before the mirror records it: the window a crash must not break.
 	afterAppend func()
 }
 
-// NewWriter checks the configuration and the key.
-func NewWriter(cfg Config, db *database.DB, log *slog.Logger) (*Writer, error) {
+// NewWriter checks the configuration, the keys and the witness policy.
+func NewWriter(cfg Config, db *database.DB, log *slog.Logger, opts ...Option) (*Writer, error) {
 	signer, err := note.NewSigner(strings.TrimSpace(cfg.Key))
 	if err != nil {
 		return nil, fmt.Errorf("transparency: signer key: %w", err)
@@ -79,12 +121,30 @@ func NewWriter(cfg Config, db *database.DB, log *slog.Logger) (*Writer, error) {
 	if cfg.Dir == "" || cfg.Interval <= 0 || cfg.AuditInterval <= 0 || cfg.Batch < 1 || cfg.CheckpointInterval < 100*time.Millisecond {
 		return nil, errors.New("transparency: configuration: a directory, positive intervals (checkpoints ≥ 100ms) and a batch ≥ 1 are needed")
 	}
+	if cfg.WitnessTimeout <= 0 {
+		cfg.WitnessTimeout = 5 * time.Second
+	}
 	holder, err := lease.Holder()
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{cfg: cfg, db: db, log: log, signer: signer, holder: holder}, nil
+	w := &Writer{cfg: cfg, db: db, log: log, signer: signer, holder: holder}
+	if strings.TrimSpace(cfg.WitnessPolicy) != "" {
+		if w.witnesses, err = tessera.NewWitnessGroupFromPolicy([]byte(cfg.WitnessPolicy)); err != nil {
+			return nil, fmt.Errorf("transparency: VOUCH_TRANSPARENCY_WITNESS_POLICY: %w", err)
+		}
+	}
+	for _, o := range opts {
+		if err := o(w); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
 }
+
+// HSMVerifierKey is the verifier key of the checkpoint's second signature
+// (<origin>+<key ID>+base64(0x02 || DER)), "" without an HSM key.
+func (w *Writer) HSMVerifierKey() string { return w.hsmVKey }
 
 // Run takes the lease and appends until ctx ends; while another writer
 // holds the lease it waits.
@@ -143,14 +203,24 @@ func (w *Writer) hold(ctx context.Context, l *lease.Lease) error {
 	// context of their own, ended after its shutdown below.
 	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer tcancel()
-	driver, err := posix.New(tctx, posix.Config{Path: w.cfg.Dir})
+	// The witnesses' client: an answer takes at most the witness timeout.
+	hc := &http.Client{Timeout: w.cfg.WitnessTimeout}
+	driver, err := posix.New(tctx, posix.Config{Path: w.cfg.Dir, HTTPClient: hc})
 	if err != nil {
 		return fmt.Errorf("transparency: log directory: %w", err)
 	}
+	var also []note.Signer
+	if w.hsm != nil {
+		also = append(also, w.hsm)
+	}
 	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(w.signer).
+		WithCheckpointSigner(w.signer, also...).
 		WithBatching(uint(w.cfg.Batch), 50*time.Millisecond).
-		WithCheckpointInterval(w.cfg.CheckpointInterval)
+		WithCheckpointInterval(w.cfg.CheckpointInterval).
+		// Fail open: a witness down, slow or refusing must not stop the
+		// log; the checkpoint goes out with the cosignatures it got, and
+		// each verifier's own policy decides whether that is enough.
+		WithWitnesses(w.witnesses, &tessera.WitnessOptions{Timeout: w.cfg.WitnessTimeout, FailOpen: true})
 	app, shutdown, reader, err := tessera.NewAppender(tctx, driver, opts)
 	if err != nil {
 		return fmt.Errorf("transparency: open the log: %w", err)
@@ -162,6 +232,15 @@ func (w *Writer) hold(ctx context.Context, l *lease.Lease) error {
 			w.log.Warn("transparency: shutdown", "err", err)
 		}
 	}()
+	if w.mirror != nil {
+		mctx, mcancel := context.WithCancel(kctx)
+		done := make(chan struct{})
+		defer func() { mcancel(); <-done }()
+		go func() {
+			defer close(done)
+			w.mirrorLoop(mctx)
+		}()
+	}
 	s := &session{w: w, l: l, app: app, reader: reader}
 	// Before appending anything: record what the log holds beyond the
 	// mirror (a previous writer died between the two).
@@ -186,6 +265,29 @@ func (w *Writer) hold(ctx context.Context, l *lease.Lease) error {
 		case <-kctx.Done():
 			return context.Cause(kctx)
 		case <-time.After(w.cfg.Interval):
+		}
+	}
+}
+
+// mirrorLoop copies each new checkpoint to the bucket until ctx ends; a
+// failed copy is tried again at the next turn.
+func (w *Writer) mirrorLoop(ctx context.Context) {
+	failing := false
+	for {
+		err := w.mirror.Sync(ctx, w.cfg.Dir)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			w.log.Warn("transparency: mirror to the bucket", "err", err)
+		case err == nil && failing:
+			w.log.Info("transparency: mirror to the bucket works again")
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(w.cfg.CheckpointInterval):
 		}
 	}
 }
