@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/transparency-dev/formats/log"
@@ -126,26 +125,7 @@ func (st *State) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
-	if err != nil {
-		return fmt.Errorf("transparency: state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("transparency: state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("transparency: state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("transparency: state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("transparency: state: %w", err)
-	}
-	return nil
+	return writeAtomic(path, b)
 }
 
 var hasher = rfc6962.DefaultHasher
@@ -278,6 +258,12 @@ func ProveInclusion(ctx context.Context, pb *client.ProofBuilder, cp *Checkpoint
 	if err != nil {
 		return fmt.Errorf("transparency: inclusion proof of leaf %d: %w", idx, err)
 	}
+	return VerifyInclusion(cp, idx, entry, p)
+}
+
+// VerifyInclusion checks, with transparency-dev/merkle's verifier (no code
+// of the writer's), that p proves entry is the leaf at idx of cp's tree.
+func VerifyInclusion(cp *Checkpoint, idx uint64, entry []byte, p [][]byte) error {
 	if err := proof.VerifyInclusion(hasher, idx, cp.Size, hasher.HashLeaf(entry), p, cp.Root); err != nil {
 		return fmt.Errorf("transparency: leaf %d is not in the tree of %d: %w", idx, cp.Size, err)
 	}
