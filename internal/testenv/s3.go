@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -218,51 +216,11 @@ func versityGW() (string, error) {
 }
 
 func buildVersityGW() (string, error) {
-	cache, err := os.UserCacheDir()
+	dir, err := goInstall("versitygw-"+VersityGWVersion, VersityGWVersion, "github.com/versity/versitygw/cmd/versitygw")
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(cache, "vouch-test", "versitygw-"+VersityGWVersion)
-	bin := filepath.Join(dir, "versitygw")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil // another process built it while this one waited
-	}
-	tmp, err := os.MkdirTemp(dir, "build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install", "github.com/versity/versitygw/cmd/versitygw@"+VersityGWVersion)
-	cmd.Dir = tmp // outside the module: go install pkg@version ignores it anyway
-	// The default build settings, so that the build cache other builds
-	// filled serves this one too.
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-mod=mod")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go install versitygw@%s: %w\n%s", VersityGWVersion, err, out.String())
-	}
-	if err := os.Rename(filepath.Join(tmp, "versitygw"), bin); err != nil {
-		return "", err
-	}
-	return bin, nil
+	return filepath.Join(dir, "versitygw"), nil
 }
 
 // Objects lists every object key below prefix in bucket, for checks.
