@@ -232,12 +232,39 @@
   // --- lock ----------------------------------------------------------
 
   let locked = false;
+  let focusBeforeLock = null;
+  // The page behind the lock is inert while it shows: Tab stays in the
+  // dialog (unlock, sign out), nothing hidden behind it takes the focus
+  // or a click, and a screen reader reads the dialog alone.
+  function behindLock(inert) {
+    document.querySelectorAll("body > header, body > main").forEach((el) => { el.inert = inert; });
+  }
   function showLock() {
     const l = $("lock");
     if (!l) return;
+    const was = locked;
     locked = true;
     l.hidden = false;
     $("unlock").disabled = !mine();
+    if (was) return;
+    focusBeforeLock = document.activeElement;
+    behindLock(true);
+    ($("unlock").disabled ? l.querySelector(".panel") : $("unlock")).focus();
+  }
+  // focusUnlock: the card is back (or the PIN was wrong): unlock takes the
+  // focus unless the person has moved it elsewhere in the dialog.
+  function focusUnlock() {
+    const l = $("lock"), a = document.activeElement;
+    if (locked && !$("unlock").disabled && (!l.contains(a) || a === l.querySelector(".panel"))) $("unlock").focus();
+  }
+  function hideLock() {
+    const l = $("lock");
+    locked = false;
+    l.hidden = true;
+    behindLock(false);
+    const back = focusBeforeLock;
+    focusBeforeLock = null;
+    if (back && back !== document.body && document.contains(back)) back.focus();
   }
 
   function lockWatch() {
@@ -262,6 +289,7 @@
         api("/api/lock").catch(() => {});
       }
       $("unlock").disabled = !m;
+      if (m) focusUnlock();
       let text = m ? t("page.lock.card-back") : t("page.lock.text");
       if (!m && !body.dataset.uzi && cards && cards.length > 1) text = t("page.lock.one-card");
       $("lock-text").textContent = text;
@@ -284,14 +312,14 @@
           location.reload();
           return;
         }
-        locked = false;
         beating = false;
-        l.hidden = true;
+        hideLock();
         $("lock-status").textContent = "";
       } catch (e) {
         $("lock-status").textContent = e.message;
       } finally {
         $("unlock").disabled = !mine();
+        focusUnlock();
       }
     });
   }
@@ -466,8 +494,10 @@
 
   // --- every page ----------------------------------------------------
 
-  const out = $("signout");
-  if (out) {
+  // Sign out: from the header, and from the lock dialog (the header is
+  // inert behind it).
+  for (const out of [$("signout"), $("lock-signout")]) {
+    if (!out) continue;
     out.addEventListener("click", async () => {
       await api("/api/signout").catch(() => {});
       location.assign("/signin");
