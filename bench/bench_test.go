@@ -328,6 +328,16 @@ func TestKeep(t *testing.T) {
 			{Name: "o1", Stage: "origin", Runs: 3},
 			{Name: "legacy", Value: 1},
 		}}
+	// The measured stage's rows where its first earlier row was, even
+	// when a stage's row came before in the file.
+	old2 := Results{Rows: []Row{{Name: "legacy-2", Value: 2}, {Name: "v1", Stage: "verifier", Runs: 5}, {Name: "new-stage-x"}}}
+	now2 := Results{Stages: []StageLoad{{Name: "uploads"}, {Name: "fresh"}},
+		Rows: []Row{{Name: "u1", Stage: "uploads"}, {Name: "legacy-2", Stage: "uploads"}, {Name: "f", Stage: "fresh"}}}
+	want2 := []Row{{Name: "u1", Stage: "uploads"}, {Name: "legacy-2", Stage: "uploads"}, {Name: "v1", Stage: "verifier", Runs: 5},
+		{Name: "new-stage-x"}, {Name: "f", Stage: "fresh"}}
+	if diff := cmp.Diff(want2, keep(old2, now2).Rows); diff != "" {
+		t.Errorf("keep's places (-want +got):\n%s", diff)
+	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("keep (-want +got):\n%s", diff)
 	}
@@ -443,7 +453,7 @@ func TestRunBenchRunsAndKeeps(t *testing.T) {
 	if len(res.Stages) != 1 || res.Stages[0].Name != "b" {
 		t.Errorf("stages %+v, want b's", res.Stages)
 	}
-	for _, col := range []string{"RESULT", "SPREAD", "TARGET", "REFERENCE", "1.00–3.00", "whole run"} {
+	for _, col := range []string{"RESULT", "SPREAD", "TARGET", "REFERENCE", "1.00–3.00", "whole run", "pass"} {
 		if !strings.Contains(table.String(), col) {
 			t.Errorf("the table holds no %q:\n%s", col, table.String())
 		}

@@ -468,18 +468,25 @@ func readResults(b []byte) (Results, error) {
 }
 
 // keep makes this run's results of the earlier ones and the rows measured
-// now: the stages measured now replace their earlier rows, the rows of
-// the others are kept as they were (a subset run does not erase the
-// rest). Rows of the earlier format name no stage: a measured row
-// replaces the earlier row of its name.
+// now: the stages measured now replace their earlier rows (each stage's
+// new rows where its first earlier row was, a new stage's at the end),
+// the rows of the others are kept as they were (a subset run does not
+// erase the rest). Rows of the earlier format name no stage: a measured
+// row replaces the earlier row of its name.
 func keep(old Results, now Results) Results {
 	measured := map[string]bool{}
 	for _, s := range now.Stages {
 		measured[s.Name] = true
 	}
-	named := map[string]bool{}
+	stageOf := map[string]string{} // row name → the stage that measured it now
+	byStage := map[string][]Row{}
+	var order []string
 	for _, r := range now.Rows {
-		named[r.Name] = true
+		stageOf[r.Name] = r.Stage
+		if _, ok := byStage[r.Stage]; !ok {
+			order = append(order, r.Stage)
+		}
+		byStage[r.Stage] = append(byStage[r.Stage], r)
 	}
 	out := now
 	if len(now.Stages) == 0 { // nothing measured: the file's run stays
@@ -492,18 +499,24 @@ func keep(old Results, now Results) Results {
 			out.Stages = append(out.Stages, s)
 		}
 	}
-	done := false
+	placed := map[string]bool{}
 	for _, r := range old.Rows {
-		if measured[r.Stage] || named[r.Name] {
-			if !done { // this run's rows where the first replaced one was
-				out.Rows, done = append(out.Rows, now.Rows...), true
-			}
+		st, ok := stageOf[r.Name]
+		if measured[r.Stage] {
+			st, ok = r.Stage, true
+		}
+		if !ok {
+			out.Rows = append(out.Rows, r)
 			continue
 		}
-		out.Rows = append(out.Rows, r)
+		if !placed[st] {
+			out.Rows, placed[st] = append(out.Rows, byStage[st]...), true
+		}
 	}
-	if !done {
-		out.Rows = append(out.Rows, now.Rows...)
+	for _, st := range order {
+		if !placed[st] {
+			out.Rows = append(out.Rows, byStage[st]...)
+		}
 	}
 	return out
 }
@@ -518,15 +531,16 @@ func writeResults(path string, res Results) error {
 }
 
 // printRows prints the table of rows: each with its value, the spread of
-// what its target bounds, its reference, target, runs and pass, fail or
-// busy.
+// what its target bounds, its reference's value and the ratio, target,
+// runs and pass, fail or busy; the name last, with the reference and the
+// detail (long: the columns stay narrow).
 func printRows(w io.Writer, rows []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESULT\tNAME\tVALUE\tREF VALUE\tRATIO\tSPREAD\tTARGET\tRUNS\tREFERENCE")
+	fmt.Fprintln(tw, "RESULT\tVALUE\tSPREAD\tRATIO\tREF VALUE\tTARGET\tRUNS\tNAME [DETAIL] (REFERENCE)")
 	for _, r := range rows {
 		refValue, ratio := "-", "-"
 		if r.Reference != "" {
-			refValue, ratio = num(r.ReferenceValue), fmt.Sprintf("%.2f×", r.Ratio)
+			refValue, ratio = num(r.ReferenceValue)+" "+r.Unit, fmt.Sprintf("%.2f×", r.Ratio)
 		}
 		spread := "-"
 		if r.Spread != nil {
@@ -552,11 +566,10 @@ func printRows(w io.Writer, rows []Row) error {
 		if r.Detail != "" {
 			name += " [" + r.Detail + "]"
 		}
-		ref := r.Reference
-		if ref == "" {
-			ref = "-"
+		if r.Reference != "" {
+			name += " (against: " + r.Reference + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.status(), name, num(r.Value), r.Unit, refValue, ratio, spread, tgt, runs, ref)
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.status(), num(r.Value), r.Unit, spread, ratio, refValue, tgt, runs, name)
 	}
 	return tw.Flush()
 }
