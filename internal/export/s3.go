@@ -55,32 +55,53 @@ type s3Target struct {
 // carries its requests, and retries, when positive (tests), bounds the
 // client's retries of a failed request.
 func newS3Target(cfg Config, rt http.RoundTripper, retries int) (*s3Target, error) {
-	bucket, prefix, err := ParseTarget(cfg.Target)
+	c, bucket, prefix, err := s3Client(cfg, rt, retries)
 	if err != nil {
 		return nil, err
 	}
+	maxAge := cfg.CacheMaxAge
+	if maxAge <= 0 {
+		maxAge = defaultCacheMaxAge
+	}
+	u, _ := url.Parse(cfg.S3Endpoint)
+	return &s3Target{c: c, bucket: bucket, prefix: prefix, endpoint: u.Scheme + "://" + u.Host, maxAge: maxAge}, nil
+}
+
+// NewS3Client is a client of the bucket cfg's target names
+// (VOUCH_EXPORT_TARGET and its VOUCH_EXPORT_S3_* settings), with the
+// bucket and the exports' prefix: the transparency log is mirrored there
+// too, beside the exports.
+func NewS3Client(cfg Config) (c *minio.Client, bucket, prefix string, err error) {
+	return s3Client(cfg, nil, 0)
+}
+
+func s3Client(cfg Config, rt http.RoundTripper, retries int) (*minio.Client, string, string, error) {
+	bucket, prefix, err := ParseTarget(cfg.Target)
+	if err != nil {
+		return nil, "", "", err
+	}
 	u, err := url.Parse(cfg.S3Endpoint)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || strings.Trim(u.Path, "/") != "" {
-		return nil, fmt.Errorf("VOUCH_EXPORT_S3_ENDPOINT %q: an http:// or https:// URL of a host, without a path", cfg.S3Endpoint)
+		return nil, "", "", fmt.Errorf("VOUCH_EXPORT_S3_ENDPOINT %q: an http:// or https:// URL of a host, without a path", cfg.S3Endpoint)
 	}
 	access, secret := strings.TrimSpace(cfg.S3AccessKey), strings.TrimSpace(cfg.S3SecretKey)
 	if access == "" || secret == "" {
-		return nil, errors.New("VOUCH_EXPORT_S3_ACCESS_KEY and VOUCH_EXPORT_S3_SECRET_KEY (or their _FILE) must give the bucket's credentials")
+		return nil, "", "", errors.New("VOUCH_EXPORT_S3_ACCESS_KEY and VOUCH_EXPORT_S3_SECRET_KEY (or their _FILE) must give the bucket's credentials")
 	}
 	secure := u.Scheme == "https"
 	if rt == nil {
 		tr, err := minio.DefaultTransport(secure)
 		if err != nil {
-			return nil, fmt.Errorf("export: s3 transport: %w", err)
+			return nil, "", "", fmt.Errorf("export: s3 transport: %w", err)
 		}
 		if cfg.S3CAFile != "" {
 			pem, err := os.ReadFile(cfg.S3CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("VOUCH_EXPORT_S3_CA_FILE: %w", err)
+				return nil, "", "", fmt.Errorf("VOUCH_EXPORT_S3_CA_FILE: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("VOUCH_EXPORT_S3_CA_FILE %s: no PEM certificate", cfg.S3CAFile)
+				return nil, "", "", fmt.Errorf("VOUCH_EXPORT_S3_CA_FILE %s: no PEM certificate", cfg.S3CAFile)
 			}
 			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}
@@ -101,13 +122,9 @@ func newS3Target(cfg Config, rt http.RoundTripper, retries int) (*s3Target, erro
 		MaxRetries:   retries,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("export: s3 client: %w", err)
+		return nil, "", "", fmt.Errorf("export: s3 client: %w", err)
 	}
-	maxAge := cfg.CacheMaxAge
-	if maxAge <= 0 {
-		maxAge = defaultCacheMaxAge
-	}
-	return &s3Target{c: c, bucket: bucket, prefix: prefix, endpoint: u.Scheme + "://" + u.Host, maxAge: maxAge}, nil
+	return c, bucket, prefix, nil
 }
 
 func (s *s3Target) String() string {
