@@ -427,10 +427,11 @@ func mergeRuns(runs [][]Row) []Row {
 
 // Results is bench/results.json.
 type Results struct {
-	// Machine is the whole run's: load at its start and end.
-	Machine Load        `json:"machine"`
-	Started time.Time   `json:"started"`
-	GoOS    string      `json:"goos"`
+	// Machine is the whole run's: load at its start and end (none in a
+	// file converted from the earlier format, which did not say).
+	Machine Load        `json:"machine,omitzero"`
+	Started time.Time   `json:"started,omitzero"`
+	GoOS    string      `json:"goos,omitempty"`
 	Stages  []StageLoad `json:"stages"`
 	Rows    []Row       `json:"rows"`
 }
