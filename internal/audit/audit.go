@@ -198,6 +198,16 @@ func (r Report) HeadHex() string { return hex.EncodeToString(r.Head) }
 // Problem for the first row that does not hold; other errors mean it could
 // not read.
 func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
+	return VerifyProgress(ctx, tx, known, nil)
+}
+
+// progressEvery is how many rows VerifyProgress checks between reports.
+const progressEvery = 1000
+
+// VerifyProgress is Verify, telling progress how many rows it has checked
+// every thousand rows and at the end: a year of rows takes a while, and an
+// auditor waiting on a page wants to see it move. progress may be nil.
+func VerifyProgress(ctx context.Context, tx pgx.Tx, known []byte, progress func(checked int64)) (Report, error) {
 	var rep Report
 	// Where the chain starts: row 1 from nothing, or the newest anchor a
 	// prune left.
@@ -233,9 +243,15 @@ func Verify(ctx context.Context, tx pgx.Tx, known []byte) (Report, error) {
 		rep.Rows++
 		rep.Head = r.Hash
 		prev = &r
+		if progress != nil && rep.Rows%progressEvery == 0 {
+			progress(rep.Rows)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return rep, fmt.Errorf("audit: read: %w", err)
+	}
+	if progress != nil {
+		progress(rep.Rows)
 	}
 	if !foundKnown {
 		return rep, Problem{Kind: Missing}
