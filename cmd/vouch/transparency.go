@@ -15,6 +15,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/vouch-nl/vouch/internal/database"
+	"github.com/vouch-nl/vouch/internal/export"
+	"github.com/vouch-nl/vouch/internal/p11"
 	"github.com/vouch-nl/vouch/internal/transparency"
 )
 
@@ -33,7 +35,10 @@ log      appends every stored authorization and, every
          VOUCH_TRANSPARENCY_AUDIT_INTERVAL, the audit chain's head to the log in
          VOUCH_TRANSPARENCY_DIR (a log/ directory inside the export directory the
          origin serves), signing checkpoints with the key read from
-         VOUCH_TRANSPARENCY_KEY_FILE under VOUCH_TRANSPARENCY_ORIGIN.
+         VOUCH_TRANSPARENCY_KEY_FILE under VOUCH_TRANSPARENCY_ORIGIN and with
+         the back end's P-256 HSM key VOUCH_TRANSPARENCY_HSM_KEY_URI, asking
+         the witnesses of VOUCH_TRANSPARENCY_WITNESS_POLICY(_FILE) to cosign,
+         and copying the log to the exports' bucket (VOUCH_EXPORT_TARGET).
 keygen   writes a signer key to FILE (mode 0600) and prints the public key.
 monitor  checks the published checkpoint's signature and its consistency with
          the checkpoint in the state file, checks the new entries against it,
@@ -48,7 +53,65 @@ VOUCH_TRANSPARENCY_PUBLIC_KEY (or its _FILE).
 
 type transparencyLogConfig struct {
 	Database database.Config
-	Log      transparency.Config
+	Writer   transparencyWriterConfig
+	// Export gives the exports' bucket (VOUCH_EXPORT_TARGET and its S3
+	// settings), where the log is mirrored too.
+	Export export.Config
+}
+
+// transparencyWriterConfig is the log writer's configuration: `vouch
+// transparency log` and `vouch all` (when VOUCH_TRANSPARENCY_DIR is set)
+// load it.
+type transparencyWriterConfig struct {
+	Log transparency.Config
+	// HSMKeyURI is the pkcs11: URI of the back end's P-256 key that signs
+	// every checkpoint a second time; the token's PIN is VOUCH_HSM_PIN.
+	HSMKeyURI string `env:"VOUCH_TRANSPARENCY_HSM_KEY_URI"`
+	HSMPIN    string `env:"VOUCH_HSM_PIN"`
+}
+
+// startTransparency opens the HSM key and the exports' bucket (when
+// VOUCH_EXPORT_TARGET names one) and makes the log writer; closeKeys
+// releases the HSM session after the writer stopped.
+func startTransparency(cfg transparencyWriterConfig, exp export.Config, db *database.DB, log *slog.Logger) (w *transparency.Writer, closeKeys func(), err error) {
+	if cfg.HSMKeyURI == "" {
+		return nil, nil, errors.New("the transparency log's checkpoints are also signed by the back end's P-256 key: set VOUCH_TRANSPARENCY_HSM_KEY_URI (and VOUCH_HSM_PIN)")
+	}
+	u, err := p11.ParseURI(cfg.HSMKeyURI)
+	if err != nil {
+		return nil, nil, fmt.Errorf("VOUCH_TRANSPARENCY_HSM_KEY_URI: %w", err)
+	}
+	mod, err := p11.Open(moduleOf(u))
+	if err != nil {
+		return nil, nil, fmt.Errorf("transparency HSM key: %w", err)
+	}
+	key, err := mod.Signer(u, cfg.HSMPIN)
+	if err != nil {
+		mod.Close()
+		return nil, nil, fmt.Errorf("transparency HSM key: %w", err)
+	}
+	closeKeys = func() { key.Close(); mod.Close() }
+	opts := []transparency.Option{transparency.WithHSMKey(key)}
+	if exp.Target != "" {
+		c, bucket, prefix, err := export.NewS3Client(exp)
+		if err != nil {
+			closeKeys()
+			return nil, nil, err
+		}
+		maxAge := exp.CacheMaxAge
+		if maxAge < time.Second {
+			maxAge = 8760 * time.Hour
+		}
+		opts = append(opts, transparency.WithMirror(transparency.NewS3Mirror(c, bucket, prefix, maxAge)))
+	}
+	w, err = transparency.NewWriter(cfg.Log, db, log.With("role", "transparency"), opts...)
+	if err != nil {
+		closeKeys()
+		return nil, nil, err
+	}
+	log.Info("transparency log: writing", "dir", cfg.Log.Dir, "origin", cfg.Log.Origin,
+		"hsm_vkey", w.HSMVerifierKey(), "bucket", exp.Target != "", "witnesses", cfg.Log.WitnessPolicy != "")
+	return w, closeKeys, nil
 }
 
 type transparencyKeyConfig struct {
@@ -95,11 +158,11 @@ func runTransparencyLog(ctx context.Context, log *slog.Logger, args []string, st
 		return err
 	}
 	defer db.Close()
-	w, err := transparency.NewWriter(cfg.Log, db, log)
+	w, closeKeys, err := startTransparency(cfg.Writer, cfg.Export, db, log)
 	if err != nil {
 		return err
 	}
-	log.Info("transparency log: writing", "dir", cfg.Log.Dir, "origin", cfg.Log.Origin)
+	defer closeKeys()
 	return w.Run(ctx)
 }
 

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -15,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/vouch-nl/vouch/internal/cdn"
 	"github.com/vouch-nl/vouch/internal/testenv"
@@ -49,6 +55,14 @@ func TestTransparencyCommands(t *testing.T) {
 	t.Setenv("VOUCH_TRANSPARENCY_INTERVAL", "50ms")
 	t.Setenv("VOUCH_TRANSPARENCY_CHECKPOINT_INTERVAL", "100ms")
 	t.Setenv("VOUCH_TRANSPARENCY_LEASE", "2s")
+	// Without the back end's HSM key, the writer does not start.
+	if err := realMain(context.Background(), []string{"transparency", "log"}, io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "VOUCH_TRANSPARENCY_HSM_KEY_URI") {
+		t.Fatalf("transparency log without an HSM key: %v", err)
+	}
+	man := testenv.Cards(t)
+	t.Setenv("VOUCH_TRANSPARENCY_HSM_KEY_URI", man.Backend.ExportURI)
+	t.Setenv("VOUCH_HSM_PIN", man.Backend.PIN)
 
 	ctx := context.Background()
 	rows := make([][]any, 12)
@@ -73,6 +87,22 @@ func TestTransparencyCommands(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no checkpoint of 12 leaves")
 		}
+	}
+
+	// The checkpoint's second signature is the HSM key's (signed-note
+	// type 0x02), verified by transparency-dev/formats.
+	pemBytes, err := os.ReadFile(man.Backend.ExportPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	sum := sha256.Sum256(blk.Bytes)
+	hsmV, err := fnote.NewECDSAVerifier(fmt.Sprintf("vouch.test/log+%x+%s", sum[:4], base64.StdEncoding.EncodeToString(append([]byte{0x02}, blk.Bytes...))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(checkpoint); func() error { _, err := note.Open(b, note.VerifierList(hsmV)); return err }() != nil {
+		t.Fatalf("the checkpoint is not signed by the back end's HSM key:\n%s", b)
 	}
 
 	h, err := cdn.NewHandler(exportDir, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -35,14 +35,14 @@ type Config struct {
 	// publishes checkpoint, tile/… and tile/entries/… beside the exports.
 	// tessera's private state is in Dir/.state, which the origin never
 	// serves (it refuses names that start with a dot).
-	Dir string `env:"VOUCH_TRANSPARENCY_DIR, required"`
+	Dir string `env:"VOUCH_TRANSPARENCY_DIR"`
 	// Origin is the checkpoint's first line. It never changes: the writer
 	// refuses to run when the key's name or the published checkpoint says
 	// another.
-	Origin string `env:"VOUCH_TRANSPARENCY_ORIGIN, required"`
+	Origin string `env:"VOUCH_TRANSPARENCY_ORIGIN"`
 	// Key is the Ed25519 note signer key (PRIVATE+KEY+<origin>+…), read
 	// from VOUCH_TRANSPARENCY_KEY_FILE.
-	Key string `env:"VOUCH_TRANSPARENCY_KEY, required"`
+	Key string `env:"VOUCH_TRANSPARENCY_KEY"`
 	// Interval is how often the writer looks for new authorizations.
 	Interval time.Duration `env:"VOUCH_TRANSPARENCY_INTERVAL, default=1s"`
 	// AuditInterval is how often the audit chain's head is appended (when
@@ -111,9 +111,14 @@ type Writer struct {
 
 // NewWriter checks the configuration, the keys and the witness policy.
 func NewWriter(cfg Config, db *database.DB, log *slog.Logger, opts ...Option) (*Writer, error) {
+	// Checked here rather than by the environment's parser: `vouch all`
+	// loads this configuration whether it runs the writer or not.
+	if cfg.Dir == "" || cfg.Origin == "" || strings.TrimSpace(cfg.Key) == "" {
+		return nil, errors.New("transparency: the writer needs VOUCH_TRANSPARENCY_DIR, VOUCH_TRANSPARENCY_ORIGIN and VOUCH_TRANSPARENCY_KEY_FILE")
+	}
 	signer, err := note.NewSigner(strings.TrimSpace(cfg.Key))
 	if err != nil {
-		return nil, fmt.Errorf("transparency: signer key: %w", err)
+		return nil, fmt.Errorf("transparency: signer key (VOUCH_TRANSPARENCY_KEY_FILE): %w", err)
 	}
 	if signer.Name() != cfg.Origin {
 		return nil, fmt.Errorf("transparency: the key is named %q, the origin is %q: they must be the same", signer.Name(), cfg.Origin)
