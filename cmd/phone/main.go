@@ -6,10 +6,18 @@
 //	phone pickup -key K -api URL -out B    wait until vouched, verify the bundle offline, save it
 //	phone upload -key K -api URL -bundle B [-keys FILE] [-n 14]
 //	                                       publish temporary exposure keys
-//	phone sync -cdn URL -export-key PEM -state DIR [-seen FILE]
-//	                                       fetch new exports, verify them, report matches
+//	phone sync -cdn URL -export-key PEM -state DIR [-seen FILE] [-log-key K]
+//	                                       fetch new exports, verify them, report matches;
+//	                                       with -log-key, check the transparency log too
+//	phone verify-fork -log-key K FILE      check a fork proof a phone printed
 //	phone simulate -n N -api URL -codes FILE
 //	                                       N phones at once: register, wait, upload
+//
+// With -log-key (or VOUCH_TRANSPARENCY_PUBLIC_KEY), pickup and sync check
+// the transparency log (docs/transparency.md, "The phone"): the signed
+// checkpoint, under the witness policy of -log-witness and
+// -log-witness-quorum; its consistency with the checkpoint kept in the
+// state directory; and the inclusion of the phone's authorization.
 //
 // pickup verifies the bundle with the trust a server reads from its
 // environment (VOUCH_UZI_ROOTS, VOUCH_UZI_CAS, VOUCH_ATTESTATION_KEYS,
@@ -65,16 +73,17 @@ var commands = []command{
 	{"code", "-key FILE", "print the code of an existing key", func(_ context.Context, a []string, w io.Writer) error {
 		return runRegister("code", a, w, false)
 	}},
-	{"pickup", "-key K -api URL -out B", "wait until vouched, verify the bundle offline, save it", runPickup},
+	{"pickup", "-key K -api URL -out B [-log-key K]", "wait until vouched, verify the bundle offline, save it; check the log", runPickup},
 	{"upload", "-key K -api URL -bundle B [-keys FILE] [-n 14]", "publish temporary exposure keys", runUpload},
-	{"sync", "-cdn URL -export-key PEM -state DIR [-seen FILE]", "fetch new exports, verify them, report matches", runSync},
+	{"sync", "-cdn URL -export-key PEM -state DIR [-seen FILE] [-log-key K]", "fetch new exports, verify them, report matches; check the log", runSync},
+	{"verify-fork", "-log-key K FILE", "check a fork proof a phone printed", runVerifyFork},
 	{"simulate", "-n N -api URL -codes FILE", "N phones at once: register, wait, upload", runSimulate},
 }
 
 // aliases are older names of commands.
 var aliases = map[string]string{"new": "register"}
 
-const usage = "usage: phone register|code|pickup|upload|sync|simulate [flags]  (phone -h for more, phone CMD -h for each)"
+const usage = "usage: phone register|code|pickup|upload|sync|verify-fork|simulate [flags]  (phone -h for more, phone CMD -h for each)"
 
 // printHelp writes the command table.
 func printHelp(w io.Writer) {

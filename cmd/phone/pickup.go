@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/vouch-nl/vouch/internal/i18n"
 	"github.com/vouch-nl/vouch/internal/phoneclient"
 	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/transparency"
 	"github.com/vouch-nl/vouch/internal/trust"
 )
 
@@ -27,7 +29,14 @@ func runPickup(ctx context.Context, args []string, stdout io.Writer) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	poll := fs.Duration("poll", time.Second, "first wait between polls (doubles up to -poll-max)")
 	pollMax := fs.Duration("poll-max", 30*time.Second, "longest wait between polls")
+	state := fs.String("state", "phone-state", "directory keeping the log's checkpoint and the leaves to prove (with -log-key)")
+	lf := addLogFlags(fs, "default http://127.0.0.1:8082/log/")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// The log's policy is read before polling too: a bad key need not wait.
+	pl, err := lf.open(*state, "http://127.0.0.1:8082/log/")
+	if err != nil {
 		return err
 	}
 	priv, err := readKey(*keyFile)
@@ -62,7 +71,17 @@ func runPickup(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "OK  bundle %x vouched by %s, valid until %s, written to %s\n",
 		res.Statement.AuthorizationID, res.Signer.Subject.CommonName, res.Statement.ExpiresAt.UTC().Format(time.RFC3339), *out)
-	return nil
+	if pl == nil {
+		return nil
+	}
+	// The leaf is the hash of the very bytes picked up: the phone computes
+	// it, records it, and proves it now or at a later sync (the log is fed
+	// asynchronously: it may not be there yet).
+	entry := transparency.AuthorizationEntry(bundle, res.Statement.IssuedAt)
+	if err := pl.record(hex.EncodeToString(res.Statement.AuthorizationID[:]), entry); err != nil {
+		return err
+	}
+	return pl.check(ctx, stdout)
 }
 
 // phoneVerifier is the verifier of an offline phone: the configured roots

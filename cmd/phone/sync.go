@@ -43,11 +43,21 @@ func runSync(ctx context.Context, args []string, stdout io.Writer) error {
 	seen := fset.String("seen", "", "keys file of the keys this phone observed")
 	state := fset.String("state", "phone-state", "directory remembering the files already fetched")
 	timeout := fset.Duration("timeout", 5*time.Minute, "give up after this long")
+	lf := addLogFlags(fset, "default <-cdn>/log/")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
-	if *exportKeys == "" {
+	pl, err := lf.open(*state, strings.TrimRight(*origin, "/")+"/log/")
+	if err != nil {
+		return err
+	}
+	if *exportKeys == "" && pl == nil {
 		return errors.New("sync verifies every file: give the export signer's public key (-export-key)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if *exportKeys == "" {
+		return pl.check(ctx, stdout)
 	}
 	var trusted []*ecdsa.PublicKey
 	for f := range strings.SplitSeq(*exportKeys, ",") {
@@ -64,8 +74,6 @@ func runSync(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	s := &syncer{http: &http.Client{Timeout: 2 * time.Minute}, base: strings.TrimRight(*origin, "/"), trusted: trusted, open: openExport, state: *state}
 	res, err := s.run(ctx, stdout)
 	if err != nil {
@@ -76,7 +84,10 @@ func runSync(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "match   %s  day %s\n", hex.EncodeToString(k.Data[:]), k.Start().Format(time.DateOnly))
 	}
 	fmt.Fprintf(stdout, "synced  %d files listed, %d new, %d keys new, %d matches\n", res.listed, res.fetched, len(res.published), len(matches))
-	return nil
+	if pl == nil {
+		return nil
+	}
+	return pl.check(ctx, stdout)
 }
 
 type syncer struct {
