@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -139,6 +140,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 type hooks struct {
 	beforeCommit func() error
 	afterCommit  func() error
+	// afterConflict runs when the direct COPY found a key already stored,
+	// before the merging write; an error stops the reader there.
+	afterConflict func() error
 }
 
 // Store is the readers of one process.
@@ -246,7 +250,7 @@ func (s *Store) read(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// errStopped: a hook stopped the reader between commit and acknowledgement.
+// errStopped: a hook stopped the reader between two steps, as a crash would.
 var errStopped = errors.New("keystore: reader stopped")
 
 // handle decodes msgs, terminates those that are not records, stores the
@@ -313,10 +317,52 @@ func appendRows(rows [][]any, rec *exposure.Record) [][]any {
 
 var copyColumns = []string{"key_data", "rolling_start", "rolling_period", "transmission_risk", "days_since_onset", "received_hour"}
 
-// store writes rows in one transaction: COPY into a temporary table, then
-// one INSERT that skips the keys already stored. It returns how many keys
-// were new.
+// store writes rows in one transaction and returns how many keys were new.
+//
+// A batch is nearly always new: it is copied straight into the table, each
+// key written once. A key already stored (a redelivery: a reader stopped
+// between commit and acknowledgement, a record published twice past the
+// bus's dedupe window) makes that COPY fail on the primary key, which
+// rolls all of it back; the batch is then written as before, through a
+// temporary table and one INSERT that skips the keys already stored
+// (storeMerging). Either way a batch commits whole or not at all, and a
+// key is stored once.
 func (s *Store) store(ctx context.Context, rows [][]any) (int64, error) {
+	n, err := s.storeNew(ctx, rows)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != uniqueViolation {
+		return n, err
+	}
+	if h := s.hooks.afterConflict; h != nil {
+		if err := h(); err != nil {
+			return 0, errStopped
+		}
+	}
+	return s.storeMerging(ctx, rows)
+}
+
+// uniqueViolation is PostgreSQL's SQLSTATE for a key already stored.
+const uniqueViolation = "23505"
+
+// storeNew copies rows into the table in one transaction; a key already
+// stored fails it with a unique violation and stores nothing.
+func (s *Store) storeNew(ctx context.Context, rows [][]any) (int64, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("keystore: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// origin is the column's default, '' (uploaded here).
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"exposure_keys"}, copyColumns, pgx.CopyFromRows(rows))
+	if err != nil {
+		return 0, fmt.Errorf("keystore: copy: %w", err)
+	}
+	return n, s.commit(ctx, tx)
+}
+
+// storeMerging writes rows through a temporary table and one INSERT that
+// skips the keys already stored, in one transaction.
+func (s *Store) storeMerging(ctx context.Context, rows [][]any) (int64, error) {
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("keystore: begin: %w", err)
@@ -338,15 +384,20 @@ func (s *Store) store(ctx context.Context, rows [][]any) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("keystore: insert: %w", err)
 	}
+	return tag.RowsAffected(), s.commit(ctx, tx)
+}
+
+// commit commits tx, after the test hook that may fail it.
+func (s *Store) commit(ctx context.Context, tx pgx.Tx) error {
 	if h := s.hooks.beforeCommit; h != nil {
 		if err := h(); err != nil {
-			return 0, fmt.Errorf("keystore: commit: %w", err)
+			return fmt.Errorf("keystore: commit: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("keystore: commit: %w", err)
+		return fmt.Errorf("keystore: commit: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return nil
 }
 
 // backoff doubles from min to max, with full jitter in the upper half so

@@ -374,6 +374,52 @@ func TestReaderStoppedBetweenCommitAndAck(t *testing.T) {
 	}
 }
 
+// TestReaderStoppedAfterConflict: a reader whose direct COPY met a key
+// already stored, stopped before the merging write (as a crash would),
+// stored nothing of the batch; the next reader stores every key once.
+func TestReaderStoppedAfterConflict(t *testing.T) {
+	t.Parallel()
+	db, b := testenv.Database(t), testenv.Bus(t)
+	openStream(t, b)
+	r := record(t, 4)
+	if _, err := db.Pool().Exec(t.Context(), `insert into exposure_keys (key_data, rolling_start, rolling_period, received_hour)
+		values ($1, $2, $3, now())`, r.Keys[2].Data[:], r.Keys[2].RollingStart, r.Keys[2].RollingPeriod); err != nil {
+		t.Fatal(err)
+	}
+	publishRecord(t, b, r)
+	publishRecord(t, b, record(t, 3))
+	cfg := testConfig()
+	cfg.AckWait = time.Second
+	crashed := newStore(t, cfg, db.Pool(), b)
+	var conflicts atomic.Int32
+	crashed.hooks.afterConflict = func() error {
+		conflicts.Add(1)
+		return errors.New("injected: crash after the conflict")
+	}
+	stop := run(t, crashed)
+	deadline := time.Now().Add(10 * time.Second)
+	for conflicts.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := stop(); !errors.Is(err, errStopped) {
+		t.Fatalf("crashed reader returned %v, want it stopped by the hook", err)
+	}
+	if rows, _ := countKeys(t, db.Pool()); rows != 1 {
+		t.Fatalf("%d keys stored after the crash, want the one stored before", rows)
+	}
+
+	next := newStore(t, cfg, db.Pool(), b)
+	run(t, next)
+	waitKeys(t, db.Pool(), 7, 20*time.Second)
+	waitAcked(t, next)
+	if rows, distinct := countKeys(t, db.Pool()); rows != distinct || rows != 7 {
+		t.Errorf("%d rows for %d keys, want 7", rows, distinct)
+	}
+	if got := value(t, next.m.keys); got != 6 {
+		t.Errorf("the next reader stored %v new keys, want 6", got)
+	}
+}
+
 // proxy forwards TCP to PostgreSQL until cut, and refuses every connection
 // (closing those open) while cut.
 type proxy struct {

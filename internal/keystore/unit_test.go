@@ -62,13 +62,18 @@ func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}, NumPending: m.pending}, nil
 }
 
-// fakeDB is a table keyed by key_data: an insert counts only new keys, as
-// "on conflict do nothing" does. fail, if set, fails the named step.
+// fakeDB is a table keyed by key_data, with its primary key: a COPY into
+// it that meets a key already stored (or one twice) fails with a unique
+// violation, and the merging INSERT counts only new keys, as "on conflict
+// do nothing" does. fail, if set, fails the named step: "begin", "copy"
+// (into the table), then after a conflict "begin merging", "create",
+// "copy keys_in", "insert"; and "commit".
 type fakeDB struct {
-	ev     *events
-	mu     sync.Mutex
-	stored map[string][]any
-	fail   func(step string) error
+	ev         *events
+	mu         sync.Mutex
+	stored     map[string][]any
+	fail       func(step string) error
+	conflicted bool // the last COPY into the table met a stored key
 }
 
 func newFakeDB(ev *events) *fakeDB { return &fakeDB{ev: ev, stored: map[string][]any{}} }
@@ -81,8 +86,14 @@ func (db *fakeDB) step(s string) error {
 }
 
 func (db *fakeDB) Begin(ctx context.Context) (pgx.Tx, error) {
-	db.ev.add("begin")
-	if err := db.step("begin"); err != nil {
+	db.mu.Lock()
+	step := "begin"
+	if db.conflicted {
+		step, db.conflicted = "begin merging", false
+	}
+	db.mu.Unlock()
+	db.ev.add(step)
+	if err := db.step(step); err != nil {
 		return nil, err
 	}
 	return &fakeTx{db: db}, nil
@@ -120,14 +131,38 @@ func (tx *fakeTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []str
 	if d := cmp.Diff(copyColumns, cols); d != "" {
 		return 0, fmt.Errorf("columns: %s", d)
 	}
+	var rows [][]any
 	for src.Next() {
 		v, err := src.Values()
 		if err != nil {
 			return 0, err
 		}
-		tx.rows = append(tx.rows, v)
+		rows = append(rows, v)
 	}
-	return int64(len(tx.rows)), tx.db.step("copy")
+	switch table.Sanitize() {
+	case `"keys_in"`:
+		tx.rows = rows
+		return int64(len(rows)), tx.db.step("copy keys_in")
+	case `"exposure_keys"`:
+	default:
+		return 0, fmt.Errorf("copy into %s", table.Sanitize())
+	}
+	if err := tx.db.step("copy"); err != nil {
+		return 0, err
+	}
+	tx.db.mu.Lock()
+	defer tx.db.mu.Unlock()
+	seen := map[string]bool{}
+	for _, r := range rows {
+		k := string(r[0].([]byte))
+		if _, ok := tx.db.stored[k]; ok || seen[k] {
+			tx.db.conflicted = true
+			return 0, &pgconn.PgError{Code: "23505", ConstraintName: "exposure_keys_pkey"}
+		}
+		seen[k] = true
+	}
+	tx.rows = rows
+	return int64(len(rows)), nil
 }
 
 func (tx *fakeTx) Commit(ctx context.Context) error {
@@ -328,41 +363,104 @@ func TestUnitOnlyMalformed(t *testing.T) {
 	}
 }
 
-// TestUnitFailedStepNotAcknowledged: whichever step of the transaction
-// fails, the batch is rolled back, not acknowledged and not counted.
+// TestUnitFailedStepNotAcknowledged: whichever step of either write fails
+// — the direct COPY of a new batch, or the merging write after a key was
+// found stored — the batch is rolled back, not acknowledged and not
+// counted, and the keys stored before stay as they were.
 func TestUnitFailedStepNotAcknowledged(t *testing.T) {
 	t.Parallel()
-	for _, step := range []string{"begin", "create", "copy", "insert", "hook", "commit"} {
-		t.Run(step, func(t *testing.T) {
+	for _, tt := range []struct {
+		step    string
+		merging bool // a key of the batch is stored already
+		want    []string
+	}{
+		{"begin", false, []string{"begin"}},
+		{"copy", false, []string{"begin", "rollback"}},
+		{"hook", false, []string{"begin", "rollback"}},
+		{"commit", false, []string{"begin", "rollback"}},
+		{"after conflict", true, []string{"begin", "rollback"}},
+		{"begin merging", true, []string{"begin", "rollback", "begin merging"}},
+		{"create", true, []string{"begin", "rollback", "begin merging", "rollback"}},
+		{"copy keys_in", true, []string{"begin", "rollback", "begin merging", "rollback"}},
+		{"insert", true, []string{"begin", "rollback", "begin merging", "rollback"}},
+		{"hook", true, []string{"begin", "rollback", "begin merging", "rollback"}},
+		{"commit", true, []string{"begin", "rollback", "begin merging", "rollback"}},
+	} {
+		t.Run(fmt.Sprintf("%s merging=%v", tt.step, tt.merging), func(t *testing.T) {
 			t.Parallel()
 			ev := &events{}
 			db := newFakeDB(ev)
 			injected := errors.New("injected")
 			db.fail = func(s string) error {
-				if s == step {
+				if s == tt.step {
 					return injected
 				}
 				return nil
 			}
 			s := unitStore(testConfig(), db, nil, &logs{})
-			if step == "hook" {
+			switch tt.step {
+			case "hook":
 				s.hooks.beforeCommit = func() error { return injected }
+			case "after conflict":
+				s.hooks.afterConflict = func() error { return injected }
 			}
-			err := s.handle(t.Context(), []jetstream.Msg{msgOf(ev, "r", record(t, 2), 1, 0)})
-			if !errors.Is(err, injected) {
-				t.Errorf("handle = %v, want the injected failure", err)
+			r := record(t, 2)
+			if tt.merging {
+				db.stored[string(r.Keys[1].Data[:])] = []any{"stored before"}
 			}
-			want := []string{"begin", "rollback"}
-			if step == "begin" {
-				want = []string{"begin"}
+			before := len(db.stored)
+			err := s.handle(t.Context(), []jetstream.Msg{msgOf(ev, "r", r, 1, 0)})
+			want := injected
+			if tt.step == "after conflict" {
+				want = errStopped // a reader stopped there, as a crash would
 			}
-			if d := cmp.Diff(want, ev.all()); d != "" {
+			if !errors.Is(err, want) {
+				t.Errorf("handle = %v, want %v", err, want)
+			}
+			if d := cmp.Diff(tt.want, ev.all()); d != "" {
 				t.Errorf("events (-want +got):\n%s", d)
 			}
-			if len(db.stored) != 0 || value(t, s.m.keys) != 0 || value(t, s.m.batches) != 0 {
-				t.Errorf("stored %d keys, metrics %v keys %v batches; want nothing", len(db.stored), value(t, s.m.keys), value(t, s.m.batches))
+			if len(db.stored) != before || value(t, s.m.keys) != 0 || value(t, s.m.batches) != 0 {
+				t.Errorf("stored %d keys (%d before), metrics %v keys %v batches; want nothing", len(db.stored), before, value(t, s.m.keys), value(t, s.m.batches))
 			}
 		})
+	}
+}
+
+// TestUnitStoredKeyMerged: a batch with a key already stored is written
+// by the merging path: its new keys stored once, counted as new, the batch
+// acknowledged after the commit; a batch of new keys is copied directly.
+func TestUnitStoredKeyMerged(t *testing.T) {
+	t.Parallel()
+	ev := &events{}
+	db := newFakeDB(ev)
+	s := unitStore(testConfig(), db, nil, &logs{})
+	r := record(t, 3)
+	db.stored[string(r.Keys[0].Data[:])] = []any{"stored before"}
+	if err := s.handle(t.Context(), []jetstream.Msg{msgOf(ev, "r", r, 1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"begin", "rollback", "begin merging", "commit", "ack r"}, ev.all()); d != "" {
+		t.Errorf("events (-want +got):\n%s", d)
+	}
+	if len(db.stored) != 3 || value(t, s.m.keys) != 2 {
+		t.Errorf("%d keys stored, %v counted new; want 3 stored, 2 new", len(db.stored), value(t, s.m.keys))
+	}
+	if got := db.stored[string(r.Keys[0].Data[:])]; len(got) != 1 {
+		t.Errorf("the stored key was written again: %v", got)
+	}
+	ev2 := &events{}
+	if err := s.handle(t.Context(), []jetstream.Msg{msgOf(ev2, "n", record(t, 2), 2, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"begin", "commit"}, ev.all()[5:]); d != "" {
+		t.Errorf("a new batch: database events (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"ack n"}, ev2.all()); d != "" {
+		t.Errorf("a new batch: message events (-want +got):\n%s", d)
+	}
+	if value(t, s.m.keys) != 4 {
+		t.Errorf("keys counted %v, want 4", value(t, s.m.keys))
 	}
 }
 
@@ -474,7 +572,7 @@ func TestUnitReaderCancelledWhileStoring(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	db.fail = func(s string) error {
-		if s == "insert" {
+		if s == "copy" {
 			cancel()
 			return context.Canceled
 		}
