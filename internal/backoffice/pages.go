@@ -18,7 +18,7 @@ import (
 
 // pageNames are the back office's pages, each templates/<name>.html on
 // top of templates/layout.html.
-var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden", "settings", "quota", "statistics", "statistics-public"}
+var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidden", "settings", "quota", "statistics", "statistics-public", "audit", "audit-row", "audit-verify"}
 
 func loadPages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -76,6 +76,8 @@ type page struct {
 	// Settings page, and the per-card quota view.
 	Settings  *settingsView
 	QuotaView *quotaView
+	// The audit trail's pages: an *auditTrailView (audittrail.go).
+	AuditTrail any
 }
 
 type activity struct {
