@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -551,9 +552,65 @@ func TestLoadgen(t *testing.T) {
 	if !strings.Contains(res.Error, "HTTP 400") {
 		t.Errorf("a refused upload: error %q, want HTTP 400", res.Error)
 	}
-	for _, args := range [][]string{{}, {"-addr", addr}, {"-addr", addr, "-bodies", path, "-concurrency", "0"}, {"-addr", addr, "-bodies", path, "-rate", "-1"}} {
+	for _, args := range [][]string{{}, {"-addr", addr}, {"-addr", addr, "-bodies", path, "-concurrency", "0"}, {"-addr", addr, "-bodies", path, "-rate", "-1"},
+		{"-get", srv.URL, "-seconds", "0"}, {"-get", srv.URL, "extra"}} {
 		if code := loadgenMain(args, nil, io.Discard, io.Discard); code != 2 {
 			t.Errorf("loadgen %v: exit %d, want 2", args, code)
 		}
+	}
+}
+
+// TestLoadgenGET runs the origin's generator against a server in this
+// test: requests counted, a wrong status or size is an error.
+func TestLoadgenGET(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"e1"`)
+		if r.Header.Get("If-None-Match") == `"e1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, "hello")
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{args: []string{"-want", "200", "-size", "5"}},
+		{args: []string{"-etag", `"e1"`, "-want", "304", "-size", "0"}},
+		{args: []string{"-want", "200", "-size", "4"}, err: "5 bytes"},
+		{args: []string{"-etag", `"e1"`, "-want", "200", "-size", "5"}, err: "HTTP 304"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"-get", srv.URL, "-concurrency", "2", "-seconds", "0.2"}, tc.args...)
+		if code := loadgenMain(args, nil, &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, stderr.String())
+		}
+		var res getResult
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+			t.Fatal(err)
+		}
+		if tc.err != "" {
+			if !strings.Contains(res.Error, tc.err) {
+				t.Errorf("%v: error %q, want %q", tc.args, res.Error, tc.err)
+			}
+			continue
+		}
+		if res.Error != "" || res.Requests == 0 || res.Seconds < 0.2 {
+			t.Errorf("%v: %+v", tc.args, res)
+		}
+	}
+}
+
+func TestGroupCPU(t *testing.T) {
+	t.Parallel()
+	// This test's process group holds this process, which has used some
+	// CPU by now; a group that does not exist holds none.
+	if got := groupCPU(syscall.Getpgrp()); got <= 0 {
+		t.Errorf("groupCPU(own group) = %v", got)
+	}
+	if got := groupCPU(1 << 30); got != 0 {
+		t.Errorf("groupCPU(no group) = %v", got)
 	}
 }

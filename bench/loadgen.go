@@ -23,11 +23,11 @@ import (
 	"github.com/vouch-nl/vouch/internal/phoneclient"
 )
 
-// The uploads' load generator runs in a process of its own — this binary
-// again, as `bench loadgen` — so that the CPU it spends is its own, not
-// taken from the bench process's share beside the bus, and the CPU each
-// side used can be read apart: the generator's from its rusage, the
-// server's from /proc.
+// The load generators of the uploads and of the origin run in a process
+// of their own — this binary again, as `bench loadgen` — so that the CPU
+// they spend is theirs, not taken from the bench process's share beside
+// the bus, and the CPU each side used can be read apart: the generator's
+// from its rusage, the server's from /proc.
 
 // loadgenCommand is the subcommand of the load generator.
 const loadgenCommand = "loadgen"
@@ -141,9 +141,35 @@ func loadgenMain(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "", "the ingest's address, host:port")
 	bodiesPath := fs.String("bodies", "", "the uploads' bodies (writeBodies)")
-	concurrency := fs.Int("concurrency", 64, "uploads at once (closed loop)")
+	concurrency := fs.Int("concurrency", 64, "uploads (or GETs) at once (closed loop)")
 	rate := fs.Float64("rate", 0, "uploads a second (open loop; 0: closed loop)")
-	if err := fs.Parse(args); err != nil || *addr == "" || *bodiesPath == "" || *concurrency < 1 || *rate < 0 {
+	get := fs.String("get", "", "a URL to GET instead, for -seconds (the origin's load)")
+	etag := fs.String("etag", "", "with -get: If-None-Match")
+	want := fs.Int("want", http.StatusOK, "with -get: the status every answer must have")
+	size := fs.Int64("size", 0, "with -get: the bytes every answer's body must have")
+	seconds := fs.Float64("seconds", 3, "with -get: how long")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *concurrency < 1 || *rate < 0 {
+		fmt.Fprintln(stderr, "usage: bench loadgen -addr host:port -bodies FILE [-concurrency N | -rate R]\n   or: bench loadgen -get URL [-etag E] -want STATUS -size BYTES -concurrency N -seconds S")
+		return 2
+	}
+	if *get != "" {
+		if *seconds <= 0 || *size < 0 {
+			fmt.Fprintln(stderr, "bench loadgen -get: -seconds above 0, -size not below")
+			return 2
+		}
+		var res getResult
+		n, took, err := loadGET(context.Background(), *get, *etag, *want, *size, *concurrency, time.Duration(*seconds*float64(time.Second)))
+		res.Requests, res.Seconds = n, took.Seconds()
+		if err != nil {
+			res.Error = err.Error()
+		}
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	if *addr == "" || *bodiesPath == "" {
 		fmt.Fprintln(stderr, "usage: bench loadgen -addr host:port -bodies FILE [-concurrency N | -rate R]")
 		return 2
 	}

@@ -111,9 +111,9 @@ const userHZ = 100
 
 // procStat is a process's fields of /proc/<pid>/stat that the bench uses.
 type procStat struct {
-	comm string
-	ppid int
-	cpu  float64 // utime + stime, seconds
+	comm       string
+	ppid, pgrp int
+	cpu        float64 // utime + stime, seconds
 	// waited is cutime + cstime: the children it waited for, seconds.
 	waited float64
 }
@@ -139,7 +139,8 @@ func parseProcStatLine(b []byte) (procStat, bool) {
 	}
 	n := func(k int) float64 { v, _ := strconv.ParseFloat(f[k], 64); return v }
 	ppid, _ := strconv.Atoi(f[1])
-	return procStat{comm: string(b[i+1 : j]), ppid: ppid, cpu: (n(11) + n(12)) / userHZ, waited: (n(13) + n(14)) / userHZ}, true
+	pgrp, _ := strconv.Atoi(f[2])
+	return procStat{comm: string(b[i+1 : j]), ppid: ppid, pgrp: pgrp, cpu: (n(11) + n(12)) / userHZ, waited: (n(13) + n(14)) / userHZ}, true
 }
 
 // oursCPU is the CPU seconds of this process, its children it waited for,
@@ -174,6 +175,27 @@ func oursCPU() float64 {
 			continue
 		}
 		if st.comm == "postgres" || descends(procs, pid, self) {
+			total += st.cpu + st.waited
+		}
+	}
+	return total
+}
+
+// groupCPU is the CPU seconds of the processes of process group pgid
+// (a child started in a group of its own: nginx's master and workers),
+// with the children they waited for.
+func groupCPU(pgid int) float64 {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := readProcStat(pid); ok && st.pgrp == pgid {
 			total += st.cpu + st.waited
 		}
 	}
@@ -292,6 +314,14 @@ func rateSamples(ours, ref []float64) []Sample {
 	s := make([]Sample, min(len(ours), len(ref)))
 	for i := range s {
 		s[i] = Sample{Value: ours[i], ReferenceValue: ref[i], Ratio: ref[i] / ours[i]}
+	}
+	return s
+}
+
+// withCPU gives each sample its run's CPU.
+func withCPU(s []Sample, cpu []map[string]float64) []Sample {
+	for i := range min(len(s), len(cpu)) {
+		s[i].CPU = cpu[i]
 	}
 	return s
 }

@@ -154,14 +154,14 @@ func (p *pipelineBench) originStage(fs *flag.FlagSet) measure {
 			return nil, err
 		}
 		file := fmt.Sprintf("a cached export file (%.2f MB, %d keys)", float64(r.fileBytes)/1e6, b.cdnKeys)
-		d := fmt.Sprintf("%d keep-alive connections from one Go load generator on the same machine", b.cdnConns)
+		d := fmt.Sprintf("%d keep-alive connections from a Go load generator, a process of its own on the same machine", b.cdnConns)
 		return []Row{
 			{Name: "origin revalidating " + file + ": If-None-Match → 304", Unit: "req/s",
-				Reference: "nginx serving the same directory", Target: target(1.25), Samples: rateSamples(r.cdn304, r.nginx304),
-				Detail: d + "; what a CDN asks when its copy's max-age is over; ratio = cost (1/throughput) over nginx's"},
+				Reference: "nginx serving the same directory", Target: target(1.25), Samples: withCPU(rateSamples(r.cdn304, r.nginx304), r.cpu304),
+				Detail: d + "; what a CDN asks when its copy's max-age is over; ratio = cost (1/throughput) over nginx's; cpu: µs per request"},
 			{Name: "origin filling a cache with " + file + ": full GET → 200", Unit: "req/s",
-				Reference: "nginx serving the same directory", Target: target(1.25), Samples: rateSamples(r.cdn200, r.nginx200),
-				Detail: d + "; what a CDN asks on a miss"},
+				Reference: "nginx serving the same directory", Target: target(1.25), Samples: withCPU(rateSamples(r.cdn200, r.nginx200), r.cpu200),
+				Detail: d + "; what a CDN asks on a miss; cpu: µs per request"},
 		}, nil
 	}
 }
@@ -255,10 +255,12 @@ type pipelineResult struct {
 	cpu, openCPU     map[string]float64 // where the closed and open loops' CPU went, µs per upload
 }
 
-// originResult is each round of the origin's rows, requests/s.
+// originResult is each round of the origin's rows, requests/s, and the
+// CPU each side used in it (µs per request).
 type originResult struct {
 	fileBytes                          int64
 	cdn304, nginx304, cdn200, nginx200 []float64
+	cpu304, cpu200                     []map[string]float64
 }
 
 // upload is one phone's signed upload, ready to send.
@@ -850,10 +852,10 @@ func (b pipelineBench) cdnRows(ctx context.Context, r *originResult, db *databas
 	}
 	type target struct {
 		base, etag string
-		got304     []float64
-		got200     []float64
+		proc       *role
+		side       string // its name in the rows' cpu
 	}
-	ts := []*target{{base: "http://" + cdnAddr}, {base: "http://" + ngAddr}}
+	ts := []*target{{base: "http://" + cdnAddr, proc: cdn, side: "vouch cdn"}, {base: "http://" + ngAddr, proc: ng, side: "nginx"}}
 	for _, t := range ts {
 		if t.etag, err = etag(t.base); err != nil {
 			return err
@@ -862,27 +864,81 @@ func (b pipelineBench) cdnRows(ctx context.Context, r *originResult, db *databas
 	fmt.Fprintf(os.Stderr, "bench: pipeline: origin load, %d connections, %.0f s a measurement\n", b.cdnConns, b.cdnSeconds)
 	dur := time.Duration(b.cdnSeconds * float64(time.Second))
 	for range max(1, b.rounds) {
-		for _, t := range ts {
-			v, err := loadGET(ctx, t.base+path, t.etag, http.StatusNotModified, 0, b.cdnConns, dur)
+		cpu304, cpu200 := map[string]float64{}, map[string]float64{}
+		for i, t := range ts {
+			g, err := runLoadGET(ctx, t.base+path, t.etag, http.StatusNotModified, 0, b.cdnConns, dur, t.proc, t.side, cpu304)
 			if err != nil {
 				return err
 			}
-			t.got304 = append(t.got304, v)
-			if v, err = loadGET(ctx, t.base+path, "", http.StatusOK, fi.Size(), b.cdnConns, dur); err != nil {
+			if i == 0 {
+				r.cdn304 = append(r.cdn304, g)
+			} else {
+				r.nginx304 = append(r.nginx304, g)
+			}
+			if g, err = runLoadGET(ctx, t.base+path, "", http.StatusOK, fi.Size(), b.cdnConns, dur, t.proc, t.side, cpu200); err != nil {
 				return err
 			}
-			t.got200 = append(t.got200, v)
+			if i == 0 {
+				r.cdn200 = append(r.cdn200, g)
+			} else {
+				r.nginx200 = append(r.nginx200, g)
+			}
 		}
+		r.cpu304, r.cpu200 = append(r.cpu304, cpu304), append(r.cpu200, cpu200)
 	}
-	r.cdn304, r.nginx304 = ts[0].got304, ts[1].got304
-	r.cdn200, r.nginx200 = ts[0].got200, ts[1].got200
 	return nil
 }
 
-// loadGET is the load generator of (d): conns keep-alive connections
-// asking for url for d (with If-None-Match: etag when set), each answer
-// checked; it returns requests per second.
-func loadGET(ctx context.Context, url, etag string, want int, size int64, conns int, d time.Duration) (float64, error) {
+// runLoadGET runs loadGET in a load generator of its own (bench loadgen
+// -get) against server, and returns requests per second; into cpu it puts
+// the µs per request the server's processes and the generator used,
+// named after side.
+func runLoadGET(ctx context.Context, url, etag string, want int, size int64, conns int, d time.Duration, server *role, side string, cpu map[string]float64) (float64, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, self, loadgenCommand, "-get", url, "-etag", etag, "-want", fmt.Sprint(want),
+		"-size", fmt.Sprint(size), "-concurrency", fmt.Sprint(conns), "-seconds", fmt.Sprint(d.Seconds()))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s0 := groupCPU(server.cmd.Process.Pid)
+	err = cmd.Run()
+	s1 := groupCPU(server.cmd.Process.Pid)
+	if err != nil {
+		return 0, fmt.Errorf("load generator: %w\n%s", err, tail(stderr.Bytes(), 2000))
+	}
+	var res getResult
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		return 0, fmt.Errorf("load generator's result: %w", err)
+	}
+	if res.Error != "" {
+		return 0, fmt.Errorf("load generator: %s", res.Error)
+	}
+	if res.Requests == 0 || res.Seconds <= 0 {
+		return 0, fmt.Errorf("load generator: %d requests in %.2f s", res.Requests, res.Seconds)
+	}
+	per := func(sec float64) float64 { return sec / float64(res.Requests) * 1e6 }
+	cpu[side] = per(s1 - s0)
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		cpu["load generator against "+side] = per(rusageSeconds(ru))
+	}
+	return float64(res.Requests) / res.Seconds, nil
+}
+
+// getResult is what `bench loadgen -get` prints.
+type getResult struct {
+	Requests int64
+	Seconds  float64
+	Error    string `json:",omitempty"`
+}
+
+// loadGET is the origin's load (run by bench loadgen -get): conns
+// keep-alive connections asking for url for d (with If-None-Match: etag
+// when set), each answer checked; it returns the requests answered and
+// the time they took.
+func loadGET(ctx context.Context, url, etag string, want int, size int64, conns int, d time.Duration) (int64, time.Duration, error) {
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
@@ -918,9 +974,9 @@ func loadGET(ctx context.Context, url, etag string, want int, size int64, conns 
 	wg.Wait()
 	took := time.Since(start)
 	if err, _ := failed.Load().(error); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n.Load()) / took.Seconds(), nil
+	return n.Load(), took, nil
 }
 
 // role is a child process: a role of vouch, or nginx.
