@@ -8,6 +8,7 @@
 //	vouch aggregate            the signed export of the last days, to the origin
 //	vouch cdn                  the export's static origin
 //	vouch cleanup              delete what is kept no longer (-once, or a loop)
+//	vouch stats                count the days' statistics, publish the public ones
 //	vouch federate             pull other sites' exports on a schedule
 //	vouch federate pull        import another site's exports once
 //	vouch migrate              apply the database migrations
@@ -102,6 +103,7 @@ var commands = []command{
 		func(ctx context.Context, log *slog.Logger, args []string, _, _ io.Writer) error {
 			return runCleanup(ctx, log, args)
 		}},
+	{"stats", "count the days' statistics, publish the public ones (-once, or a loop)", "", runStats},
 	{"federate", "pull the sites of VOUCH_FEDERATE_SITES every VOUCH_FEDERATE_INTERVAL", "", runFederate},
 	{"federate pull", "import another site's signed exports once", "", runFederate},
 	{"migrate", "apply database migrations and exit", helpMigrate,
