@@ -616,6 +616,9 @@ func ParseForkProof(b []byte) (*ForkProof, error) {
 	if !slices.Equal(order, want) {
 		return bad("sections " + strings.Join(order, ", "))
 	}
+	if len(sections["old checkpoint"]) == 0 || len(sections["new checkpoint"]) == 0 {
+		return bad("an empty checkpoint")
+	}
 	f := &ForkProof{Old: []byte(strings.Join(sections["old checkpoint"], "\n") + "\n"), New: []byte(strings.Join(sections["new checkpoint"], "\n") + "\n")}
 	if len(order) == 4 {
 		hashes := func(ls []string) ([][]byte, error) {
