@@ -60,10 +60,18 @@ type pipelineBench struct {
 	clusterUploads int // the cluster's closed loop, and the embedded server's beside it
 }
 
-// with is b with the run's settings.
-func (b pipelineBench) with(bb *bench) pipelineBench {
-	b.vouch, b.cardsDir, b.rounds = bb.vouch, bb.cardsDir, bb.runs
-	return b
+// on makes a pipeline stage's measurement of m: m is given the settings
+// with the run's, and the stages' shared bus and database.
+func (p *pipelineBench) on(m func(ctx context.Context, b pipelineBench, e *pipelineEnv) ([]Row, error)) measure {
+	return func(ctx context.Context, bb *bench) ([]Row, error) {
+		e, err := bb.pipeline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b := *p
+		b.vouch, b.cardsDir, b.rounds = bb.vouch, bb.cardsDir, bb.runs
+		return m(ctx, b, e)
+	}
 }
 
 // uploadsStage is the stage "uploads", called -runs times: each run its
@@ -73,29 +81,19 @@ func (p *pipelineBench) uploadsStage(fs *flag.FlagSet) measure {
 	fs.IntVar(&p.concurrency, "upload-concurrency", 64, "phones uploading at once in the closed loop (stages uploads, cluster)")
 	fs.Float64Var(&p.openRate, "open-rate", 1000, "uploads per second of the open loop (stages uploads, cluster)")
 	fs.Float64Var(&p.openSeconds, "open-seconds", 10, "seconds of the open loop, 0: none (stages uploads, cluster)")
-	return func(ctx context.Context, bb *bench) ([]Row, error) {
-		e, err := bb.pipeline(ctx)
-		if err != nil {
-			return nil, err
-		}
-		b := p.with(bb)
+	return p.on(func(ctx context.Context, b pipelineBench, e *pipelineEnv) ([]Row, error) {
 		var r pipelineResult
 		if err := b.uploadRun(ctx, &r, e); err != nil {
 			return nil, err
 		}
 		return b.uploadRowsOf(r), nil
-	}
+	})
 }
 
 // readersStage is the stage "readers".
 func (p *pipelineBench) readersStage(fs *flag.FlagSet) measure {
 	fs.IntVar(&p.storeN, "store-uploads", 20_000, "uploads of 10 keys on the bus (stage readers)")
-	return func(ctx context.Context, bb *bench) ([]Row, error) {
-		e, err := bb.pipeline(ctx)
-		if err != nil {
-			return nil, err
-		}
-		b := p.with(bb)
+	return p.on(func(ctx context.Context, b pipelineBench, e *pipelineEnv) ([]Row, error) {
 		storeOps := freeAddr()
 		store, err := startRole(b.vouch, append(e.env, "VOUCH_OPS_LISTEN="+storeOps), e.dir, "store", "store")
 		if err != nil {
@@ -112,18 +110,13 @@ func (p *pipelineBench) readersStage(fs *flag.FlagSet) measure {
 		return []Row{{Name: fmt.Sprintf("keys into PostgreSQL by the readers, %dk keys", b.storeN*keysPer/1000), Unit: "keys/s",
 			Reference: "pgx CopyFrom of the same rows into an identical empty table", Target: target(1.5), Samples: rateSamples(ours, bare),
 			Detail: "one vouch store process (2 readers) let go on keys already on the bus; ratio = time over bare's"}}, nil
-	}
+	})
 }
 
 // exportStage is the stage "export".
 func (p *pipelineBench) exportStage(fs *flag.FlagSet) measure {
 	fs.IntVar(&p.exportKeys, "export-keys", 1_400_000, "keys over 14 days (stage export)")
-	return func(ctx context.Context, bb *bench) ([]Row, error) {
-		e, err := bb.pipeline(ctx)
-		if err != nil {
-			return nil, err
-		}
-		b := p.with(bb)
+	return p.on(func(ctx context.Context, b pipelineBench, e *pipelineEnv) ([]Row, error) {
 		ours, bare, rss, err := b.exportRows(ctx, e.db, e.env, e.dir)
 		if err != nil {
 			return nil, err
@@ -135,7 +128,7 @@ func (p *pipelineBench) exportStage(fs *flag.FlagSet) measure {
 				Target: target(2.5), Samples: ratioSamples(ours, bare)},
 			{Name: ex + ": peak RSS", Unit: "MB", Target: target(100), Worst: true, Detail: "VmHWM of the child, read every 2 ms until it exits", Samples: valueSamples(rss)},
 		}, nil
-	}
+	})
 }
 
 // originStage is the stage "origin".
@@ -143,12 +136,7 @@ func (p *pipelineBench) originStage(fs *flag.FlagSet) measure {
 	fs.IntVar(&p.cdnKeys, "cdn-keys", 40_000, "keys of the export file the origin serves (40,000: about 1 MB) (stage origin)")
 	fs.Float64Var(&p.cdnSeconds, "cdn-seconds", 3, "seconds of each origin measurement (stage origin)")
 	fs.IntVar(&p.cdnConns, "cdn-connections", 32, "keep-alive connections of the origin load (stage origin)")
-	return func(ctx context.Context, bb *bench) ([]Row, error) {
-		e, err := bb.pipeline(ctx)
-		if err != nil {
-			return nil, err
-		}
-		b := p.with(bb)
+	return p.on(func(ctx context.Context, b pipelineBench, e *pipelineEnv) ([]Row, error) {
 		var r originResult
 		if err := b.cdnRows(ctx, &r, e.db, e.env, e.dir); err != nil {
 			return nil, err
@@ -163,24 +151,19 @@ func (p *pipelineBench) originStage(fs *flag.FlagSet) measure {
 				Reference: "nginx serving the same directory", Target: target(1.25), Samples: withCPU(rateSamples(r.cdn200, r.nginx200), r.cpu200),
 				Detail: d + "; what a CDN asks on a miss; cpu: µs per request"},
 		}, nil
-	}
+	})
 }
 
 // clusterStage is the stage "cluster" (cluster.go), measured once.
 func (p *pipelineBench) clusterStage(fs *flag.FlagSet) measure {
 	fs.IntVar(&p.clusterUploads, "cluster-uploads", 5_000, "uploads of the closed loop on the R3 cluster, and on one embedded server for its ratio (stage cluster)")
-	return func(ctx context.Context, bb *bench) ([]Row, error) {
-		e, err := bb.pipeline(ctx)
-		if err != nil {
-			return nil, err
-		}
-		b := p.with(bb)
+	return p.on(func(ctx context.Context, b pipelineBench, e *pipelineEnv) ([]Row, error) {
 		var r clusterResult
 		if err := b.clusterRows(ctx, &r, e.man, e.db, e.bs, e.env, e.token, e.dir); err != nil {
 			return nil, err
 		}
 		return b.clusterRowsOf(r), nil
-	}
+	})
 }
 
 // pipelineEnv is what the pipeline's stages share: the test cards, a bus
