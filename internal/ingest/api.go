@@ -153,19 +153,42 @@ func (s *Service) filterIPs(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// readBody reads at most limit bytes of the request body.
-func readBody(c echo.Context, limit int64) ([]byte, error) {
-	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
-	b, err := io.ReadAll(r)
+// readBody reads at most limit bytes of the request body into a buffer of
+// s.bodies; the caller gives it back with s.release once nothing it
+// decoded points into it (both decoders copy what they keep). An upload's
+// 8 KiB body was read into a new slice grown five times.
+func (s *Service) readBody(c echo.Context, limit int64) (*bytes.Buffer, error) {
+	buf, _ := s.bodies.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	if n := c.Request().ContentLength; n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead spare to read on
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(c.Response(), c.Request().Body, limit))
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
+		s.release(buf)
 		return nil, errTooLarge
 	case err != nil:
+		s.release(buf)
 		return nil, &apiError{status: http.StatusBadRequest, code: "malformed", msg: errMalformed.msg, cause: err}
 	}
-	return b, nil
+	return buf, nil
 }
+
+// release gives a body's buffer back to s.bodies, unless a large body
+// grew it past what requests need (kept, it would hold that memory).
+func (s *Service) release(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBody {
+		s.bodies.Put(buf)
+	}
+}
+
+// maxPooledBody is the largest buffer kept: an upload of the largest size.
+const maxPooledBody = phoneapi.MaxUploadRequestSize + 2*bytes.MinRead
 
 // errTrailing is data after the one JSON object.
 var errTrailing = errors.New("data after the JSON object")
@@ -294,11 +317,12 @@ func (s *Service) pickup(c echo.Context) error {
 	if err != nil {
 		return s.countPickup(err)
 	}
-	body, err := readBody(c, phoneapi.MaxPickupRequestSize)
+	body, err := s.readBody(c, phoneapi.MaxPickupRequestSize)
 	if err != nil {
 		return s.countPickup(err)
 	}
-	req, err := decodePickup(body)
+	req, err := decodePickup(body.Bytes())
+	s.release(body)
 	if err != nil {
 		return s.countPickup(&apiError{status: errMalformed.status, code: errMalformed.code, msg: errMalformed.msg, cause: err})
 	}
@@ -369,8 +393,18 @@ type decodedUpload struct {
 // decodeUpload decodes an upload request strictly and checks its shape:
 // key and signature sizes, at most exposure.MaxKeysPerUpload keys of
 // exposure.KeySize bytes. The GAEN rules that depend on time are
-// exposure.Validate's.
+// exposure.Validate's. A body in the form phones send is read by the fast
+// decoder; any other, and every refusal, by decodeUploadStrict, which is
+// the reference of what is taken.
 func decodeUpload(b []byte) (*decodedUpload, error) {
+	if d, ok := fastUpload(b); ok {
+		return d, nil
+	}
+	return decodeUploadStrict(b)
+}
+
+// decodeUploadStrict is decodeUpload through encoding/json (decodeStrict).
+func decodeUploadStrict(b []byte) (*decodedUpload, error) {
 	var req phoneapi.UploadRequest
 	if err := decodeStrict(b, &req); err != nil {
 		return nil, err
@@ -415,11 +449,12 @@ func (s *Service) upload(c echo.Context) error {
 	if err != nil {
 		return s.countUpload(err)
 	}
-	body, err := readBody(c, phoneapi.MaxUploadRequestSize)
+	body, err := s.readBody(c, phoneapi.MaxUploadRequestSize)
 	if err != nil {
 		return s.countUpload(err)
 	}
-	req, err := decodeUpload(body)
+	req, err := decodeUpload(body.Bytes())
+	s.release(body)
 	if errors.Is(err, exposure.ErrTooManyKeys) {
 		return s.countUpload(&apiError{status: http.StatusBadRequest, code: codeKeysInvalid, msg: err.Error(), cause: err})
 	}
@@ -435,7 +470,7 @@ func (s *Service) upload(c echo.Context) error {
 	// election, all of them within RetryWithin: a phone waits 30 s.
 	ctx, cancel := context.WithTimeout(c.Request().Context(), bus.RetryWithin)
 	defer cancel()
-	sum := uploadSum(u)
+	sum := req.sum()
 	st := statementOf(u.Bundle)
 	var aid [protocol.AuthorizationIDLen]byte
 	if chaff || st == nil {
@@ -525,6 +560,26 @@ func checkTime(at, now time.Time) error {
 	}
 	return nil
 }
+
+// sum is uploadSum(&d.upload), hashed from the canonical encoding the
+// phone's signature was checked on, with its time's eight bytes as zeros,
+// in place of encoding the upload a second time. In Upload.Marshal the
+// time comes just before the key count (one byte) and the keys (33 bytes
+// each); TestSumIsUploadSum holds the two equal.
+func (d *decodedUpload) sum() [sha256.Size]byte {
+	at := len(d.canon) - 1 - uploadKeyLen*len(d.upload.Keys) - 8
+	h := sha256.New()
+	h.Write(d.canon[:at])
+	h.Write(make([]byte, 8))
+	h.Write(d.canon[at+8:])
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// uploadKeyLen is a key's length in Upload.Marshal: its data, the rolling
+// start and period as int64, the risk as one byte.
+const uploadKeyLen = exposure.KeySize + 8 + 8 + 1
 
 // uploadSum is what the used mark holds: SHA-256 of the canonical upload
 // with its time left out, so that the same bundle, phone key and keys

@@ -18,6 +18,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -72,6 +73,8 @@ type Service struct {
 	access     *AccessLog
 	decoy      *decoy
 	metrics    *metrics
+	// bodies are request bodies' buffers, used again (readBody).
+	bodies sync.Pool
 }
 
 // New opens what the API needs on the bus — the stream, the buckets,

@@ -262,7 +262,7 @@ var (
 )
 
 // fixtures are made once: RSA keys take a while.
-func fixtures(t *testing.T) (*softCard, *decoy) {
+func fixtures(t testing.TB) (*softCard, *decoy) {
 	t.Helper()
 	pkiOnce.Do(func() {
 		prof, err := uzi.ProfileByName("test")
@@ -337,7 +337,7 @@ func newSoftCard(prof uzi.Profile) (*softCard, error) {
 }
 
 // bundle is a bundle vouched at t0 for phone under authorization aid.
-func (c *softCard) bundle(t *testing.T, phone ed25519.PublicKey, aid [protocol.AuthorizationIDLen]byte, onset string) []byte {
+func (c *softCard) bundle(t testing.TB, phone ed25519.PublicKey, aid [protocol.AuthorizationIDLen]byte, onset string) []byte {
 	t.Helper()
 	st, err := protocol.NewStatement("NL", aid, phonecode.FromPublicKey(phone), t0.Add(-time.Minute), onset, c.card.Raw)
 	if err != nil {
@@ -357,7 +357,7 @@ func (c *softCard) bundle(t *testing.T, phone ed25519.PublicKey, aid [protocol.A
 // ---- the service on fakes ----
 
 type unit struct {
-	t       *testing.T
+	t       testing.TB
 	s       *Service
 	e       *echo.Echo
 	card    *softCard
@@ -375,7 +375,7 @@ type unit struct {
 func (u *unit) clock() time.Time { u.mu.Lock(); defer u.mu.Unlock(); return u.now }
 func (u *unit) set(t time.Time)  { u.mu.Lock(); defer u.mu.Unlock(); u.now = t }
 
-func newUnit(t *testing.T, tune func(*Config)) *unit {
+func newUnit(t testing.TB, tune func(*Config)) *unit {
 	t.Helper()
 	card, d := fixtures(t)
 	cfg := Config{}
@@ -408,7 +408,7 @@ type phone struct {
 	priv ed25519.PrivateKey
 }
 
-func newPhoneKey(t *testing.T) phone {
+func newPhoneKey(t testing.TB) phone {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
