@@ -359,7 +359,7 @@ func testStages(calls *atomic.Int32) []stage {
 	m := func(fs *flag.FlagSet) measure {
 		return func(ctx context.Context, b *bench) ([]Row, error) {
 			n := calls.Add(1)
-			return []Row{{Name: "x", Value: float64(n), Unit: "s", Target: target(100)}}, nil
+			return []Row{{Name: "x", Value: float64(n), Unit: "s", Target: target(100), CPU: map[string]float64{"server": 12, "gen": 7}}}, nil
 		}
 	}
 	return []stage{{name: "a", flags: m}, {name: "b", flags: m}, {name: "slow", optIn: true, flags: m}, {name: "c", flags: m}}
@@ -454,7 +454,7 @@ func TestRunBenchRunsAndKeeps(t *testing.T) {
 	if len(res.Stages) != 1 || res.Stages[0].Name != "b" {
 		t.Errorf("stages %+v, want b's", res.Stages)
 	}
-	for _, col := range []string{"RESULT", "SPREAD", "TARGET", "REFERENCE", "1.00–3.00", "whole run", "pass"} {
+	for _, col := range []string{"RESULT", "SPREAD", "TARGET", "REFERENCE", "1.00–3.00", "whole run", "pass", "cpu: gen 7.00, server 12.0"} {
 		if !strings.Contains(table.String(), col) {
 			t.Errorf("the table holds no %q:\n%s", col, table.String())
 		}

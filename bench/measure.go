@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"runtime"
@@ -600,9 +601,22 @@ func printRows(w io.Writer, rows []Row) error {
 		if r.Reference != "" {
 			name += " (against: " + r.Reference + ")"
 		}
+		if len(r.CPU) > 0 {
+			name += " cpu: " + cpuLine(r.CPU)
+		}
 		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.status(), num(r.Value), r.Unit, spread, ratio, refValue, tgt, runs, name)
 	}
 	return tw.Flush()
+}
+
+// cpuLine prints a row's CPU, its sides in order of name.
+func cpuLine(m map[string]float64) string {
+	sides := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(sides))
+	for i, k := range sides {
+		parts[i] = k + " " + num(m[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // num prints a value with the digits that matter.
