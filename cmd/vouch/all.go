@@ -72,7 +72,7 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 		return err
 	}
 	g.Go(func() error { return st.Run(gctx) })
-	cl, err := startCleanup(cfg.Retention, in.db, in.reg, log)
+	cl, err := startCleanup(cfg.Retention, cfg.Backoffice.Settings, in.db, in.reg, log)
 	if err != nil {
 		return err
 	}

@@ -170,9 +170,22 @@ func startBackoffice(ctx context.Context, cfg backoffice.Config, dcfg directory.
 		closeAll()
 		return nil, err
 	}
+	// The admin's settings (cmd/vouch/settings.go), in effect within
+	// VOUCH_SETTINGS_REFRESH; the register's bound among them.
+	rules, err := settingsRules(cfg.Settings, cfg.DailyQuota, lcfg, tr.Profile.VouchProfessions())
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	store, err := openSettings(ctx, cfg.Settings, rules, in.db, log)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	lic := license.New(lcfg, dir, in.db, log).WithMaxMirrorAge(func() time.Duration { return store.Current().RegisterStaleness })
 	svc, err := backoffice.New(cfg, backoffice.Deps{
-		DB: in.db, Verifier: verifier, Licenses: license.New(lcfg, dir, in.db, log), Attestation: signers, Publisher: bucket,
-		Jurisdiction: tr.Jurisdiction, Professions: tr.Profile.VouchProfessions(), Log: log, Metrics: in.reg,
+		DB: in.db, Verifier: verifier, Licenses: lic, Attestation: signers, Publisher: bucket,
+		Jurisdiction: tr.Jurisdiction, Professions: tr.Profile.VouchProfessions(), Log: log, Metrics: in.reg, Settings: store,
 	})
 	if err != nil {
 		closeAll()
@@ -188,5 +201,10 @@ func startBackoffice(ctx context.Context, cfg backoffice.Config, dcfg directory.
 	}
 	svc.Register(srv.Echo())
 	log.Info("back office ready", "origin", svc.Origin(), "daily_quota", cfg.DailyQuota)
-	return &backofficeRole{run: func(ctx context.Context) error { return svc.Run(ctx, 30*time.Second) }, close: closeAll}, nil
+	return &backofficeRole{run: func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return store.Run(gctx) })
+		g.Go(func() error { return svc.Run(gctx, 30*time.Second) })
+		return g.Wait()
+	}, close: closeAll}, nil
 }

@@ -11,12 +11,14 @@ import (
 
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/retention"
+	"github.com/vouch-nl/vouch/internal/settings"
 )
 
 // cleanupConfig is the configuration of `vouch cleanup`.
 type cleanupConfig struct {
 	Database  database.Config
 	Retention retention.Config
+	Settings  settings.Config // the hard limits of the admin's retention periods
 }
 
 const cleanupUsage = "usage: vouch cleanup [-once]"
@@ -49,7 +51,7 @@ func runCleanup(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	defer db.Close()
-	c, err := startCleanup(cfg.Retention, db, nil, log)
+	c, err := startCleanup(cfg.Retention, cfg.Settings, db, nil, log)
 	if err != nil {
 		return err
 	}
@@ -65,8 +67,16 @@ func runCleanup(ctx context.Context, log *slog.Logger, args []string) error {
 	return err
 }
 
-// startCleanup makes the cleaner on db, its metrics on reg (nil: none);
-// Run loops until its context ends. `vouch all` calls it too.
-func startCleanup(cfg retention.Config, db *database.DB, reg prometheus.Registerer, log *slog.Logger) (*retention.Cleaner, error) {
-	return retention.New(cfg, db.Pool(), nil, reg, log.With("role", "cleanup"))
+// startCleanup makes the cleaner on db, its metrics on reg (nil: none),
+// reading the admin's retention periods (settings); Run loops until its
+// context ends. `vouch all` calls it too.
+func startCleanup(cfg retention.Config, scfg settings.Config, db *database.DB, reg prometheus.Registerer, log *slog.Logger) (*retention.Cleaner, error) {
+	c, err := retention.New(cfg, db.Pool(), nil, reg, log.With("role", "cleanup"))
+	if err != nil {
+		return nil, err
+	}
+	if err := cleanupSettings(c, scfg, db, log); err != nil {
+		return nil, err
+	}
+	return c, nil
 }

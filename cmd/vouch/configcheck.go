@@ -233,7 +233,7 @@ func checkAll(ctx context.Context, load func(any) error) []error {
 		errs = append(errs, cfg.Directory.Validate())
 	}
 	if cfg.Backoffice.AttestationURI != "" && err == nil {
-		errs = append(errs, checkBackofficeOrigin(cfg.Backoffice, tr))
+		errs = append(errs, checkBackofficeOrigin(cfg.Backoffice, tr), checkSettings(cfg.Backoffice, cfg.License, tr))
 	}
 	// As startPipeline: an export key and a directory or a bucket start
 	// the aggregator.
@@ -261,7 +261,7 @@ func checkBackoffice(ctx context.Context, load func(any) error) []error {
 	tr, err := checkTrust(cfg.Trust)
 	errs = append(errs, err)
 	if err == nil {
-		errs = append(errs, checkBackofficeOrigin(cfg.Backoffice, tr))
+		errs = append(errs, checkBackofficeOrigin(cfg.Backoffice, tr), checkSettings(cfg.Backoffice, cfg.License, tr))
 	}
 	if cfg.Backoffice.AttestationURI == "" {
 		errs = append(errs, errors.New("the back office countersigns with the attestation key: set VOUCH_ATTESTATION_URI (and VOUCH_HSM_PIN)"))
@@ -331,7 +331,7 @@ func checkCleanup(ctx context.Context, load func(any) error) []error {
 	if err := load(&cfg); err != nil {
 		return []error{err}
 	}
-	return []error{checkDatabase(cfg.Database), cfg.Retention.Validate()}
+	return []error{checkDatabase(cfg.Database), cfg.Retention.Validate(), cfg.Settings.Validate()}
 }
 
 func checkFederate(ctx context.Context, load func(any) error) []error {

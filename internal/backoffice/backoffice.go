@@ -36,6 +36,7 @@ import (
 	"github.com/vouch-nl/vouch/internal/database"
 	"github.com/vouch-nl/vouch/internal/license"
 	"github.com/vouch-nl/vouch/internal/protocol"
+	"github.com/vouch-nl/vouch/internal/settings"
 	"github.com/vouch-nl/vouch/internal/uzi"
 )
 
@@ -78,6 +79,9 @@ type Config struct {
 	// BootstrapAdmins are the UZI numbers made admin when no card holds
 	// admin (Service.Bootstrap): the first admins, who grant the rest.
 	BootstrapAdmins []string `env:"VOUCH_BOOTSTRAP_ADMINS"`
+	// Settings are the hard limits of the admin's settings, and how often
+	// a copy reads them again (internal/settings).
+	Settings settings.Config
 }
 
 // Validate checks the configuration and returns the origin, parsed.
@@ -102,6 +106,9 @@ func (c Config) Validate() (*url.URL, error) {
 		return nil, fmt.Errorf("VOUCH_SESSION_HEARTBEAT must be at least 1m (the page reports every 30 s), got %v", c.HeartbeatTimeout)
 	case c.MaxChallenges < 1:
 		return nil, fmt.Errorf("VOUCH_SIGNIN_CHALLENGES_MAX must be at least 1, got %d", c.MaxChallenges)
+	}
+	if err := c.Settings.Validate(); err != nil {
+		return nil, err
 	}
 	if _, err := time.LoadLocation(c.DayZone); err != nil {
 		return nil, fmt.Errorf("VOUCH_VOUCH_DAY_ZONE: %w", err)

@@ -45,7 +45,7 @@ var _ Settings = (*settings.Store)(nil)
 // settings (tools and tests): the register's bound is the license
 // package's default, the professions Deps', the languages the catalogues'.
 func fixedSettings(cfg Config, deps Deps) (Settings, error) {
-	rules, err := settings.NewRules(settings.Config{}, settings.Bounds{DailyQuota: cfg.DailyQuota,
+	rules, err := settings.NewRules(cfg.Settings, settings.Bounds{DailyQuota: cfg.DailyQuota,
 		MaxRegisterStaleness: 24 * time.Hour, Professions: deps.Professions, Languages: languages()})
 	if err != nil {
 		return nil, fmt.Errorf("backoffice: settings: %w", err)
