@@ -74,12 +74,12 @@ type transparencyWriterConfig struct {
 // VOUCH_EXPORT_TARGET names one) and makes the log writer; closeKeys
 // releases the HSM session after the writer stopped.
 func startTransparency(cfg transparencyWriterConfig, exp export.Config, db *database.DB, log *slog.Logger) (w *transparency.Writer, closeKeys func(), err error) {
-	if cfg.HSMKeyURI == "" {
-		return nil, nil, errors.New("the transparency log's checkpoints are also signed by the back end's P-256 key: set VOUCH_TRANSPARENCY_HSM_KEY_URI (and VOUCH_HSM_PIN)")
+	if err := errors.Join(checkTransparencyWriter(cfg, exp)...); err != nil {
+		return nil, nil, err
 	}
 	u, err := p11.ParseURI(cfg.HSMKeyURI)
 	if err != nil {
-		return nil, nil, fmt.Errorf("VOUCH_TRANSPARENCY_HSM_KEY_URI: %w", err)
+		return nil, nil, err
 	}
 	mod, err := p11.Open(moduleOf(u))
 	if err != nil {
@@ -116,6 +116,33 @@ func startTransparency(cfg transparencyWriterConfig, exp export.Config, db *data
 
 type transparencyKeyConfig struct {
 	PublicKey string `env:"VOUCH_TRANSPARENCY_PUBLIC_KEY"`
+}
+
+// checkTransparencyLog is `vouch config check transparency-log`: the
+// checks startTransparency makes before it opens anything.
+func checkTransparencyLog(ctx context.Context, load func(any) error) []error {
+	var cfg transparencyLogConfig
+	if err := load(&cfg); err != nil {
+		return []error{err}
+	}
+	return append([]error{checkDatabase(cfg.Database)}, checkTransparencyWriter(cfg.Writer, cfg.Export)...)
+}
+
+// checkTransparencyWriter checks the writer's settings, its HSM key's URI
+// and the bucket's settings when the exports go to one.
+func checkTransparencyWriter(cfg transparencyWriterConfig, exp export.Config) []error {
+	errs := []error{cfg.Log.Validate()}
+	if cfg.HSMKeyURI == "" {
+		errs = append(errs, errors.New("the transparency log's checkpoints are also signed by the back end's P-256 key: set VOUCH_TRANSPARENCY_HSM_KEY_URI (and VOUCH_HSM_PIN)"))
+	} else if _, err := p11.ParseURI(cfg.HSMKeyURI); err != nil {
+		errs = append(errs, fmt.Errorf("VOUCH_TRANSPARENCY_HSM_KEY_URI: %w", err))
+	}
+	if exp.Target != "" {
+		if _, _, _, err := export.NewS3Client(exp); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 func runTransparency(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.Writer) error {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,52 @@ func TestTransparencyCommands(t *testing.T) {
 	// The private state is not published.
 	if resp, err := origin.Client().Get(origin.URL + "/log/.state/treeState"); err != nil || resp.StatusCode != 404 {
 		t.Fatalf("the log's private state through the origin: %v %v", err, resp.Status)
+	}
+}
+
+// vouch config check transparency-log: a configuration the writer would
+// refuse is refused, each problem naming its variable; a good one passes,
+// and every variable it sets is one the writer reads.
+func TestTransparencyConfigCheck(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "log.key")
+	if err := realMain(context.Background(), []string{"transparency", "keygen", "-origin", "vouch.test/log", "-out", keyFile}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	good := []string{"DATABASE_URL=postgres://vouch@127.0.0.1/vouch", "VOUCH_TRANSPARENCY_DIR=/var/lib/vouch/export/log",
+		"VOUCH_TRANSPARENCY_ORIGIN=vouch.test/log", "VOUCH_TRANSPARENCY_KEY_FILE=" + keyFile,
+		"VOUCH_TRANSPARENCY_HSM_KEY_URI=pkcs11:token=vouch-backend;object=transparency", "VOUCH_HSM_PIN=1234",
+		"VOUCH_EXPORT_TARGET=s3://vouch-export/nl", "VOUCH_EXPORT_S3_ENDPOINT=https://s3.example.nl",
+		"VOUCH_EXPORT_S3_ACCESS_KEY=a", "VOUCH_EXPORT_S3_SECRET_KEY=b"}
+	for _, c := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"good", good, ""},
+		{"no HSM key", slices.DeleteFunc(slices.Clone(good), func(kv string) bool { return strings.HasPrefix(kv, "VOUCH_TRANSPARENCY_HSM_KEY_URI=") }), "VOUCH_TRANSPARENCY_HSM_KEY_URI"},
+		{"another origin", append(slices.Clone(good), "VOUCH_TRANSPARENCY_ORIGIN=vouch.test/other"), "VOUCH_TRANSPARENCY_ORIGIN"},
+		{"bad witness policy", append(slices.Clone(good), "VOUCH_TRANSPARENCY_WITNESS_POLICY=witness w1"), "VOUCH_TRANSPARENCY_WITNESS_POLICY"},
+		{"bucket without credentials", slices.DeleteFunc(slices.Clone(good), func(kv string) bool { return strings.HasPrefix(kv, "VOUCH_EXPORT_S3_SECRET_KEY=") }), "VOUCH_EXPORT_S3_SECRET_KEY"},
+		{"another role's variable", append(slices.Clone(good), "VOUCH_INGEST_ADDR=:8080"), "VOUCH_INGEST_ADDR"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// checkRole reads the process's environment through the
+			// lookuper: set exactly c.env.
+			for _, kv := range os.Environ() {
+				if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "VOUCH_") || k == "DATABASE_URL" {
+					t.Setenv(k, "")
+					os.Unsetenv(k)
+				}
+			}
+			for _, kv := range c.env {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			problems := checkRole(context.Background(), "transparency-log", checkTransparencyLog, c.env)
+			text := fmt.Sprint(problems)
+			if c.want == "" && len(problems) > 0 || c.want != "" && !strings.Contains(text, c.want) {
+				t.Fatalf("problems %s, want one naming %q", text, c.want)
+			}
+		})
 	}
 }

@@ -109,36 +109,59 @@ type Writer struct {
 	afterAppend func()
 }
 
-// NewWriter checks the configuration, the keys and the witness policy.
-func NewWriter(cfg Config, db *database.DB, log *slog.Logger, opts ...Option) (*Writer, error) {
+// parsed is what Validate reads from a configuration.
+type parsed struct {
+	signer    note.Signer
+	witnesses tessera.WitnessGroup
+}
+
+// Validate checks the configuration as the writer reads it, without
+// opening anything (`vouch config check` runs it too).
+func (cfg Config) Validate() error {
+	_, err := cfg.parse()
+	return err
+}
+
+func (cfg Config) parse() (parsed, error) {
+	var p parsed
 	// Checked here rather than by the environment's parser: `vouch all`
 	// loads this configuration whether it runs the writer or not.
 	if cfg.Dir == "" || cfg.Origin == "" || strings.TrimSpace(cfg.Key) == "" {
-		return nil, errors.New("transparency: the writer needs VOUCH_TRANSPARENCY_DIR, VOUCH_TRANSPARENCY_ORIGIN and VOUCH_TRANSPARENCY_KEY_FILE")
+		return p, errors.New("transparency: the writer needs VOUCH_TRANSPARENCY_DIR, VOUCH_TRANSPARENCY_ORIGIN and VOUCH_TRANSPARENCY_KEY_FILE")
 	}
 	signer, err := note.NewSigner(strings.TrimSpace(cfg.Key))
 	if err != nil {
-		return nil, fmt.Errorf("transparency: signer key (VOUCH_TRANSPARENCY_KEY_FILE): %w", err)
+		return p, fmt.Errorf("transparency: signer key (VOUCH_TRANSPARENCY_KEY_FILE): %w", err)
 	}
 	if signer.Name() != cfg.Origin {
-		return nil, fmt.Errorf("transparency: the key is named %q, the origin is %q: they must be the same", signer.Name(), cfg.Origin)
+		return p, fmt.Errorf("transparency: the key is named %q, the origin (VOUCH_TRANSPARENCY_ORIGIN) is %q: they must be the same", signer.Name(), cfg.Origin)
 	}
-	if cfg.Dir == "" || cfg.Interval <= 0 || cfg.AuditInterval <= 0 || cfg.Batch < 1 || cfg.CheckpointInterval < 100*time.Millisecond {
-		return nil, errors.New("transparency: configuration: a directory, positive intervals (checkpoints ≥ 100ms) and a batch ≥ 1 are needed")
+	if cfg.Interval <= 0 || cfg.AuditInterval <= 0 || cfg.Batch < 1 || cfg.CheckpointInterval < 100*time.Millisecond || cfg.WitnessTimeout < 0 {
+		return p, errors.New("transparency: configuration: positive intervals (VOUCH_TRANSPARENCY_CHECKPOINT_INTERVAL ≥ 100ms) and VOUCH_TRANSPARENCY_BATCH ≥ 1 are needed")
 	}
-	if cfg.WitnessTimeout <= 0 {
+	p.signer = signer
+	if strings.TrimSpace(cfg.WitnessPolicy) != "" {
+		if p.witnesses, err = tessera.NewWitnessGroupFromPolicy([]byte(cfg.WitnessPolicy)); err != nil {
+			return p, fmt.Errorf("transparency: VOUCH_TRANSPARENCY_WITNESS_POLICY: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// NewWriter checks the configuration, the keys and the witness policy.
+func NewWriter(cfg Config, db *database.DB, log *slog.Logger, opts ...Option) (*Writer, error) {
+	p, err := cfg.parse()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.WitnessTimeout == 0 {
 		cfg.WitnessTimeout = 5 * time.Second
 	}
 	holder, err := lease.Holder()
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{cfg: cfg, db: db, log: log, signer: signer, holder: holder}
-	if strings.TrimSpace(cfg.WitnessPolicy) != "" {
-		if w.witnesses, err = tessera.NewWitnessGroupFromPolicy([]byte(cfg.WitnessPolicy)); err != nil {
-			return nil, fmt.Errorf("transparency: VOUCH_TRANSPARENCY_WITNESS_POLICY: %w", err)
-		}
-	}
+	w := &Writer{cfg: cfg, db: db, log: log, signer: p.signer, witnesses: p.witnesses, holder: holder}
 	for _, o := range opts {
 		if err := o(w); err != nil {
 			return nil, err
