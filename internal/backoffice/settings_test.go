@@ -162,7 +162,7 @@ func TestSettingsAtTheirLimits(t *testing.T) {
 	}
 }
 
-// TestSettingsStaleVersion: two admins opened the page at version 1; the
+// TestSettingsStaleVersion: two admins opened the page at version 0; the
 // first saves, the second is refused with 409 and told what is in effect
 // now; nothing of theirs is written.
 func TestSettingsStaleVersion(t *testing.T) {

@@ -98,27 +98,23 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	d := Config{Refresh: 30 * time.Second, MaxDailyQuota: 500, MaxAuthorizationValidity: protocol.MaxValidity,
-		MaxAuthorizationsKeep: 30 * 24 * time.Hour, MaxAccessLogsKeep: LawAccessLogsKeep, MaxAuditKeepYears: 10}
-	if c.Refresh == 0 {
-		c.Refresh = d.Refresh
-	}
-	if c.MaxDailyQuota == 0 {
-		c.MaxDailyQuota = d.MaxDailyQuota
-	}
-	if c.MaxAuthorizationValidity == 0 {
-		c.MaxAuthorizationValidity = d.MaxAuthorizationValidity
-	}
-	if c.MaxAuthorizationsKeep == 0 {
-		c.MaxAuthorizationsKeep = d.MaxAuthorizationsKeep
-	}
-	if c.MaxAccessLogsKeep == 0 {
-		c.MaxAccessLogsKeep = d.MaxAccessLogsKeep
-	}
-	if c.MaxAuditKeepYears == 0 {
-		c.MaxAuditKeepYears = d.MaxAuditKeepYears
-	}
+	c.Refresh = or(c.Refresh, 30*time.Second)
+	c.MaxDailyQuota = or(c.MaxDailyQuota, 500)
+	c.MaxAuthorizationValidity = or(c.MaxAuthorizationValidity, protocol.MaxValidity)
+	c.MaxAuthorizationsKeep = or(c.MaxAuthorizationsKeep, 30*24*time.Hour)
+	c.MaxAccessLogsKeep = or(c.MaxAccessLogsKeep, LawAccessLogsKeep)
+	c.MaxAuditKeepYears = or(c.MaxAuditKeepYears, 10)
 	return c
+}
+
+// or is v, or d when v is unset (a Config made in code, not read from the
+// environment, whose defaults envconfig would have filled in).
+func or[T comparable](v, d T) T {
+	var zero T
+	if v == zero {
+		return d
+	}
+	return v
 }
 
 // Validate says what is wrong with c, all of it, each naming its variable.
