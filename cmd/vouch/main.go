@@ -120,6 +120,7 @@ var commands = []command{
 		func(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
 			return runBundle(ctx, args, stdout, stderr)
 		}},
+	{"audit verify-download", "FILE SIG  check an audit trail download and its signature", "", runAuditGroup},
 	{"audit verify", "check the audit log's hash chain", "",
 		func(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
 			return runAudit(ctx, args, stdout, stderr)
