@@ -49,6 +49,7 @@ type allConfig struct {
 	CDNLimit     cdnLimit
 	Retention    retention.Config
 	Federate     federate.Config
+	Transparency transparencyWriterConfig
 }
 
 // startPipeline adds the public pipeline's roles to g: the phone API on its
@@ -85,6 +86,15 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 		g.Go(func() error { defer closeKeys(); return agg.Loop(gctx) })
 	} else {
 		log.Warn("no export key, or neither directory nor bucket (VOUCH_EXPORT_KEY_URIS, VOUCH_EXPORT_DIR, VOUCH_EXPORT_TARGET): nothing is published")
+	}
+	// The transparency log's writer when it has a directory (the export
+	// directory's log/, which the origin then serves).
+	if cfg.Transparency.Log.Dir != "" {
+		tl, closeKeys, err := startTransparency(cfg.Transparency, cfg.Export, in.db, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { defer closeKeys(); return tl.Run(gctx) })
 	}
 	if cfg.CDN.Dir == "" {
 		cfg.CDN.Dir = cfg.Export.Dir
