@@ -125,8 +125,10 @@ func (s *Store) Reload(ctx context.Context) error {
 		return fmt.Errorf("settings: read: %w", err)
 	}
 	next := build(s.rules, got)
-	for _, it := range next.items {
-		if it.Ignored {
+	prev := s.cur.Load()
+	for i, it := range next.items {
+		// Once per value ignored, not at every refresh.
+		if it.Ignored && (prev == nil || !prev.items[i].Ignored || prev.items[i].Version != it.Version) {
 			s.log.Warn("settings: a stored value is outside the configuration's limits; its default is in effect",
 				"setting", it.Rule.Name, "stored", it.Stored.String(), "default", it.Value.String())
 		}
