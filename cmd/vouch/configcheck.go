@@ -51,15 +51,16 @@ type roleCheck func(ctx context.Context, load func(target any) error) []error
 // checks its run function makes before it starts anything.
 func roleChecks() map[string]roleCheck {
 	return map[string]roleCheck{
-		"all":           checkAll,
-		"backoffice":    checkBackoffice,
-		"ingest":        checkIngest,
-		"store":         checkStore,
-		"aggregate":     checkAggregate,
-		"cdn":           checkCDN,
-		"cleanup":       checkCleanup,
-		"federate":      checkFederate,
-		"registry-sync": checkRegistrySync,
+		"all":              checkAll,
+		"backoffice":       checkBackoffice,
+		"ingest":           checkIngest,
+		"store":            checkStore,
+		"aggregate":        checkAggregate,
+		"cdn":              checkCDN,
+		"cleanup":          checkCleanup,
+		"federate":         checkFederate,
+		"registry-sync":    checkRegistrySync,
+		"transparency-log": checkTransparencyLog,
 		"migrate": func(ctx context.Context, load func(any) error) []error {
 			var cfg migrateConfig
 			if err := load(&cfg); err != nil {
@@ -248,6 +249,10 @@ func checkAll(ctx context.Context, load func(any) error) []error {
 	}
 	if len(cfg.Federate.Sites) > 0 {
 		errs = append(errs, checkFederateSites(cfg.Federate)...)
+	}
+	// As startPipeline: a log directory starts the transparency writer.
+	if cfg.Transparency.Log.Dir != "" {
+		errs = append(errs, checkTransparencyWriter(cfg.Transparency, cfg.Export)...)
 	}
 	return errs
 }
