@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -277,6 +278,48 @@ func merged(ls []Load) Load {
 	}
 	m.Why = strings.Join(why, "; ")
 	return m
+}
+
+// runStage measures stage s by m: once when it measures its own runs,
+// else b.runs times; it samples the machine around each call and returns
+// the stage's machine and its rows, each the summary of its runs.
+func runStage(ctx context.Context, b *bench, s stage, m measure, cores int) (StageLoad, []Row, error) {
+	calls := b.runs
+	if s.sampled {
+		calls = 1
+	}
+	var runs [][]Row
+	var loads []Load
+	started := time.Now()
+	for call := range calls {
+		fmt.Fprintf(os.Stderr, "bench: %s: run %d of %d\n", s.name, call+1, calls)
+		before := sampleMachine()
+		rows, err := m(ctx, b)
+		l := classify(before, sampleMachine(), cores)
+		if err != nil {
+			return StageLoad{}, nil, err
+		}
+		if l.Busy {
+			fmt.Fprintf(os.Stderr, "bench: %s: run %d on a busy machine: %s\n", s.name, call+1, l.Why)
+		}
+		for j := range rows {
+			rows[j].Stage = s.name
+			rows[j].Busy = rows[j].Busy || l.Busy
+			for k := range rows[j].Samples {
+				rows[j].Samples[k].Busy = rows[j].Samples[k].Busy || l.Busy
+			}
+		}
+		runs, loads = append(runs, rows), append(loads, l)
+	}
+	load := merged(loads)
+	st := StageLoad{Name: s.name, Load: load, Started: started.UTC(), Seconds: time.Since(started).Seconds()}
+	var out []Row
+	for _, r := range mergeRuns(runs) {
+		r = summarize(r)
+		r.Load = &load
+		out = append(out, r)
+	}
+	return st, out, nil
 }
 
 // Sample is one run's measurement of a row.
