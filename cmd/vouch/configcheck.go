@@ -51,16 +51,16 @@ type roleCheck func(ctx context.Context, load func(target any) error) []error
 // checks its run function makes before it starts anything.
 func roleChecks() map[string]roleCheck {
 	return map[string]roleCheck{
-		"all":              checkAll,
-		"backoffice":       checkBackoffice,
-		"ingest":           checkIngest,
-		"store":            checkStore,
-		"aggregate":        checkAggregate,
-		"cdn":              checkCDN,
-		"cleanup":          checkCleanup,
-		"federate":         checkFederate,
-		"registry-sync":    checkRegistrySync,
-		"transparency-log": checkTransparencyLog,
+		"all":           checkAll,
+		"backoffice":    checkBackoffice,
+		"ingest":        checkIngest,
+		"store":         checkStore,
+		"aggregate":     checkAggregate,
+		"cdn":           checkCDN,
+		"cleanup":       checkCleanup,
+		"federate":      checkFederate,
+		"registry-sync": checkRegistrySync,
+		"transparency":  checkTransparencyLog,
 		"migrate": func(ctx context.Context, load func(any) error) []error {
 			var cfg migrateConfig
 			if err := load(&cfg); err != nil {
