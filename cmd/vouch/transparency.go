@@ -118,7 +118,7 @@ type transparencyKeyConfig struct {
 	PublicKey string `env:"VOUCH_TRANSPARENCY_PUBLIC_KEY"`
 }
 
-// checkTransparencyLog is `vouch config check transparency-log`: the
+// checkTransparencyLog is `vouch config check transparency` (the writer, its one server role): the
 // checks startTransparency makes before it opens anything.
 func checkTransparencyLog(ctx context.Context, load func(any) error) []error {
 	var cfg transparencyLogConfig

@@ -132,7 +132,7 @@ func TestTransparencyCommands(t *testing.T) {
 	}
 }
 
-// vouch config check transparency-log: a configuration the writer would
+// vouch config check transparency: a configuration the writer would
 // refuse is refused, each problem naming its variable; a good one passes,
 // and every variable it sets is one the writer reads.
 func TestTransparencyConfigCheck(t *testing.T) {
@@ -170,7 +170,7 @@ func TestTransparencyConfigCheck(t *testing.T) {
 				k, v, _ := strings.Cut(kv, "=")
 				t.Setenv(k, v)
 			}
-			problems := checkRole(context.Background(), "transparency-log", checkTransparencyLog, c.env)
+			problems := checkRole(context.Background(), "transparency", checkTransparencyLog, c.env)
 			text := fmt.Sprint(problems)
 			if c.want == "" && len(problems) > 0 || c.want != "" && !strings.Contains(text, c.want) {
 				t.Fatalf("problems %s, want one naming %q", text, c.want)
