@@ -177,6 +177,13 @@ func typePIN(t *testing.T, browser context.Context, pin string, want map[string]
 	// Pressed from a timer: the window closes as it submits, and an action
 	// still waiting on it would wait for a window that is gone.
 	js(t, win, `setTimeout(() => document.getElementById("sign").click(), 0), null`, nil)
+	pinHandedOver(t, browser)
+}
+
+// pinHandedOver waits until the PIN window's form handed the PIN to the
+// extension's worker (nothing pending there any more), for 10 s at most.
+func pinHandedOver(t *testing.T, browser context.Context) {
+	t.Helper()
 	sw := serviceWorker(t, browser)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -404,7 +411,7 @@ func phoneCode(t *testing.T) string {
 	return ""
 }
 
-func countRows(t *testing.T, dbURL, sql string) int {
+func countRows(t *testing.T, dbURL, sql string, args ...any) int {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), dbURL)
 	if err != nil {
@@ -412,7 +419,7 @@ func countRows(t *testing.T, dbURL, sql string) int {
 	}
 	defer conn.Close(context.Background())
 	var n int
-	if err := conn.QueryRow(t.Context(), sql).Scan(&n); err != nil {
+	if err := conn.QueryRow(t.Context(), sql, args...).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
