@@ -128,15 +128,8 @@ func TestTransparencyWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, ph := range phones {
-		b, err := protocol.ParseBundle(ph.bundle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := protocol.ParseStatement(b.Statement)
-		if err != nil {
-			t.Fatal(err)
-		}
-		entry := transparency.AuthorizationEntry(ph.bundle, st.IssuedAt)
+		_, issued := tlBundle(t, ph.bundle)
+		entry := transparency.AuthorizationEntry(ph.bundle, issued)
 		idx, ok := index[string(entry)]
 		if !ok {
 			t.Fatalf("phone %d's bundle has no leaf in the bucket's log", i)
@@ -241,23 +234,30 @@ func tlSize(raw []byte) (uint64, error) {
 	return n, err
 }
 
+// tlBundle parses a phone's bundle and its statement's issue time.
+func tlBundle(t *testing.T, raw []byte) (*protocol.Bundle, time.Time) {
+	t.Helper()
+	b, err := protocol.ParseBundle(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := protocol.ParseStatement(b.Statement)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, st.IssuedAt
+}
+
 // tlStore stores the phones' bundles as the back office stores a vouch.
 func tlStore(t *testing.T, db *database.DB, phones []phone) {
 	t.Helper()
 	for _, ph := range phones {
-		b, err := protocol.ParseBundle(ph.bundle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := protocol.ParseStatement(b.Statement)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b, issued := tlBundle(t, ph.bundle)
 		if _, err := db.Pool().Exec(context.Background(), `insert into authorizations
 			(id, phone_code, statement, statement_sig, attestation, attestation_sig, signer_cert, uzi_number, created_at, expires_at)
 			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 			[16]byte(random(t, 16)), random(t, 10), b.Statement, b.StatementSignature, b.Attestation, b.AttestationSignature, b.Cert,
-			"900000024", st.IssuedAt, time.Now().Add(24*time.Hour)); err != nil {
+			"900000024", issued, time.Now().Add(24*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
