@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"net/http"
@@ -612,5 +613,36 @@ func TestGroupCPU(t *testing.T) {
 	}
 	if got := groupCPU(1 << 30); got != 0 {
 		t.Errorf("groupCPU(no group) = %v", got)
+	}
+}
+
+// TestRunBenchWritesWhatWasMeasured: a stage that fails ends the run with
+// its error, and the stages before it are written all the same.
+func TestRunBenchWritesWhatWasMeasured(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "results.json")
+	ok := func(fs *flag.FlagSet) measure {
+		return func(ctx context.Context, b *bench) ([]Row, error) {
+			return []Row{{Name: "ok", Value: 1, Unit: "s"}}, nil
+		}
+	}
+	bad := func(fs *flag.FlagSet) measure {
+		return func(ctx context.Context, b *bench) ([]Row, error) { return nil, errors.New("slapd did not start") }
+	}
+	all := []stage{{name: "first", sampled: true, flags: ok}, {name: "second", sampled: true, flags: bad}, {name: "third", flags: ok}}
+	err := runStages(context.Background(), all, []string{"-out", out}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "second: slapd did not start") {
+		t.Fatalf("error %v, want the second stage's", err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := readResults(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 1 || res.Rows[0].Stage != "first" || len(res.Stages) != 1 {
+		t.Errorf("written %+v, want the first stage's row alone", res)
 	}
 }

@@ -28,7 +28,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Row is one line of bench/results.json.
@@ -191,42 +190,16 @@ func runStages(ctx context.Context, all []stage, args []string, w io.Writer) err
 	n := cores()
 	first := sampleMachine()
 	res := Results{Started: first.At.UTC(), GoOS: runtime.GOOS + "/" + runtime.GOARCH}
+	// A stage that fails ends the run; the stages measured before it are
+	// printed and written all the same (the failed one keeps its rows).
+	var failed error
 	for _, i := range chosen {
-		s := all[i]
-		calls := b.runs
-		if s.sampled {
-			calls = 1
+		st, rows, err := runStage(ctx, b, all[i], measures[i], n)
+		if err != nil {
+			failed = fmt.Errorf("%s: %w", all[i].name, err)
+			break
 		}
-		var runs [][]Row
-		var loads []Load
-		started := time.Now()
-		for call := range calls {
-			fmt.Fprintf(os.Stderr, "bench: %s: run %d of %d\n", s.name, call+1, calls)
-			before := sampleMachine()
-			rows, err := measures[i](ctx, b)
-			l := classify(before, sampleMachine(), n)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
-			if l.Busy {
-				fmt.Fprintf(os.Stderr, "bench: %s: run %d on a busy machine: %s\n", s.name, call+1, l.Why)
-			}
-			for j := range rows {
-				rows[j].Stage = s.name
-				rows[j].Busy = rows[j].Busy || l.Busy
-				for k := range rows[j].Samples {
-					rows[j].Samples[k].Busy = rows[j].Samples[k].Busy || l.Busy
-				}
-			}
-			runs, loads = append(runs, rows), append(loads, l)
-		}
-		load := merged(loads)
-		res.Stages = append(res.Stages, StageLoad{Name: s.name, Load: load, Started: started.UTC(), Seconds: time.Since(started).Seconds()})
-		for _, r := range mergeRuns(runs) {
-			r = summarize(r)
-			r.Load = &load
-			res.Rows = append(res.Rows, r)
-		}
+		res.Stages, res.Rows = append(res.Stages, st), append(res.Rows, rows...)
 	}
 	res.Machine = classify(first, sampleMachine(), n)
 	if why := startBusy(first, n); why != "" {
@@ -243,9 +216,9 @@ func runStages(ctx context.Context, all []stage, args []string, w io.Writer) err
 	}
 	printLoads(w, res)
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-		return err
+		return errors.Join(failed, err)
 	}
-	return writeResults(*out, keep(old, res))
+	return errors.Join(failed, writeResults(*out, keep(old, res)))
 }
 
 // selectStages is the indexes in all of the stages -only names, in the
