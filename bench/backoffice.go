@@ -51,6 +51,9 @@ type backofficeBench struct {
 	cardsDir   string
 	clinicians int
 	perEach    int // requests per clinician
+	// during, when set, starts something beside the back office on its
+	// database (the transparency log's writer) until stop.
+	during func(ctx context.Context, dbURL string) (stop func(), err error)
 }
 
 type backofficeResult struct {
@@ -182,6 +185,13 @@ func (b backofficeBench) run(ctx context.Context) (backofficeResult, error) {
 		return r, err
 	}
 	defer db.Close()
+	if b.during != nil {
+		stop, err := b.during(ctx, dbURL)
+		if err != nil {
+			return r, err
+		}
+		defer stop()
+	}
 	bs, err := bus.Start(ctx, bus.Config{StoreDir: filepath.Join(dir, "bus"), Name: "bench", StartTimeout: 10 * time.Second})
 	if err != nil {
 		return r, err
