@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/labstack/echo/v4"
 
 	"github.com/vouch-nl/vouch/internal/exposure"
 	"github.com/vouch-nl/vouch/internal/phoneapi"
@@ -165,6 +169,13 @@ func oddBodies(t testing.TB) map[string][]byte {
 		"risk fraction":         replaceRisk(t, base, "1.5"),
 		"risk null":             replaceRisk(t, base, "null"),
 		"padding escapes":       r(`"padding":"`, `"padding":"\"\\\/\b\f\n\r\t\u00e9\uD800`),
+		"padding hex bounds":     r(`"padding":"`, `"padding":" \u09af\u0AF0~`),
+		"padding hex /":          r(`"padding":"`, `"padding":"\u/000`),
+		"padding hex :":          r(`"padding":"`, `"padding":"\u:000`),
+		"padding hex @":          r(`"padding":"`, `"padding":"\u@000`),
+		"padding hex G":          r(`"padding":"`, `"padding":"\uG000`),
+		"padding hex backquote":  r(`"padding":"`, "\"padding\":\"\\u`000"),
+		"padding hex g":          r(`"padding":"`, `"padding":"\ug000`),
 		"padding bad escape":    r(`"padding":"`, `"padding":"\x`),
 		"padding short unicode": r(`"padding":"`, `"padding":"\u00g0`),
 		"padding control":       r(`"padding":"`, "\"padding\":\"\x01"),
@@ -261,7 +272,7 @@ func TestSumIsUploadSum(t *testing.T) {
 func TestFastUploadTakes(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(5, 6))
-	for i := range 200 {
+	for i := range 62 {
 		req := wireUpload(r, i%31, 1+r.IntN(protocol.MaxBundleSize))
 		body, _ := json.Marshal(req)
 		if i%2 == 0 {
@@ -293,7 +304,7 @@ func TestFastUploadTakes(t *testing.T) {
 	odd := oddBodies(t)
 	for _, name := range []string{"canonical", "unpadded", "indented", "no keys", "keys empty array", "space inside", "trailing space",
 		"time minus zero", "time zero", "time negative", "time max", "time min", "risk int32 max", "risk int32 min", "padding escapes",
-		"padding DEL and UTF-8", "30 keys", "largest bundle"} {
+		"padding DEL and UTF-8", "padding hex bounds", "30 keys", "largest bundle"} {
 		if _, ok := fastUpload(odd[name]); !ok {
 			t.Errorf("%s: declined", name)
 		}
@@ -320,4 +331,48 @@ func FuzzFastUpload(f *testing.F) {
 			t.Fatal(d)
 		}
 	})
+}
+
+// TestReadBodyPooled: a body is read into a buffer used again — an upload's
+// read allocates only the request's own reader, not the body — and a
+// buffer a large body grew is not kept.
+func TestReadBodyPooled(t *testing.T) {
+	s := &Service{}
+	e := echo.New()
+	body := bytes.Repeat([]byte("="), phoneapi.UploadRequestBlock)
+	read := func(b []byte) *bytes.Buffer {
+		req := httptest.NewRequest(http.MethodPost, phoneapi.PathUploads, bytes.NewReader(b))
+		buf, err := s.readBody(e.NewContext(req, httptest.NewRecorder()), phoneapi.MaxUploadRequestSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf.Bytes(), b) {
+			t.Fatal("read another body")
+		}
+		return buf
+	}
+	s.release(read(body))
+	req := httptest.NewRequest(http.MethodPost, phoneapi.PathUploads, bytes.NewReader(body))
+	c := e.NewContext(req, httptest.NewRecorder())
+	allocs := testing.AllocsPerRun(20, func() {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		buf, err := s.readBody(c, phoneapi.MaxUploadRequestSize)
+		if err != nil || buf.Len() != len(body) {
+			t.Fatalf("read %v, %v", buf, err)
+		}
+		s.release(buf)
+	})
+	// The test's two readers, the size limit's reader and the error's
+	// target; a body read anew adds its buffer and the buffer's bytes.
+	if allocs > 4 {
+		t.Errorf("reading a pooled body: %v allocations, want at most 4", allocs)
+	}
+	big := read(make([]byte, phoneapi.MaxUploadRequestSize))
+	if big.Cap() <= maxPooledBody {
+		t.Fatalf("a body of the largest size fits %d, the pool's bound is %d", big.Cap(), maxPooledBody)
+	}
+	s.release(big)
+	if got, _ := s.bodies.Get().(*bytes.Buffer); got == big {
+		t.Error("a buffer past the bound was kept")
+	}
 }
