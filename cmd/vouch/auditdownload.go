@@ -22,6 +22,10 @@ const auditDownloadUsage = "usage: vouch audit verify-download [-key FILE]... FI
 // runAuditGroup is the audit commands: verify-download here, verify in
 // audit.go.
 func runAuditGroup(ctx context.Context, _ *slog.Logger, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintf(stdout, "%s\n%s\n", auditUsage, auditDownloadUsage)
+		return nil
+	}
 	if len(args) > 0 && args[0] == "verify-download" {
 		return runAuditDownload(ctx, args[1:], stdout, stderr)
 	}
