@@ -197,6 +197,7 @@ type Service struct {
 	acked   chan [16]byte      // authorizations the bus acknowledged, to mark published
 	refused refusals           // refusals counted for their minute's audit row
 	echo    *echo.Echo
+	trail   auditTrail // the audit trail's verification in this copy (audittrail_verify.go)
 
 	// settings are Deps.Settings, or the configuration's defaults.
 	settings Settings
