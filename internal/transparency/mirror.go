@@ -202,5 +202,10 @@ func checkpointSize(raw []byte) (uint64, error) {
 	if _, err := cp.Unmarshal(raw[:i+1]); err != nil {
 		return 0, err
 	}
+	// One spelling of a size (the parser takes "007" too): what is not
+	// the writer's own is not read as a size.
+	if lines := bytes.SplitN(raw, []byte("\n"), 3); len(lines) < 3 || string(lines[1]) != strconv.FormatUint(cp.Size, 10) {
+		return 0, errors.New("the size is not in its one decimal spelling")
+	}
 	return cp.Size, nil
 }

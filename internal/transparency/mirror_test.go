@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -159,4 +160,22 @@ func TestMirrorToS3(t *testing.T) {
 	if keys := gw.Objects(t, "vouch-empty", ""); len(keys) != 0 {
 		t.Fatalf("objects written without their tiles: %v", keys)
 	}
+}
+
+// checkpointSize reads what the bucket holds, which anyone with write
+// access to it may have replaced: it never panics, and a size it returns
+// is the one a checkpoint of that text names.
+func FuzzCheckpointSize(f *testing.F) {
+	f.Add([]byte(testOrigin + "\n12\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— " + testOrigin + " AAAA\n"))
+	f.Add([]byte("\n\n"))
+	f.Add([]byte("x\n-1\n\n\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		n, err := checkpointSize(raw)
+		if err != nil {
+			return
+		}
+		if !bytes.Contains(raw, []byte("\n"+strconv.FormatUint(n, 10)+"\n")) {
+			t.Fatalf("size %d is not the checkpoint's second line:\n%q", n, raw)
+		}
+	})
 }
