@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadKeys$$' -fuzztime 20s -fuzzminimizetime 5s ./cmd/phone
 	$(GO) test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/cardagent
 	$(GO) test -run '^$$' -fuzz '^FuzzTransmit$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/virtualcard
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckpointSize$$' -fuzztime 20s -fuzzminimizetime 5s ./internal/transparency
 
 clean:
 	rm -rf $(BIN) $(STATE)
