@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+	"golang.org/x/text/number"
 
 	"github.com/vouch-nl/vouch/internal/audit"
 	"github.com/vouch-nl/vouch/internal/i18n"
@@ -29,9 +32,10 @@ type statsView struct {
 	Span     string // the days shown, in words
 	Charts   []statsChart
 	Weeks    statsTable
-	// Clinicians: auditors only.
-	Clinicians []statsClinician
-	CSV, JSON  string
+	// Clinicians: auditors only, the last ClinicianSpan days of the span.
+	Clinicians    []statsClinician
+	ClinicianSpan string
+	CSV, JSON     string
 }
 
 type statsChart struct {
@@ -122,13 +126,22 @@ func (s *Service) statsPage(c echo.Context, public bool) error {
 	}
 	v := s.statsViewOf(t, view, q, base)
 	if !public {
-		cl, err := stats.LoadClinicians(c.Request().Context(), s.deps.DB.Pool(), q.From, q.To)
+		// The stolen-card signal is recent: the last weeks, whatever the
+		// span (a year of card holders' days took most of the page).
+		from := q.To.AddDate(0, 0, -(stats.ClinicianSpan - 1))
+		if from.Before(q.From) {
+			from = q.From
+		}
+		v.ClinicianSpan = t.Tf("statistics.clinicians-span", "From", t.Date(from), "To", t.Date(q.To))
+		cl, err := stats.LoadClinicians(c.Request().Context(), s.deps.DB.Pool(), from, q.To)
 		if err != nil {
 			return err
 		}
 		var all int64
 		for _, p := range view.Days {
-			all += p.Cell(stats.FigureVouches, stats.Total).Value
+			if !p.Start.Before(from) {
+				all += p.Cell(stats.FigureVouches, stats.Total).Value
+			}
 		}
 		for _, r := range cl {
 			row := statsClinician{UZI: r.UZI, Vouched: t.Number(r.Vouched), MaxPerDay: t.Number(r.MaxPerDay), Days: t.Number(r.ActiveDays)}
@@ -143,6 +156,10 @@ func (s *Service) statsPage(c echo.Context, public bool) error {
 
 // statsViewOf lays out view's charts and tables in t's language.
 func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string) *statsView {
+	// One printer for the page's thousands of numbers: making one per
+	// number (tr.Number) took most of a year's page.
+	printer := message.NewPrinter(language.Make(t.lang))
+	num := func(n any) string { return printer.Sprint(number.Decimal(n)) }
 	v := &statsView{Public: view.Public, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly),
 		Span: t.Tf("statistics.span", "From", t.Date(q.From), "To", t.Date(q.To))}
 	v.CSV, v.JSON = base+".csv?"+q.Encode(), base+".json?"+q.Encode()
@@ -159,7 +176,7 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 		title := t.T("statistics.figure." + f.figure)
 		ch := stats.Chart{ID: "chart-" + f.figure, Title: title, Kind: f.kind, Unit: t.T("statistics.unit." + f.figure),
 			Desc:   t.Tf("statistics.desc."+f.figure, "From", t.Date(q.From), "To", t.Date(q.To)),
-			Number: func(x float64) string { return t.Number(x) }}
+			Number: func(x float64) string { return num(x) }}
 		if view.Public {
 			ch.Desc += " " + t.T("statistics.desc.suppressed")
 		}
@@ -181,9 +198,9 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 			} else {
 				ch.Values = append(ch.Values, float64(c.Value))
 			}
-			row := statsRow{Period: t.Date(p.Start), Cells: []string{statsCell(t, c)}}
+			row := statsRow{Period: t.Date(p.Start), Cells: []string{statsCell(num, c)}}
 			for _, l := range labels {
-				row.Cells = append(row.Cells, statsCell(t, p.Cell(f.figure, l)))
+				row.Cells = append(row.Cells, statsCell(num, p.Cell(f.figure, l)))
 			}
 			table.Rows = append(table.Rows, row)
 		}
@@ -204,7 +221,7 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 		row := statsRow{Period: t.Tf("statistics.week", "Week", w.Name(), "From", t.Date(w.Start))}
 		for _, ch := range statsFigures {
 			if _, ok := w.Cells[ch.figure]; ok {
-				row.Cells = append(row.Cells, statsCell(t, w.Cell(ch.figure, stats.Total)))
+				row.Cells = append(row.Cells, statsCell(num, w.Cell(ch.figure, stats.Total)))
 			}
 		}
 		v.Weeks.Rows = append(v.Weeks.Rows, row)
@@ -214,14 +231,14 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 
 // statsCell is a cell as the table shows it: the number in the page's
 // language, or the marker of a hidden one.
-func statsCell(t tr, c stats.Cell) string {
+func statsCell(num func(any) string, c stats.Cell) string {
 	switch {
 	case c.Small:
 		return stats.ShownSmall
 	case c.Withheld:
 		return stats.ShownWithheld
 	}
-	return t.Number(c.Value)
+	return num(c.Value)
 }
 
 // statsLabel names a part of a figure: a profession, a reason.

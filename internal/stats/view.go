@@ -238,14 +238,18 @@ func (v *View) suppress() {
 			}
 		}
 	}
+	byWeek := map[Day][]Period{}
+	for _, p := range v.Days {
+		byWeek[weekStart(p.Start)] = append(byWeek[weekStart(p.Start)], p)
+	}
 	for _, w := range v.Weeks {
 		for f, cells := range w.Cells {
 			if !isCount(f) {
 				continue
 			}
 			for l, c := range cells {
-				for _, p := range v.Days {
-					if weekStart(p.Start).Equal(w.Start) && p.Cells[f][l].Hidden() {
+				for _, p := range byWeek[w.Start] {
+					if p.Cells[f][l].Hidden() {
 						c.Withheld = true
 					}
 				}
@@ -266,6 +270,10 @@ type ClinicianSummary struct {
 	MaxPerDay  int64 // the most in one day
 	ActiveDays int64
 }
+
+// ClinicianSpan is the days a page's per-clinician table covers at most:
+// the last four weeks of its span.
+const ClinicianSpan = 28
 
 // MaxClinicians bounds the per-clinician table: the most active first.
 const MaxClinicians = 100
