@@ -178,3 +178,45 @@ func TestTransparencyConfigCheck(t *testing.T) {
 		})
 	}
 }
+
+// transparencyEnv sets the log writer's environment for vouch all (a new
+// key of origin vouch.test/log, the back end's HSM key on the test token,
+// a log directory) and returns the directory and the log's public key.
+func transparencyEnv(t *testing.T) (dir, vkey string) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "vouch.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "log.key")
+	if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	man := testenv.Cards(t)
+	dir = filepath.Join(t.TempDir(), "log")
+	for k, v := range map[string]string{"VOUCH_TRANSPARENCY_DIR": dir, "VOUCH_TRANSPARENCY_ORIGIN": "vouch.test/log",
+		"VOUCH_TRANSPARENCY_KEY_FILE": keyFile, "VOUCH_TRANSPARENCY_HSM_KEY_URI": man.Backend.ExportURI,
+		"VOUCH_HSM_PIN": man.Backend.PIN, "VOUCH_TRANSPARENCY_CHECKPOINT_INTERVAL": "100ms"} {
+		t.Setenv(k, v)
+	}
+	return dir, vkey
+}
+
+// waitTransparencyCheckpoint waits until the writer published a
+// checkpoint in dir that vkey's key signed.
+func waitTransparencyCheckpoint(t *testing.T, dir, vkey string) {
+	t.Helper()
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(dir, "checkpoint"))
+		if _, err := note.Open(b, note.VerifierList(v)); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint signed by the log's key in %s", dir)
+		}
+	}
+}
