@@ -340,6 +340,7 @@ func TestAll(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte(l.BindPassword), 0o600)
 	t.Setenv("VOUCH_REGISTRY_BIND_PASSWORD_FILE", pw)
+	logDir, logKey := transparencyEnv(t) // the transparency log's writer too
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -370,6 +371,7 @@ func TestAll(t *testing.T) {
 	if body["ready"] != true || body["checks"].(map[string]any)["revocation"] != "ok" {
 		t.Errorf("readyz = %v", body)
 	}
+	waitTransparencyCheckpoint(t, logDir, logKey)
 	// The register is mirrored in the background.
 	db, err := pgx.Connect(context.Background(), url)
 	if err != nil {
