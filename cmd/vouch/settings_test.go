@@ -4,8 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vouch-nl/vouch/internal/retention"
+	"github.com/vouch-nl/vouch/internal/settings"
+	"github.com/vouch-nl/vouch/internal/testenv"
 )
 
 // TestConfigCheckSettings: vouch config check knows the settings' hard
@@ -59,5 +65,33 @@ func TestConfigCheckSettings(t *testing.T) {
 				t.Errorf("status %d, want %d naming %q; stdout:\n%s", status, c.status, c.want, out)
 			}
 		})
+	}
+}
+
+// TestCleanupReadsTheAdminsPeriods: the cleanup role reads the retention
+// period an admin set (a row of settings), at the rule's run, not at start.
+func TestCleanupReadsTheAdminsPeriods(t *testing.T) {
+	db := testenv.Database(t)
+	ctx := t.Context()
+	now := time.Now()
+	for _, age := range []time.Duration{4 * 24 * time.Hour, 2 * 24 * time.Hour} {
+		if _, err := db.Pool().Exec(ctx, `insert into authorizations (id, phone_code, statement, uzi_number, created_at, expires_at)
+			values (gen_random_uuid(), substring(uuid_send(gen_random_uuid()) from 1 for 10), 's', '900000001', $1, $2)`, now.Add(-age), now.Add(-age+24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := startCleanup(retention.Config{}, settings.Config{}, db, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Authorizations(ctx, now); err != nil || n != 0 {
+		t.Fatalf("by the default 30 days: %d deleted, %v", n, err)
+	}
+	if _, err := db.Pool().Exec(ctx, `insert into settings (name, value, version, changed_by, changed_at)
+		values ('retention-authorizations', '{"number": 3}', 1, '900000010', now())`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Authorizations(ctx, now); err != nil || n != 1 {
+		t.Errorf("by the admin's 3 days: %d deleted, %v; want the 4-day-old one", n, err)
 	}
 }
