@@ -474,6 +474,16 @@ func prefixProof(ctx context.Context, src Source, n uint64, big *Checkpoint) ([]
 // later day. What it finds is only a candidate: the inclusion proof
 // decides. An origin that lies here can hide the leaf, never fake it.
 func LocateLeaf(ctx context.Context, src Source, size uint64, entry []byte) (uint64, bool, error) {
+	return locateLeaf(ctx, src, size, entry, maxLocateBundles)
+}
+
+// maxLocateBundles bounds the bundles one search reads after the binary
+// search (262,144 leaves, 12 MiB of this log's entries): a day of vouches
+// at any rate seen is far less, and an origin serving bundles whose days
+// never end the scan must not make a phone read the whole log.
+const maxLocateBundles = 1024
+
+func locateLeaf(ctx context.Context, src Source, size uint64, entry []byte, limit uint64) (uint64, bool, error) {
 	want, err := ParseEntry(entry)
 	if err != nil {
 		return 0, false, err
@@ -519,6 +529,9 @@ func LocateLeaf(ctx context.Context, src Source, size uint64, entry []byte) (uin
 		}
 	}
 	for b := lo; b < bundles; b++ {
+		if b-lo >= limit {
+			return 0, false, fmt.Errorf("transparency: the leaf is not in the %d entry bundles from %d where its day begins: given up", limit, lo)
+		}
 		entries, err := read(b)
 		if err != nil {
 			return 0, false, err

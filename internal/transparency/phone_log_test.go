@@ -233,6 +233,16 @@ func TestPhoneLocatesLeafByDay(t *testing.T) {
 	if _, _, err := LocateLeaf(ctx, src, uint64(len(entries)), entries[50]); err == nil {
 		t.Errorf("an audit head was looked for as a phone's leaf")
 	}
+	// A day whose bundles never end (here a bound of 1 bundle, the three
+	// days around the leaf's spanning more) is given up, not read to the
+	// end of the log.
+	reads.Store(0)
+	if _, ok, err := locateLeaf(ctx, counted, uint64(len(entries)), AuthorizationEntry([]byte("x"), day0.AddDate(0, 0, 8)), 1); ok || err == nil || !strings.Contains(err.Error(), "given up") {
+		t.Errorf("an endless day: found %v, %v", ok, err)
+	}
+	if n := reads.Load(); n > 1+12 {
+		t.Errorf("an endless day: %d bundles read", n)
+	}
 }
 
 type phoneCountingSource struct {
