@@ -23,7 +23,8 @@ var pageNames = []string{"signin", "vouch", "staff", "locked", "roles", "forbidd
 func loadPages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
 	for _, name := range pageNames {
-		t, err := template.New("layout.html").ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
+		// stat-*.html: parts the statistics pages share.
+		t, err := template.New("layout.html").ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html", "templates/stat-*.html")
 		if err != nil {
 			return nil, fmt.Errorf("backoffice: page %s: %w", name, err)
 		}
