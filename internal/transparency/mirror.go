@@ -85,6 +85,11 @@ func (m *S3Mirror) Sync(ctx context.Context, dir string) error {
 		if err != nil {
 			return fmt.Errorf("transparency: mirror: the bucket's checkpoint: %w", err)
 		}
+		if ro, _, _ := bytes.Cut(remote, []byte("\n")); !bytes.Equal(ro, bytes.SplitN(raw, []byte("\n"), 2)[0]) {
+			// Another log's (a prefix shared by mistake): neither
+			// overwritten nor taken for this log's progress.
+			return fmt.Errorf("transparency: mirror: the bucket's %s holds the checkpoint of another origin, %q", m.prefix, ro)
+		}
 		if rsize > size || bytes.Equal(remote, raw) {
 			// Newer, or this one: nothing to write (a writer with a
 			// smaller tree lost its lease; the next checkpoint is larger).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,6 +147,20 @@ func TestMirrorToS3(t *testing.T) {
 	}
 	if b, _ := s3Object(t, logURL+"checkpoint"); !bytes.Equal(b, latest) {
 		t.Fatalf("a smaller tree's checkpoint replaced the bucket's:\n%s", b)
+	}
+
+	// The bucket's log is another origin's: refused, left alone.
+	other := t.TempDir()
+	foreign := append([]byte(nil), latest...)
+	foreign = bytes.Replace(foreign, []byte(testOrigin+"\n"), []byte("vouch.test/other\n"), 1)
+	if err := os.WriteFile(filepath.Join(other, "checkpoint"), foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewS3Mirror(gw.Client(t), bucket, "nl", time.Hour).Sync(ctx, other); err == nil || !strings.Contains(err.Error(), "another origin") {
+		t.Fatalf("a checkpoint of another origin over the bucket's: %v", err)
+	}
+	if b, _ := s3Object(t, logURL+"checkpoint"); !bytes.Equal(b, latest) {
+		t.Fatalf("another origin's checkpoint replaced the bucket's:\n%s", b)
 	}
 
 	// Tiles first, the checkpoint last: without its tiles, no checkpoint.
