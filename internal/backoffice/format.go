@@ -99,7 +99,7 @@ var reasonMessages = map[string]string{
 // catalogue has words for it (better a code support staff can look up).
 func (t tr) Reason(code string) string {
 	cat := i18n.Default()
-	for _, id := range []string{reasonMessages[code], "reason." + code, "license." + code, "roles." + strings.TrimPrefix(code, "role-")} {
+	for _, id := range []string{reasonMessages[code], "reason." + code, "license." + code, "roles." + strings.TrimPrefix(code, "role-"), "settings.reason." + code} {
 		if id != "" && cat.Has(i18n.Source, id) {
 			return i18n.T(t.lang, id)
 		}

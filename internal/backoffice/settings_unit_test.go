@@ -7,6 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/vouch-nl/vouch/internal/server"
+	"github.com/vouch-nl/vouch/internal/settings"
 )
 
 // TestUnitMatchOffered: a browser's languages are matched among those
@@ -56,6 +57,20 @@ func TestUnitOfferedLanguage(t *testing.T) {
 		_ = s.offeredLanguage(func(c echo.Context) error { got = langOf(c); return nil })(c)
 		if got != tt.want {
 			t.Errorf("had %q, browser %q: %q, want %q", tt.had, tt.header, got, tt.want)
+		}
+	}
+}
+
+// TestUnitSettingReasons: the activity page and the audit trail write a
+// refused setting's reason in words, in every language.
+func TestUnitSettingReasons(t *testing.T) {
+	t.Parallel()
+	for _, code := range []string{settings.RefusedAbove, settings.RefusedBelow, settings.RefusedChoice, settings.RefusedEmpty,
+		settings.RefusedNumber, settings.RefusedStale, settings.RefusedUnknown} {
+		for _, lang := range languages() {
+			if got := (tr{lang}).Reason(code); got == code || (lang != "en" && got == (tr{"en"}).Reason(code)) {
+				t.Errorf("%s in %s: %q", code, lang, got)
+			}
 		}
 	}
 }
