@@ -5,12 +5,13 @@
 #     cleanup, federate, registry-sync, migrate) from a static build
 #     (CGO_ENABLED=0: internal/p11 then refuses every module call), FROM
 #     scratch, with only the binary, Debian's CA bundle and a numeric user;
-#   - the roles that sign through PKCS#11 (all, backoffice, aggregate) from
-#     the cgo build, on a Debian bookworm base made here from Debian's
-#     packages by mmdebstrap (no image registry is needed), with no module in
-#     it: the operator mounts the HSM's module.
+#   - the roles that sign through PKCS#11 (all, backoffice, aggregate,
+#     transparency) from the cgo build, on a Debian bookworm base made here
+#     from Debian's packages by mmdebstrap (no image registry is needed),
+#     with no module in it: the operator mounts the HSM's module.
 #
-# Every image runs `vouch ROLE` as UID:GID 10001:10001. The binary is built
+# Every image runs `vouch ROLE` (transparency: `vouch transparency log`)
+# as UID:GID 10001:10001. The binary is built
 # with -trimpath, -buildvcs=false and no build id; file times are set to
 # SOURCE_DATE_EPOCH (the last commit's time by default), so the layers are
 # the same bytes from the same commit. The Debian rootfs is cached in
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 static_roles=(ingest store cdn cleanup federate registry-sync migrate)
-cgo_roles=(all backoffice aggregate)
+cgo_roles=(all backoffice aggregate transparency)
 uid=10001
 suite=bookworm
 # Changing this list changes the cache key, and so the base.
@@ -101,11 +102,19 @@ binary_image() { # binary_image NAME CONTEXT FROM
 	} >"$dir/Dockerfile"
 	docker_build -t "$name" "$dir"
 }
+# A role's command: `vouch ROLE`, but for the transparency log's writer,
+# which is `vouch transparency log`.
+role_command() { # role_command ROLE: the ENTRYPOINT's JSON array
+	case $1 in
+	transparency) echo '["/vouch", "transparency", "log"]' ;;
+	*) echo "[\"/vouch\", \"$1\"]" ;;
+	esac
+}
 role_image() { # role_image ROLE FROM
 	local role=$1 from=$2
 	printf '%s\n' "FROM $from" \
 		"LABEL org.opencontainers.image.title=vouch-$role org.opencontainers.image.version=$version org.opencontainers.image.created=@$SOURCE_DATE_EPOCH" \
-		"ENTRYPOINT [\"/vouch\", \"$role\"]" | docker_build -t "vouch-$role:$version" -t "vouch-$role:latest" -
+		"ENTRYPOINT $(role_command "$role")" | docker_build -t "vouch-$role:$version" -t "vouch-$role:latest" -
 	printf 'vouch-%s:%s %s\n' "$role" "$version" "$(docker image inspect -f '{{.Size}}' "vouch-$role:$version")"
 }
 binary_image "vouch-bin-static:$version" "$work/static" scratch
