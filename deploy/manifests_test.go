@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/vouch-nl/vouch/internal/testenv"
 )
@@ -332,6 +334,13 @@ func fixtures(t *testing.T, root string, env map[string]string) map[string]strin
 				content = []byte(strings.Repeat("t", 40))
 			case base == "pgpass":
 				content = []byte("*:*:*:vouch:secret\n")
+			case base == "transparency_key" || base == "transparency-key":
+				// The log's signer key, named by the origin it signs.
+				skey, _, err := note.GenerateKey(rand.Reader, env["VOUCH_TRANSPARENCY_ORIGIN"])
+				if err != nil {
+					t.Fatal(err)
+				}
+				content = []byte(skey + "\n")
 			default:
 				content = []byte("secret\n")
 			}
