@@ -166,3 +166,19 @@ func writeFileAtomic(dir, name string, body []byte) error {
 	}
 	return nil
 }
+
+// checkStats is `vouch config check stats`: what runStats checks before it
+// starts anything.
+func checkStats(_ context.Context, load func(any) error) []error {
+	var cfg statsConfig
+	if err := load(&cfg); err != nil {
+		return []error{err}
+	}
+	errs := []error{checkDatabase(cfg.Database), cfg.Stats.Validate()}
+	if cfg.Export.Target != "" {
+		if _, err := export.OpenTarget(cfg.Export); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +63,35 @@ func seedDB(t *testing.T, url string) {
 		if _, err := db.Exec(t.Context(), `insert into authorizations (id, phone_code, statement, uzi_number, role_code, created_at, expires_at)
 			values (gen_random_uuid(), $1, 'st', '900000777', '01.015', $2, $3)`, bytes.Repeat([]byte{byte(i)}, 10), when, when.Add(24*time.Hour)); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestStatsConfigCheck: vouch config check stats refuses an interval past
+// its bounds and an unknown zone, naming the variable.
+func TestStatsConfigCheck(t *testing.T) {
+	for _, c := range []struct {
+		env    map[string]string
+		status int
+		want   string
+	}{
+		{map[string]string{"VOUCH_STATS_INTERVAL": "30m"}, 0, ""},
+		{map[string]string{"VOUCH_STATS_INTERVAL": "10s"}, 1, "VOUCH_STATS_INTERVAL"},
+		{map[string]string{"VOUCH_STATS_INTERVAL": "7h"}, 1, "VOUCH_STATS_INTERVAL"},
+		{map[string]string{"VOUCH_VOUCH_DAY_ZONE": "Mars/Olympus"}, 1, "VOUCH_VOUCH_DAY_ZONE"},
+	} {
+		onlyEnv(t, c.env)
+		var stdout, stderr bytes.Buffer
+		err := realMain(context.Background(), []string{"config", "check", "stats"}, &stdout, &stderr)
+		status := 0
+		var exit exitError
+		if errors.As(err, &exit) {
+			status = int(exit)
+		} else if err != nil {
+			t.Fatalf("%v: %v", c.env, err)
+		}
+		if status != c.status || !strings.Contains(stdout.String(), c.want) {
+			t.Errorf("%v: status %d, want %d naming %q:\n%s", c.env, status, c.status, c.want, stdout.String())
 		}
 	}
 }
