@@ -58,6 +58,7 @@ func roleChecks() map[string]roleCheck {
 		"aggregate":     checkAggregate,
 		"cdn":           checkCDN,
 		"cleanup":       checkCleanup,
+		"stats":         checkStats,
 		"federate":      checkFederate,
 		"registry-sync": checkRegistrySync,
 		"transparency":  checkTransparencyLog,
