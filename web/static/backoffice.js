@@ -513,14 +513,20 @@
       vouchPage();
       watchCards();
       break;
-    case "staff":
-      lockWatch();
-      startHeartbeat();
-      watchCards();
-      break;
     case "locked":
       lockWatch();
       watchCards();
       break;
+    default:
+      // Every other page of a session (activity, roles, audit trail,
+      // statistics, settings…) locks when the card leaves and tells the
+      // server it still sees the card, as the vouch page does: without the
+      // heartbeat the server would lock an admin reading a page for longer
+      // than VOUCH_SESSION_HEARTBEAT.
+      if (body.dataset.uzi) {
+        lockWatch();
+        startHeartbeat();
+        watchCards();
+      }
   }
 })();
