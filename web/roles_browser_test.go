@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/vouch-nl/vouch/internal/backoffice"
 	"github.com/vouch-nl/vouch/internal/testenv"
@@ -152,7 +151,7 @@ func signInAs(t *testing.T, browser, page context.Context, origin, holder, shot 
 	js(t, page, fmt.Sprintf(`(() => { for (const l of document.querySelectorAll("#cards label")) {
 		if (l.textContent.includes(%q)) { l.querySelector("input").click(); } }
 		document.getElementById("signin").click(); })()`, holder), nil)
-	typePIN(t, browser, testpki.CardPIN, map[string]string{"holder": holder}, shot)
+	pinByKeys(t, browser, testpki.CardPIN, shot) // axe on the PIN window, in the page's language
 	waitJS(t, page, `location.pathname !== "/signin" && document.readyState === "complete" && document.getElementById("who")`, 30*time.Second)
 	if who := text(t, page, "who"); !strings.Contains(who, holder) {
 		t.Fatalf("signed in as %q, want %s", who, holder)
@@ -185,8 +184,9 @@ func postForm(t *testing.T, page context.Context, path string, form url.Values) 
 // header's and what they link to: pages added to the table later are
 // walked too) in English and Dutch, with a screenshot of each and
 // axe-core's WCAG 2.1 A/AA rules, which must find nothing; likewise the
-// sign-in page signed out, the forbidden page, the lock dialog and the
-// locked page. On the way the escalations are refused and audited: the
+// sign-in page signed out, the forbidden page, the lock dialog (over the
+// vouch page and the roles page) and the locked page, and each PIN window (in Dutch, the language chosen last).
+// On the way the escalations are refused and audited: the
 // staff card posting a grant (403, access-refused), the admin granting
 // themselves a role (role-self), and the admin approving their own
 // request to make another card admin (four eyes: it stays pending).
@@ -206,16 +206,7 @@ func TestRolesInTheBrowser(t *testing.T) {
 	w := &pageWalk{t: t, page: page, origin: origin}
 	audited := func(sql string, args ...any) int {
 		t.Helper()
-		conn, err := pgx.Connect(t.Context(), dbURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(context.Background())
-		var n int
-		if err := conn.QueryRow(t.Context(), sql, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return n
+		return countRows(t, dbURL, sql, args...)
 	}
 	card := func(name string) *virtualcard.Inserted {
 		t.Helper()
@@ -237,6 +228,13 @@ func TestRolesInTheBrowser(t *testing.T) {
 	// pulled: the lock dialog and the locked page, in both languages.
 	gp := card("gp")
 	signInAs(t, browser, page, origin, "A. Huisarts", "pin-clinician")
+	// One vouch first, so that the pages of counts (quota, statistics,
+	// the audit trail) show a row, not only their empty state.
+	waitJS(t, page, `location.pathname === "/vouch" && window.VouchPage`, 20*time.Second)
+	js(t, page, fmt.Sprintf(`(() => { document.getElementById("code").value = %q; document.getElementById("consent").checked = true;
+		document.getElementById("vouch").click(); })()`, phoneCode(t)), nil)
+	pinByKeys(t, browser, testpki.CardPIN, "pin-clinician-vouch")
+	waitJS(t, page, `!document.getElementById("done").hidden`, 30*time.Second)
 	for _, lang := range a11yLanguages {
 		switchLanguage(t, page, lang)
 		opened := w.walk("clinician", lang, tablePages(t, holder("staff", "clinician")))
@@ -256,6 +254,11 @@ func TestRolesInTheBrowser(t *testing.T) {
 	gp.Remove()
 	waitJS(t, page, `!document.getElementById("lock").hidden`, 15*time.Second)
 	screenshot(t, page, "lock-dialog-nl")
+	var bg string
+	js(t, page, `getComputedStyle(document.getElementById("lock")).backgroundColor`, &bg)
+	if !strings.HasPrefix(bg, "rgb(") { // rgba(…): the vouch's code shows through
+		t.Errorf("the lock lets the page show through: its background is %s", bg)
+	}
 	checkAxe(t, page, "clinician, nl, the lock dialog")
 	for _, lang := range a11yLanguages {
 		if err := run(page, chromedp.Navigate(origin+"/vouch")); err != nil {
@@ -323,10 +326,11 @@ func TestRolesInTheBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitJS(t, page, `document.body.dataset.page === "roles" && document.readyState === "complete"`, 10*time.Second)
-		js(t, page, fmt.Sprintf(`(() => { document.getElementById("grant-uzi").value = %q; document.getElementById("grant-role").value = %q;
-			document.getElementById("grant-uzi").form.requestSubmit(); })()`, uziNo, role), nil)
-		time.Sleep(200 * time.Millisecond)
-		waitJS(t, page, `document.body.dataset.page === "roles" && document.readyState === "complete"`, 10*time.Second)
+		// The page before the form's answer is marked: the answer is a
+		// document without the mark.
+		js(t, page, fmt.Sprintf(`(() => { window.vouchOldPage = true; document.getElementById("grant-uzi").value = %q;
+			document.getElementById("grant-role").value = %q; document.getElementById("grant-uzi").form.requestSubmit(); })()`, uziNo, role), nil)
+		waitJS(t, page, `!window.vouchOldPage && document.body.dataset.page === "roles" && document.readyState === "complete"`, 20*time.Second)
 	}
 	grant(uziNamedN, "auditor")
 	if got := text(t, page, "roles-done"); got == "" {
@@ -364,8 +368,13 @@ func TestRolesInTheBrowser(t *testing.T) {
 	if n := audited(`select count(*) from backoffice_roles where uzi_number = $1 and role = 'auditor'`, uziAdmin); n != 0 {
 		t.Error("the admin granted themselves auditor")
 	}
-	signOut(t, page)
+	// The card pulled on the roles page: it locks, as the vouch page does;
+	// the dialog's own sign-out ends the session.
 	doctor.Remove()
+	waitJS(t, page, `!document.getElementById("lock").hidden`, 15*time.Second)
+	screenshot(t, page, "roles-locked-nl")
+	checkAxe(t, page, "admin, nl, the lock dialog over the roles page")
+	signOut(t, page)
 	testenv.WaitCard(t, readers[0], false)
 
 	// The auditor: the N card again, now holding auditor.
