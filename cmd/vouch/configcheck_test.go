@@ -106,16 +106,7 @@ func TestConfigCheck(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			onlyEnv(t, c.env)
-			var stdout, stderr bytes.Buffer
-			err := realMain(context.Background(), []string{"config", "check", c.role}, &stdout, &stderr)
-			status := 0
-			var exit exitError
-			if errors.As(err, &exit) {
-				status = int(exit)
-			} else if err != nil {
-				t.Fatalf("error %v", err)
-			}
-			out := stdout.String()
+			status, out, errOut := configCheck(t, c.role)
 			if status != c.status {
 				t.Errorf("status %d, want %d; stdout:\n%s", status, c.status, out)
 			}
@@ -124,11 +115,26 @@ func TestConfigCheck(t *testing.T) {
 					t.Errorf("stdout does not name %q:\n%s", w, out)
 				}
 			}
-			if c.never != "" && strings.Contains(out+stderr.String(), c.never) {
-				t.Errorf("output shows %q:\n%s%s", c.never, out, stderr.String())
+			if c.never != "" && strings.Contains(out+errOut, c.never) {
+				t.Errorf("output shows %q:\n%s%s", c.never, out, errOut)
 			}
 		})
 	}
+}
+
+// configCheck runs vouch config check role in the test's environment and
+// returns its exit status and outputs.
+func configCheck(t *testing.T, role string) (status int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := realMain(context.Background(), []string{"config", "check", role}, &out, &errOut)
+	var exit exitError
+	if errors.As(err, &exit) {
+		status = int(exit)
+	} else if err != nil {
+		t.Fatalf("error %v", err)
+	}
+	return status, out.String(), errOut.String()
 }
 
 // TestConfigCheckUsage: -h prints the roles, an unknown role or a missing

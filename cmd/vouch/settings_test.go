@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -52,16 +49,7 @@ func TestConfigCheckSettings(t *testing.T) {
 				env[c.env[i]] = c.env[i+1]
 			}
 			onlyEnv(t, env)
-			var stdout, stderr bytes.Buffer
-			err := realMain(context.Background(), []string{"config", "check", c.role}, &stdout, &stderr)
-			status := 0
-			var exit exitError
-			if errors.As(err, &exit) {
-				status = int(exit)
-			} else if err != nil {
-				t.Fatalf("error %v", err)
-			}
-			if out := stdout.String(); status != c.status || !strings.Contains(out, c.want) {
+			if status, out, _ := configCheck(t, c.role); status != c.status || !strings.Contains(out, c.want) {
 				t.Errorf("status %d, want %d naming %q; stdout:\n%s", status, c.status, c.want, out)
 			}
 		})
