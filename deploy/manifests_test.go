@@ -636,11 +636,12 @@ func TestNetworkPolicies(t *testing.T) {
 	}{
 		{"vouch-ingest", "egress", []string{"pod:nats", "dns"}, []string{"pod:nats"}},
 		{"vouch-cdn", "egress", nil, nil},
-		{"postgres", "ingress", []string{"pod:vouch-store", "pod:vouch-aggregate", "pod:vouch-backoffice", "pod:vouch-registry-sync",
+		{"postgres", "ingress", []string{"pod:vouch-store", "pod:vouch-aggregate", "pod:vouch-transparency", "pod:vouch-backoffice", "pod:vouch-registry-sync",
 			"pod:vouch-cleanup", "pod:vouch-federate", "pod:vouch-migrate", "pod:postgres", "ns:monitoring"}, []string{"pod:vouch-store"}},
 		{"nats", "ingress", []string{"pod:vouch-ingest", "pod:vouch-store", "pod:vouch-backoffice", "pod:vouch-registry-sync", "pod:nats", "ns:monitoring"},
 			[]string{"pod:vouch-ingest", "pod:nats"}},
-		{"s3", "ingress", []string{"pod:vouch-aggregate", "ns:monitoring"}, []string{"pod:vouch-aggregate"}},
+		{"s3", "ingress", []string{"pod:vouch-aggregate", "pod:vouch-transparency", "ns:monitoring"}, []string{"pod:vouch-aggregate"}},
+		{"vouch-transparency", "ingress", []string{"ns:monitoring"}, nil},
 		{"vouch-store", "ingress", []string{"ns:monitoring"}, nil},
 		{"vouch-aggregate", "ingress", []string{"ns:monitoring"}, nil},
 	} {
@@ -665,7 +666,7 @@ func TestNetworkPolicies(t *testing.T) {
 	for _, c := range []struct {
 		port  int
 		roles []string
-	}{{636, []string{"vouch-backoffice", "vouch-registry-sync"}}, {1792, []string{"vouch-aggregate", "vouch-backoffice"}}} {
+	}{{636, []string{"vouch-backoffice", "vouch-registry-sync"}}, {1792, []string{"vouch-aggregate", "vouch-backoffice", "vouch-transparency"}}} {
 		var reach []string
 		for _, p := range ps {
 			for _, r := range p.egress {
@@ -676,7 +677,7 @@ func TestNetworkPolicies(t *testing.T) {
 				for _, pp := range asList(get(r, "ports")) {
 					if n, _ := strconv.Atoi(str(get(pp, "port"))); n == c.port && external {
 						for _, name := range []string{"vouch-ingest", "vouch-cdn", "vouch-store", "vouch-aggregate", "vouch-backoffice",
-							"vouch-registry-sync", "vouch-cleanup", "vouch-federate", "vouch-migrate", "nats", "postgres", "s3"} {
+							"vouch-registry-sync", "vouch-cleanup", "vouch-federate", "vouch-migrate", "vouch-transparency", "nats", "postgres", "s3"} {
 							if p.selects(pod(name)) {
 								reach = append(reach, name)
 							}
