@@ -125,6 +125,13 @@ func (c Chart) SVG() string {
 				pts = append(pts, num(xOf(i))+","+num(yOf(v)))
 			}
 			flush()
+			// A point of its own (between two hidden values) has no line:
+			// every value gets a dot.
+			for i, v := range c.Values {
+				if !math.IsNaN(v) {
+					fmt.Fprintf(&b, `<circle class="point" cx="%s" cy="%s" r="3" fill="#0b5cad"/>`, num(xOf(i)), num(yOf(v)))
+				}
+			}
 		}
 		// The x axis's labels: at most maxXLabels, evenly spaced.
 		step := max(1, (n+maxXLabels-1)/maxXLabels)
