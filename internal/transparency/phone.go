@@ -411,14 +411,27 @@ func phoneConsistent(ctx context.Context, src Source, old, cp *Checkpoint) (stal
 	if cp.Size < old.Size {
 		small, big = cp, old
 	}
-	p, prefix, err := prefixProof(ctx, src, small.Size, big)
-	if err != nil {
-		if big == old {
-			// The origin does not serve the tiles of the tree seen before:
-			// no proof either way, and the smaller tree is refused.
-			return false, &ForkProof{Reason: fmt.Sprintf("the log has %d leaves now, %d were seen before, and the origin serves no tiles that show the smaller tree is a prefix of the other (%v)", cp.Size, old.Size, err),
+	if big == old {
+		// The tree seen before: does the origin still serve its tiles?
+		// Not at all (404), or not ones that give its root: no proof
+		// either way, and the smaller tree is refused. An origin that
+		// cannot be reached says nothing of the log: an error, no fork.
+		last := (old.Size - 1) / layout.TileWidth
+		_, err := src.ReadTile(ctx, 0, last, layout.PartialTileSize(0, last, old.Size))
+		if errors.Is(err, os.ErrNotExist) {
+			return false, &ForkProof{Reason: fmt.Sprintf("the log has %d leaves now, %d were seen before, and the origin no longer serves the tiles of the tree of %d that would show the smaller tree is its prefix", cp.Size, old.Size, old.Size),
 				Old: old.Raw, New: cp.Raw}
 		}
+		if err != nil {
+			return false, fmt.Errorf("transparency: the tiles of the tree seen before: %w", err)
+		}
+	}
+	p, prefix, err := prefixProof(ctx, src, small.Size, big)
+	if big == old && errors.Is(err, errTilesNotTheTree) {
+		return false, &ForkProof{Reason: fmt.Sprintf("the log has %d leaves now, %d were seen before, and the tiles the origin serves are not of the tree seen before", cp.Size, old.Size),
+			Old: old.Raw, New: cp.Raw}
+	}
+	if err != nil {
 		return false, err
 	}
 	if bytes.Equal(prefix, small.Root) {
@@ -427,6 +440,9 @@ func phoneConsistent(ctx context.Context, src Source, old, cp *Checkpoint) (stal
 	return false, &ForkProof{Reason: fmt.Sprintf("the tree of %d leaves is not a prefix of the tree of %d", small.Size, big.Size),
 		Old: old.Raw, New: cp.Raw, Prefix: prefix, Proof: p}
 }
+
+// errTilesNotTheTree: the origin's tiles do not give a checkpoint's root.
+var errTilesNotTheTree = errors.New("transparency: the tiles do not give the root of the checkpoint")
 
 // prefixProof is, from the tiles of big's tree, the root of its first n
 // leaves and the consistency proof that it is their root, verified
@@ -459,7 +475,7 @@ func prefixProof(ctx context.Context, src Source, n uint64, big *Checkpoint) ([]
 		return nil, nil, fmt.Errorf("transparency: consistency proof %d→%d: %w", n, big.Size, err)
 	}
 	if err := proof.VerifyConsistency(hasher, n, big.Size, p, prefix, big.Root); err != nil {
-		return nil, nil, fmt.Errorf("transparency: the tiles do not give the root of the checkpoint of %d leaves: %w", big.Size, err)
+		return nil, nil, fmt.Errorf("%w of %d leaves: %w", errTilesNotTheTree, big.Size, err)
 	}
 	return p, prefix, nil
 }

@@ -685,3 +685,39 @@ func slicesReplace(s []string, i int, v string) []string {
 	c[i] = v
 	return c
 }
+
+// An origin that cannot serve tiles now (not a 404: the network) makes a
+// smaller checkpoint an error, not a fork: the phone claims misbehaviour
+// only on what the origin served.
+func TestPhoneUnreachableTilesAreNoFork(t *testing.T) {
+	t.Parallel()
+	skey, vkey := newKey(t, testOrigin)
+	p := phonePolicy(t, vkey, nil, 0)
+	base := someEntries(300)
+	seen, older := t.TempDir(), t.TempDir()
+	phoneBuildLog(t, seen, skey, vkey, base)
+	phoneBuildLog(t, older, skey, vkey, base[:280])
+	st := &PhoneState{}
+	if _, err := phoneUpdate(t, seen, p, st); err != nil {
+		t.Fatal(err)
+	}
+	kept := st.Checkpoint
+	other := t.TempDir()
+	if err := os.CopyFS(other, os.DirFS(seen)); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(filepath.Join(older, "checkpoint"))
+	os.WriteFile(filepath.Join(other, "checkpoint"), old, 0o644)
+	src, _ := OpenSource(other)
+	_, err := PhoneUpdate(context.Background(), phoneTilesDown{src}, p, st)
+	var fp *ForkProof
+	if err == nil || errors.As(err, &fp) || st.Checkpoint != kept {
+		t.Fatalf("tiles unreachable: %v", err)
+	}
+}
+
+type phoneTilesDown struct{ Source }
+
+func (phoneTilesDown) ReadTile(context.Context, uint64, uint64, uint8) ([]byte, error) {
+	return nil, errors.New("connection refused")
+}
