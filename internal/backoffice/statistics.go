@@ -192,7 +192,7 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 		}
 		for _, p := range view.Days {
 			c := p.Cell(f.figure, stats.Total)
-			ch.X = append(ch.X, p.Start.Format("02-01"))
+			ch.X = append(ch.X, t.Date(p.Start))
 			if c.Hidden() {
 				ch.Values = append(ch.Values, math.NaN())
 			} else {

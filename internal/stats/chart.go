@@ -80,6 +80,9 @@ func (c Chart) SVG() string {
 		}
 	}
 	top = niceMax(top)
+	if c.Kind == Bars && top < yTicks {
+		top = yTicks // counts: whole ticks, never 0.25 of one
+	}
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 %d %d" role="img" aria-labelledby="%s-title %s-desc">`,
 		chartW, chartH, esc(c.ID), esc(c.ID))
 	fmt.Fprintf(&b, `<title id="%s-title">%s</title><desc id="%s-desc">%s</desc>`, esc(c.ID), esc(c.Title), esc(c.ID), esc(c.Desc))
