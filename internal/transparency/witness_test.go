@@ -123,7 +123,10 @@ func TestWitnessCosignsHSMSigns(t *testing.T) {
 		t.Helper()
 		var raw []byte
 		waitFor(t, 30*time.Second, fmt.Sprintf("a checkpoint of %d leaves, cosigned %v", size, cosigned), func() (bool, error) {
-			raw = checkpointFile(t, dir)
+			raw, _ = os.ReadFile(filepath.Join(dir, "checkpoint"))
+			if len(raw) == 0 {
+				return false, nil // none published yet
+			}
 			ok, err := signedBy(raw, witV)
 			n, _ := checkpointSize(raw)
 			return n == size && ok == cosigned, err
