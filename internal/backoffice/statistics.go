@@ -178,6 +178,10 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 			Desc:   t.Tf("statistics.desc."+f.figure, "From", t.Date(q.From), "To", t.Date(q.To)),
 			Number: func(x float64) string { return num(x) }}
 		if view.Public {
+			if len(view.Labels[f.figure]) == 0 && f.kind == stats.Bars {
+				// The public figures have no parts (internal/stats.Public).
+				ch.Desc = t.Tf("statistics.desc.total", "From", t.Date(q.From), "To", t.Date(q.To))
+			}
 			ch.Desc += " " + t.T("statistics.desc.suppressed")
 		}
 		table := statsTable{Head: []string{t.T("statistics.period.day")}}

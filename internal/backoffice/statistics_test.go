@@ -33,9 +33,10 @@ func statsSeed(t *testing.T, w *world, days map[string][]stats.Row, clinicians m
 	}
 }
 
-// TestStatisticsPages: the auditor sees exact figures and the codes per
-// card holder; anyone sees the public page and files, which hold days 48
-// hours over only, "<10" for small counts, and no card holder.
+// TestStatisticsPages: the auditor sees exact figures, their parts and the
+// codes per card holder; anyone sees the public page and files, which hold
+// days 48 hours over only, totals only, "<10" for small counts, and no
+// card holder.
 func TestStatisticsPages(t *testing.T) {
 	w := rolesWorld(t, uziPharmacist)
 	// Days of the real clock's (the cards' validity is): the one five days
@@ -68,18 +69,19 @@ func TestStatisticsPages(t *testing.T) {
 	if st != http.StatusOK {
 		t.Fatalf("public page: %d\n%s", st, page)
 	}
-	for _, want := range []string{"1,234", "&lt;10"} {
+	for _, want := range []string{"1,241", "&lt;10"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("public page lacks %q", want)
 		}
 	}
-	for _, bad := range []string{"4,321", "900000777", ">7<", ">1,241<", "Codes vouched for per care provider"} {
+	for _, bad := range []string{"4,321", "900000777", ">7<", "1,234", "Midwives", "Codes vouched for per care provider"} {
 		if strings.Contains(page, bad) {
 			t.Errorf("public page holds %q", bad)
 		}
 	}
 	st, csv := anyone.get(r.Replace("/statistics-public.csv?from=2026-11-01&to=2026-11-03"))
-	if st != http.StatusOK || !strings.Contains(csv, r.Replace("2026-11-02,day,vouches,03,<10\n")) || !strings.Contains(csv, r.Replace("2026-11-02,day,vouches,,x\n")) ||
+	if st != http.StatusOK || !strings.Contains(csv, r.Replace("2026-11-02,day,vouches,,1241\n")) || !strings.Contains(csv, r.Replace("2026-11-02,day,refusals,,<10\n")) ||
+		strings.Contains(csv, "vouches,03") ||
 		strings.Contains(csv, r.Replace("2026-11-03")) || strings.Contains(csv, "900000777") {
 		t.Errorf("public CSV: %d\n%s", st, csv)
 	}
@@ -88,7 +90,7 @@ func TestStatisticsPages(t *testing.T) {
 		Public bool
 		Rows   []stats.FileRow
 	}
-	if err := json.Unmarshal([]byte(js), &f); st != http.StatusOK || err != nil || !f.Public || len(f.Rows) != 3 {
+	if err := json.Unmarshal([]byte(js), &f); st != http.StatusOK || err != nil || !f.Public || len(f.Rows) != 1 {
 		t.Errorf("public JSON: %d %v\n%s", st, err, js)
 	}
 	st, csv = auditor.get(r.Replace("/statistics.csv?from=2026-11-01&to=2026-11-03&figure=vouches&kind=day"))

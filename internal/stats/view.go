@@ -109,7 +109,7 @@ func Build(d *Data) *View { return build(d, d.Counted, Figures) }
 
 // Public is the view anyone may see at now: the counted days that ended
 // PublicDelay before now (days of zone), without the figures that are not
-// public, suppressed (suppress).
+// public, each figure's total only, suppressed (suppress).
 func Public(d *Data, now time.Time, zone *time.Location) *View {
 	var days []Day
 	for _, day := range d.Counted {
@@ -118,6 +118,18 @@ func Public(d *Data, now time.Time, zone *time.Location) *View {
 		}
 	}
 	v := build(d, days, publicFigures)
+	// Totals only: which parts a span has (a profession, a reason) would
+	// tell that one of them happened at least once, however small, and a
+	// total beside its parts is withheld whenever one part is small.
+	for _, p := range v.Days {
+		for f, cells := range p.Cells {
+			if hasParts(f) {
+				p.Cells[f] = map[string]Cell{Total: cells[Total]}
+			}
+		}
+	}
+	v.Labels = map[string][]string{}
+	v.Weeks = weeks(v.Days, publicFigures)
 	v.suppress()
 	return v
 }
@@ -148,7 +160,8 @@ func build(d *Data, days []Day, figures []string) *View {
 		for _, f := range figures {
 			p.Cells[f] = map[string]Cell{}
 			if !hasParts(f) {
-				if val, ok := d.values[cellKey{day, f, Total}]; ok {
+				// A counted day without a row counted none; it has no age.
+				if val, ok := d.values[cellKey{day, f, Total}]; ok || f != FigureAge {
 					p.Cells[f][Total] = Cell{Value: val}
 				}
 				continue
