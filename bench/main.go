@@ -101,6 +101,7 @@ func stages() []stage {
 		{name: "readers", about: "the store's readers into PostgreSQL against bare COPY", sampled: true, flags: p.readersStage},
 		{name: "export", about: "the signed export of 14 days against COPY TO, and its memory", sampled: true, flags: p.exportStage},
 		{name: "origin", about: "vouch cdn against nginx on the same export file", sampled: true, flags: p.originStage},
+		{name: "transparency", about: "the transparency log's append rate against the peak vouch rate, and a vouch's p99 with the writer running", flags: transparencyStage},
 		{name: "cluster", about: "the R3 bus cluster and a PostgreSQL failover (one run: each kill is an event)", optIn: true, sampled: true, flags: p.clusterStage},
 	}
 }
