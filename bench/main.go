@@ -102,6 +102,7 @@ func stages() []stage {
 		{name: "export", about: "the signed export of 14 days against COPY TO, and its memory", sampled: true, flags: p.exportStage},
 		{name: "origin", about: "vouch cdn against nginx on the same export file", sampled: true, flags: p.originStage},
 		{name: "transparency", about: "the transparency log's append rate against the peak vouch rate, and a vouch's p99 with the writer running", flags: transparencyStage},
+		{name: "phonelog", about: "a phone's inclusion proof of its authorization, fetched from the origin and verified", flags: phonelogStage},
 		{name: "cluster", about: "the R3 bus cluster and a PostgreSQL failover (one run: each kill is an event)", optIn: true, sampled: true, flags: p.clusterStage},
 	}
 }
