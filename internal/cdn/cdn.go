@@ -242,7 +242,7 @@ func contentAddress(name string) (string, bool) {
 // (Header.Add) copies rather than writes into it.
 type values struct {
 	immutable, noCache, nosniff []string // Cache-Control, X-Content-Type-Options
-	zip, text, octet            []string // Content-Type
+	zip, text, json, csv, octet []string // Content-Type
 }
 
 func newValues(maxAge time.Duration) values {
@@ -252,6 +252,8 @@ func newValues(maxAge time.Duration) values {
 		nosniff:   []string{"nosniff"},
 		zip:       []string{"application/zip"},
 		text:      []string{"text/plain; charset=utf-8"},
+		json:      []string{"application/json"},
+		csv:       []string{"text/csv; charset=utf-8"},
 		octet:     []string{"application/octet-stream"},
 	}
 }
@@ -261,6 +263,13 @@ func (v *values) contentType(name string) []string {
 	case ".zip":
 		return v.zip
 	case ".txt":
+		return v.text
+	case ".json": // the public statistics (vouch stats)
+		return v.json
+	case ".csv":
+		return v.csv
+	}
+	if name == "log/checkpoint" { // a signed note: text (C2SP tlog-tiles)
 		return v.text
 	}
 	return v.octet

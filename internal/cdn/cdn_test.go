@@ -324,3 +324,28 @@ func (r *recorder) Write(b []byte) (int, error) {
 	}
 	return r.body.Write(b)
 }
+
+// TestContentTypes: a browser or a phone reads each file for what it is
+// (the statistics as JSON and CSV, the checkpoint as text), and what is not
+// named stays opaque bytes that nosniff keeps from being run.
+func TestContentTypes(t *testing.T) {
+	t.Parallel()
+	got := map[string]string{}
+	for _, name := range []string{"index.txt", "exports/ab.zip", "stats.json", "stats.csv", "log/checkpoint", "log/tile/0/000", "log/tile/entries/000", "checkpoint", "exports/ab.sig"} {
+		got[name] = cdn.ContentType(name)
+	}
+	want := map[string]string{
+		"index.txt":            "text/plain; charset=utf-8",
+		"exports/ab.zip":       "application/zip",
+		"stats.json":           "application/json",
+		"stats.csv":            "text/csv; charset=utf-8",
+		"log/checkpoint":       "text/plain; charset=utf-8",
+		"log/tile/0/000":       "application/octet-stream",
+		"log/tile/entries/000": "application/octet-stream",
+		"checkpoint":           "application/octet-stream",
+		"exports/ab.sig":       "application/octet-stream",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Error(d)
+	}
+}

@@ -21,3 +21,9 @@ func NewHandlerOSRoot(dir string, maxAge time.Duration, log *slog.Logger) (*Hand
 
 // UsesOpenat2 says whether h opens files with openat2(2).
 func UsesOpenat2(h *Handler) bool { return h.beneath != nil }
+
+// ContentType is the Content-Type the origin sends for name.
+func ContentType(name string) string {
+	v := newValues(time.Hour)
+	return v.contentType(name)[0]
+}
