@@ -26,6 +26,7 @@ import (
 	"github.com/vouch-nl/vouch/internal/registrysync"
 	"github.com/vouch-nl/vouch/internal/retention"
 	"github.com/vouch-nl/vouch/internal/server"
+	"github.com/vouch-nl/vouch/internal/stats"
 	"github.com/vouch-nl/vouch/internal/trust"
 )
 
@@ -50,6 +51,7 @@ type allConfig struct {
 	Retention    retention.Config
 	Federate     federate.Config
 	Transparency transparencyWriterConfig
+	Stats        stats.Config
 }
 
 // startPipeline adds the public pipeline's roles to g: the phone API on its
@@ -87,6 +89,13 @@ func startPipeline(ctx context.Context, g *errgroup.Group, gctx context.Context,
 	} else {
 		log.Warn("no export key, or neither directory nor bucket (VOUCH_EXPORT_KEY_URIS, VOUCH_EXPORT_DIR, VOUCH_EXPORT_TARGET): nothing is published")
 	}
+	// The statistics, counted in the database and published beside the
+	// exports.
+	sj, err := startStats(cfg.Stats, cfg.Export, in.db, log)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return sj.loop(gctx, cfg.Stats.Interval) })
 	// The transparency log's writer when it has a directory (the export
 	// directory's log/, which the origin then serves).
 	if cfg.Transparency.Log.Dir != "" {

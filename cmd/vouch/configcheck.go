@@ -224,7 +224,7 @@ func checkAll(ctx context.Context, load func(any) error) []error {
 		cfg.HTTP.Validate(server.BackofficeLimits, "VOUCH_HTTP_"),
 		checkRevocationConfig(cfg.Trust, cfg.Sync, syncRuns),
 		cfg.IngestLimits.Or(server.PhoneAPILimits).Validate("VOUCH_INGEST_"),
-		cfg.Store.Validate(), cfg.Retention.Validate(),
+		cfg.Store.Validate(), cfg.Retention.Validate(), cfg.Stats.Validate(),
 	}
 	tr, err := checkTrust(cfg.Trust)
 	errs = append(errs, err)

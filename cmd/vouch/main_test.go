@@ -341,6 +341,12 @@ func TestAll(t *testing.T) {
 	os.WriteFile(pw, []byte(l.BindPassword), 0o600)
 	t.Setenv("VOUCH_REGISTRY_BIND_PASSWORD_FILE", pw)
 	logDir, logKey := transparencyEnv(t) // the transparency log's writer too
+	// The statistics job publishes beside the exports, which the origin
+	// serves.
+	exportDir := t.TempDir()
+	t.Setenv("VOUCH_EXPORT_DIR", exportDir)
+	cdnAddr := free()
+	t.Setenv("VOUCH_CDN_ADDR", cdnAddr)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -372,6 +378,22 @@ func TestAll(t *testing.T) {
 		t.Errorf("readyz = %v", body)
 	}
 	waitTransparencyCheckpoint(t, logDir, logKey)
+	// The statistics job ran: its public files are on the origin.
+	for _, name := range []string{"stats.json", "stats.csv"} {
+		for {
+			res, err := http.Get("http://" + cdnAddr + "/" + name)
+			if err == nil {
+				res.Body.Close()
+				if res.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("vouch all published no %s: %v", name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	// The register is mirrored in the background.
 	db, err := pgx.Connect(context.Background(), url)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,15 +48,6 @@ func runStats(ctx context.Context, log *slog.Logger, args []string, stdout, stde
 	if err := cfg.Stats.Validate(); err != nil {
 		return err
 	}
-	zone, _ := cfg.Stats.Zone() // checked by Validate
-	var target export.Target
-	if cfg.Export.Target != "" {
-		t, err := export.OpenTarget(cfg.Export)
-		if err != nil {
-			return err
-		}
-		target = t
-	}
 	if err := migrate(ctx, cfg.Database); err != nil {
 		return err
 	}
@@ -66,17 +56,35 @@ func runStats(ctx context.Context, log *slog.Logger, args []string, stdout, stde
 		return err
 	}
 	defer db.Close()
-	job := statsJob{counter: stats.NewCounter(db.Pool(), zone), db: db, zone: zone, dir: cfg.Export.Dir, target: target,
-		log: log.With("role", "stats")}
+	job, err := startStats(cfg.Stats, cfg.Export, db, log)
+	if err != nil {
+		return err
+	}
 	if *once {
 		return job.run(ctx, time.Now())
 	}
 	err = job.loop(ctx, cfg.Stats.Interval)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
 	log.Info("stopped")
 	return err
+}
+
+// startStats makes the statistics job of `vouch stats` and `vouch all`
+// (cfg validated): it counts in db and publishes beside the exports.
+func startStats(cfg stats.Config, exp export.Config, db *database.DB, log *slog.Logger) (statsJob, error) {
+	zone, err := cfg.Zone()
+	if err != nil {
+		return statsJob{}, err
+	}
+	var target export.Target
+	if exp.Target != "" {
+		t, err := export.OpenTarget(exp)
+		if err != nil {
+			return statsJob{}, err
+		}
+		target = t
+	}
+	return statsJob{counter: stats.NewCounter(db.Pool(), zone), db: db, zone: zone, dir: exp.Dir, target: target,
+		log: log.With("role", "stats")}, nil
 }
 
 type statsJob struct {
@@ -88,16 +96,16 @@ type statsJob struct {
 	log     *slog.Logger
 }
 
-// loop runs the job every interval until ctx ends; a failed run is logged
-// and tried again at the next.
+// loop runs the job every interval until ctx ends (then nil); a failed run
+// is logged and tried again at the next.
 func (j statsJob) loop(ctx context.Context, interval time.Duration) error {
 	for {
-		if err := j.run(ctx, time.Now()); err != nil {
+		if err := j.run(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			j.log.Error("statistics not counted or published", "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil
 		case <-time.After(interval):
 		}
 	}
