@@ -356,7 +356,13 @@ func TestRouteTableRefusesMissingRoles(t *testing.T) {
 			}
 			seq := w.lastSeq()
 			st := request(b, r)
-			rows := w.auditRows(seq)
+			// A verification of the chain an earlier allowed request began
+			// writes its result from the background, when it ends: no
+			// request's row.
+			rows := slices.DeleteFunc(w.auditRows(seq), func(s string) bool {
+				return strings.HasPrefix(s, backoffice.ActionAuditVerified) || strings.HasPrefix(s, backoffice.ActionAuditVerifyBroken) ||
+					strings.HasPrefix(s, backoffice.ActionAuditVerifyFailed)
+			})
 			if slices.Contains(holds, r.Need) {
 				allowed++
 				if st == http.StatusForbidden || slices.ContainsFunc(rows, func(s string) bool { return strings.HasPrefix(s, "access-refused") }) {
