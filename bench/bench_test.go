@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -644,5 +646,20 @@ func TestRunBenchWritesWhatWasMeasured(t *testing.T) {
 	}
 	if len(res.Rows) != 1 || res.Rows[0].Stage != "first" || len(res.Stages) != 1 {
 		t.Errorf("written %+v, want the first stage's row alone", res)
+	}
+}
+
+// TestFirstErrorOfAnyType: errors of different types from many goroutines
+// (a transport's *url.Error, a fmt error) are kept, the first only; an
+// atomic.Value panicked at the second type.
+func TestFirstErrorOfAnyType(t *testing.T) {
+	t.Parallel()
+	var f firstError
+	first := errors.New("first")
+	f.set(first)
+	f.set(&url.Error{Op: "Post", URL: "http://x", Err: errors.New("refused")})
+	f.set(fmt.Errorf("third"))
+	if f.err != first {
+		t.Errorf("kept %v, want the first", f.err)
 	}
 }

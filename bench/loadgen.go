@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -233,7 +232,7 @@ func closedLoop(bodies [][]byte, workers int, send func([]byte) error) loadgenRe
 func openLoop(bodies [][]byte, rate float64, send func([]byte) error) loadgenResult {
 	res := loadgenResult{Latencies: make([]time.Duration, len(bodies))}
 	var wg sync.WaitGroup
-	var failed atomic.Value
+	var failed firstError
 	res.Start = time.Now()
 	for i := range bodies {
 		due := res.Start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
@@ -242,15 +241,25 @@ func openLoop(bodies [][]byte, rate float64, send func([]byte) error) loadgenRes
 		go func() {
 			defer wg.Done()
 			if err := send(bodies[i]); err != nil {
-				failed.Store(err)
+				failed.set(err)
 			}
 			res.Latencies[i] = time.Since(due)
 		}()
 	}
 	wg.Wait()
 	res.End = time.Now()
-	if err, _ := failed.Load().(error); err != nil {
-		res.Error = err.Error()
+	if failed.err != nil { // read after wg.Wait: every set is done
+		res.Error = failed.err.Error()
 	}
 	return res
 }
+
+// firstError keeps the first error of many goroutines. (An atomic.Value
+// panics when a second error of another type is stored: a *url.Error after
+// an *errors.errorString ended the open loop so.)
+type firstError struct {
+	once sync.Once
+	err  error
+}
+
+func (f *firstError) set(err error) { f.once.Do(func() { f.err = err }) }

@@ -937,7 +937,7 @@ func loadGET(ctx context.Context, url, etag string, want int, size int64, conns 
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	var n atomic.Int64
-	var failed atomic.Value
+	var failed firstError
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -952,13 +952,13 @@ func loadGET(ctx context.Context, url, etag string, want int, size int64, conns 
 				}
 				resp, err := c.Do(req)
 				if err != nil {
-					failed.Store(err)
+					failed.set(err)
 					return
 				}
 				got, _ := io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != want || got != size {
-					failed.Store(fmt.Errorf("GET %s: HTTP %d, %d bytes; want %d, %d bytes", url, resp.StatusCode, got, want, size))
+					failed.set(fmt.Errorf("GET %s: HTTP %d, %d bytes; want %d, %d bytes", url, resp.StatusCode, got, want, size))
 					return
 				}
 				n.Add(1)
@@ -967,8 +967,8 @@ func loadGET(ctx context.Context, url, etag string, want int, size int64, conns 
 	}
 	wg.Wait()
 	took := time.Since(start)
-	if err, _ := failed.Load().(error); err != nil {
-		return 0, 0, err
+	if failed.err != nil { // read after wg.Wait
+		return 0, 0, failed.err
 	}
 	return n.Load(), took, nil
 }
