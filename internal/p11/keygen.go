@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 
 	"github.com/miekg/pkcs11"
@@ -20,6 +21,10 @@ type KeySpec struct {
 	ID    []byte
 	// RSABits makes an RSA key of that size; zero makes an ECDSA P-256 key.
 	RSABits int
+	// Ed25519 makes an Ed25519 key (CKM_EC_EDWARDS_KEY_PAIR_GEN), such as
+	// the transparency log's checkpoint key, on a token that has the
+	// mechanism.
+	Ed25519 bool
 	// AlwaysAuthenticate asks for the PIN at every signature, as
 	// non-repudiation keys on real cards do.
 	AlwaysAuthenticate bool
@@ -44,13 +49,22 @@ func (s *Session) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_AUTHENTICATE, spec.AlwaysAuthenticate),
 	)
+	if spec.RSABits > 0 && spec.Ed25519 {
+		return nil, errors.New("p11: a key is RSA or Ed25519, not both")
+	}
 	var mech *pkcs11.Mechanism
-	if spec.RSABits > 0 {
+	kt := uint(pkcs11.CKK_EC)
+	switch {
+	case spec.Ed25519:
+		mech, kt = pkcs11.NewMechanism(CKM_EC_EDWARDS_KEY_PAIR_GEN, nil), CKK_EC_EDWARDS
+		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidEd25519DER))
+	case spec.RSABits > 0:
+		kt = pkcs11.CKK_RSA
 		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)
 		pub = append(pub,
 			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, spec.RSABits),
 			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
-	} else {
+	default:
 		mech = pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)
 		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256DER))
 	}
@@ -65,10 +79,6 @@ func (s *Session) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 	}
 	// Read from the new public key object itself: a search by spec.ID
 	// would find other keys when the ID is empty or repeated.
-	kt := uint(pkcs11.CKK_EC)
-	if spec.RSABits > 0 {
-		kt = pkcs11.CKK_RSA
-	}
 	pk, err := s.readPublic(pubObj, kt)
 	if err != nil {
 		return nil, fmt.Errorf("p11: public key of the new key: %w", err)

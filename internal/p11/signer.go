@@ -5,6 +5,7 @@ package p11
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
@@ -106,7 +107,7 @@ func (s *Session) Signer(u URI) (*Signer, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, a[pkcs11.CKA_KEY_TYPE]),
 	}
 	kt := keyType(a[pkcs11.CKA_KEY_TYPE])
-	if kt != pkcs11.CKK_RSA && kt != pkcs11.CKK_EC {
+	if kt != pkcs11.CKK_RSA && kt != pkcs11.CKK_EC && kt != CKK_EC_EDWARDS {
 		return nil, fmt.Errorf("p11: key type %x not supported", a[pkcs11.CKA_KEY_TYPE])
 	}
 	own, err := s.keyPublic(key, kt, id)
@@ -224,6 +225,12 @@ func (s *Session) readPublic(o pkcs11.ObjectHandle, kt uint) (crypto.PublicKey, 
 			return nil, err
 		}
 		return parseECPoint(pa[pkcs11.CKA_EC_POINT])
+	case CKK_EC_EDWARDS:
+		pa, err := s.attrs(o, pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT)
+		if err != nil {
+			return nil, err
+		}
+		return parseEd25519(pa[pkcs11.CKA_EC_PARAMS], pa[pkcs11.CKA_EC_POINT])
 	}
 	return nil, fmt.Errorf("key type %#x not supported", kt)
 }
@@ -259,6 +266,9 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 		return ok && a.N.Cmp(b.N) == 0 && (a.E == 0 || a.E == b.E)
 	case *ecdsa.PublicKey:
 		b, ok := b.(*ecdsa.PublicKey)
+		return ok && a.Equal(b)
+	case ed25519.PublicKey:
+		b, ok := b.(ed25519.PublicKey)
 		return ok && a.Equal(b)
 	}
 	return false
@@ -306,25 +316,46 @@ var digestInfoSHA256 = []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x
 // Sign signs a SHA-256 digest: RSA PKCS#1 v1.5 for RSA keys, ECDSA (ASN.1
 // DER, as crypto.Signer promises) for P-256 keys. Other hashes and PSS are
 // refused rather than silently signed differently.
+//
+// An Ed25519 key signs the message itself instead (opts crypto.Hash(0),
+// CKM_EDDSA), and its signature is checked before it is returned.
 func (g *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if pub, ok := g.pub.(ed25519.PublicKey); ok {
+		return g.signEd25519(pub, digest, opts)
+	}
 	if opts.HashFunc() != crypto.SHA256 || len(digest) != 32 {
 		return nil, errors.New("p11: only SHA-256 digests are signed")
 	}
 	if _, pss := opts.(*rsa.PSSOptions); pss {
 		return nil, errors.New("p11: RSA-PSS is not supported")
 	}
-	var mech *pkcs11.Mechanism
+	var mech uint
 	var data []byte
 	switch g.pub.(type) {
 	case *rsa.PublicKey:
-		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
+		mech = pkcs11.CKM_RSA_PKCS
 		data = append(append([]byte{}, digestInfoSHA256...), digest...)
 	case *ecdsa.PublicKey:
-		mech = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+		mech = pkcs11.CKM_ECDSA
 		data = digest
 	default:
 		return nil, errors.New("p11: unsupported key")
 	}
+	sig, err := g.sign(mech, data)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := g.pub.(*ecdsa.PublicKey); ok {
+		return rawToASN1(sig)
+	}
+	return sig, nil
+}
+
+// sign runs one signing operation with mechanism mech over data, asking
+// for the PIN first when the key wants it every time, and returns what the
+// token returned.
+func (g *Signer) sign(mechanism uint, data []byte) ([]byte, error) {
+	mech := pkcs11.NewMechanism(mechanism, nil)
 	var pin []byte // nil: the login covers the key, or the reader's pad asks
 	if g.alwaysPIN {
 		if err := g.s.usable(); err != nil {
@@ -400,9 +431,6 @@ func (g *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 			return nil, fmt.Errorf("sign: %w (%v)", ErrTokenRemoved, err)
 		}
 		return nil, err
-	}
-	if _, ok := g.pub.(*ecdsa.PublicKey); ok {
-		return rawToASN1(sig)
 	}
 	return sig, nil
 }
