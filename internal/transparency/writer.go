@@ -43,6 +43,10 @@ type Config struct {
 	// Key is the Ed25519 note signer key (PRIVATE+KEY+<origin>+…), read
 	// from VOUCH_TRANSPARENCY_KEY_FILE.
 	Key string `env:"VOUCH_TRANSPARENCY_KEY"`
+	// KeyURI names the Ed25519 key in an HSM (a pkcs11: URI, its token's
+	// PIN VOUCH_HSM_PIN) instead: the caller opens it and gives it with
+	// WithLogKey. Exactly one of Key and KeyURI is set.
+	KeyURI string `env:"VOUCH_TRANSPARENCY_KEY_URI"`
 	// Interval is how often the writer looks for new authorizations.
 	Interval time.Duration `env:"VOUCH_TRANSPARENCY_INTERVAL, default=1s"`
 	// AuditInterval is how often the audit chain's head is appended (when
@@ -97,7 +101,9 @@ type Writer struct {
 	db     *database.DB
 	log    *slog.Logger
 	signer note.Signer
-	holder string
+	// logVKey is the verifier key of an Ed25519 key in the HSM.
+	logVKey string
+	holder  string
 
 	hsm       *hsmSigner // nil: the checkpoint has the Ed25519 signature only
 	hsmVKey   string
@@ -126,21 +132,29 @@ func (cfg Config) parse() (parsed, error) {
 	var p parsed
 	// Checked here rather than by the environment's parser: `vouch all`
 	// loads this configuration whether it runs the writer or not.
-	if cfg.Dir == "" || cfg.Origin == "" || strings.TrimSpace(cfg.Key) == "" {
-		return p, errors.New("transparency: the writer needs VOUCH_TRANSPARENCY_DIR, VOUCH_TRANSPARENCY_ORIGIN and VOUCH_TRANSPARENCY_KEY_FILE")
+	fromFile, inHSM := strings.TrimSpace(cfg.Key) != "", strings.TrimSpace(cfg.KeyURI) != ""
+	if cfg.Dir == "" || cfg.Origin == "" || !fromFile && !inHSM {
+		return p, errors.New("transparency: the writer needs VOUCH_TRANSPARENCY_DIR, VOUCH_TRANSPARENCY_ORIGIN and VOUCH_TRANSPARENCY_KEY_FILE or VOUCH_TRANSPARENCY_KEY_URI")
 	}
-	signer, err := note.NewSigner(strings.TrimSpace(cfg.Key))
-	if err != nil {
-		return p, fmt.Errorf("transparency: signer key (VOUCH_TRANSPARENCY_KEY_FILE): %w", err)
+	if fromFile && inHSM {
+		// Which of two keys signs would be a guess; both would be two logs.
+		return p, errors.New("transparency: set one of VOUCH_TRANSPARENCY_KEY_FILE and VOUCH_TRANSPARENCY_KEY_URI, not both")
 	}
-	if signer.Name() != cfg.Origin {
-		return p, fmt.Errorf("transparency: the key is named %q, the origin (VOUCH_TRANSPARENCY_ORIGIN) is %q: they must be the same", signer.Name(), cfg.Origin)
+	if fromFile {
+		signer, err := note.NewSigner(strings.TrimSpace(cfg.Key))
+		if err != nil {
+			return p, fmt.Errorf("transparency: signer key (VOUCH_TRANSPARENCY_KEY_FILE): %w", err)
+		}
+		if signer.Name() != cfg.Origin {
+			return p, fmt.Errorf("transparency: the key is named %q, the origin (VOUCH_TRANSPARENCY_ORIGIN) is %q: they must be the same", signer.Name(), cfg.Origin)
+		}
+		p.signer = signer
 	}
 	if cfg.Interval <= 0 || cfg.AuditInterval <= 0 || cfg.Batch < 1 || cfg.CheckpointInterval < 100*time.Millisecond || cfg.WitnessTimeout < 0 {
 		return p, errors.New("transparency: configuration: positive intervals (VOUCH_TRANSPARENCY_CHECKPOINT_INTERVAL ≥ 100ms) and VOUCH_TRANSPARENCY_BATCH ≥ 1 are needed")
 	}
-	p.signer = signer
 	if strings.TrimSpace(cfg.WitnessPolicy) != "" {
+		var err error
 		if p.witnesses, err = tessera.NewWitnessGroupFromPolicy([]byte(cfg.WitnessPolicy)); err != nil {
 			return p, fmt.Errorf("transparency: VOUCH_TRANSPARENCY_WITNESS_POLICY: %w", err)
 		}
@@ -167,8 +181,33 @@ func NewWriter(cfg Config, db *database.DB, log *slog.Logger, opts ...Option) (*
 			return nil, err
 		}
 	}
+	if w.signer == nil {
+		return nil, errors.New("transparency: VOUCH_TRANSPARENCY_KEY_URI is set but the writer was given no key from the HSM")
+	}
 	return w, nil
 }
+
+// WithLogKey gives the log's Ed25519 key from an HSM, the key
+// VOUCH_TRANSPARENCY_KEY_URI names (p11's signer for it), which signs the
+// checkpoint under the origin in place of a key file.
+func WithLogKey(key crypto.Signer) Option {
+	return func(w *Writer) error {
+		if strings.TrimSpace(w.cfg.KeyURI) == "" {
+			return errors.New("transparency: a log key from the HSM needs VOUCH_TRANSPARENCY_KEY_URI (and no key file)")
+		}
+		s, vkey, err := newEd25519Signer(w.cfg.Origin, key)
+		if err != nil {
+			return err
+		}
+		w.signer, w.logVKey = s, vkey
+		return nil
+	}
+}
+
+// LogVerifierKey is the verifier key of the log's Ed25519 key when it is in
+// an HSM (what monitors, auditors and phones are given), "" when it is a key
+// file, whose verifier key keygen printed.
+func (w *Writer) LogVerifierKey() string { return w.logVKey }
 
 // HSMVerifierKey is the verifier key of the checkpoint's second signature
 // (<origin>+<key ID>+base64(0x02 || DER)), "" without an HSM key.
