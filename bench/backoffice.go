@@ -54,6 +54,12 @@ type backofficeBench struct {
 	// during, when set, starts something beside the back office on its
 	// database (the transparency log's writer) until stop.
 	during func(ctx context.Context, dbURL string) (stop func(), err error)
+	// cardNames are the test cards that sign in, in turn (none: the cards
+	// that may vouch).
+	cardNames []string
+	// pages, when set, is called with the signed-in sessions (each
+	// clients[i] signed in with cards[i]) instead of the vouch rows.
+	pages func(ctx context.Context, base string, db *database.DB, clients []*benchClient, cards []benchCard) error
 }
 
 type backofficeResult struct {
@@ -115,9 +121,13 @@ func (b backofficeBench) run(ctx context.Context) (backofficeResult, error) {
 	}
 	// Fifty clinicians are several people: the cards that may vouch,
 	// in turn (one card's vouches wait for each other at its quota).
+	names := b.cardNames
+	if len(names) == 0 {
+		names = []string{"gp", "doctor", "nurse", "dentist", "midwife"}
+	}
 	var cards []benchCard
 	for _, c := range man.Cards {
-		if !slices.Contains([]string{"gp", "doctor", "nurse", "dentist", "midwife"}, c.Name) {
+		if !slices.Contains(names, c.Name) {
 			continue
 		}
 		var bc benchCard
@@ -250,6 +260,13 @@ func (b backofficeBench) run(ctx context.Context) (backofficeResult, error) {
 		return r, fmt.Errorf("sign-in: %w", err)
 	}
 	r.signinP50, r.signinP99 = percentile(lat, 50), percentile(lat, 99)
+	if b.pages != nil {
+		clients, signed := make([]*benchClient, n), make([]benchCard, n)
+		for i, s := range signIns {
+			clients[i], signed[i] = s.c, s.card
+		}
+		return r, b.pages(ctx, hs.URL, db, clients, signed)
+	}
 
 	// Vouch: every session prepares a statement and the card signs it
 	// beforehand; then the signatures are sent, concurrently and (for the
