@@ -97,6 +97,7 @@ func stages() []stage {
 		{name: "registry-big", about: "the register's full sync of a million entries: its time and memory", sampled: true, flags: registryBigStage},
 		{name: "backoffice", about: "sign-in and vouch latency with concurrent clinicians, a vouch against its bare cryptography", flags: backofficeStage},
 		{name: "stats", about: "the statistics pages (auditors' and public) and CSV over a year of daily rows", flags: statsStage},
+		{name: "pages", about: "every back-office page a person opens, p99 with 50 concurrent signed-in users over a year of statistics and a million audit rows", flags: pagesStage},
 		{name: "uploads", about: "uploads end to end (ingest and store as processes, the load from a process of its own)", flags: p.uploadsStage},
 		{name: "readers", about: "the store's readers into PostgreSQL against bare COPY", sampled: true, flags: p.readersStage},
 		{name: "export", about: "the signed export of 14 days against COPY TO, and its memory", sampled: true, flags: p.exportStage},
