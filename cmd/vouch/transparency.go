@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,7 +28,7 @@ import (
 //	vouch transparency monitor URL|DIR    follow the published log, print per-day counts
 //	vouch transparency audit URL|DIR      check the database against the log
 const transparencyUsage = `usage: vouch transparency log
-       vouch transparency keygen -origin ORIGIN -out FILE
+       vouch transparency keygen -origin ORIGIN -out FILE | -uri PKCS11-URI
        vouch transparency monitor [-key VKEY] -state FILE URL|DIR
        vouch transparency audit [-key VKEY] -state FILE [-grace D] URL|DIR
 
@@ -35,11 +36,13 @@ log      appends every stored authorization and, every
          VOUCH_TRANSPARENCY_AUDIT_INTERVAL, the audit chain's head to the log in
          VOUCH_TRANSPARENCY_DIR (a log/ directory inside the export directory the
          origin serves), signing checkpoints with the key read from
-         VOUCH_TRANSPARENCY_KEY_FILE under VOUCH_TRANSPARENCY_ORIGIN and with
+         VOUCH_TRANSPARENCY_KEY_FILE, or the Ed25519 key in the HSM that
+         VOUCH_TRANSPARENCY_KEY_URI names, under VOUCH_TRANSPARENCY_ORIGIN and with
          the back end's P-256 HSM key VOUCH_TRANSPARENCY_HSM_KEY_URI, asking
          the witnesses of VOUCH_TRANSPARENCY_WITNESS_POLICY(_FILE) to cosign,
          and copying the log to the exports' bucket (VOUCH_EXPORT_TARGET).
-keygen   writes a signer key to FILE (mode 0600) and prints the public key.
+keygen   writes a signer key to FILE (mode 0600) and prints the public key;
+         with -uri, prints the public key of the HSM's Ed25519 key instead.
 monitor  checks the published checkpoint's signature and its consistency with
          the checkpoint in the state file, checks the new entries against it,
          and prints the leaves per day. Exit 1 if the log is not append-only.
@@ -77,21 +80,21 @@ func startTransparency(cfg transparencyWriterConfig, exp export.Config, db *data
 	if err := errors.Join(checkTransparencyWriter(cfg, exp)...); err != nil {
 		return nil, nil, err
 	}
-	u, err := p11.ParseURI(cfg.HSMKeyURI)
-	if err != nil {
-		return nil, nil, err
-	}
-	mod, err := p11.Open(moduleOf(u))
+	key, closeHSM, err := openTransparencyKey(cfg.HSMKeyURI, cfg.HSMPIN)
 	if err != nil {
 		return nil, nil, fmt.Errorf("transparency HSM key: %w", err)
 	}
-	key, err := mod.Signer(u, cfg.HSMPIN)
-	if err != nil {
-		mod.Close()
-		return nil, nil, fmt.Errorf("transparency HSM key: %w", err)
-	}
-	closeKeys = func() { key.Close(); mod.Close() }
+	closeKeys = closeHSM
 	opts := []transparency.Option{transparency.WithHSMKey(key)}
+	if cfg.Log.KeyURI != "" {
+		logKey, closeLog, err := openTransparencyKey(cfg.Log.KeyURI, cfg.HSMPIN)
+		if err != nil {
+			closeHSM()
+			return nil, nil, fmt.Errorf("transparency log key (VOUCH_TRANSPARENCY_KEY_URI): %w", err)
+		}
+		closeKeys = func() { closeLog(); closeHSM() }
+		opts = append(opts, transparency.WithLogKey(logKey))
+	}
 	if exp.Target != "" {
 		c, bucket, prefix, err := export.NewS3Client(exp)
 		if err != nil {
@@ -110,8 +113,27 @@ func startTransparency(cfg transparencyWriterConfig, exp export.Config, db *data
 		return nil, nil, err
 	}
 	log.Info("transparency log: writing", "dir", cfg.Log.Dir, "origin", cfg.Log.Origin,
-		"hsm_vkey", w.HSMVerifierKey(), "bucket", exp.Target != "", "witnesses", cfg.Log.WitnessPolicy != "")
+		"log_vkey", w.LogVerifierKey(), "hsm_vkey", w.HSMVerifierKey(), "bucket", exp.Target != "", "witnesses", cfg.Log.WitnessPolicy != "")
 	return w, closeKeys, nil
+}
+
+// openTransparencyKey opens the key a pkcs11: URI names, logged in with
+// pin; closeKey releases its session and module.
+func openTransparencyKey(uri, pin string) (key *p11.Signer, closeKey func(), err error) {
+	u, err := p11.ParseURI(uri)
+	if err != nil {
+		return nil, nil, err
+	}
+	mod, err := p11.Open(moduleOf(u))
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err = mod.Signer(u, pin)
+	if err != nil {
+		mod.Close()
+		return nil, nil, err
+	}
+	return key, func() { key.Close(); mod.Close() }, nil
 }
 
 type transparencyKeyConfig struct {
@@ -137,6 +159,11 @@ func checkTransparencyWriter(cfg transparencyWriterConfig, exp export.Config) []
 	} else if _, err := p11.ParseURI(cfg.HSMKeyURI); err != nil {
 		errs = append(errs, fmt.Errorf("VOUCH_TRANSPARENCY_HSM_KEY_URI: %w", err))
 	}
+	if cfg.Log.KeyURI != "" {
+		if _, err := p11.ParseURI(cfg.Log.KeyURI); err != nil {
+			errs = append(errs, fmt.Errorf("VOUCH_TRANSPARENCY_KEY_URI: %w", err))
+		}
+	}
 	if exp.Target != "" {
 		if _, _, _, err := export.NewS3Client(exp); err != nil {
 			errs = append(errs, err)
@@ -158,7 +185,7 @@ func runTransparency(ctx context.Context, log *slog.Logger, args []string, stdou
 	case "log":
 		return runTransparencyLog(ctx, log, args[1:], stdout, stderr)
 	case "keygen":
-		return runTransparencyKeygen(args[1:], stdout, stderr)
+		return runTransparencyKeygen(ctx, args[1:], stdout, stderr)
 	case "monitor", "audit":
 		return runTransparencyCheck(ctx, args[0], args[1:], stdout, stderr)
 	}
@@ -193,17 +220,21 @@ func runTransparencyLog(ctx context.Context, log *slog.Logger, args []string, st
 	return w.Run(ctx)
 }
 
-func runTransparencyKeygen(args []string, stdout, stderr io.Writer) error {
+func runTransparencyKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("transparency keygen", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), transparencyUsage); fs.PrintDefaults() }
 	origin := fs.String("origin", "", "the log's origin line, e.g. vouch.example.nl/transparency/log (it never changes)")
 	out := fs.String("out", "", "the file to write the signer key to (must not exist)")
+	uri := fs.String("uri", "", "instead of -out: the pkcs11: URI of an Ed25519 key in the HSM (made there, e.g. by pkcs11-tool); its public key is printed (PIN: VOUCH_HSM_PIN)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 || *origin == "" || *out == "" {
+	if fs.NArg() > 0 || *origin == "" || (*out == "") == (*uri == "") {
 		fmt.Fprint(stderr, transparencyUsage)
 		return exitError(2)
+	}
+	if *uri != "" {
+		return printHSMLogKey(ctx, *origin, *uri, stdout)
 	}
 	skey, vkey, err := note.GenerateKey(nil, *origin)
 	if err != nil {
@@ -218,6 +249,32 @@ func runTransparencyKeygen(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("transparency keygen: %w", err)
 	}
 	if err := f.Close(); err != nil {
+		return fmt.Errorf("transparency keygen: %w", err)
+	}
+	fmt.Fprintln(stdout, vkey)
+	return nil
+}
+
+// printHSMLogKey prints the verifier key of the log's Ed25519 key in the
+// HSM under origin: what VOUCH_TRANSPARENCY_KEY_URI will sign with.
+func printHSMLogKey(ctx context.Context, origin, uri string, stdout io.Writer) error {
+	var cfg struct {
+		PIN string `env:"VOUCH_HSM_PIN"`
+	}
+	if err := loadConfig(ctx, &cfg); err != nil {
+		return err
+	}
+	key, closeKey, err := openTransparencyKey(uri, cfg.PIN)
+	if err != nil {
+		return fmt.Errorf("transparency keygen: %w", err)
+	}
+	defer closeKey()
+	pub, ok := key.Public().(ed25519.PublicKey)
+	if !ok {
+		return errors.New("transparency keygen: the key -uri names is not an Ed25519 key")
+	}
+	vkey, err := note.NewEd25519VerifierKey(origin, pub)
+	if err != nil {
 		return fmt.Errorf("transparency keygen: %w", err)
 	}
 	fmt.Fprintln(stdout, vkey)
