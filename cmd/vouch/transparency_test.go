@@ -145,6 +145,7 @@ func TestTransparencyConfigCheck(t *testing.T) {
 		"VOUCH_TRANSPARENCY_HSM_KEY_URI=pkcs11:token=vouch-backend;object=transparency", "VOUCH_HSM_PIN=1234",
 		"VOUCH_EXPORT_TARGET=s3://vouch-export/nl", "VOUCH_EXPORT_S3_ENDPOINT=https://s3.example.nl",
 		"VOUCH_EXPORT_S3_ACCESS_KEY=a", "VOUCH_EXPORT_S3_SECRET_KEY=b"}
+	noKeyFile := slices.DeleteFunc(slices.Clone(good), func(kv string) bool { return strings.HasPrefix(kv, "VOUCH_TRANSPARENCY_KEY_FILE=") })
 	for _, c := range []struct {
 		name string
 		env  []string
@@ -156,6 +157,10 @@ func TestTransparencyConfigCheck(t *testing.T) {
 		{"bad witness policy", append(slices.Clone(good), "VOUCH_TRANSPARENCY_WITNESS_POLICY=witness w1"), "VOUCH_TRANSPARENCY_WITNESS_POLICY"},
 		{"bucket without credentials", slices.DeleteFunc(slices.Clone(good), func(kv string) bool { return strings.HasPrefix(kv, "VOUCH_EXPORT_S3_SECRET_KEY=") }), "VOUCH_EXPORT_S3_SECRET_KEY"},
 		{"another role's variable", append(slices.Clone(good), "VOUCH_INGEST_ADDR=:8080"), "VOUCH_INGEST_ADDR"},
+		{"log key in the HSM", append(slices.Clone(noKeyFile), "VOUCH_TRANSPARENCY_KEY_URI=pkcs11:token=vouch-backend;object=log"), ""},
+		{"log key file and URI", append(slices.Clone(good), "VOUCH_TRANSPARENCY_KEY_URI=pkcs11:token=vouch-backend;object=log"), "not both"},
+		{"no log key", noKeyFile, "VOUCH_TRANSPARENCY_KEY_FILE or VOUCH_TRANSPARENCY_KEY_URI"},
+		{"log key URI that does not parse", append(slices.Clone(noKeyFile), "VOUCH_TRANSPARENCY_KEY_URI=http://x"), "VOUCH_TRANSPARENCY_KEY_URI"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// checkRole reads the process's environment through the
