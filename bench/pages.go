@@ -172,16 +172,18 @@ func (c *benchClient) getPage(ctx context.Context, path string) error {
 }
 
 // seedAudit appends n rows to the audit log over the past year, by
-// generate_series in the database: sign-ins, vouches and refusals of a
-// few hundred card holders. Their hashes are random (a page read does not
+// generate_series in the database: sign-ins, vouches and sign-outs of
+// 500 card holders, one row in 25 a refusal (a quarter of those for the
+// quota). Their hashes are random (a page read does not
 // verify the chain; vouch audit verify would fail on them).
 func seedAudit(ctx context.Context, db *database.DB, n int) error {
 	if _, err := db.Pool().Exec(ctx, `insert into audit_log (seq, at, actor, action, subject, detail, prev_hash, hash, reason)
 		select last.seq + i, now() - make_interval(secs => (i * 31536000.0 / $1)),
 			'9' || lpad((i % 500)::text, 8, '0'),
-			(array['sign-in', 'vouch', 'vouch', 'sign-out', 'vouch-refused', 'sign-in-refused'])[1 + i % 6],
+			case i % 50 when 0 then 'vouch-refused' when 1 then 'sign-in-refused'
+				else (array['sign-in', 'vouch', 'sign-out'])[1 + i % 3] end,
 			'bench', null, sha256(int8send(i - 1)), sha256(int8send(i)),
-			case when i % 6 >= 4 then 'quota-reached' end
+			case when i % 50 < 2 then (array['quota-reached', 'rate-limited', 'code-check', 'license-suspended'])[1 + i / 50 % 4] end
 		from generate_series(1, $1::bigint) as i,
 			(select coalesce(max(seq), 0) as seq from audit_log) as last`, n); err != nil {
 		return err
