@@ -38,6 +38,8 @@ import (
 	"github.com/vouch-nl/vouch/internal/protocol"
 	"github.com/vouch-nl/vouch/internal/settings"
 	"github.com/vouch-nl/vouch/internal/uzi"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Config of the back office.
@@ -198,6 +200,9 @@ type Service struct {
 	refused refusals           // refusals counted for their minute's audit row
 	echo    *echo.Echo
 	trail   auditTrail // the audit trail's verification in this copy (audittrail_verify.go)
+	// statsViews are the statistics pages' charts and tables as last laid
+	// out, by language, query and the days counted (statistics.go).
+	statsViews *lru.Cache[string, *statsView]
 
 	// settings are Deps.Settings, or the configuration's defaults.
 	settings Settings
@@ -244,6 +249,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.metrics = newMetrics(s.deps.Metrics)
 	if s.pages, err = loadPages(); err != nil {
+		return nil, err
+	}
+	if s.statsViews, err = lru.New[string, *statsView](statsViewsKept); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -3,9 +3,12 @@ package backoffice
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"html/template"
 	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -36,6 +39,8 @@ type statsView struct {
 	Clinicians    []statsClinician
 	ClinicianSpan string
 	CSV, JSON     string
+
+	data *stats.View // what it was laid out from
 }
 
 type statsChart struct {
@@ -100,6 +105,22 @@ func (s *Service) statsData(c echo.Context, q stats.Query, public bool) (*stats.
 	return stats.Build(d), nil
 }
 
+// statsViewsKept bounds the laid-out statistics pages a copy keeps: five
+// languages, both pages, the usual spans.
+const statsViewsKept = 64
+
+// statsVersion names the days counted so far: it changes when a day is
+// counted, or counted again.
+func (s *Service) statsVersion(c echo.Context) (string, error) {
+	var n int64
+	var last time.Time
+	if err := s.deps.DB.Pool().QueryRow(c.Request().Context(),
+		`select count(*), coalesce(max(computed_at), 'epoch') from stats_days`).Scan(&n, &last); err != nil {
+		return "", fmt.Errorf("statistics: days counted: %w", err)
+	}
+	return strconv.FormatInt(n, 10) + "@" + last.UTC().Format(time.RFC3339Nano), nil
+}
+
 // statisticsPage is the auditors' page.
 func (s *Service) statisticsPage(c echo.Context) error { return s.statsPage(c, false) }
 
@@ -120,11 +141,26 @@ func (s *Service) statsPage(c echo.Context, public bool) error {
 		return s.renderStatus(c, refusal.Status, name, page{Stats: v})
 	}
 	q.Figure = "" // the page shows every figure
-	view, err := s.statsData(c, q, public)
+	// The charts and tables change only when a day is counted (and, for
+	// the public page, when a day's 48 hours are over): laid out once for
+	// every reader of the same page, not for each of fifty at once.
+	version, err := s.statsVersion(c)
 	if err != nil {
 		return err
 	}
-	v := s.statsViewOf(t, view, q, base)
+	key := strings.Join([]string{strconv.FormatBool(public), t.lang, base, q.Encode(), version,
+		s.now().In(s.zone).Format("2006-01-02T15")}, "|")
+	cached, ok := s.statsViews.Get(key)
+	if !ok {
+		view, err := s.statsData(c, q, public)
+		if err != nil {
+			return err
+		}
+		cached = s.statsViewOf(t, view, q, base)
+		s.statsViews.Add(key, cached)
+	}
+	vv := *cached // shared: this page's own fields go on a copy
+	v := &vv
 	if !public {
 		// The stolen-card signal is recent: the last weeks, whatever the
 		// span (a year of card holders' days took most of the page).
@@ -138,7 +174,7 @@ func (s *Service) statsPage(c echo.Context, public bool) error {
 			return err
 		}
 		var all int64
-		for _, p := range view.Days {
+		for _, p := range v.data.Days {
 			if !p.Start.Before(from) {
 				all += p.Cell(stats.FigureVouches, stats.Total).Value
 			}
@@ -160,7 +196,7 @@ func (s *Service) statsViewOf(t tr, view *stats.View, q stats.Query, base string
 	// number (tr.Number) took most of a year's page.
 	printer := message.NewPrinter(language.Make(t.lang))
 	num := func(n any) string { return printer.Sprint(number.Decimal(n)) }
-	v := &statsView{Public: view.Public, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly),
+	v := &statsView{data: view, Public: view.Public, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly),
 		Span: t.Tf("statistics.span", "From", t.Date(q.From), "To", t.Date(q.To))}
 	v.CSV, v.JSON = base+".csv?"+q.Encode(), base+".json?"+q.Encode()
 	for _, f := range statsFigures {

@@ -114,3 +114,47 @@ func TestStatisticsPages(t *testing.T) {
 		t.Errorf("the auditors' CSV without a session: %d", st)
 	}
 }
+
+// TestStatisticsPagesFollowTheCount: the pages are laid out once for all
+// their readers, and again once a day is counted or counted again — never
+// a stale page after the count, and in each reader's language.
+func TestStatisticsPagesFollowTheCount(t *testing.T) {
+	w := rolesWorld(t, uziPharmacist)
+	zone, _ := time.LoadLocation("Europe/Amsterdam")
+	y, m, d := time.Now().In(zone).Date()
+	day := func(back int) string { return time.Date(y, m, d-back, 0, 0, 0, 0, time.UTC).Format(time.DateOnly) }
+	statsSeed(t, w, map[string][]stats.Row{day(5): {{Figure: "vouches", Label: "01", Value: 1234}}}, nil)
+	auditor := w.browser()
+	auditor.mustSignIn(w.card("pharmacist"))
+	url := "/statistics?from=" + day(6) + "&to=" + day(1)
+	page := func(want ...string) {
+		t.Helper()
+		st, body := auditor.get(url)
+		if st != http.StatusOK {
+			t.Fatalf("%d\n%s", st, body)
+		}
+		for _, s := range want {
+			if !strings.Contains(body, s) {
+				t.Errorf("page lacks %q", s)
+			}
+		}
+	}
+	page("1,234")
+	page("1,234") // laid out before
+	// A new day counted.
+	statsSeed(t, w, map[string][]stats.Row{day(4): {{Figure: "vouches", Label: "01", Value: 5678}}}, nil)
+	page("1,234", "5,678")
+	// A day counted again with another figure, as an operator may ask.
+	if _, err := w.db.Pool().Exec(t.Context(), `update stats_daily set value = 4321 where day = $1`, day(4)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.db.Pool().Exec(t.Context(), `update stats_days set computed_at = now() + interval '1 second' where day = $1`, day(4)); err != nil {
+		t.Fatal(err)
+	}
+	page("4,321")
+	// Another language is laid out for itself.
+	if st, _ := auditor.form("/lang", map[string][]string{"lang": {"nl"}}); st >= 400 {
+		t.Fatalf("language switch: %d", st)
+	}
+	page("4.321")
+}
