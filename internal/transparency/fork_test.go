@@ -18,8 +18,8 @@ import (
 )
 
 // buildLog writes a log of entries into dir with tessera, signed by skey,
-// and waits for its checkpoint: what a lying operator would publish to
-// some, beside the log others see.
+// all added at once, each at its index, and waits for its checkpoint: what
+// a lying operator would publish to some, beside the log others see.
 func buildLog(t testing.TB, dir, skey, vkey string, entries [][]byte) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -37,9 +37,17 @@ func buildLog(t testing.TB, dir, skey, vkey string, entries [][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		if _, err := app.Add(ctx, tessera.NewEntry(e))(); err != nil {
+	futures := make([]tessera.IndexFuture, len(entries))
+	for i, e := range entries {
+		futures[i] = app.Add(ctx, tessera.NewEntry(e))
+	}
+	for i, f := range futures {
+		idx, err := f()
+		if err != nil {
 			t.Fatal(err)
+		}
+		if idx.Index != uint64(i) {
+			t.Fatalf("entry %d got index %d", i, idx.Index)
 		}
 	}
 	v, _ := note.NewVerifier(vkey)

@@ -25,7 +25,7 @@ func BenchmarkPhoneInclusion(b *testing.B) {
 	skey, vkey := newKey(b, testOrigin)
 	root := b.TempDir()
 	entries := someEntries(20_000)
-	phoneBuildLog(b, filepath.Join(root, "log"), skey, vkey, entries)
+	buildLog(b, filepath.Join(root, "log"), skey, vkey, entries)
 	h, err := cdn.NewHandler(root, time.Hour, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

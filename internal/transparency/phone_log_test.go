@@ -15,57 +15,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	fnote "github.com/transparency-dev/formats/note"
-	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/client"
-	"github.com/transparency-dev/tessera/storage/posix"
 	"golang.org/x/mod/sumdb/note"
 )
-
-// phoneBuildLog writes a log of entries into dir with tessera, all added
-// at once (buildLog waits for each), and waits for its checkpoint.
-func phoneBuildLog(t testing.TB, dir, skey, vkey string, entries [][]byte) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	driver, err := posix.New(ctx, posix.Config{Path: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, shutdown, _, err := tessera.NewAppender(ctx, driver, tessera.NewAppendOptions().
-		WithCheckpointSigner(signer).WithBatching(256, 10*time.Millisecond).WithCheckpointInterval(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	futures := make([]tessera.IndexFuture, len(entries))
-	for i, e := range entries {
-		futures[i] = app.Add(ctx, tessera.NewEntry(e))
-	}
-	for i, f := range futures {
-		idx, err := f()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if idx.Index != uint64(i) {
-			t.Fatalf("entry %d got index %d", i, idx.Index)
-		}
-	}
-	v, _ := note.NewVerifier(vkey)
-	waitFor(t, 10*time.Second, "the checkpoint", func() (bool, error) {
-		raw, err := os.ReadFile(filepath.Join(dir, "checkpoint"))
-		if err != nil {
-			return false, nil
-		}
-		cp, err := OpenCheckpoint(raw, v)
-		return err == nil && cp.Size == uint64(len(entries)), nil
-	})
-	if err := shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // phoneWitness is a test witness: its signer key and its vkey (the
 // cosignature/v1 form, as litewitness prints it).
@@ -154,8 +106,8 @@ func TestPhoneProvesItsLeaf(t *testing.T) {
 	mine := base[13]
 	notYet := AuthorizationEntry([]byte("picked up, not logged yet"), time.Now())
 	first, second := t.TempDir(), t.TempDir()
-	phoneBuildLog(t, first, skey, vkey, base)
-	phoneBuildLog(t, second, skey, vkey, append(append([][]byte{}, base...), append(someEntries(5), notYet)...))
+	buildLog(t, first, skey, vkey, base)
+	buildLog(t, second, skey, vkey, append(append([][]byte{}, base...), append(someEntries(5), notYet)...))
 
 	st := &PhoneState{}
 	st.AddLeaf("a1", mine, time.Now())
@@ -203,7 +155,7 @@ func TestPhoneLocatesLeafByDay(t *testing.T) {
 		entries = append(entries, AuthorizationEntry(b, day0.AddDate(0, 0, i/150)))
 	}
 	dir := t.TempDir()
-	phoneBuildLog(t, dir, skey, vkey, entries)
+	buildLog(t, dir, skey, vkey, entries)
 	src, _ := OpenSource(dir)
 	var reads atomic.Int64
 	counted := phoneCountingSource{Source: src, reads: &reads}
@@ -267,10 +219,10 @@ func TestPhoneSplitView(t *testing.T) {
 	p := phonePolicy(t, vkey, nil, 0)
 	base := someEntries(300)
 	seen := t.TempDir()
-	phoneBuildLog(t, seen, skey, vkey, base)
+	buildLog(t, seen, skey, vkey, base)
 	prefix := func(n int, more ...[]byte) [][]byte { return append(append([][]byte{}, base[:n]...), more...) }
 	stale := t.TempDir()
-	phoneBuildLog(t, stale, skey, vkey, base[:280])
+	buildLog(t, stale, skey, vkey, base[:280])
 	for _, c := range []struct {
 		name    string
 		entries [][]byte
@@ -302,7 +254,7 @@ func TestPhoneSplitView(t *testing.T) {
 				old, _ := os.ReadFile(filepath.Join(stale, "checkpoint"))
 				os.WriteFile(filepath.Join(other, "checkpoint"), old, 0o644)
 			} else {
-				phoneBuildLog(t, other, skey, vkey, c.entries)
+				buildLog(t, other, skey, vkey, c.entries)
 			}
 			res, err := phoneUpdate(t, other, p, st)
 			var fp *ForkProof
@@ -351,8 +303,8 @@ func TestPhoneWitnessPolicy(t *testing.T) {
 	w1, w2, stranger := newPhoneWitness(t, "witness.one"), newPhoneWitness(t, "witness.two"), newPhoneWitness(t, "witness.stranger")
 	first, second := t.TempDir(), t.TempDir()
 	base := someEntries(4)
-	phoneBuildLog(t, first, skey, vkey, base)
-	phoneBuildLog(t, second, skey, vkey, append(append([][]byte{}, base...), someEntries(2)...))
+	buildLog(t, first, skey, vkey, base)
+	buildLog(t, second, skey, vkey, append(append([][]byte{}, base...), someEntries(2)...))
 	firstRaw, _ := os.ReadFile(filepath.Join(first, "checkpoint"))
 	secondRaw, _ := os.ReadFile(filepath.Join(second, "checkpoint"))
 	for _, c := range []struct {
@@ -456,7 +408,7 @@ func TestPhonePlainWitnessKey(t *testing.T) {
 	skey, vkey := newKey(t, testOrigin)
 	wskey, wvkey, _ := note.GenerateKey(rand.Reader, "witness.plain")
 	dir := t.TempDir()
-	phoneBuildLog(t, dir, skey, vkey, someEntries(2))
+	buildLog(t, dir, skey, vkey, someEntries(2))
 	phoneCosignFile(t, dir, vkey, phoneWitness{name: "witness.plain", skey: wskey})
 	if _, err := phoneUpdate(t, dir, phonePolicy(t, vkey, []string{wvkey}, 1), &PhoneState{}); err != nil {
 		t.Fatal(err)
@@ -518,7 +470,7 @@ func newPhoneFixture(t testing.TB) *phoneFixture {
 	w := newPhoneWitness(t, "witness.one")
 	dir := t.TempDir()
 	entries := someEntries(40)
-	phoneBuildLog(t, dir, skey, vkey, entries)
+	buildLog(t, dir, skey, vkey, entries)
 	phoneCosignFile(t, dir, vkey, w)
 	raw, _ := os.ReadFile(filepath.Join(dir, "checkpoint"))
 	p := phonePolicy(t, vkey, []string{w.vkey}, 1)
@@ -627,8 +579,8 @@ func phoneForkProof(t testing.TB) phoneFork {
 	v, _ := Verifier(vkey)
 	base := someEntries(10)
 	a, b := t.TempDir(), t.TempDir()
-	phoneBuildLog(t, a, skey, vkey, base)
-	phoneBuildLog(t, b, skey, vkey, append(append(append([][]byte{}, base[:6]...), someEntries(1)...), append(append([][]byte{}, base[7:]...), someEntries(2)...)...))
+	buildLog(t, a, skey, vkey, base)
+	buildLog(t, b, skey, vkey, append(append(append([][]byte{}, base[:6]...), someEntries(1)...), append(append([][]byte{}, base[7:]...), someEntries(2)...)...))
 	p := phonePolicy(t, vkey, nil, 0)
 	st := &PhoneState{}
 	if _, err := phoneUpdate(t, a, p, st); err != nil {
@@ -695,8 +647,8 @@ func TestPhoneUnreachableTilesAreNoFork(t *testing.T) {
 	p := phonePolicy(t, vkey, nil, 0)
 	base := someEntries(300)
 	seen, older := t.TempDir(), t.TempDir()
-	phoneBuildLog(t, seen, skey, vkey, base)
-	phoneBuildLog(t, older, skey, vkey, base[:280])
+	buildLog(t, seen, skey, vkey, base)
+	buildLog(t, older, skey, vkey, base[:280])
 	st := &PhoneState{}
 	if _, err := phoneUpdate(t, seen, p, st); err != nil {
 		t.Fatal(err)
