@@ -123,10 +123,14 @@ func TestStatisticsPagesFollowTheCount(t *testing.T) {
 	zone, _ := time.LoadLocation("Europe/Amsterdam")
 	y, m, d := time.Now().In(zone).Date()
 	day := func(back int) string { return time.Date(y, m, d-back, 0, 0, 0, 0, time.UTC).Format(time.DateOnly) }
-	statsSeed(t, w, map[string][]stats.Row{day(5): {{Figure: "vouches", Label: "01", Value: 1234}}}, nil)
 	auditor := w.browser()
 	auditor.mustSignIn(w.card("pharmacist"))
 	url := "/statistics?from=" + day(6) + "&to=" + day(1)
+	// No day counted yet: each chart's table says so, not only its head.
+	if st, body := auditor.get(url); st != http.StatusOK || !strings.Contains(body, `<td colspan="2">No figures for these days.</td>`) {
+		t.Errorf("no days counted: %d, the tables do not say there are no figures", st)
+	}
+	statsSeed(t, w, map[string][]stats.Row{day(5): {{Figure: "vouches", Label: "01", Value: 1234}}}, nil)
 	page := func(want ...string) {
 		t.Helper()
 		st, body := auditor.get(url)
