@@ -145,10 +145,12 @@ func (p *Puller) every(ctx context.Context, s Site, interval time.Duration, m *M
 	for {
 		for {
 			res, err := p.Pull(ctx, s)
+			// Keys committed are counted even when the pull was cut short
+			// after them (the count and the store must agree).
+			m.keys.WithLabelValues(s.Name).Add(float64(res.Keys))
 			if ctx.Err() != nil {
 				return
 			}
-			m.keys.WithLabelValues(s.Name).Add(float64(res.Keys))
 			switch {
 			case errors.Is(err, ErrLimit):
 				m.pulls.WithLabelValues(s.Name, "limit").Inc()
