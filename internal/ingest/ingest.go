@@ -135,12 +135,17 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if _, err := deps.Bus.Bucket(ctx, cfg.LicenseBucket, registrysync.BucketDescription); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	if s.auths, err = s.js.KeyValue(ctx, cfg.AuthorizationBucket); err != nil {
-		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.AuthorizationBucket, err)
-	}
-	lic, err := s.js.KeyValue(ctx, cfg.LicenseBucket)
-	if err != nil {
-		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.LicenseBucket, err)
+	var lic jetstream.KeyValue
+	if err := openRetry().Do(ctx, func(ctx context.Context) (err error) {
+		if s.auths, err = s.js.KeyValue(ctx, cfg.AuthorizationBucket); err != nil {
+			return fmt.Errorf("ingest: bucket %s: %w", cfg.AuthorizationBucket, err)
+		}
+		if lic, err = s.js.KeyValue(ctx, cfg.LicenseBucket); err != nil {
+			return fmt.Errorf("ingest: bucket %s: %w", cfg.LicenseBucket, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	s.licenses = newLicenses(lic, deps.Log)
 	if s.used, err = openUsed(ctx, s.js, cfg.Replicas, usedTTL(cfg.MaxAgeDays)); err != nil {
@@ -175,33 +180,47 @@ const (
 	chaffTTL     = time.Minute
 )
 
-// openBucket opens a bucket, creating it when it does not exist.
-func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-	}
+// openBucket opens a bucket, creating it when it does not exist. As the
+// bus's own buckets: a cluster answers once the bucket's replicas elected
+// a leader (a loaded three-server cluster took longer than one request's
+// timeout), and a try that timed out may have made it.
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = openRetry().Do(ctx, func(ctx context.Context) error {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, cfg)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest: bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
 }
 
+// openRetry is how a bucket is opened at start (bus.Retry: on timeouts and
+// no responders only).
+func openRetry() bus.Retry { return bus.Retry{Attempt: 10 * time.Second, Within: time.Minute} }
+
 // openUsed opens the bucket that marks authorizations used, creating it,
 // and keeps its marks for ttl (an older bucket's shorter TTL is raised).
 func openUsed(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, error) {
 	cfg := jetstream.KeyValueConfig{Bucket: exposure.UsedBucket, History: 1, TTL: ttl, Replicas: max(replicas, 1),
 		Description: "authorizations uploaded with: SHA-256 of the upload without its time, by authorization id"}
-	kv, err := js.KeyValue(ctx, exposure.UsedBucket)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		kv, err = js.CreateKeyValue(ctx, cfg)
-	case err == nil:
-		var st jetstream.KeyValueStatus
-		if st, err = kv.Status(ctx); err == nil && st.TTL() < ttl {
-			kv, err = js.UpdateKeyValue(ctx, cfg)
+	var kv jetstream.KeyValue
+	err := openRetry().Do(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, exposure.UsedBucket)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+			kv, err = js.CreateKeyValue(ctx, cfg)
+		case err == nil:
+			var st jetstream.KeyValueStatus
+			if st, err = kv.Status(ctx); err == nil && st.TTL() < ttl {
+				kv, err = js.UpdateKeyValue(ctx, cfg)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest: bucket %s: %w", exposure.UsedBucket, err)
 	}
