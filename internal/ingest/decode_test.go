@@ -366,9 +366,14 @@ func TestReadBodyPooled(t *testing.T) {
 		s.release(buf)
 	})
 	// The test's two readers, the size limit's reader and the error's
-	// target; a body read anew adds its buffer and the buffer's bytes.
-	if allocs > 4 {
-		t.Errorf("reading a pooled body: %v allocations, want at most 4", allocs)
+	// target; a body read anew adds its buffer and the buffer's bytes
+	// (which the race detector's pool does now and then: CI runs -race).
+	want := 4.0
+	if raceDetector {
+		want += 2
+	}
+	if allocs > want {
+		t.Errorf("reading a pooled body: %v allocations, want at most %v", allocs, want)
 	}
 	big := read(make([]byte, phoneapi.MaxUploadRequestSize))
 	if big.Cap() <= maxPooledBody {
